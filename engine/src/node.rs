@@ -1,0 +1,274 @@
+//! The node service: hosts shard replicas and answers the internal protocol for them.
+//!
+//! ```text
+//!  router ──Execute/Describe──► primary replica ──► Shard
+//!  replica node ──Subscribe(from lsn)──► snapshot (if the log no longer reaches back)
+//!                                        then Changes batches, forever, as commits happen
+//!  admin/router ──ShardStats/ShardChecksum──► any replica
+//! ```
+//! Which shards a node hosts, and in which role and epoch, is set from outside (the runtime
+//! that follows meta's cluster map); the service refuses writes to a shard it does not hold as
+//! primary in the caller's epoch, so a router with a stale map cannot write to an old primary.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use protocol::clock::Hlc;
+use protocol::cluster::{NodeId, ShardId};
+use protocol::error::{Error, Result, sqlstate};
+use protocol::message::{Request, Response, StreamItem};
+use protocol::rpc::{Replier, Service};
+use protocol::Value;
+use tokio::sync::mpsc;
+
+use crate::shard::{Shard, ShardOptions};
+use crate::sql;
+use crate::txn::ReadTxn;
+
+/// Rows per snapshot chunk and records per change batch sent to a subscriber.
+const SNAPSHOT_CHUNK: usize = 1000;
+const CHANGE_BATCH: usize = 512;
+
+#[derive(Clone)]
+struct Hosted {
+    shard: Arc<Shard>,
+    primary: bool,
+    epoch: u64,
+}
+
+pub struct NodeService {
+    pub id: NodeId,
+    data_dir: PathBuf,
+    hlc: Arc<Hlc>,
+    opts: ShardOptions,
+    shards: RwLock<HashMap<ShardId, Hosted>>,
+    /// Last LSN each subscriber reported applying, per shard.
+    applied: RwLock<HashMap<(ShardId, NodeId), u64>>,
+}
+
+impl NodeService {
+    pub fn new(id: NodeId, data_dir: PathBuf, hlc: Arc<Hlc>, opts: ShardOptions) -> Result<Self> {
+        std::fs::create_dir_all(&data_dir).map_err(Error::io)?;
+        Ok(NodeService { id, data_dir, hlc, opts, shards: RwLock::default(), applied: RwLock::default() })
+    }
+
+    /// Hosts a shard replica in the given role, opening its file on first use.
+    pub fn host(&self, id: ShardId, primary: bool, epoch: u64) -> Result<Arc<Shard>> {
+        let mut shards = self.shards.write().map_err(|_| Error::internal("poisoned lock"))?;
+        if let Some(h) = shards.get_mut(&id) {
+            h.primary = primary;
+            h.epoch = epoch;
+            return Ok(h.shard.clone());
+        }
+        let path = self.data_dir.join(format!("shard-{id}.redb"));
+        let shard = Arc::new(Shard::open(&path, id, self.id, self.hlc.clone(), self.opts.clone())?);
+        shards.insert(id, Hosted { shard: shard.clone(), primary, epoch });
+        Ok(shard)
+    }
+
+    /// Stops hosting a shard (its file stays on disk).
+    pub fn unhost(&self, id: ShardId) {
+        if let Ok(mut shards) = self.shards.write() {
+            shards.remove(&id);
+        }
+    }
+
+    pub fn shard(&self, id: ShardId) -> Option<Arc<Shard>> {
+        self.shards.read().ok()?.get(&id).map(|h| h.shard.clone())
+    }
+
+    pub fn hosted(&self) -> Vec<ShardId> {
+        self.shards.read().map(|s| s.keys().copied().collect()).unwrap_or_default()
+    }
+
+    fn hosted_entry(&self, id: ShardId) -> Result<Hosted> {
+        self.shards
+            .read()
+            .map_err(|_| Error::internal("poisoned lock"))?
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::new(sqlstate::CONNECTION_FAILURE, format!("shard {id} is not hosted on node {}", self.id)))
+    }
+
+    async fn execute(&self, id: ShardId, epoch: u64, sql_text: String, params: Vec<Value>) -> Result<Response> {
+        let hosted = self.hosted_entry(id)?;
+        let stmts = sql::parse(&sql_text)?;
+        let writes = stmts.iter().any(|s| !sql::is_read_only(s));
+        if writes && (!hosted.primary || hosted.epoch != epoch) {
+            return Err(Error::new(
+                sqlstate::READ_ONLY_SQL_TRANSACTION,
+                format!(
+                    "shard {id} on node {} is not primary in epoch {epoch} (role {}, epoch {})",
+                    self.id,
+                    if hosted.primary { "primary" } else { "replica" },
+                    hosted.epoch
+                ),
+            ));
+        }
+        let shard = hosted.shard;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut last = None;
+            for stmt in &stmts {
+                last = Some(shard.execute(stmt, &params)?);
+            }
+            last.ok_or_else(|| Error::syntax("empty query"))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("executor task failed: {e}")))??;
+        Ok(Response::Result(result))
+    }
+
+    async fn describe(&self, id: ShardId, sql_text: String) -> Result<Response> {
+        let shard = self.hosted_entry(id)?.shard;
+        let stmts = sql::parse(&sql_text)?;
+        let (params, columns) = tokio::task::spawn_blocking(move || match stmts.first() {
+            Some(stmt) => shard.describe(stmt),
+            None => Ok((Vec::new(), Vec::new())),
+        })
+        .await
+        .map_err(|e| Error::internal(format!("describe task failed: {e}")))??;
+        Ok(Response::Described { params, columns })
+    }
+
+    /// Streams the change log to a subscriber until it goes away.
+    async fn subscribe(&self, id: ShardId, from_lsn: u64, reply: &Replier) -> Result<()> {
+        let shard = self.hosted_entry(id)?.shard;
+        let mut lsn_rx = shard.watch_lsn();
+        let mut pos = from_lsn;
+        let mut need_snapshot = false;
+        loop {
+            if need_snapshot || pos > shard.lsn() {
+                // The log no longer reaches back to `pos` (or the subscriber is ahead of us,
+                // which only a divergent history explains): start it over from a snapshot.
+                pos = send_snapshot(shard.clone(), reply).await?;
+                need_snapshot = false;
+            }
+            let s = shard.clone();
+            let batch = tokio::task::spawn_blocking(move || {
+                let snap = s.snapshot()?;
+                let start = snap.state(crate::storage::STATE_LOG_START)?;
+                if start > pos + 1 {
+                    return Ok(None);
+                }
+                snap.changes_after(pos, CHANGE_BATCH).map(Some)
+            })
+            .await
+            .map_err(|e| Error::internal(format!("log reader failed: {e}")))??;
+            match batch {
+                None => need_snapshot = true,
+                Some(records) if records.first().is_some_and(|r| r.lsn != pos + 1) => need_snapshot = true,
+                Some(records) if !records.is_empty() => {
+                    pos = records.last().map(|r| r.lsn).unwrap_or(pos);
+                    if !reply.send(Response::Stream(StreamItem::Changes(records))).await {
+                        return Ok(());
+                    }
+                }
+                Some(_) => {
+                    // Caught up: wait for the next commit, checking now and then that the
+                    // subscriber is still there.
+                    lsn_rx.borrow_and_update();
+                    if *lsn_rx.borrow() > pos {
+                        continue;
+                    }
+                    if reply.is_closed() {
+                        return Ok(());
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(1), lsn_rx.changed()).await;
+                }
+            }
+        }
+    }
+}
+
+/// Sends a consistent snapshot of the shard; returns the LSN it stands at.
+async fn send_snapshot(shard: Arc<Shard>, reply: &Replier) -> Result<u64> {
+    let (tx, mut rx) = mpsc::channel::<Result<StreamItem>>(4);
+    tokio::task::spawn_blocking(move || {
+        let produce = || -> Result<()> {
+            let snap = shard.snapshot()?;
+            let lsn = snap.state(crate::storage::STATE_LSN)?;
+            let tables = snap.schemas()?;
+            let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+            tx.blocking_send(Ok(StreamItem::SnapshotBegin { lsn, tables }))
+                .map_err(|_| Error::connection("subscriber gone"))?;
+            for name in names {
+                let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
+                for entry in snap.raw_rows(&name)? {
+                    chunk.push(entry?);
+                    if chunk.len() == SNAPSHOT_CHUNK {
+                        let rows = std::mem::take(&mut chunk);
+                        tx.blocking_send(Ok(StreamItem::SnapshotRows { table: name.clone(), rows }))
+                            .map_err(|_| Error::connection("subscriber gone"))?;
+                    }
+                }
+                if !chunk.is_empty() {
+                    tx.blocking_send(Ok(StreamItem::SnapshotRows { table: name.clone(), rows: chunk }))
+                        .map_err(|_| Error::connection("subscriber gone"))?;
+                }
+            }
+            tx.blocking_send(Ok(StreamItem::SnapshotEnd { lsn })).map_err(|_| Error::connection("subscriber gone"))?;
+            Ok(())
+        };
+        if let Err(e) = produce() {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let mut end = None;
+    while let Some(item) = rx.recv().await {
+        let item = item?;
+        if let StreamItem::SnapshotEnd { lsn } = item {
+            end = Some(lsn);
+        }
+        if !reply.send(Response::Stream(item)).await {
+            return Err(Error::connection("subscriber gone"));
+        }
+    }
+    end.ok_or_else(|| Error::internal("snapshot ended early"))
+}
+
+impl Service for NodeService {
+    async fn handle(self: Arc<Self>, req: Request, reply: Replier) {
+        let result = match req {
+            Request::Execute { shard, epoch, sql, params } => self.execute(shard, epoch, sql, params).await,
+            Request::Describe { shard, sql } => self.describe(shard, sql).await,
+            Request::Subscribe { shard, from_lsn, subscriber } => {
+                tracing::debug!(shard, from_lsn, subscriber, "replica subscribed");
+                match self.subscribe(shard, from_lsn, &reply).await {
+                    Ok(()) => Ok(Response::End),
+                    Err(e) => Err(e),
+                }
+            }
+            Request::ReportApplied { shard, subscriber, lsn } => {
+                if let Ok(mut applied) = self.applied.write() {
+                    applied.insert((shard, subscriber), lsn);
+                }
+                Ok(Response::Ok)
+            }
+            Request::ShardStats { shard } => match self.hosted_entry(shard) {
+                Ok(h) => tokio::task::spawn_blocking(move || h.shard.stats().map(Response::ShardStats))
+                    .await
+                    .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
+                Err(e) => Err(e),
+            },
+            Request::ShardChecksum { shard } => match self.hosted_entry(shard) {
+                Ok(h) => tokio::task::spawn_blocking(move || h.shard.checksum().map(|(_, sum)| Response::Checksum(sum)))
+                    .await
+                    .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
+                Err(e) => Err(e),
+            },
+            other => Err(Error::unsupported(format!("a storage node does not serve {:?}", request_name(&other)))),
+        };
+        let resp = result.unwrap_or_else(Response::Error);
+        let _ = reply.send(resp).await;
+    }
+}
+
+fn request_name(req: &Request) -> &'static str {
+    match req {
+        Request::MetaGet | Request::MetaWatch { .. } | Request::MetaPropose(_) => "meta requests",
+        Request::MetaHeartbeat { .. } | Request::MetaStatus | Request::Raft { .. } => "meta requests",
+        _ => "this request",
+    }
+}

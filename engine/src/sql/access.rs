@@ -1,0 +1,149 @@
+//! Access paths: which rows a scan must read, and which join conditions can drive a hash join.
+//!
+//! Rows are stored by their memcomparable primary key, so a WHERE clause that pins the
+//! key with `=` becomes a point lookup, one that pins a leading part of a composite key
+//! becomes a prefix scan, and `<`/`>` bounds on a single integer key become a key range. The
+//! filter is still applied to every row read, so an access path only has to read a superset
+//! of the answer; that keeps the analysis simple and never wrong.
+
+use protocol::schema::TableSchema;
+
+use super::expr::{CmpOp, Expr};
+use super::plan::Access;
+
+/// The conjuncts of an AND tree.
+pub fn conjuncts(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::And(l, r) => {
+            let mut v = conjuncts(l);
+            v.extend(conjuncts(r));
+            v
+        }
+        other => vec![other],
+    }
+}
+
+/// `column op value` with the column of this scan on one side and a row-independent value on
+/// the other, normalised so the column comes first.
+fn column_comparison(e: &Expr) -> Option<(usize, CmpOp, &Expr)> {
+    let Expr::Compare { op, left, right } = e else {
+        return None;
+    };
+    match (left.as_ref(), right.as_ref()) {
+        (Expr::Column { depth: 0, index }, v) if v.is_row_independent() => Some((*index, *op, v)),
+        (v, Expr::Column { depth: 0, index }) if v.is_row_independent() => {
+            Some((*index, op.flip(), v))
+        }
+        _ => None,
+    }
+}
+
+/// Picks the access path for a scan of `schema` filtered by `filter`.
+pub fn choose(schema: &TableSchema, filter: &Expr) -> Access {
+    let parts = conjuncts(filter);
+    let comparisons: Vec<(usize, CmpOp, &Expr)> =
+        parts.iter().filter_map(|e| column_comparison(e)).collect();
+    let mut pinned = Vec::new();
+    for pk in &schema.primary_key {
+        match comparisons
+            .iter()
+            .find(|(c, op, _)| c == pk && *op == CmpOp::Eq)
+        {
+            Some((_, _, v)) => pinned.push((*v).clone()),
+            None => break,
+        }
+    }
+    if !pinned.is_empty() {
+        return if pinned.len() == schema.primary_key.len() {
+            Access::Key(pinned)
+        } else {
+            Access::Prefix(pinned)
+        };
+    }
+    if let [pk] = schema.primary_key.as_slice() {
+        let is_int = schema
+            .columns
+            .get(*pk)
+            .is_some_and(|c| c.data_type.is_integer());
+        if is_int {
+            let mut lower = None;
+            let mut upper = None;
+            for (c, op, v) in &comparisons {
+                if c != pk {
+                    continue;
+                }
+                match op {
+                    CmpOp::Gt if lower.is_none() => lower = Some(((*v).clone(), false)),
+                    CmpOp::GtEq if lower.is_none() => lower = Some(((*v).clone(), true)),
+                    CmpOp::Lt if upper.is_none() => upper = Some(((*v).clone(), false)),
+                    CmpOp::LtEq if upper.is_none() => upper = Some(((*v).clone(), true)),
+                    _ => {}
+                }
+            }
+            if lower.is_some() || upper.is_some() {
+                return Access::Range { lower, upper };
+            }
+        }
+    }
+    Access::Full
+}
+
+/// Which side of a join an expression reads: `Some(true)` left only, `Some(false)` right
+/// only, `None` both, neither, or something that is not a plain expression of the row.
+fn side(e: &Expr, left_width: usize) -> Option<bool> {
+    let mut left = false;
+    let mut right = false;
+    let mut other = false;
+    e.walk(&mut |n| match n {
+        Expr::Column { depth: 0, index } if *index < left_width => left = true,
+        Expr::Column { depth: 0, .. } => right = true,
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } | Expr::Aggregate(_) => {
+            other = true
+        }
+        _ => {}
+    });
+    match (left, right, other) {
+        (true, false, false) => Some(true),
+        (false, true, false) => Some(false),
+        _ => None,
+    }
+}
+
+/// Splits join conditions into hash-join key pairs `(left expr, right expr)` and the rest.
+pub fn split_equi_join(conditions: Vec<Expr>, left_width: usize) -> (Vec<(Expr, Expr)>, Vec<Expr>) {
+    let mut equi = Vec::new();
+    let mut rest = Vec::new();
+    let mut flat = Vec::new();
+    for c in conditions {
+        flatten_and(c, &mut flat);
+    }
+    for c in flat {
+        match c {
+            Expr::Compare {
+                op: CmpOp::Eq,
+                left,
+                right,
+            } => match (side(&left, left_width), side(&right, left_width)) {
+                (Some(true), Some(false)) => equi.push((*left, *right)),
+                (Some(false), Some(true)) => equi.push((*right, *left)),
+                _ => rest.push(Expr::Compare {
+                    op: CmpOp::Eq,
+                    left,
+                    right,
+                }),
+            },
+            other => rest.push(other),
+        }
+    }
+    (equi, rest)
+}
+
+fn flatten_and(e: Expr, out: &mut Vec<Expr>) {
+    match e {
+        Expr::And(l, r) => {
+            flatten_and(*l, out);
+            flatten_and(*r, out);
+        }
+        other => out.push(other),
+    }
+}

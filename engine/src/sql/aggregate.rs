@@ -1,0 +1,237 @@
+//! Aggregate functions: `count`, `sum`, `min`, `max`, `avg`, `string_agg`, `bool_and`,
+//! `bool_or`, each optionally over DISTINCT arguments.
+//!
+//! Binding lifts every aggregate call out of the SELECT list (and HAVING, ORDER BY) into an
+//! [`AggCall`]; execution feeds each group's rows into one [`Accumulator`] per call and
+//! appends the results to the group's key values, forming the row that the rewritten
+//! expressions then read. Like PostgreSQL, aggregates skip NULL inputs, and all but `count`
+//! return NULL over no input.
+
+use std::collections::HashSet;
+
+use protocol::{DataType, Error, Result, Value, sqlstate};
+
+use super::expr::{Expr, as_f64, text_of};
+use super::types::{self, Ty};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AggFunc {
+    CountStar,
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    StringAgg,
+    BoolAnd,
+    BoolOr,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggCall {
+    pub func: AggFunc,
+    pub args: Vec<Expr>,
+    pub distinct: bool,
+    /// The type of the aggregate's result.
+    pub ty: DataType,
+}
+
+pub fn is_aggregate(name: &str) -> bool {
+    matches!(
+        name,
+        "count" | "sum" | "min" | "max" | "avg" | "string_agg" | "bool_and" | "bool_or" | "every"
+    )
+}
+
+/// Resolves an aggregate over arguments of the given types; returns the function, its result
+/// type and the type each unknown argument should take.
+pub fn resolve(name: &str, star: bool, args: &[Ty]) -> Result<(AggFunc, DataType, Vec<Ty>)> {
+    let no_such = || {
+        let list: Vec<String> = args.iter().map(types::ty_name).collect();
+        Error::new(
+            sqlstate::UNDEFINED_FUNCTION,
+            format!("function {name}({}) does not exist", list.join(", ")),
+        )
+    };
+    if star {
+        return if name == "count" {
+            Ok((AggFunc::CountStar, DataType::Int8, vec![]))
+        } else {
+            Err(no_such())
+        };
+    }
+    let first = args.first().copied().flatten();
+    let (func, ty, want) = match (name, args.len()) {
+        ("count", 1) => (AggFunc::Count, DataType::Int8, vec![None]),
+        ("sum", 1) => {
+            let t = first.unwrap_or(DataType::Float8);
+            let ty = match t {
+                t if t.is_integer() => DataType::Int8,
+                DataType::Float4 => DataType::Float4,
+                DataType::Float8 => DataType::Float8,
+                _ => return Err(no_such()),
+            };
+            (AggFunc::Sum, ty, vec![Some(t)])
+        }
+        ("avg", 1) => {
+            if !first.unwrap_or(DataType::Float8).is_numeric() {
+                return Err(no_such());
+            }
+            (
+                AggFunc::Avg,
+                DataType::Float8,
+                vec![Some(first.unwrap_or(DataType::Float8))],
+            )
+        }
+        ("min" | "max", 1) => {
+            let t = first.unwrap_or(DataType::Text);
+            let func = if name == "min" {
+                AggFunc::Min
+            } else {
+                AggFunc::Max
+            };
+            (
+                func,
+                if t.is_text() && t != DataType::Text {
+                    DataType::Text
+                } else {
+                    t
+                },
+                vec![Some(t)],
+            )
+        }
+        ("string_agg", 2) => {
+            if !first.is_none_or(|t| t.is_text()) {
+                return Err(no_such());
+            }
+            (
+                AggFunc::StringAgg,
+                DataType::Text,
+                vec![Some(DataType::Text), Some(DataType::Text)],
+            )
+        }
+        ("bool_and" | "every" | "bool_or", 1) => {
+            if !first.is_none_or(|t| t == DataType::Bool) {
+                return Err(no_such());
+            }
+            let func = if name == "bool_or" {
+                AggFunc::BoolOr
+            } else {
+                AggFunc::BoolAnd
+            };
+            (func, DataType::Bool, vec![Some(DataType::Bool)])
+        }
+        _ => return Err(no_such()),
+    };
+    Ok((func, ty, want))
+}
+
+/// The running state of one aggregate over one group.
+pub struct Accumulator {
+    func: AggFunc,
+    ty: DataType,
+    seen: Option<HashSet<Vec<Value>>>,
+    count: i64,
+    int_sum: i64,
+    float_sum: f64,
+    best: Option<Value>,
+    text: Option<String>,
+    flag: Option<bool>,
+}
+
+impl Accumulator {
+    pub fn new(call: &AggCall) -> Self {
+        Accumulator {
+            func: call.func,
+            ty: call.ty,
+            seen: call.distinct.then(HashSet::new),
+            count: 0,
+            int_sum: 0,
+            float_sum: 0.0,
+            best: None,
+            text: None,
+            flag: None,
+        }
+    }
+
+    /// Adds one row's argument values.
+    pub fn add(&mut self, args: Vec<Value>) -> Result<()> {
+        if self.func == AggFunc::CountStar {
+            self.count += 1;
+            return Ok(());
+        }
+        let Some(v) = args.first() else { return Ok(()) };
+        if v.is_null() {
+            return Ok(());
+        }
+        if let Some(seen) = &mut self.seen
+            && !seen.insert(args.clone())
+        {
+            return Ok(());
+        }
+        self.count += 1;
+        match self.func {
+            AggFunc::CountStar | AggFunc::Count => {}
+            AggFunc::Sum if self.ty == DataType::Int8 => {
+                if let Value::Int(i) = v {
+                    self.int_sum = self.int_sum.checked_add(*i).ok_or_else(|| {
+                        Error::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range")
+                    })?;
+                }
+            }
+            AggFunc::Sum | AggFunc::Avg => self.float_sum += as_f64(v).unwrap_or(0.0),
+            AggFunc::Min | AggFunc::Max => {
+                let replace = match &self.best {
+                    None => true,
+                    Some(b) => {
+                        let ord = v.total_cmp(b);
+                        if self.func == AggFunc::Min {
+                            ord.is_lt()
+                        } else {
+                            ord.is_gt()
+                        }
+                    }
+                };
+                if replace {
+                    self.best = Some(v.clone());
+                }
+            }
+            AggFunc::StringAgg => {
+                let sep = args
+                    .get(1)
+                    .filter(|s| !s.is_null())
+                    .map(text_of)
+                    .unwrap_or_default();
+                match &mut self.text {
+                    None => self.text = Some(text_of(v)),
+                    Some(t) => {
+                        t.push_str(&sep);
+                        t.push_str(&text_of(v));
+                    }
+                }
+            }
+            AggFunc::BoolAnd | AggFunc::BoolOr => {
+                let b = matches!(v, Value::Bool(true));
+                self.flag = Some(match self.flag {
+                    None => b,
+                    Some(f) if self.func == AggFunc::BoolAnd => f && b,
+                    Some(f) => f || b,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<Value> {
+        Ok(match self.func {
+            AggFunc::CountStar | AggFunc::Count => Value::Int(self.count),
+            _ if self.count == 0 => Value::Null,
+            AggFunc::Sum if self.ty == DataType::Int8 => Value::Int(self.int_sum),
+            AggFunc::Sum => types::check_float(self.float_sum, true, &self.ty)?,
+            AggFunc::Avg => Value::Float(self.float_sum / self.count as f64),
+            AggFunc::Min | AggFunc::Max => self.best.unwrap_or(Value::Null),
+            AggFunc::StringAgg => self.text.map(Value::Text).unwrap_or(Value::Null),
+            AggFunc::BoolAnd | AggFunc::BoolOr => self.flag.map(Value::Bool).unwrap_or(Value::Null),
+        })
+    }
+}

@@ -1,0 +1,1068 @@
+//! The binder: resolves names against scopes and types expressions.
+//!
+//! A [`Scope`] lists the columns one query level can see (its FROM items, qualified by table
+//! name or alias). Scopes stack as subqueries nest, so a name not found in the innermost
+//! scope resolves outward into a correlated reference. The binder also records what it learns
+//! about parameter types and collects aggregate calls for the SELECT being bound.
+
+use protocol::{DataType, Error, Result, Value, sqlstate};
+use sqlparser::ast::{self, BinaryOperator as B, UnaryOperator as U};
+
+use super::aggregate::{self, AggCall};
+use super::expr::{ArithOp, CmpOp, Expr, SubqueryExpr};
+use super::functions::{self, Func};
+use super::parse::{
+    data_type, ident, internal_type_name, name_parts, object_name, placeholder_index,
+};
+use super::types::{self, Ty};
+use crate::txn::ReadTxn;
+
+#[derive(Clone, Debug)]
+pub struct ScopeColumn {
+    /// The table name or alias that qualifies the column.
+    pub table: Option<String>,
+    pub name: String,
+    pub ty: DataType,
+    /// Reachable only qualified: the right-hand copy of a `JOIN ... USING` column.
+    pub hidden: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub columns: Vec<ScopeColumn>,
+}
+
+impl Scope {
+    pub fn of_table(schema: &protocol::schema::TableSchema, qualifier: &str) -> Scope {
+        Scope {
+            columns: schema
+                .columns
+                .iter()
+                .map(|c| ScopeColumn {
+                    table: Some(qualifier.to_string()),
+                    name: c.name.clone(),
+                    ty: c.data_type,
+                    hidden: false,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A WITH query visible to the query being bound.
+pub struct Cte {
+    pub name: String,
+    pub query: ast::Query,
+    pub columns: Vec<String>,
+}
+
+pub struct Binder<'a> {
+    pub txn: &'a dyn ReadTxn,
+    /// Inferred parameter types, by position; `None` until something types the parameter.
+    pub params: Vec<Ty>,
+    pub scopes: Vec<Scope>,
+    pub ctes: Vec<Cte>,
+    /// Aggregate calls of the SELECT list being bound; `None` where aggregates are not allowed.
+    pub aggregates: Option<Vec<AggCall>>,
+    /// Where aggregates are not allowed, the clause to name in the error.
+    pub no_aggregates_in: &'static str,
+    /// The outermost scope any column reference resolved to since the last reset; tells a
+    /// subquery whether it is correlated.
+    pub lowest_scope: usize,
+}
+
+fn is_default_keyword(e: &ast::Expr) -> bool {
+    matches!(e, ast::Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+}
+
+impl<'a> Binder<'a> {
+    pub fn new(txn: &'a dyn ReadTxn) -> Self {
+        Binder {
+            txn,
+            params: Vec::new(),
+            scopes: Vec::new(),
+            ctes: Vec::new(),
+            aggregates: None,
+            no_aggregates_in: "WHERE",
+            lowest_scope: usize::MAX,
+        }
+    }
+
+    pub fn is_default(e: &ast::Expr) -> bool {
+        is_default_keyword(e)
+    }
+
+    /// Final parameter types: anything still unknown is text, as PostgreSQL assumes.
+    pub fn param_types(&self) -> Vec<DataType> {
+        self.params
+            .iter()
+            .map(|t| t.unwrap_or(DataType::Text))
+            .collect()
+    }
+
+    fn resolve(&mut self, parts: &[String]) -> Result<(Expr, Ty)> {
+        let (table, name) = match parts {
+            [c] => (None, c),
+            [t, c] => (Some(t), c),
+            [_, t, c] => (Some(t), c),
+            _ => {
+                return Err(Error::unsupported(format!(
+                    "column reference {} is not supported",
+                    parts.join(".")
+                )));
+            }
+        };
+        for (depth, scope) in self.scopes.iter().rev().enumerate() {
+            let mut found = None;
+            for (index, col) in scope.columns.iter().enumerate() {
+                let hit = match table {
+                    None => !col.hidden && &col.name == name,
+                    Some(t) => col.table.as_ref() == Some(t) && &col.name == name,
+                };
+                if hit {
+                    if found.is_some() {
+                        return Err(Error::new(
+                            sqlstate::AMBIGUOUS_COLUMN,
+                            format!("column reference \"{}\" is ambiguous", parts.join(".")),
+                        ));
+                    }
+                    found = Some((index, col.ty));
+                }
+            }
+            if let Some((index, ty)) = found {
+                let level = self.scopes.len() - 1 - depth;
+                self.lowest_scope = self.lowest_scope.min(level);
+                return Ok((Expr::Column { depth, index }, Some(ty)));
+            }
+        }
+        if let Some(t) = table {
+            let known = self
+                .scopes
+                .iter()
+                .any(|s| s.columns.iter().any(|c| c.table.as_ref() == Some(t)));
+            if !known {
+                return Err(Error::new(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("missing FROM-clause entry for table \"{t}\""),
+                ));
+            }
+            return Err(Error::new(
+                sqlstate::UNDEFINED_COLUMN,
+                format!("column {t}.{name} does not exist"),
+            ));
+        }
+        Err(Error::undefined_column(name))
+    }
+
+    /// Gives an expression of unknown type the type `target`: literals are converted now
+    /// (so a bad one is a bind-time 22P02), parameters learn their type.
+    pub fn coerce(&mut self, e: Expr, ty: Ty, target: DataType) -> Result<Expr> {
+        if ty.is_some() {
+            return Ok(e);
+        }
+        Ok(match e {
+            Expr::Const(Value::Text(s)) => Expr::Const(target.parse_text(&s)?),
+            Expr::Const(Value::Null) => Expr::Const(Value::Null),
+            Expr::Param(i) => {
+                if let Some(slot) = self.params.get_mut(i) {
+                    slot.get_or_insert(target);
+                }
+                Expr::Param(i)
+            }
+            other => Expr::Cast {
+                expr: other.boxed(),
+                from: None,
+                to: target,
+            },
+        })
+    }
+
+    /// Binds an expression that must be boolean (WHERE, HAVING, ON, CASE WHEN).
+    pub fn condition(&mut self, e: &ast::Expr, clause: &str) -> Result<Expr> {
+        let (expr, ty) = self.expr(e)?;
+        match ty {
+            None => self.coerce(expr, ty, DataType::Bool),
+            Some(DataType::Bool) => Ok(expr),
+            Some(t) => Err(Error::new(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "argument of {clause} must be type boolean, not type {}",
+                    t.name()
+                ),
+            )),
+        }
+    }
+
+    /// Binds an expression and resolves an unknown result to text, for output columns.
+    pub fn output_expr(&mut self, e: &ast::Expr) -> Result<(Expr, DataType)> {
+        let (expr, ty) = self.expr(e)?;
+        match ty {
+            Some(t) => Ok((expr, t)),
+            None => Ok((self.coerce(expr, None, DataType::Text)?, DataType::Text)),
+        }
+    }
+
+    pub fn expr(&mut self, e: &ast::Expr) -> Result<(Expr, Ty)> {
+        use ast::Expr as A;
+        Ok(match e {
+            A::Identifier(i) => {
+                if is_default_keyword(e) {
+                    return Err(Error::syntax("DEFAULT is not allowed in this context"));
+                }
+                self.resolve(&[ident(i)])?
+            }
+            A::CompoundIdentifier(parts) => {
+                let parts: Vec<String> = parts.iter().map(ident).collect();
+                self.resolve(&parts)?
+            }
+            A::Value(v) => self.literal(&v.value)?,
+            A::TypedString(ts) => {
+                let to = data_type(&ts.data_type)?;
+                let text = match &ts.value.value {
+                    ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => {
+                        s.clone()
+                    }
+                    other => {
+                        return Err(Error::unsupported(format!(
+                            "typed literal {other} is not supported"
+                        )));
+                    }
+                };
+                (
+                    Expr::Const(types::cast(Value::Text(text), None, &to)?),
+                    Some(to),
+                )
+            }
+            A::Nested(inner) => self.expr(inner)?,
+            A::UnaryOp { op, expr } => self.unary(op, expr)?,
+            A::BinaryOp { left, op, right } => self.binary(left, op, right)?,
+            A::IsNull(x) | A::IsNotNull(x) => {
+                let (x, _) = self.expr(x)?;
+                (
+                    Expr::IsNull {
+                        expr: x.boxed(),
+                        negated: matches!(e, A::IsNotNull(_)),
+                    },
+                    Some(DataType::Bool),
+                )
+            }
+            A::IsUnknown(x) | A::IsNotUnknown(x) => {
+                let x = self.condition(x, "IS UNKNOWN")?;
+                (
+                    Expr::IsNull {
+                        expr: x.boxed(),
+                        negated: matches!(e, A::IsNotUnknown(_)),
+                    },
+                    Some(DataType::Bool),
+                )
+            }
+            A::IsTrue(x) | A::IsNotTrue(x) | A::IsFalse(x) | A::IsNotFalse(x) => {
+                let x = self.condition(x, "IS TRUE")?;
+                let value = matches!(e, A::IsTrue(_) | A::IsNotTrue(_));
+                let negated = matches!(e, A::IsNotTrue(_) | A::IsNotFalse(_));
+                (
+                    Expr::IsBool {
+                        expr: x.boxed(),
+                        value,
+                        negated,
+                    },
+                    Some(DataType::Bool),
+                )
+            }
+            A::IsDistinctFrom(l, r) | A::IsNotDistinctFrom(l, r) => {
+                let (l, r) = self.comparison_operands(l, r, "IS DISTINCT FROM")?;
+                let negated = matches!(e, A::IsNotDistinctFrom(..));
+                (
+                    Expr::IsDistinct {
+                        left: l.boxed(),
+                        right: r.boxed(),
+                        negated,
+                    },
+                    Some(DataType::Bool),
+                )
+            }
+            A::In {
+                expr,
+                target: ast::InTarget::List(list),
+                negated,
+                ..
+            } => {
+                let (x, xt) = self.expr(expr)?;
+                let mut bound = Vec::with_capacity(list.len());
+                let mut tys = vec![xt];
+                for item in list {
+                    let (b, t) = self.expr(item)?;
+                    tys.push(t);
+                    bound.push((b, t));
+                }
+                let common = types::common_type(&tys, "IN").map_err(|_| {
+                    let other = tys
+                        .iter()
+                        .skip(1)
+                        .flatten()
+                        .find(|t| xt.is_some_and(|x| !types::comparable(x, **t)));
+                    types::operator_error("=", &xt, &other.copied())
+                })?;
+                let target = types::comparison_type(common.unwrap_or(DataType::Text));
+                let x = self.coerce(x, xt, target)?;
+                let list = bound
+                    .into_iter()
+                    .map(|(b, t)| self.coerce(b, t, target))
+                    .collect::<Result<_>>()?;
+                (
+                    Expr::InList {
+                        expr: x.boxed(),
+                        list,
+                        negated: *negated,
+                    },
+                    Some(DataType::Bool),
+                )
+            }
+            A::In {
+                expr,
+                target: ast::InTarget::Subquery(subquery),
+                negated,
+                ..
+            } => {
+                let (x, xt) = self.expr(expr)?;
+                let sq = self.subquery(subquery)?;
+                let col = self.single_column(&sq)?;
+                let x = self.coerce(x, xt, types::comparison_type(col))?;
+                if let Some(t) = xt.filter(|t| !types::comparable(*t, col)) {
+                    return Err(types::operator_error("=", &Some(t), &Some(col)));
+                }
+                (
+                    Expr::InSubquery {
+                        expr: x.boxed(),
+                        subquery: sq,
+                        negated: *negated,
+                    },
+                    Some(DataType::Bool),
+                )
+            }
+            A::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
+                let (x1, lo) = self.comparison_operands(expr, low, ">=")?;
+                let (x2, hi) = self.comparison_operands(expr, high, "<=")?;
+                let cmp = |op, l: Expr, r: Expr| Expr::Compare {
+                    op,
+                    left: l.boxed(),
+                    right: r.boxed(),
+                };
+                let out = if *negated {
+                    Expr::Or(
+                        cmp(CmpOp::Lt, x1, lo).boxed(),
+                        cmp(CmpOp::Gt, x2, hi).boxed(),
+                    )
+                } else {
+                    Expr::And(
+                        cmp(CmpOp::GtEq, x1, lo).boxed(),
+                        cmp(CmpOp::LtEq, x2, hi).boxed(),
+                    )
+                };
+                (out, Some(DataType::Bool))
+            }
+            A::Like {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            }
+            | A::ILike {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            } => {
+                if *any {
+                    return Err(Error::unsupported("LIKE ANY is not supported"));
+                }
+                let op = if matches!(e, A::Like { .. }) {
+                    "~~"
+                } else {
+                    "~~*"
+                };
+                let x = self.text_operand(expr, op)?;
+                let p = self.text_operand(pattern, op)?;
+                let escape = match escape_char {
+                    Some(esc) => Some(self.text_operand(esc, "ESCAPE")?.boxed()),
+                    None => None,
+                };
+                let case_insensitive = matches!(e, A::ILike { .. });
+                (
+                    Expr::Like {
+                        expr: x.boxed(),
+                        pattern: p.boxed(),
+                        escape,
+                        case_insensitive,
+                        negated: *negated,
+                    },
+                    Some(DataType::Bool),
+                )
+            }
+            A::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => self.case(operand.as_deref(), conditions, else_result.as_deref())?,
+            A::Cast {
+                kind,
+                expr,
+                data_type: to,
+                format,
+            } => {
+                if format.is_some()
+                    || matches!(kind, ast::CastKind::TryCast | ast::CastKind::SafeCast)
+                {
+                    return Err(Error::unsupported(format!("{e} is not supported")));
+                }
+                let to = data_type(to)?;
+                let (x, xt) = self.expr(expr)?;
+                let x = match (x, xt) {
+                    (Expr::Const(v), None) => Expr::Const(types::cast(v, None, &to)?),
+                    (Expr::Param(i), None) => self.coerce(Expr::Param(i), None, to)?,
+                    (x, Some(from)) if !types::castable(from, to) => {
+                        let _ = x;
+                        return Err(Error::new(
+                            "42846",
+                            format!("cannot cast type {} to {}", from.name(), to.name()),
+                        ));
+                    }
+                    (x, from) => Expr::Cast {
+                        expr: x.boxed(),
+                        from,
+                        to,
+                    },
+                };
+                (x, Some(to))
+            }
+            A::Function(f) => self.function(f)?,
+            A::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                let mut args = vec![expr.as_ref().clone()];
+                args.push(
+                    substring_from
+                        .as_deref()
+                        .cloned()
+                        .unwrap_or_else(|| number("1")),
+                );
+                if let Some(f) = substring_for {
+                    args.push(f.as_ref().clone());
+                }
+                self.scalar_call("substring", &args)?
+            }
+            A::Position { expr, r#in } => {
+                self.scalar_call("position", &[expr.as_ref().clone(), r#in.as_ref().clone()])?
+            }
+            A::Trim {
+                trim_where,
+                trim_what,
+                expr,
+                trim_characters,
+            } => {
+                if trim_characters.is_some() {
+                    return Err(Error::unsupported(
+                        "TRIM with a character list is not supported",
+                    ));
+                }
+                let name = match trim_where {
+                    Some(ast::TrimWhereField::Leading) => "ltrim",
+                    Some(ast::TrimWhereField::Trailing) => "rtrim",
+                    _ => "btrim",
+                };
+                let mut args = vec![expr.as_ref().clone()];
+                if let Some(w) = trim_what {
+                    args.push(w.as_ref().clone());
+                }
+                self.scalar_call(name, &args)?
+            }
+            A::Ceil { expr, field } | A::Floor { expr, field } => {
+                let name = if matches!(e, A::Ceil { .. }) {
+                    "ceil"
+                } else {
+                    "floor"
+                };
+                if !matches!(
+                    field,
+                    ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime)
+                ) {
+                    return Err(Error::unsupported(format!("{e} is not supported")));
+                }
+                self.scalar_call(name, &[expr.as_ref().clone()])?
+            }
+            A::Exists { subquery, negated } => {
+                let sq = self.subquery(subquery)?;
+                (
+                    Expr::Exists {
+                        subquery: sq,
+                        negated: *negated,
+                    },
+                    Some(DataType::Bool),
+                )
+            }
+            A::Subquery(q) => {
+                let sq = self.subquery(q)?;
+                let ty = self.single_column(&sq)?;
+                (Expr::Subquery(sq), Some(ty))
+            }
+            other => {
+                return Err(Error::unsupported(format!(
+                    "expression is not supported: {other}"
+                )));
+            }
+        })
+    }
+
+    fn literal(&mut self, v: &ast::Value) -> Result<(Expr, Ty)> {
+        use ast::Value as V;
+        Ok(match v {
+            V::Number(n, _) => number_value(n)?,
+            V::SingleQuotedString(s)
+            | V::EscapedStringLiteral(s)
+            | V::UnicodeStringLiteral(s)
+            | V::NationalStringLiteral(s) => (Expr::Const(Value::Text(s.clone())), None),
+            V::DollarQuotedString(s) => (Expr::Const(Value::Text(s.value.clone())), None),
+            V::Boolean(b) => (Expr::Const(Value::Bool(*b)), Some(DataType::Bool)),
+            V::Null => (Expr::Const(Value::Null), None),
+            V::Placeholder(p) => {
+                let n = placeholder_index(p)?;
+                if n > 65535 {
+                    return Err(Error::new(
+                        sqlstate::UNDEFINED_PARAMETER,
+                        format!("there is no parameter ${n}"),
+                    ));
+                }
+                if self.params.len() < n {
+                    self.params.resize(n, None);
+                }
+                (Expr::Param(n - 1), self.params[n - 1])
+            }
+            other => {
+                return Err(Error::unsupported(format!(
+                    "literal {other} is not supported"
+                )));
+            }
+        })
+    }
+
+    fn unary(&mut self, op: &U, x: &ast::Expr) -> Result<(Expr, Ty)> {
+        match op {
+            U::Not => Ok((
+                Expr::Not(self.condition(x, "NOT")?.boxed()),
+                Some(DataType::Bool),
+            )),
+            U::Minus => {
+                // Fold `-<number>` so that -2147483648 is an int4 literal, as in PostgreSQL.
+                if let ast::Expr::Value(v) = x
+                    && let ast::Value::Number(n, _) = &v.value
+                {
+                    return number_value(&format!("-{n}"));
+                }
+                let (e, t) = self.expr(x)?;
+                let t = self.numeric_operand(e, t, "-")?;
+                Ok((
+                    Expr::Negate {
+                        expr: t.0.boxed(),
+                        ty: t.1,
+                    },
+                    Some(t.1),
+                ))
+            }
+            U::Plus => {
+                let (e, t) = self.expr(x)?;
+                let (e, t) = self.numeric_operand(e, t, "+")?;
+                Ok((e, Some(t)))
+            }
+            U::PGAbs => self.scalar_call("abs", std::slice::from_ref(x)),
+            U::PGSquareRoot => self.scalar_call("sqrt", std::slice::from_ref(x)),
+            other => Err(Error::unsupported(format!(
+                "operator {other} is not supported"
+            ))),
+        }
+    }
+
+    fn numeric_operand(&mut self, e: Expr, t: Ty, op: &str) -> Result<(Expr, DataType)> {
+        match t {
+            Some(t) if t.is_numeric() => Ok((e, t)),
+            None => Ok((self.coerce(e, None, DataType::Float8)?, DataType::Float8)),
+            Some(t) => Err(Error::new(
+                sqlstate::UNDEFINED_FUNCTION,
+                format!("operator does not exist: {op} {}", t.name()),
+            )),
+        }
+    }
+
+    fn text_operand(&mut self, x: &ast::Expr, op: &str) -> Result<Expr> {
+        let (e, t) = self.expr(x)?;
+        match t {
+            None => self.coerce(e, None, DataType::Text),
+            Some(t) if t.is_text() => Ok(e),
+            Some(t) => Err(types::operator_error(op, &Some(t), &Some(DataType::Text))),
+        }
+    }
+
+    /// Binds two operands that are compared, giving an unknown side the other's type.
+    fn comparison_operands(
+        &mut self,
+        l: &ast::Expr,
+        r: &ast::Expr,
+        op: &str,
+    ) -> Result<(Expr, Expr)> {
+        let (le, lt) = self.expr(l)?;
+        let (re, rt) = self.expr(r)?;
+        match (lt, rt) {
+            (Some(a), Some(b)) if types::comparable(a, b) => Ok((le, re)),
+            (Some(_), Some(_)) => Err(types::operator_error(op, &lt, &rt)),
+            (Some(a), None) => Ok((le, self.coerce(re, None, types::comparison_type(a))?)),
+            (None, Some(b)) => Ok((self.coerce(le, None, types::comparison_type(b))?, re)),
+            (None, None) => Ok((
+                self.coerce(le, None, DataType::Text)?,
+                self.coerce(re, None, DataType::Text)?,
+            )),
+        }
+    }
+
+    fn binary(&mut self, l: &ast::Expr, op: &B, r: &ast::Expr) -> Result<(Expr, Ty)> {
+        let bool_ty = Some(DataType::Bool);
+        let cmp = |op: &B| -> Option<CmpOp> {
+            Some(match op {
+                B::Eq => CmpOp::Eq,
+                B::NotEq => CmpOp::NotEq,
+                B::Lt => CmpOp::Lt,
+                B::LtEq => CmpOp::LtEq,
+                B::Gt => CmpOp::Gt,
+                B::GtEq => CmpOp::GtEq,
+                _ => return None,
+            })
+        };
+        if let Some(c) = cmp(op) {
+            let (le, re) = self.comparison_operands(l, r, &op.to_string())?;
+            return Ok((
+                Expr::Compare {
+                    op: c,
+                    left: le.boxed(),
+                    right: re.boxed(),
+                },
+                bool_ty,
+            ));
+        }
+        let arith = match op {
+            B::Plus => Some(ArithOp::Add),
+            B::Minus => Some(ArithOp::Sub),
+            B::Multiply => Some(ArithOp::Mul),
+            B::Divide => Some(ArithOp::Div),
+            B::Modulo => Some(ArithOp::Mod),
+            _ => None,
+        };
+        if let Some(a) = arith {
+            let sym = op.to_string();
+            let (le, lt) = self.expr(l)?;
+            let (re, rt) = self.expr(r)?;
+            let (le, re, lty, rty) = match (lt, rt) {
+                (Some(a), Some(b)) => (le, re, a, b),
+                (Some(a), None) => {
+                    let re = self.coerce(re, None, a)?;
+                    (le, re, a, a)
+                }
+                (None, Some(b)) => {
+                    let le = self.coerce(le, None, b)?;
+                    (le, re, b, b)
+                }
+                (None, None) => {
+                    return Err(Error::new(
+                        "42725",
+                        format!("operator is not unique: unknown {sym} unknown"),
+                    ));
+                }
+            };
+            let ty = types::arithmetic_type(&sym, lty, rty)
+                .ok_or_else(|| types::operator_error(&sym, &Some(lty), &Some(rty)))?;
+            return Ok((
+                Expr::Arith {
+                    op: a,
+                    left: le.boxed(),
+                    right: re.boxed(),
+                    ty,
+                },
+                Some(ty),
+            ));
+        }
+        match op {
+            B::And | B::Or => {
+                let name = if *op == B::And { "AND" } else { "OR" };
+                let le = self.condition(l, name)?;
+                let re = self.condition(r, name)?;
+                let e = if *op == B::And {
+                    Expr::And(le.boxed(), re.boxed())
+                } else {
+                    Expr::Or(le.boxed(), re.boxed())
+                };
+                Ok((e, bool_ty))
+            }
+            B::StringConcat => {
+                let (le, lt) = self.expr(l)?;
+                let (re, rt) = self.expr(r)?;
+                let texty = |t: Ty| t.is_none_or(|t| t.is_text());
+                if !texty(lt) && !texty(rt) {
+                    return Err(types::operator_error("||", &lt, &rt));
+                }
+                let le = self.coerce(le, lt, DataType::Text)?;
+                let re = self.coerce(re, rt, DataType::Text)?;
+                Ok((Expr::Concat(le.boxed(), re.boxed()), Some(DataType::Text)))
+            }
+            B::PGExp => self.scalar_call("power", &[l.clone(), r.clone()]),
+            other => Err(Error::unsupported(format!(
+                "operator {other} is not supported"
+            ))),
+        }
+    }
+
+    fn case(
+        &mut self,
+        operand: Option<&ast::Expr>,
+        conditions: &[ast::CaseWhen],
+        else_result: Option<&ast::Expr>,
+    ) -> Result<(Expr, Ty)> {
+        let subject = match operand {
+            Some(o) => Some(self.expr(o)?),
+            None => None,
+        };
+        let mut whens = Vec::with_capacity(conditions.len());
+        let mut results = Vec::with_capacity(conditions.len());
+        for c in conditions {
+            whens.push(match &subject {
+                Some(_) => self.expr(&c.condition)?,
+                None => (self.condition(&c.condition, "CASE")?, Some(DataType::Bool)),
+            });
+            results.push(self.expr(&c.result)?);
+        }
+        // With an operand, every WHEN value is compared with it, so they share one type.
+        let (operand, whens) = match subject {
+            Some((s, st)) => {
+                let mut tys = vec![st];
+                tys.extend(whens.iter().map(|(_, t)| *t));
+                let target = types::comparison_type(
+                    types::common_type(&tys, "CASE/WHEN")?.unwrap_or(DataType::Text),
+                );
+                let s = self.coerce(s, st, target)?;
+                let whens = whens
+                    .into_iter()
+                    .map(|(w, t)| self.coerce(w, t, target))
+                    .collect::<Result<Vec<_>>>()?;
+                (Some(s.boxed()), whens)
+            }
+            None => (None, whens.into_iter().map(|(w, _)| w).collect()),
+        };
+        let otherwise = match else_result {
+            Some(e) => Some(self.expr(e)?),
+            None => None,
+        };
+        let mut tys: Vec<Ty> = results.iter().map(|(_, t)| *t).collect();
+        if let Some((_, t)) = &otherwise {
+            tys.push(*t);
+        }
+        let ty = types::common_type(&tys, "CASE")?.unwrap_or(DataType::Text);
+        let mut pairs = Vec::with_capacity(whens.len());
+        for (w, (then, tt)) in whens.into_iter().zip(results) {
+            pairs.push((w, self.unify(then, tt, ty)?));
+        }
+        let otherwise = match otherwise {
+            Some((e, t)) => Some(self.unify(e, t, ty)?.boxed()),
+            None => None,
+        };
+        Ok((
+            Expr::Case {
+                operand,
+                whens: pairs,
+                otherwise,
+            },
+            Some(ty),
+        ))
+    }
+
+    /// Converts a branch of CASE/COALESCE to the construct's common type.
+    fn unify(&mut self, e: Expr, t: Ty, target: DataType) -> Result<Expr> {
+        match t {
+            None => self.coerce(e, t, target),
+            Some(t) if t == target || (t.is_text() && target.is_text()) => Ok(e),
+            Some(t) => Ok(Expr::Cast {
+                expr: e.boxed(),
+                from: Some(t),
+                to: target,
+            }),
+        }
+    }
+
+    fn function(&mut self, f: &ast::Function) -> Result<(Expr, Ty)> {
+        let name = {
+            let parts = name_parts(&f.name)?;
+            match parts.as_slice() {
+                [n] => n.clone(),
+                [schema, n] if schema == "pg_catalog" => n.clone(),
+                _ => {
+                    return Err(Error::new(
+                        sqlstate::UNDEFINED_FUNCTION,
+                        format!("function {} does not exist", f.name),
+                    ));
+                }
+            }
+        };
+        if f.over.is_some() {
+            return Err(Error::unsupported("window functions are not supported"));
+        }
+        if f.filter.is_some() || !f.within_group.is_empty() {
+            return Err(Error::unsupported(format!("{f} is not supported")));
+        }
+        let (args, distinct) = match &f.args {
+            ast::FunctionArguments::None => (vec![], false),
+            ast::FunctionArguments::Subquery(_) => {
+                return Err(Error::unsupported(format!("{f} is not supported")));
+            }
+            ast::FunctionArguments::List(list) => {
+                if !list.clauses.is_empty() {
+                    return Err(Error::unsupported(format!("{f} is not supported")));
+                }
+                (
+                    list.args.clone(),
+                    matches!(
+                        list.duplicate_treatment,
+                        Some(ast::DuplicateTreatment::Distinct)
+                    ),
+                )
+            }
+        };
+        let star = matches!(
+            args.as_slice(),
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]
+        );
+        let mut exprs = Vec::with_capacity(args.len());
+        if !star {
+            for a in &args {
+                match a {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => {
+                        exprs.push(e.clone())
+                    }
+                    other => {
+                        return Err(Error::unsupported(format!(
+                            "function argument {other} is not supported"
+                        )));
+                    }
+                }
+            }
+        }
+        if aggregate::is_aggregate(&name) {
+            return self.aggregate(&name, star, distinct, &exprs);
+        }
+        if star || distinct {
+            return Err(Error::syntax(format!("{f} is not a valid function call")));
+        }
+        if name == "coalesce" {
+            let mut bound = Vec::with_capacity(exprs.len());
+            for e in &exprs {
+                bound.push(self.expr(e)?);
+            }
+            let tys: Vec<Ty> = bound.iter().map(|(_, t)| *t).collect();
+            let ty = types::common_type(&tys, "COALESCE")?.unwrap_or(DataType::Text);
+            let args = bound
+                .into_iter()
+                .map(|(e, t)| self.unify(e, t, ty))
+                .collect::<Result<_>>()?;
+            return Ok((Expr::Coalesce(args), Some(ty)));
+        }
+        self.scalar_call(&name, &exprs)
+    }
+
+    /// Binds a call of a scalar function from `functions.rs`.
+    pub fn scalar_call(&mut self, name: &str, args: &[ast::Expr]) -> Result<(Expr, Ty)> {
+        let mut bound = Vec::with_capacity(args.len());
+        for a in args {
+            bound.push(self.expr(a)?);
+        }
+        let tys: Vec<Ty> = bound.iter().map(|(_, t)| *t).collect();
+        let Some(resolved) = functions::resolve(name, &tys)? else {
+            let list: Vec<String> = tys.iter().map(types::ty_name).collect();
+            return Err(Error::new(
+                sqlstate::UNDEFINED_FUNCTION,
+                format!("function {name}({}) does not exist", list.join(", ")),
+            ));
+        };
+        let mut out = Vec::with_capacity(bound.len());
+        for ((e, t), want) in bound.into_iter().zip(&resolved.arg_types) {
+            out.push(match (want, resolved.func) {
+                (Some(w), Func::Greatest | Func::Least) => self.unify(e, t, *w)?,
+                (Some(w), _) => self.coerce(e, t, *w)?,
+                (None, _) => self.coerce(e, t, DataType::Text)?,
+            });
+        }
+        Ok((
+            Expr::Function {
+                func: resolved.func,
+                args: out,
+            },
+            Some(resolved.ret),
+        ))
+    }
+
+    fn aggregate(
+        &mut self,
+        name: &str,
+        star: bool,
+        distinct: bool,
+        args: &[ast::Expr],
+    ) -> Result<(Expr, Ty)> {
+        let Some(mut collected) = self.aggregates.take() else {
+            let msg = if self.no_aggregates_in == "aggregate" {
+                "aggregate function calls cannot be nested".to_string()
+            } else {
+                format!(
+                    "aggregate functions are not allowed in {}",
+                    self.no_aggregates_in
+                )
+            };
+            return Err(Error::new(sqlstate::GROUPING_ERROR, msg));
+        };
+        let saved_clause = std::mem::replace(&mut self.no_aggregates_in, "aggregate");
+        let bound: Result<Vec<(Expr, Ty)>> = args.iter().map(|a| self.expr(a)).collect();
+        self.no_aggregates_in = saved_clause;
+        let bound = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                self.aggregates = Some(collected);
+                return Err(e);
+            }
+        };
+        let tys: Vec<Ty> = bound.iter().map(|(_, t)| *t).collect();
+        let resolved = aggregate::resolve(name, star, &tys);
+        let (func, ty, want) = match resolved {
+            Ok(r) => r,
+            Err(e) => {
+                self.aggregates = Some(collected);
+                return Err(e);
+            }
+        };
+        let mut exprs = Vec::with_capacity(bound.len());
+        for ((e, t), w) in bound
+            .into_iter()
+            .zip(want.iter().chain(std::iter::repeat(&None)))
+        {
+            exprs.push(match w {
+                Some(w) => self.coerce(e, t, *w)?,
+                None => self.coerce(e, t, DataType::Text)?,
+            });
+        }
+        collected.push(AggCall {
+            func,
+            args: exprs,
+            distinct,
+            ty,
+        });
+        let index = collected.len() - 1;
+        self.aggregates = Some(collected);
+        Ok((Expr::Aggregate(index), Some(ty)))
+    }
+
+    /// Binds a subquery in a new scope level, noting whether it reads the enclosing rows.
+    pub fn subquery(&mut self, q: &ast::Query) -> Result<SubqueryExpr> {
+        let saved_aggs = self.aggregates.take();
+        let saved_clause = self.no_aggregates_in;
+        let saved_lowest = std::mem::replace(&mut self.lowest_scope, usize::MAX);
+        let level = self.scopes.len();
+        let plan = self.query(q);
+        let correlated = self.lowest_scope < level;
+        self.lowest_scope = saved_lowest.min(self.lowest_scope);
+        self.aggregates = saved_aggs;
+        self.no_aggregates_in = saved_clause;
+        Ok(SubqueryExpr::new(plan?, correlated))
+    }
+
+    fn single_column(&self, sq: &SubqueryExpr) -> Result<DataType> {
+        match sq.plan.columns.as_slice() {
+            [c] => Ok(c.data_type),
+            _ => Err(Error::syntax("subquery must return only one column")),
+        }
+    }
+
+    /// The table named by `name`, or 42P01.
+    pub fn table(&self, name: &ast::ObjectName) -> Result<protocol::schema::TableSchema> {
+        let n = object_name(name)?;
+        self.txn
+            .schema(&n)?
+            .ok_or_else(|| Error::undefined_table(&n))
+    }
+}
+
+fn number(n: &str) -> ast::Expr {
+    ast::Expr::value(ast::Value::Number(n.to_string(), false))
+}
+
+/// A numeric literal: int4 if it fits, else int8, else float8 (PostgreSQL would say numeric).
+fn number_value(n: &str) -> Result<(Expr, Ty)> {
+    if let Ok(i) = n.parse::<i64>() {
+        let ty = if i32::try_from(i).is_ok() {
+            DataType::Int4
+        } else {
+            DataType::Int8
+        };
+        return Ok((Expr::Const(Value::Int(i)), Some(ty)));
+    }
+    let f: f64 = n.parse().map_err(|_| {
+        Error::new(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("invalid number \"{n}\""),
+        )
+    })?;
+    Ok((Expr::Const(Value::Float(f)), Some(DataType::Float8)))
+}
+
+/// The name PostgreSQL gives an output column computed by `e` (its FigureColname).
+pub fn column_name(e: &ast::Expr) -> String {
+    figure_name(e)
+        .map(|(n, _)| n)
+        .unwrap_or_else(|| "?column?".into())
+}
+
+/// A name and how strongly it claims the column: a cast names its output after the target
+/// type only when its operand has no better name (`a::text` is `a`, `1::int8` is `int8`).
+fn figure_name(e: &ast::Expr) -> Option<(String, u8)> {
+    use ast::Expr as A;
+    let strong = |s: &str| Some((s.to_string(), 2));
+    match e {
+        A::Identifier(i) => Some((ident(i), 2)),
+        A::CompoundIdentifier(parts) => parts.last().map(|i| (ident(i), 2)),
+        A::Nested(inner) => figure_name(inner),
+        A::Function(f) => name_parts(&f.name)
+            .ok()
+            .and_then(|p| p.last().cloned())
+            .map(|n| (n, 2)),
+        A::Cast {
+            expr, data_type: t, ..
+        } => match figure_name(expr) {
+            Some((n, 2)) => Some((n, 2)),
+            other => data_type(t)
+                .ok()
+                .map(|t| (internal_type_name(&t).to_string(), 1))
+                .or(other),
+        },
+        // `true` is the cast 't'::bool in PostgreSQL's grammar.
+        A::Value(v) if matches!(v.value, ast::Value::Boolean(_)) => Some(("bool".into(), 1)),
+        A::Case { .. } => Some(("case".into(), 1)),
+        A::Exists { .. } => strong("exists"),
+        A::Substring { .. } => strong("substring"),
+        A::Position { .. } => strong("position"),
+        A::Trim { .. } => strong("btrim"),
+        A::Ceil { .. } => strong("ceil"),
+        A::Floor { .. } => strong("floor"),
+        _ => None,
+    }
+}

@@ -1,0 +1,755 @@
+//! Bound expressions and their evaluation.
+//!
+//! Binding (`bind.rs`) turns sqlparser's `Expr` into this smaller tree: names become row
+//! positions, literals become values of their final type, and every operator has already been
+//! type-checked, so evaluation only computes. Evaluation follows SQL's three-valued logic: NULL
+//! propagates through operators, AND/OR treat it as "unknown", and a WHERE keeps a row only
+//! when its condition is true.
+//!
+//! A column reference carries a `depth`: 0 is the current row, 1 the row of the enclosing
+//! query (for correlated subqueries), and so on up the [`Env`] chain.
+
+use std::cell::OnceCell;
+use std::cmp::Ordering;
+
+use protocol::{DataType, Error, Result, Value, sqlstate};
+
+use super::functions::Func;
+use super::plan::QueryPlan;
+use super::types::{self, Ty};
+use crate::txn::ReadTxn;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CmpOp {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+impl CmpOp {
+    fn holds(self, ord: Ordering) -> bool {
+        match self {
+            CmpOp::Eq => ord == Ordering::Equal,
+            CmpOp::NotEq => ord != Ordering::Equal,
+            CmpOp::Lt => ord == Ordering::Less,
+            CmpOp::LtEq => ord != Ordering::Greater,
+            CmpOp::Gt => ord == Ordering::Greater,
+            CmpOp::GtEq => ord != Ordering::Less,
+        }
+    }
+
+    /// The same comparison with its operands swapped (`1 < x` is `x > 1`).
+    pub fn flip(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::LtEq => CmpOp::GtEq,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::GtEq => CmpOp::LtEq,
+            other => other,
+        }
+    }
+}
+
+/// A subquery used as an expression. An uncorrelated one runs once per statement; its rows
+/// are kept in `cache`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubqueryExpr {
+    pub plan: Box<QueryPlan>,
+    pub correlated: bool,
+    pub cache: OnceCell<Vec<Vec<Value>>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Const(Value),
+    Column {
+        depth: usize,
+        index: usize,
+    },
+    /// A 0-based parameter position; values are converted to their inferred types up front.
+    Param(usize),
+    Negate {
+        expr: Box<Expr>,
+        ty: DataType,
+    },
+    Arith {
+        op: ArithOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+        ty: DataType,
+    },
+    Compare {
+        op: CmpOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
+    Concat(Box<Expr>, Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
+    /// `IS [NOT] TRUE` / `IS [NOT] FALSE`, which never yield NULL.
+    IsBool {
+        expr: Box<Expr>,
+        value: bool,
+        negated: bool,
+    },
+    IsDistinct {
+        left: Box<Expr>,
+        right: Box<Expr>,
+        negated: bool,
+    },
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        escape: Option<Box<Expr>>,
+        case_insensitive: bool,
+        negated: bool,
+    },
+    Case {
+        operand: Option<Box<Expr>>,
+        whens: Vec<(Expr, Expr)>,
+        otherwise: Option<Box<Expr>>,
+    },
+    Coalesce(Vec<Expr>),
+    Cast {
+        expr: Box<Expr>,
+        from: Ty,
+        to: DataType,
+    },
+    Function {
+        func: Func,
+        args: Vec<Expr>,
+    },
+    Subquery(SubqueryExpr),
+    Exists {
+        subquery: SubqueryExpr,
+        negated: bool,
+    },
+    InSubquery {
+        expr: Box<Expr>,
+        subquery: SubqueryExpr,
+        negated: bool,
+    },
+    /// The i-th aggregate of the enclosing SELECT; exists only during binding, which rewrites
+    /// it into a column of the aggregated row.
+    Aggregate(usize),
+}
+
+/// What evaluation needs from the statement: its snapshot (for subqueries) and parameters.
+pub struct Ctx<'a> {
+    pub txn: &'a dyn ReadTxn,
+    pub params: &'a [Value],
+}
+
+/// The row an expression sees, and the rows of the queries around it.
+pub struct Env<'a> {
+    pub row: &'a [Value],
+    pub outer: Option<&'a Env<'a>>,
+    pub ctx: &'a Ctx<'a>,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(row: &'a [Value], outer: Option<&'a Env<'a>>, ctx: &'a Ctx<'a>) -> Self {
+        Env { row, outer, ctx }
+    }
+
+    fn column(&self, depth: usize, index: usize) -> Result<Value> {
+        let mut env = self;
+        for _ in 0..depth {
+            env = env
+                .outer
+                .ok_or_else(|| Error::internal("outer column reference without an outer row"))?;
+        }
+        env.row
+            .get(index)
+            .cloned()
+            .ok_or_else(|| Error::internal("column reference out of range"))
+    }
+}
+
+fn truth(v: &Value) -> Result<Option<bool>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        other => Err(Error::new(
+            sqlstate::DATATYPE_MISMATCH,
+            format!(
+                "argument of boolean operator must be type boolean, not type {}",
+                other.type_name()
+            ),
+        )),
+    }
+}
+
+fn from_truth(b: Option<bool>) -> Value {
+    b.map(Value::Bool).unwrap_or(Value::Null)
+}
+
+impl Expr {
+    pub fn boxed(self) -> Box<Expr> {
+        Box::new(self)
+    }
+
+    /// True if the expression reads nothing of the current row, so it is one value for a
+    /// whole scan (literals, parameters, outer columns).
+    pub fn is_row_independent(&self) -> bool {
+        let mut independent = true;
+        self.walk(&mut |e| match e {
+            Expr::Column { depth: 0, .. }
+            | Expr::Subquery(_)
+            | Expr::Exists { .. }
+            | Expr::InSubquery { .. } => independent = false,
+            Expr::Aggregate(_) => independent = false,
+            _ => {}
+        });
+        independent
+    }
+
+    /// Visits this expression and its sub-expressions (not into subqueries).
+    pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Const(_) | Expr::Column { .. } | Expr::Param(_) | Expr::Aggregate(_) => {}
+            Expr::Subquery(_) | Expr::Exists { .. } => {}
+            Expr::Negate { expr, .. }
+            | Expr::Not(expr)
+            | Expr::IsNull { expr, .. }
+            | Expr::IsBool { expr, .. } => expr.walk(f),
+            Expr::Cast { expr, .. } | Expr::InSubquery { expr, .. } => expr.walk(f),
+            Expr::Arith { left, right, .. }
+            | Expr::Compare { left, right, .. }
+            | Expr::Concat(left, right)
+            | Expr::And(left, right)
+            | Expr::Or(left, right)
+            | Expr::IsDistinct { left, right, .. } => {
+                left.walk(f);
+                right.walk(f);
+            }
+            Expr::InList { expr, list, .. } => {
+                expr.walk(f);
+                list.iter().for_each(|e| e.walk(f));
+            }
+            Expr::Like {
+                expr,
+                pattern,
+                escape,
+                ..
+            } => {
+                expr.walk(f);
+                pattern.walk(f);
+                if let Some(e) = escape {
+                    e.walk(f);
+                }
+            }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    o.walk(f);
+                }
+                for (w, t) in whens {
+                    w.walk(f);
+                    t.walk(f);
+                }
+                if let Some(o) = otherwise {
+                    o.walk(f);
+                }
+            }
+            Expr::Coalesce(args) | Expr::Function { args, .. } => {
+                args.iter().for_each(|e| e.walk(f))
+            }
+        }
+    }
+
+    /// Rebuilds the expression with `f` applied to each immediate child (not into subqueries).
+    pub fn map_children(self, f: &mut dyn FnMut(Expr) -> Result<Expr>) -> Result<Expr> {
+        let t = |e: Box<Expr>, f: &mut dyn FnMut(Expr) -> Result<Expr>| -> Result<Box<Expr>> {
+            Ok(Box::new(f(*e)?))
+        };
+        Ok(match self {
+            Expr::Negate { expr, ty } => Expr::Negate {
+                expr: t(expr, f)?,
+                ty,
+            },
+            Expr::Not(e) => Expr::Not(t(e, f)?),
+            Expr::IsNull { expr, negated } => Expr::IsNull {
+                expr: t(expr, f)?,
+                negated,
+            },
+            Expr::IsBool {
+                expr,
+                value,
+                negated,
+            } => Expr::IsBool {
+                expr: t(expr, f)?,
+                value,
+                negated,
+            },
+            Expr::Cast { expr, from, to } => Expr::Cast {
+                expr: t(expr, f)?,
+                from,
+                to,
+            },
+            Expr::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } => Expr::InSubquery {
+                expr: t(expr, f)?,
+                subquery,
+                negated,
+            },
+            Expr::Arith {
+                op,
+                left,
+                right,
+                ty,
+            } => Expr::Arith {
+                op,
+                left: t(left, f)?,
+                right: t(right, f)?,
+                ty,
+            },
+            Expr::Compare { op, left, right } => Expr::Compare {
+                op,
+                left: t(left, f)?,
+                right: t(right, f)?,
+            },
+            Expr::Concat(l, r) => Expr::Concat(t(l, f)?, t(r, f)?),
+            Expr::And(l, r) => Expr::And(t(l, f)?, t(r, f)?),
+            Expr::Or(l, r) => Expr::Or(t(l, f)?, t(r, f)?),
+            Expr::IsDistinct {
+                left,
+                right,
+                negated,
+            } => Expr::IsDistinct {
+                left: t(left, f)?,
+                right: t(right, f)?,
+                negated,
+            },
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => Expr::InList {
+                expr: t(expr, f)?,
+                list: list.into_iter().map(&mut *f).collect::<Result<_>>()?,
+                negated,
+            },
+            Expr::Like {
+                expr,
+                pattern,
+                escape,
+                case_insensitive,
+                negated,
+            } => Expr::Like {
+                expr: t(expr, f)?,
+                pattern: t(pattern, f)?,
+                escape: escape.map(|e| t(e, f)).transpose()?,
+                case_insensitive,
+                negated,
+            },
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => Expr::Case {
+                operand: operand.map(|e| t(e, f)).transpose()?,
+                whens: whens
+                    .into_iter()
+                    .map(|(w, r)| Ok((f(w)?, f(r)?)))
+                    .collect::<Result<_>>()?,
+                otherwise: otherwise.map(|e| t(e, f)).transpose()?,
+            },
+            Expr::Coalesce(args) => {
+                Expr::Coalesce(args.into_iter().map(&mut *f).collect::<Result<_>>()?)
+            }
+            Expr::Function { func, args } => Expr::Function {
+                func,
+                args: args.into_iter().map(&mut *f).collect::<Result<_>>()?,
+            },
+            leaf => leaf,
+        })
+    }
+
+    pub fn eval(&self, env: &Env) -> Result<Value> {
+        Ok(match self {
+            Expr::Const(v) => v.clone(),
+            Expr::Column { depth, index } => env.column(*depth, *index)?,
+            Expr::Param(i) => env.ctx.params.get(*i).cloned().ok_or_else(|| {
+                Error::new(
+                    sqlstate::UNDEFINED_PARAMETER,
+                    format!("there is no parameter ${}", i + 1),
+                )
+            })?,
+            Expr::Negate { expr, ty } => match expr.eval(env)? {
+                Value::Null => Value::Null,
+                Value::Int(i) => types::check_int(i.checked_neg(), ty)?,
+                Value::Float(f) => Value::Float(-f),
+                other => {
+                    return Err(Error::internal(format!(
+                        "cannot negate {}",
+                        other.type_name()
+                    )));
+                }
+            },
+            Expr::Arith {
+                op,
+                left,
+                right,
+                ty,
+            } => arith(*op, left.eval(env)?, right.eval(env)?, ty)?,
+            Expr::Compare { op, left, right } => {
+                let (l, r) = (left.eval(env)?, right.eval(env)?);
+                from_truth(l.sql_cmp(&r).map(|o| op.holds(o)))
+            }
+            Expr::Concat(l, r) => match (l.eval(env)?, r.eval(env)?) {
+                (Value::Null, _) | (_, Value::Null) => Value::Null,
+                (a, b) => Value::Text(format!("{}{}", text_of(&a), text_of(&b))),
+            },
+            Expr::And(l, r) => {
+                let a = truth(&l.eval(env)?)?;
+                if a == Some(false) {
+                    return Ok(Value::Bool(false));
+                }
+                let b = truth(&r.eval(env)?)?;
+                from_truth(match (a, b) {
+                    (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                })
+            }
+            Expr::Or(l, r) => {
+                let a = truth(&l.eval(env)?)?;
+                if a == Some(true) {
+                    return Ok(Value::Bool(true));
+                }
+                let b = truth(&r.eval(env)?)?;
+                from_truth(match (a, b) {
+                    (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                })
+            }
+            Expr::Not(e) => from_truth(truth(&e.eval(env)?)?.map(|b| !b)),
+            Expr::IsNull { expr, negated } => Value::Bool(expr.eval(env)?.is_null() != *negated),
+            Expr::IsBool {
+                expr,
+                value,
+                negated,
+            } => {
+                let is = truth(&expr.eval(env)?)? == Some(*value);
+                Value::Bool(is != *negated)
+            }
+            Expr::IsDistinct {
+                left,
+                right,
+                negated,
+            } => {
+                let (l, r) = (left.eval(env)?, right.eval(env)?);
+                let distinct = match (&l, &r) {
+                    (Value::Null, Value::Null) => false,
+                    (Value::Null, _) | (_, Value::Null) => true,
+                    _ => l.sql_cmp(&r) != Some(Ordering::Equal),
+                };
+                Value::Bool(distinct != *negated)
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                let v = expr.eval(env)?;
+                let mut items = Vec::with_capacity(list.len());
+                for e in list {
+                    items.push(e.eval(env)?);
+                }
+                in_values(&v, items.iter(), *negated)
+            }
+            Expr::Like {
+                expr,
+                pattern,
+                escape,
+                case_insensitive,
+                negated,
+            } => {
+                let (v, p) = (expr.eval(env)?, pattern.eval(env)?);
+                let esc = match escape {
+                    Some(e) => match e.eval(env)? {
+                        Value::Null => return Ok(Value::Null),
+                        Value::Text(s) => s.chars().next(),
+                        other => Some(text_of(&other).chars().next().unwrap_or('\\')),
+                    },
+                    None => Some('\\'),
+                };
+                match (v, p) {
+                    (Value::Null, _) | (_, Value::Null) => Value::Null,
+                    (v, p) => {
+                        let (mut s, mut p) = (text_of(&v), text_of(&p));
+                        if *case_insensitive {
+                            s = s.to_lowercase();
+                            p = p.to_lowercase();
+                        }
+                        Value::Bool(like(&s, &p, esc)? != *negated)
+                    }
+                }
+            }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                let subject = operand.as_ref().map(|o| o.eval(env)).transpose()?;
+                for (when, then) in whens {
+                    let w = when.eval(env)?;
+                    let hit = match &subject {
+                        Some(s) => s.sql_cmp(&w) == Some(Ordering::Equal),
+                        None => truth(&w)? == Some(true),
+                    };
+                    if hit {
+                        return then.eval(env);
+                    }
+                }
+                match otherwise {
+                    Some(e) => e.eval(env)?,
+                    None => Value::Null,
+                }
+            }
+            Expr::Coalesce(args) => {
+                for a in args {
+                    let v = a.eval(env)?;
+                    if !v.is_null() {
+                        return Ok(v);
+                    }
+                }
+                Value::Null
+            }
+            Expr::Cast { expr, from, to } => types::cast(expr.eval(env)?, *from, to)?,
+            Expr::Function { func, args } => {
+                let mut vals = Vec::with_capacity(args.len());
+                for a in args {
+                    vals.push(a.eval(env)?);
+                }
+                func.eval(vals)?
+            }
+            Expr::Subquery(sq) => {
+                let rows = sq.rows(env)?;
+                match rows.len() {
+                    0 => Value::Null,
+                    1 => rows[0].first().cloned().unwrap_or(Value::Null),
+                    _ => {
+                        return Err(Error::new(
+                            sqlstate::CARDINALITY_VIOLATION,
+                            "more than one row returned by a subquery used as an expression",
+                        ));
+                    }
+                }
+            }
+            Expr::Exists { subquery, negated } => {
+                Value::Bool(subquery.rows(env)?.is_empty() == *negated)
+            }
+            Expr::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } => {
+                let v = expr.eval(env)?;
+                let rows = subquery.rows(env)?;
+                in_values(&v, rows.iter().filter_map(|r| r.first()), *negated)
+            }
+            Expr::Aggregate(_) => {
+                return Err(Error::internal("aggregate evaluated outside aggregation"));
+            }
+        })
+    }
+
+    /// Evaluates a condition: only a true result keeps a row.
+    pub fn is_true(&self, env: &Env) -> Result<bool> {
+        Ok(truth(&self.eval(env)?)? == Some(true))
+    }
+}
+
+impl SubqueryExpr {
+    pub fn new(plan: QueryPlan, correlated: bool) -> Self {
+        SubqueryExpr {
+            plan: Box::new(plan),
+            correlated,
+            cache: OnceCell::new(),
+        }
+    }
+
+    fn rows<'e>(&'e self, env: &Env) -> Result<std::borrow::Cow<'e, [Vec<Value>]>> {
+        if self.correlated {
+            return Ok(std::borrow::Cow::Owned(super::exec::run_query(
+                &self.plan,
+                env.ctx,
+                Some(env),
+            )?));
+        }
+        if let Some(rows) = self.cache.get() {
+            return Ok(std::borrow::Cow::Borrowed(rows));
+        }
+        let rows = super::exec::run_query(&self.plan, env.ctx, Some(env))?;
+        Ok(std::borrow::Cow::Borrowed(self.cache.get_or_init(|| rows)))
+    }
+}
+
+/// `v IN (items)`: true on a match, NULL if no match but a NULL was involved, else false.
+fn in_values<'v>(v: &Value, items: impl Iterator<Item = &'v Value>, negated: bool) -> Value {
+    if v.is_null() {
+        return Value::Null;
+    }
+    let mut saw_null = false;
+    for item in items {
+        match v.sql_cmp(item) {
+            Some(Ordering::Equal) => return Value::Bool(!negated),
+            None => saw_null = true,
+            _ => {}
+        }
+    }
+    if saw_null {
+        Value::Null
+    } else {
+        Value::Bool(negated)
+    }
+}
+
+/// The text form of a value for `||` and string functions.
+pub fn text_of(v: &Value) -> String {
+    match v {
+        Value::Text(s) => s.clone(),
+        Value::Float(f) => protocol::value::format_float(*f, false),
+        other => other.to_pg_text(&DataType::Text).unwrap_or_default(),
+    }
+}
+
+fn division_by_zero() -> Error {
+    Error::new(sqlstate::DIVISION_BY_ZERO, "division by zero")
+}
+
+fn arith(op: ArithOp, l: Value, r: Value, ty: &DataType) -> Result<Value> {
+    match (l, r) {
+        (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
+        (Value::Int(a), Value::Int(b)) if ty.is_integer() => types::check_int(
+            match op {
+                ArithOp::Add => a.checked_add(b),
+                ArithOp::Sub => a.checked_sub(b),
+                ArithOp::Mul => a.checked_mul(b),
+                ArithOp::Div if b == 0 => return Err(division_by_zero()),
+                ArithOp::Div => a.checked_div(b),
+                ArithOp::Mod if b == 0 => return Err(division_by_zero()),
+                // i64::MIN % -1 overflows in Rust but is 0 in SQL.
+                ArithOp::Mod => Some(a.checked_rem(b).unwrap_or(0)),
+            },
+            ty,
+        ),
+        (a, b) => {
+            let (Some(x), Some(y)) = (as_f64(&a), as_f64(&b)) else {
+                return Err(Error::internal(format!(
+                    "arithmetic on {} and {}",
+                    a.type_name(),
+                    b.type_name()
+                )));
+            };
+            let out = match op {
+                ArithOp::Add => x + y,
+                ArithOp::Sub => x - y,
+                ArithOp::Mul => x * y,
+                ArithOp::Div if y == 0.0 => return Err(division_by_zero()),
+                ArithOp::Div => x / y,
+                ArithOp::Mod if y == 0.0 => return Err(division_by_zero()),
+                ArithOp::Mod => x % y,
+            };
+            types::check_float(out, x.is_finite() && y.is_finite(), ty)
+        }
+    }
+}
+
+pub fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+enum LikeToken {
+    AnySeq,
+    AnyOne,
+    Lit(char),
+}
+
+/// SQL LIKE: `%` matches any sequence, `_` one character, `escape` quotes the next one.
+pub fn like(s: &str, pattern: &str, escape: Option<char>) -> Result<bool> {
+    let mut tokens = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            c if Some(c) == escape => match chars.next() {
+                Some(n) => LikeToken::Lit(n),
+                None => {
+                    return Err(Error::new(
+                        "22025",
+                        "LIKE pattern must not end with escape character",
+                    ));
+                }
+            },
+            '%' => LikeToken::AnySeq,
+            '_' => LikeToken::AnyOne,
+            c => LikeToken::Lit(c),
+        });
+    }
+    let s: Vec<char> = s.chars().collect();
+    // Greedy matching with one backtrack point at the last `%`: linear in practice and
+    // correct because `%` absorbs any run the later tokens do not need.
+    let (mut si, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match tokens.get(ti) {
+            Some(LikeToken::AnySeq) => {
+                star = Some((ti, si));
+                ti += 1;
+            }
+            Some(LikeToken::AnyOne) => {
+                si += 1;
+                ti += 1;
+            }
+            Some(LikeToken::Lit(c)) if *c == s[si] => {
+                si += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((st, ss)) => {
+                    ti = st + 1;
+                    si = ss + 1;
+                    star = Some((st, ss + 1));
+                }
+                None => return Ok(false),
+            },
+        }
+    }
+    Ok(tokens[ti..].iter().all(|t| matches!(t, LikeToken::AnySeq)))
+}

@@ -1,0 +1,459 @@
+//! Scalar functions: their signatures (for binding and parameter inference) and evaluation.
+//!
+//! Each function declares the category of each argument; binding checks known argument types
+//! against it and gives unknown literals and parameters the expected type. Like PostgreSQL's
+//! strict functions, most return NULL when any argument is NULL; `concat` and the
+//! `greatest`/`least` pair skip NULLs instead.
+
+use protocol::{DataType, Error, Result, Value, sqlstate};
+
+use super::expr::{as_f64, text_of};
+use super::types::{self, Ty};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Func {
+    Lower,
+    Upper,
+    Length,
+    OctetLength,
+    Abs,
+    Substr,
+    Position,
+    Strpos,
+    Btrim,
+    Ltrim,
+    Rtrim,
+    Replace,
+    SplitPart,
+    Concat,
+    ConcatWs,
+    Left,
+    Right,
+    Reverse,
+    Repeat,
+    Round,
+    Ceil,
+    Floor,
+    Trunc,
+    Mod,
+    Power,
+    Sqrt,
+    NullIf,
+    Greatest,
+    Least,
+}
+
+/// The kind of value an argument must be.
+#[derive(Clone, Copy, PartialEq)]
+enum Arg {
+    Text,
+    Int,
+    Num,
+    Any,
+}
+
+struct Signature {
+    func: Func,
+    args: &'static [Arg],
+    /// How many of `args` may be left off the end.
+    optional: usize,
+    /// Further arguments of the last kind may follow.
+    variadic: bool,
+}
+
+fn signature(name: &str) -> Option<Signature> {
+    use Arg::*;
+    let s = |func, args, optional, variadic| {
+        Some(Signature {
+            func,
+            args,
+            optional,
+            variadic,
+        })
+    };
+    match name {
+        "lower" => s(Func::Lower, &[Text], 0, false),
+        "upper" => s(Func::Upper, &[Text], 0, false),
+        "length" | "char_length" | "character_length" => s(Func::Length, &[Text], 0, false),
+        "octet_length" => s(Func::OctetLength, &[Text], 0, false),
+        "abs" => s(Func::Abs, &[Num], 0, false),
+        "substr" | "substring" => s(Func::Substr, &[Text, Int, Int], 1, false),
+        "position" => s(Func::Position, &[Text, Text], 0, false),
+        "strpos" => s(Func::Strpos, &[Text, Text], 0, false),
+        "btrim" | "trim" => s(Func::Btrim, &[Text, Text], 1, false),
+        "ltrim" => s(Func::Ltrim, &[Text, Text], 1, false),
+        "rtrim" => s(Func::Rtrim, &[Text, Text], 1, false),
+        "replace" => s(Func::Replace, &[Text, Text, Text], 0, false),
+        "split_part" => s(Func::SplitPart, &[Text, Text, Int], 0, false),
+        "concat" => s(Func::Concat, &[Any], 1, true),
+        "concat_ws" => s(Func::ConcatWs, &[Text, Any], 1, true),
+        "left" => s(Func::Left, &[Text, Int], 0, false),
+        "right" => s(Func::Right, &[Text, Int], 0, false),
+        "reverse" => s(Func::Reverse, &[Text], 0, false),
+        "repeat" => s(Func::Repeat, &[Text, Int], 0, false),
+        "round" => s(Func::Round, &[Num, Int], 1, false),
+        "ceil" | "ceiling" => s(Func::Ceil, &[Num], 0, false),
+        "floor" => s(Func::Floor, &[Num], 0, false),
+        "trunc" => s(Func::Trunc, &[Num], 0, false),
+        "mod" => s(Func::Mod, &[Num, Num], 0, false),
+        "power" | "pow" => s(Func::Power, &[Num, Num], 0, false),
+        "sqrt" => s(Func::Sqrt, &[Num], 0, false),
+        "nullif" => s(Func::NullIf, &[Any, Any], 0, false),
+        "greatest" => s(Func::Greatest, &[Any], 0, true),
+        "least" => s(Func::Least, &[Any], 0, true),
+        _ => None,
+    }
+}
+
+/// A function call resolved against its argument types.
+pub struct Resolved {
+    pub func: Func,
+    /// The type each unknown argument should take (`None`: leave it as it is).
+    pub arg_types: Vec<Ty>,
+    pub ret: DataType,
+}
+
+fn no_such_function(name: &str, args: &[Ty]) -> Error {
+    let list: Vec<String> = args.iter().map(types::ty_name).collect();
+    Error::new(
+        sqlstate::UNDEFINED_FUNCTION,
+        format!("function {name}({}) does not exist", list.join(", ")),
+    )
+}
+
+/// Resolves `name(args)`; `Ok(None)` if no scalar function has that name.
+pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
+    let Some(sig) = signature(name) else {
+        return Ok(None);
+    };
+    let min = sig.args.len() - sig.optional;
+    if args.len() < min || (!sig.variadic && args.len() > sig.args.len()) {
+        return Err(no_such_function(name, args));
+    }
+    let mut arg_types = Vec::with_capacity(args.len());
+    for (i, t) in args.iter().enumerate() {
+        let kind = sig
+            .args
+            .get(i)
+            .or(sig.args.last())
+            .copied()
+            .unwrap_or(Arg::Any);
+        let ok = match (kind, t) {
+            (_, None) | (Arg::Any, _) => true,
+            (Arg::Text, Some(t)) => t.is_text(),
+            (Arg::Int, Some(t)) => t.is_integer(),
+            (Arg::Num, Some(t)) => t.is_numeric(),
+        };
+        if !ok {
+            return Err(no_such_function(name, args));
+        }
+        arg_types.push(match kind {
+            Arg::Text => Some(DataType::Text),
+            Arg::Int => Some(DataType::Int4),
+            Arg::Num => Some(t.unwrap_or(DataType::Float8)),
+            Arg::Any => None,
+        });
+    }
+    let first = args.first().copied().flatten();
+    let ret = match sig.func {
+        Func::Length | Func::OctetLength | Func::Position | Func::Strpos => DataType::Int4,
+        Func::Abs | Func::Ceil | Func::Floor | Func::Trunc => first.unwrap_or(DataType::Float8),
+        Func::Round if args.len() == 1 => first.unwrap_or(DataType::Float8),
+        Func::Round | Func::Power | Func::Sqrt => DataType::Float8,
+        Func::Mod => {
+            let (l, r) = (
+                first.unwrap_or(DataType::Int4),
+                args.get(1).copied().flatten().unwrap_or(DataType::Int4),
+            );
+            types::arithmetic_type("%", l, r).ok_or_else(|| no_such_function(name, args))?
+        }
+        Func::NullIf => first.unwrap_or(DataType::Text),
+        Func::Greatest | Func::Least => {
+            let t = types::common_type(args, &name.to_uppercase())?.unwrap_or(DataType::Text);
+            for a in arg_types.iter_mut() {
+                *a = Some(t);
+            }
+            t
+        }
+        _ => DataType::Text,
+    };
+    if sig.func == Func::NullIf {
+        // The second argument is compared with the first, so it takes the first's type.
+        if let Some(a) = arg_types.get_mut(1) {
+            *a = first.map(types::comparison_type);
+        }
+    }
+    Ok(Some(Resolved {
+        func: sig.func,
+        arg_types,
+        ret,
+    }))
+}
+
+fn text(v: &Value) -> String {
+    text_of(v)
+}
+
+fn int(v: &Value) -> Result<i64> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::Float(f) => Ok(f.round() as i64),
+        other => Err(Error::internal(format!(
+            "expected an integer, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn float(v: &Value) -> Result<f64> {
+    as_f64(v).ok_or_else(|| Error::internal(format!("expected a number, got {}", v.type_name())))
+}
+
+fn trim(s: &str, chars: &str, left: bool, right: bool) -> String {
+    let set = |c: char| chars.contains(c);
+    let mut out = s;
+    if left {
+        out = out.trim_start_matches(set);
+    }
+    if right {
+        out = out.trim_end_matches(set);
+    }
+    out.to_string()
+}
+
+impl Func {
+    pub fn eval(&self, args: Vec<Value>) -> Result<Value> {
+        match self {
+            Func::Concat => {
+                return Ok(Value::Text(
+                    args.iter().filter(|v| !v.is_null()).map(text).collect(),
+                ));
+            }
+            Func::ConcatWs => {
+                let Some((sep, rest)) = args.split_first() else {
+                    return Ok(Value::Null);
+                };
+                if sep.is_null() {
+                    return Ok(Value::Null);
+                }
+                let parts: Vec<String> = rest.iter().filter(|v| !v.is_null()).map(text).collect();
+                return Ok(Value::Text(parts.join(&text(sep))));
+            }
+            Func::Greatest | Func::Least => {
+                let mut best: Option<Value> = None;
+                for v in args.into_iter().filter(|v| !v.is_null()) {
+                    let better = match &best {
+                        None => true,
+                        Some(b) => {
+                            let ord = v.total_cmp(b);
+                            if *self == Func::Greatest {
+                                ord.is_gt()
+                            } else {
+                                ord.is_lt()
+                            }
+                        }
+                    };
+                    if better {
+                        best = Some(v);
+                    }
+                }
+                return Ok(best.unwrap_or(Value::Null));
+            }
+            Func::NullIf => {
+                let mut it = args.into_iter();
+                let (a, b) = (
+                    it.next().unwrap_or(Value::Null),
+                    it.next().unwrap_or(Value::Null),
+                );
+                return Ok(if a.sql_cmp(&b) == Some(std::cmp::Ordering::Equal) {
+                    Value::Null
+                } else {
+                    a
+                });
+            }
+            _ => {}
+        }
+        if args.iter().any(Value::is_null) {
+            return Ok(Value::Null);
+        }
+        let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
+        Ok(match self {
+            Func::Lower => Value::Text(text(&arg(0)).to_lowercase()),
+            Func::Upper => Value::Text(text(&arg(0)).to_uppercase()),
+            Func::Length => Value::Int(text(&arg(0)).chars().count() as i64),
+            Func::OctetLength => Value::Int(text(&arg(0)).len() as i64),
+            Func::Abs => match arg(0) {
+                Value::Int(i) => Value::Int(i.checked_abs().ok_or_else(|| {
+                    Error::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range")
+                })?),
+                v => Value::Float(float(&v)?.abs()),
+            },
+            Func::Substr => {
+                let s: Vec<char> = text(&arg(0)).chars().collect();
+                // PostgreSQL counts from 1 and lets the window start before the string.
+                let start = int(&arg(1))?;
+                let end = match args.get(2) {
+                    Some(len) => {
+                        let len = int(len)?;
+                        if len < 0 {
+                            return Err(Error::new(
+                                "22011",
+                                "negative substring length not allowed",
+                            ));
+                        }
+                        start.saturating_add(len)
+                    }
+                    None => i64::MAX,
+                };
+                let from = start.max(1) as usize - 1;
+                let to = end.clamp(1, s.len() as i64 + 1) as usize - 1;
+                Value::Text(if from < to {
+                    s[from..to].iter().collect()
+                } else {
+                    String::new()
+                })
+            }
+            Func::Position | Func::Strpos => {
+                let (needle, hay) = if *self == Func::Position {
+                    (arg(0), arg(1))
+                } else {
+                    (arg(1), arg(0))
+                };
+                let (needle, hay) = (text(&needle), text(&hay));
+                Value::Int(match hay.find(&needle) {
+                    Some(byte) => hay[..byte].chars().count() as i64 + 1,
+                    None => 0,
+                })
+            }
+            Func::Btrim | Func::Ltrim | Func::Rtrim => {
+                let chars = if args.len() > 1 {
+                    text(&arg(1))
+                } else {
+                    " ".into()
+                };
+                let (l, r) = match self {
+                    Func::Ltrim => (true, false),
+                    Func::Rtrim => (false, true),
+                    _ => (true, true),
+                };
+                Value::Text(trim(&text(&arg(0)), &chars, l, r))
+            }
+            Func::Replace => {
+                let (s, from, to) = (text(&arg(0)), text(&arg(1)), text(&arg(2)));
+                Value::Text(if from.is_empty() {
+                    s
+                } else {
+                    s.replace(&from, &to)
+                })
+            }
+            Func::SplitPart => {
+                let (s, delim, n) = (text(&arg(0)), text(&arg(1)), int(&arg(2))?);
+                let parts: Vec<&str> = if delim.is_empty() {
+                    vec![s.as_str()]
+                } else {
+                    s.split(delim.as_str()).collect()
+                };
+                let idx = match n {
+                    0 => {
+                        return Err(Error::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            "field position must not be zero",
+                        ));
+                    }
+                    n if n > 0 => usize::try_from(n - 1).ok(),
+                    n => usize::try_from(parts.len() as i64 + n).ok(),
+                };
+                Value::Text(
+                    idx.and_then(|i| parts.get(i))
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                )
+            }
+            Func::Left | Func::Right => {
+                let s: Vec<char> = text(&arg(0)).chars().collect();
+                let n = int(&arg(1))?;
+                let len = s.len() as i64;
+                let keep = if n >= 0 { n.min(len) } else { (len + n).max(0) } as usize;
+                Value::Text(if *self == Func::Left {
+                    s[..keep].iter().collect()
+                } else {
+                    s[s.len() - keep..].iter().collect()
+                })
+            }
+            Func::Reverse => Value::Text(text(&arg(0)).chars().rev().collect()),
+            Func::Repeat => {
+                let n = int(&arg(1))?.max(0) as usize;
+                let s = text(&arg(0));
+                if s.len().saturating_mul(n) > 1 << 30 {
+                    return Err(Error::new(
+                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                        "requested length too large",
+                    ));
+                }
+                Value::Text(s.repeat(n))
+            }
+            Func::Round | Func::Ceil | Func::Floor | Func::Trunc => match arg(0) {
+                Value::Int(i) if args.len() == 1 => Value::Int(i),
+                v => {
+                    let f = float(&v)?;
+                    let scale = if args.len() > 1 {
+                        10f64.powi(int(&arg(1))?.clamp(-300, 300) as i32)
+                    } else {
+                        1.0
+                    };
+                    let x = f * scale;
+                    // round() rounds half away from zero, as PostgreSQL's numeric round does.
+                    let r = match self {
+                        Func::Round => x.round(),
+                        Func::Ceil => x.ceil(),
+                        Func::Floor => x.floor(),
+                        _ => x.trunc(),
+                    };
+                    Value::Float(r / scale)
+                }
+            },
+            Func::Mod => match (arg(0), arg(1)) {
+                (Value::Int(_), Value::Int(0)) => {
+                    return Err(Error::new(sqlstate::DIVISION_BY_ZERO, "division by zero"));
+                }
+                (Value::Int(a), Value::Int(b)) => Value::Int(a.checked_rem(b).unwrap_or(0)),
+                (a, b) => {
+                    let (a, b) = (float(&a)?, float(&b)?);
+                    if b == 0.0 {
+                        return Err(Error::new(sqlstate::DIVISION_BY_ZERO, "division by zero"));
+                    }
+                    Value::Float(a % b)
+                }
+            },
+            Func::Power => {
+                let (a, b) = (float(&arg(0))?, float(&arg(1))?);
+                if a == 0.0 && b < 0.0 {
+                    return Err(Error::new(
+                        "2201F",
+                        "zero raised to a negative power is undefined",
+                    ));
+                }
+                if a < 0.0 && b.fract() != 0.0 {
+                    return Err(Error::new(
+                        "2201F",
+                        "a negative number raised to a non-integer power yields a complex result",
+                    ));
+                }
+                types::check_float(a.powf(b), a.is_finite() && b.is_finite(), &DataType::Float8)?
+            }
+            Func::Sqrt => {
+                let a = float(&arg(0))?;
+                if a < 0.0 {
+                    return Err(Error::new(
+                        "2201F",
+                        "cannot take square root of a negative number",
+                    ));
+                }
+                Value::Float(a.sqrt())
+            }
+            Func::Concat | Func::ConcatWs | Func::Greatest | Func::Least | Func::NullIf => {
+                Value::Null
+            }
+        })
+    }
+}

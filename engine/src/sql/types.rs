@@ -1,0 +1,187 @@
+//! Type rules: which operators apply to which types, what they return, and casts.
+//!
+//! Binding resolves every expression to a `DataType`, or to PostgreSQL's "unknown" (`None`)
+//! for a quoted literal, NULL, or a parameter nothing has typed yet. Unknowns take the type of
+//! whatever they meet (`id = '5'` parses '5' as the column's type), which is also how
+//! parameter types are inferred for `describe`. Rules follow PostgreSQL where it matters to
+//! clients: `int4 + int4` is `int4` and overflows at the int4 range; mixing with a float gives
+//! `float8`; incompatible operands are 42883 "operator does not exist".
+
+use protocol::{DataType, Error, Result, Value, sqlstate};
+
+/// A bound expression's type; `None` is PostgreSQL's "unknown".
+pub type Ty = Option<DataType>;
+
+pub fn ty_name(t: &Ty) -> String {
+    t.map(|t| t.name()).unwrap_or_else(|| "unknown".into())
+}
+
+/// The type an unknown takes when compared with `t`: a varchar's length limit must not make
+/// `name = 'a long literal'` an error, so comparisons use the unbounded type.
+pub fn comparison_type(t: DataType) -> DataType {
+    match t {
+        DataType::Varchar(_) => DataType::Text,
+        t => t,
+    }
+}
+
+fn int_rank(t: &DataType) -> u8 {
+    match t {
+        DataType::Int2 => 1,
+        DataType::Int4 => 2,
+        _ => 3,
+    }
+}
+
+/// The result type of `+ - * / %` on two known types, or `None` if no such operator exists.
+pub fn arithmetic_type(op: &str, l: DataType, r: DataType) -> Option<DataType> {
+    if l.is_integer() && r.is_integer() {
+        // int2 op int2 is int2 in PostgreSQL; the wider width wins otherwise.
+        return Some(if int_rank(&l) >= int_rank(&r) { l } else { r });
+    }
+    if op == "%" || !l.is_numeric() || !r.is_numeric() {
+        return None;
+    }
+    Some(if l == DataType::Float4 && r == DataType::Float4 {
+        DataType::Float4
+    } else {
+        DataType::Float8
+    })
+}
+
+/// Whether `=`, `<` and friends apply between two known types.
+pub fn comparable(l: DataType, r: DataType) -> bool {
+    (l.is_numeric() && r.is_numeric())
+        || (l.is_text() && r.is_text())
+        || (l == DataType::Bool && r == DataType::Bool)
+        || (l == DataType::Bytea && r == DataType::Bytea)
+}
+
+pub fn operator_error(op: &str, l: &Ty, r: &Ty) -> Error {
+    Error::new(
+        sqlstate::UNDEFINED_FUNCTION,
+        format!(
+            "operator does not exist: {} {op} {}",
+            ty_name(l),
+            ty_name(r)
+        ),
+    )
+}
+
+/// The one type that values of all `types` convert to, as for CASE branches, COALESCE
+/// arguments, IN lists or UNION columns; `what` names the construct in the error.
+pub fn common_type(types: &[Ty], what: &str) -> Result<Ty> {
+    let mut out: Ty = None;
+    for t in types.iter().flatten() {
+        out = Some(match out {
+            None => *t,
+            Some(o) if o == *t => o,
+            Some(o) if o.is_integer() && t.is_integer() => {
+                if int_rank(&o) >= int_rank(t) {
+                    o
+                } else {
+                    *t
+                }
+            }
+            Some(o) if o.is_numeric() && t.is_numeric() => DataType::Float8,
+            Some(o) if o.is_text() && t.is_text() => DataType::Text,
+            Some(o) => {
+                return Err(Error::new(
+                    sqlstate::DATATYPE_MISMATCH,
+                    format!(
+                        "{what} types {} and {} cannot be matched",
+                        o.name(),
+                        t.name()
+                    ),
+                ));
+            }
+        });
+    }
+    Ok(out)
+}
+
+fn out_of_range(t: &DataType) -> Error {
+    Error::new(
+        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+        format!("{} out of range", t.name()),
+    )
+}
+
+/// Checks an integer result against its type's width.
+pub fn check_int(i: Option<i64>, t: &DataType) -> Result<Value> {
+    let i = i.ok_or_else(|| out_of_range(t))?;
+    let fits = match t {
+        DataType::Int2 => i16::try_from(i).is_ok(),
+        DataType::Int4 => i32::try_from(i).is_ok(),
+        _ => true,
+    };
+    if fits {
+        Ok(Value::Int(i))
+    } else {
+        Err(out_of_range(t))
+    }
+}
+
+/// Checks a float result: finite inputs must not overflow to infinity.
+pub fn check_float(f: f64, inputs_finite: bool, t: &DataType) -> Result<Value> {
+    let f = if *t == DataType::Float4 {
+        f as f32 as f64
+    } else {
+        f
+    };
+    if f.is_infinite() && inputs_finite {
+        return Err(Error::new(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            "value out of range: overflow",
+        ));
+    }
+    Ok(Value::Float(f))
+}
+
+/// An explicit cast (`CAST(x AS t)`, `x::t`), which is more permissive than assignment:
+/// anything casts to text, numbers convert between each other, and varchar(n) truncates.
+pub fn cast(v: Value, from: Ty, to: &DataType) -> Result<Value> {
+    let shown = |v: &Value| from.unwrap_or_else(|| source_type(v));
+    Ok(match (v, to) {
+        (Value::Null, _) => Value::Null,
+        (Value::Text(s), DataType::Varchar(Some(n))) => {
+            Value::Text(s.chars().take(*n as usize).collect())
+        }
+        (Value::Text(s), t) => t.parse_text(&s)?,
+        (v, DataType::Text | DataType::Varchar(None)) => {
+            Value::Text(v.to_pg_text(&shown(&v)).unwrap_or_default())
+        }
+        (v, DataType::Varchar(Some(n))) => {
+            let s = v.to_pg_text(&shown(&v)).unwrap_or_default();
+            Value::Text(s.chars().take(*n as usize).collect())
+        }
+        (Value::Bool(b), t) if t.is_integer() => Value::Int(b as i64),
+        (Value::Int(i), DataType::Bool) => Value::Bool(i != 0),
+        (v @ (Value::Int(_) | Value::Float(_)), t) if t.is_numeric() => t.coerce(v)?,
+        (Value::Bool(b), DataType::Bool) => Value::Bool(b),
+        (Value::Bytes(b), DataType::Bytea) => Value::Bytes(b),
+        (v, t) => {
+            return Err(Error::new(
+                sqlstate::DATATYPE_MISMATCH,
+                format!("cannot cast type {} to {}", v.type_name(), t.name()),
+            ));
+        }
+    })
+}
+
+fn source_type(v: &Value) -> DataType {
+    match v {
+        Value::Float(_) => DataType::Float8,
+        _ => DataType::Text,
+    }
+}
+
+/// Whether an explicit cast between two known types exists at all (checked at bind time).
+pub fn castable(from: DataType, to: DataType) -> bool {
+    from == to
+        || to.is_text()
+        || from.is_text()
+        || (from.is_numeric() && to.is_numeric())
+        || (from == DataType::Bool && to == DataType::Int4)
+        || (from == DataType::Int4 && to == DataType::Bool)
+}

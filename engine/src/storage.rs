@@ -1,0 +1,174 @@
+//! A shard replica's redb file: its tables, and read access to one snapshot of it.
+//!
+//! ```text
+//! shard-<id>.redb
+//!  ├─ "catalog"     &str  → bincode(TableSchema)      one entry per SQL table
+//!  ├─ "t/<table>"   key   → row                        keycode(primary key) → bincode(Vec<Value>)
+//!  ├─ "changelog"   u64   → bincode(ChangeRecord)      LSN → committed transaction
+//!  └─ "state"       &str  → u64                        "lsn": last committed or applied LSN
+//!                                                      "log_start": oldest LSN kept in changelog
+//!                                                      "txn": last transaction id
+//! ```
+//! Data, change log and `lsn` change together in one redb write transaction, so after a crash
+//! they always agree. The byte layouts are in docs/FORMATS.md.
+
+use std::ops::Bound;
+
+use protocol::changes::ChangeRecord;
+use protocol::error::{Error, Result, sqlstate};
+use protocol::schema::TableSchema;
+use protocol::{Value, frame, row};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition};
+
+use crate::txn::{KeyRange, ReadTxn, RowIter};
+
+pub const CATALOG: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog");
+pub const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog");
+pub const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
+
+pub const STATE_LSN: &str = "lsn";
+pub const STATE_LOG_START: &str = "log_start";
+pub const STATE_TXN: &str = "txn";
+
+/// The redb table name that holds a SQL table's rows.
+pub fn data_table_name(table: &str) -> String {
+    format!("t/{table}")
+}
+
+pub fn data_table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// Maps any redb error to a SQL error; the storage layer is the only place they arise.
+pub fn storage_err(e: impl std::fmt::Display) -> Error {
+    Error::new(sqlstate::IO_ERROR, format!("storage error: {e}"))
+}
+
+pub fn decode_schema(bytes: &[u8]) -> Result<TableSchema> {
+    frame::decode(bytes).map_err(|e| Error::new(sqlstate::DATA_CORRUPTED, format!("corrupt catalog entry: {e}")))
+}
+
+pub fn decode_record(bytes: &[u8]) -> Result<ChangeRecord> {
+    frame::decode(bytes).map_err(|e| Error::new(sqlstate::DATA_CORRUPTED, format!("corrupt change record: {e}")))
+}
+
+/// Creates the fixed tables of a new shard file.
+pub fn init(db: &redb::Database) -> Result<()> {
+    let txn = db.begin_write().map_err(storage_err)?;
+    {
+        txn.open_table(CATALOG).map_err(storage_err)?;
+        txn.open_table(CHANGELOG).map_err(storage_err)?;
+        txn.open_table(STATE).map_err(storage_err)?;
+    }
+    txn.commit().map_err(storage_err)
+}
+
+/// One consistent read-only view of a shard.
+pub struct Snapshot {
+    txn: ReadTransaction,
+}
+
+impl Snapshot {
+    pub fn new(db: &redb::Database) -> Result<Self> {
+        Ok(Snapshot { txn: db.begin_read().map_err(storage_err)? })
+    }
+
+    pub fn state(&self, key: &str) -> Result<u64> {
+        let table = self.txn.open_table(STATE).map_err(storage_err)?;
+        Ok(table.get(key).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    fn rows_table(&self, table: &str) -> Result<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>> {
+        let name = data_table_name(table);
+        match self.txn.open_table(data_table(&name)) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(storage_err(e)),
+        }
+    }
+
+    /// Raw (key, row bytes) pairs of a table, for snapshots sent to replicas.
+    pub fn raw_rows(&self, table: &str) -> Result<Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>> {
+        let Some(t) = self.rows_table(table)? else { return Ok(Box::new(std::iter::empty())) };
+        let range = t.range::<&[u8]>(..).map_err(storage_err)?;
+        Ok(Box::new(range.map(|r| {
+            let (k, v) = r.map_err(storage_err)?;
+            Ok((k.value().to_vec(), v.value().to_vec()))
+        })))
+    }
+
+    /// Number of rows in a table.
+    pub fn row_count(&self, table: &str) -> Result<u64> {
+        use redb::ReadableTableMetadata;
+        match self.rows_table(table)? {
+            Some(t) => t.len().map_err(storage_err),
+            None => Ok(0),
+        }
+    }
+
+    /// Change-log records with LSN in `(after, after + limit]`.
+    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
+        let table = self.txn.open_table(CHANGELOG).map_err(storage_err)?;
+        let mut out = Vec::new();
+        for entry in table.range(after.saturating_add(1)..).map_err(storage_err)? {
+            let (_, v) = entry.map_err(storage_err)?;
+            out.push(decode_record(v.value())?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn to_redb_bounds(range: &KeyRange) -> (Bound<&[u8]>, Bound<&[u8]>) {
+    fn map(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+        match b {
+            Bound::Included(k) => Bound::Included(k.as_slice()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+            Bound::Unbounded => Bound::Unbounded,
+        }
+    }
+    (map(&range.0), map(&range.1))
+}
+
+impl ReadTxn for Snapshot {
+    fn schema(&self, table: &str) -> Result<Option<TableSchema>> {
+        let catalog = self.txn.open_table(CATALOG).map_err(storage_err)?;
+        match catalog.get(table).map_err(storage_err)? {
+            Some(bytes) => Ok(Some(decode_schema(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn schemas(&self) -> Result<Vec<TableSchema>> {
+        let catalog = self.txn.open_table(CATALOG).map_err(storage_err)?;
+        let mut out = Vec::new();
+        for entry in catalog.range::<&str>(..).map_err(storage_err)? {
+            let (_, v) = entry.map_err(storage_err)?;
+            out.push(decode_schema(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn scan(&self, table: &str, range: KeyRange) -> Result<RowIter<'_>> {
+        let Some(t) = self.rows_table(table)? else {
+            return Err(Error::undefined_table(table));
+        };
+        let iter = t.range::<&[u8]>(to_redb_bounds(&range)).map_err(storage_err)?;
+        Ok(Box::new(iter.map(|r| {
+            let (k, v) = r.map_err(storage_err)?;
+            Ok((k.value().to_vec(), row::decode_row(v.value())?))
+        })))
+    }
+
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>> {
+        let Some(t) = self.rows_table(table)? else {
+            return Err(Error::undefined_table(table));
+        };
+        match t.get(key).map_err(storage_err)? {
+            Some(v) => Ok(Some(row::decode_row(v.value())?)),
+            None => Ok(None),
+        }
+    }
+}

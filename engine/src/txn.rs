@@ -1,0 +1,43 @@
+//! What the SQL executor may do to a shard's data: the seam between SQL and storage.
+//!
+//! The executor (`sql`) sees a shard only through these two traits, so it neither knows nor
+//! cares whether writes go straight into a redb write transaction (the spine) or into a
+//! transaction's private buffer that a group commit later applies (the transactions work).
+//! Keys are `protocol::keycode` encodings of primary-key tuples; rows are decoded values.
+
+use std::ops::Bound;
+
+use protocol::schema::TableSchema;
+use protocol::{Result, Value};
+
+/// A half-open or bounded range of encoded keys.
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// Rows of a scan, in key order.
+pub type RowIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<Value>)>> + 'a>;
+
+/// Read access within one consistent snapshot.
+pub trait ReadTxn {
+    /// The schema of a table, or `None` if it does not exist.
+    fn schema(&self, table: &str) -> Result<Option<TableSchema>>;
+    /// Every table's schema, by name.
+    fn schemas(&self) -> Result<Vec<TableSchema>>;
+    /// Rows of `table` whose key lies in `range`, in key order.
+    fn scan(&self, table: &str, range: KeyRange) -> Result<RowIter<'_>>;
+    /// The row stored under `key`.
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>>;
+}
+
+/// Read and write access; every write becomes part of the transaction's change-log record.
+pub trait WriteTxn: ReadTxn {
+    /// Stores `row` under `key`, replacing any row there.
+    fn put(&mut self, table: &str, key: Vec<u8>, row: Vec<Value>) -> Result<()>;
+    fn delete(&mut self, table: &str, key: &[u8]) -> Result<()>;
+    fn create_table(&mut self, schema: TableSchema) -> Result<()>;
+    fn drop_table(&mut self, name: &str) -> Result<()>;
+}
+
+/// The whole key space of a table.
+pub fn full_range() -> KeyRange {
+    (Bound::Unbounded, Bound::Unbounded)
+}

@@ -1,0 +1,102 @@
+//! The internal RPC messages between routers, nodes and meta.
+//!
+//! Every frame after the handshake is `(request id, Request)` one way and
+//! `(request id, Response)` the other. A request is answered by one response, except
+//! `Subscribe` and `MetaWatch`-style streams, whose responses share the request id and end with
+//! `Response::End` or `Response::Error`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::changes::ChangeRecord;
+use crate::cluster::{ClusterState, MetaCommand, NodeId, ShardId};
+use crate::error::Error;
+use crate::schema::{QueryResult, TableSchema};
+use crate::value::Value;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Node: run one SQL statement on a shard's primary in its own transaction.
+    Execute { shard: ShardId, epoch: u64, sql: String, params: Vec<Value> },
+    /// Node: stream the shard's change log from `from_lsn` (exclusive), preceded by a snapshot
+    /// when the log no longer reaches back that far.
+    Subscribe { shard: ShardId, from_lsn: u64, subscriber: NodeId },
+    /// Node: a replica reports how far it has durably applied a shard's log.
+    ReportApplied { shard: ShardId, subscriber: NodeId, lsn: u64 },
+    /// Node: parameter types and result columns of a statement, from the shard's catalog.
+    Describe { shard: ShardId, sql: String },
+    /// Node: row count and log positions of the shard replica it hosts.
+    ShardStats { shard: ShardId },
+    /// Node: the shard's rows as (table, key, row) for comparing replicas.
+    ShardChecksum { shard: ShardId },
+
+    /// Meta: the current cluster map.
+    MetaGet,
+    /// Meta: the cluster map as soon as its version exceeds `after_version`.
+    MetaWatch { after_version: u64 },
+    /// Meta: propose a change through Raft (only the leader accepts; others answer NotLeader).
+    MetaPropose(MetaCommand),
+    /// Meta: a node is alive.
+    MetaHeartbeat { node: NodeId },
+    /// Meta: Raft role and membership of this voter.
+    MetaStatus,
+    /// Meta: an openraft RPC between voters, bincode-encoded by the replication crate.
+    Raft { kind: RaftKind, body: Vec<u8> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftKind {
+    Vote,
+    AppendEntries,
+    InstallSnapshot,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    Result(QueryResult),
+    Stream(StreamItem),
+    ShardStats(ShardStats),
+    Checksum(u64),
+    Described { params: Vec<crate::value::DataType>, columns: Vec<crate::schema::ResultColumn> },
+    State(ClusterState),
+    /// This meta voter is not the leader; `leader` is the leader's address if known.
+    NotLeader { leader: Option<String> },
+    MetaStatus(MetaStatus),
+    Raft(Vec<u8>),
+    Error(Error),
+    /// The last response of a stream.
+    End,
+}
+
+/// One element of a change-log subscription.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StreamItem {
+    /// A snapshot follows: the replica must discard its contents and load these tables,
+    /// then continue from `lsn`.
+    SnapshotBegin { lsn: u64, tables: Vec<TableSchema> },
+    SnapshotRows { table: String, rows: Vec<(Vec<u8>, Vec<u8>)> },
+    SnapshotEnd { lsn: u64 },
+    /// Committed transactions in LSN order.
+    Changes(Vec<ChangeRecord>),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardStats {
+    pub shard: ShardId,
+    pub rows: u64,
+    /// Highest LSN present (primary: last committed; replica: last applied).
+    pub lsn: u64,
+    /// Oldest LSN still in the change log (0 if empty).
+    pub log_start: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetaStatus {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub leader_addr: Option<String>,
+    pub term: u64,
+    pub voters: Vec<u64>,
+    pub last_applied: u64,
+}

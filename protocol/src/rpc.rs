@@ -1,0 +1,286 @@
+//! Multiplexed request/response over one authenticated connection, client and server side.
+//!
+//! ```text
+//!  callers ──call()/stream()──► writer task ──frames──► server: one task per request
+//!     ▲                                                       │
+//!     └──── pending[id] ◄── reader task ◄──frames (id, Response)─┘
+//! ```
+//! Each request gets an id; the reader hands each response to the waiter registered for its
+//! id. A stream (a subscription) keeps its waiter until `End` or `Error`. When the connection
+//! drops every waiter gets a connection error (SQLSTATE 08006) and the client is marked closed;
+//! `Pool` then opens a fresh one on next use.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{ClusterSecret, client_handshake, server_handshake};
+use crate::error::{Error, Result};
+use crate::frame::{MAX_FRAME, read_frame, write_frame};
+use crate::message::{Request, Response};
+use crate::net;
+
+/// How long a connect plus handshake may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+enum Waiter {
+    Once(oneshot::Sender<Response>),
+    Stream(mpsc::Sender<Response>),
+}
+
+struct Shared {
+    pending: Mutex<HashMap<u64, Waiter>>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn fail_all(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let waiters: Vec<Waiter> = match self.pending.lock() {
+            Ok(mut p) => p.drain().map(|(_, w)| w).collect(),
+            Err(_) => return,
+        };
+        for w in waiters {
+            let err = Response::Error(Error::connection("connection to peer lost"));
+            match w {
+                Waiter::Once(tx) => {
+                    let _ = tx.send(err);
+                }
+                Waiter::Stream(tx) => {
+                    let _ = tx.try_send(err);
+                }
+            }
+        }
+    }
+}
+
+/// A client connection; cheap to clone, shared by many concurrent callers.
+#[derive(Clone)]
+pub struct RpcClient {
+    outgoing: mpsc::Sender<(u64, Request)>,
+    shared: Arc<Shared>,
+    next_id: Arc<AtomicU64>,
+    pub addr: String,
+}
+
+impl RpcClient {
+    /// Connects to `addr` and proves the cluster secret.
+    pub async fn connect(addr: &str, secret: &ClusterSecret) -> Result<RpcClient> {
+        let connecting = async {
+            let mut stream = net::connect(addr).await?;
+            client_handshake(&mut stream, secret).await?;
+            Ok::<_, Error>(stream)
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| Error::connection(format!("timed out connecting to {addr}")))?
+            .map_err(|e| Error::new(&e.code, format!("cannot reach {addr}: {}", e.message)))?;
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let shared = Arc::new(Shared { pending: Mutex::new(HashMap::new()), closed: AtomicBool::new(false) });
+        let (outgoing, mut rx) = mpsc::channel::<(u64, Request)>(1024);
+
+        let write_shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if write_frame(&mut writer, &msg).await.is_err() {
+                    break;
+                }
+            }
+            write_shared.fail_all();
+        });
+        let read_shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let frame: Option<(u64, Response)> = match read_frame(&mut reader, MAX_FRAME).await {
+                    Ok(f) => f,
+                    Err(_) => None,
+                };
+                let Some((id, resp)) = frame else { break };
+                let last = matches!(resp, Response::End | Response::Error(_));
+                let waiter = {
+                    let Ok(mut pending) = read_shared.pending.lock() else { break };
+                    match pending.get(&id) {
+                        Some(Waiter::Stream(_)) if !last => None,
+                        _ => pending.remove(&id),
+                    }
+                };
+                match waiter {
+                    Some(Waiter::Once(tx)) => {
+                        let _ = tx.send(resp);
+                    }
+                    Some(Waiter::Stream(tx)) => {
+                        let _ = tx.send(resp).await;
+                    }
+                    None => {
+                        // A stream item: forward without removing the waiter.
+                        let tx = match read_shared.pending.lock() {
+                            Ok(p) => match p.get(&id) {
+                                Some(Waiter::Stream(tx)) => Some(tx.clone()),
+                                _ => None,
+                            },
+                            Err(_) => break,
+                        };
+                        if let Some(tx) = tx {
+                            if tx.send(resp).await.is_err() {
+                                if let Ok(mut p) = read_shared.pending.lock() {
+                                    p.remove(&id);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            read_shared.fail_all();
+        });
+        Ok(RpcClient { outgoing, shared, next_id: Arc::new(AtomicU64::new(1)), addr: addr.to_string() })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    fn register(&self, waiter: Waiter) -> Result<u64> {
+        if self.is_closed() {
+            return Err(Error::connection(format!("connection to {} is closed", self.addr)));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.pending.lock().map_err(|_| Error::internal("poisoned lock"))?.insert(id, waiter);
+        Ok(id)
+    }
+
+    /// Sends a request and waits for its single response; `Response::Error` becomes `Err`.
+    pub async fn call(&self, req: Request) -> Result<Response> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.register(Waiter::Once(tx))?;
+        self.outgoing.send((id, req)).await.map_err(|_| Error::connection("connection closed"))?;
+        match rx.await.map_err(|_| Error::connection("connection closed"))? {
+            Response::Error(e) => Err(e),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends a request whose answer is a stream of responses, ended by `End` or `Error`.
+    pub async fn stream(&self, req: Request, buffer: usize) -> Result<mpsc::Receiver<Response>> {
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        let id = self.register(Waiter::Stream(tx))?;
+        self.outgoing.send((id, req)).await.map_err(|_| Error::connection("connection closed"))?;
+        Ok(rx)
+    }
+}
+
+/// A handle for answering one request (several times, for a stream).
+pub struct Replier {
+    id: u64,
+    tx: mpsc::Sender<(u64, Response)>,
+}
+
+impl Replier {
+    /// Sends a response; false once the connection is gone.
+    pub async fn send(&self, resp: Response) -> bool {
+        self.tx.send((self.id, resp)).await.is_ok()
+    }
+
+    /// True once the client connection has gone away.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// A role's request handler.
+pub trait Service: Send + Sync + 'static {
+    fn handle(self: Arc<Self>, req: Request, reply: Replier) -> impl Future<Output = ()> + Send;
+}
+
+/// Accepts connections forever, authenticating each before serving its requests.
+pub async fn serve<S: Service>(listener: net::TcpListener, secret: ClusterSecret, service: Arc<S>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = service.clone();
+        let secret = secret.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, &secret, service).await {
+                tracing::debug!("internal connection from {peer} ended: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_connection<S: Service>(mut stream: net::TcpStream, secret: &ClusterSecret, service: Arc<S>) -> Result<()> {
+    #[cfg(not(feature = "sim"))]
+    let _ = stream.set_nodelay(true);
+    tokio::time::timeout(CONNECT_TIMEOUT, server_handshake(&mut stream, secret))
+        .await
+        .map_err(|_| Error::protocol("handshake timed out"))??;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<(u64, Response)>(1024);
+    let write_task = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if write_frame(&mut writer, &msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let result = loop {
+        let frame: Option<(u64, Request)> = match read_frame(&mut reader, MAX_FRAME).await {
+            Ok(f) => f,
+            Err(e) => break Err(e),
+        };
+        let Some((id, req)) = frame else { break Ok(()) };
+        let replier = Replier { id, tx: tx.clone() };
+        tokio::spawn(service.clone().handle(req, replier));
+    };
+    drop(tx);
+    // Let in-flight answers drain; the writer ends when every replier is dropped.
+    let _ = write_task.await;
+    result
+}
+
+/// Client connections by address, reopened when they drop.
+#[derive(Clone)]
+pub struct Pool {
+    secret: ClusterSecret,
+    clients: Arc<tokio::sync::Mutex<HashMap<String, RpcClient>>>,
+}
+
+impl Pool {
+    pub fn new(secret: ClusterSecret) -> Self {
+        Pool { secret, clients: Arc::default() }
+    }
+
+    pub fn secret(&self) -> &ClusterSecret {
+        &self.secret
+    }
+
+    /// A live client for `addr`, connecting if needed.
+    pub async fn get(&self, addr: &str) -> Result<RpcClient> {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(addr) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let client = RpcClient::connect(addr, &self.secret).await?;
+        clients.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Sends one request to `addr`; retries once on a fresh connection if the pooled one died.
+    pub async fn call(&self, addr: &str, req: Request) -> Result<Response> {
+        let client = self.get(addr).await?;
+        match client.call(req.clone()).await {
+            Err(e) if e.is_connection() && client.is_closed() => self.get(addr).await?.call(req).await,
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! A storage node process: the node service plus the loop that follows meta's cluster map.
+//!
+//! ```text
+//!  meta watch ──► reconcile(state):
+//!                  for each shard placed on this node: host it (role, epoch)
+//!                  replica → run `replica::follow` toward the shard's primary
+//!                  no longer placed here → stop following, stop serving
+//! ```
+//! The node registers its address in meta at start (service discovery) and heartbeats.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::node::NodeService;
+use engine::shard::ShardOptions;
+use protocol::auth::ClusterSecret;
+use protocol::clock::{Clock, Hlc};
+use protocol::cluster::{ClusterState, MetaCommand, NodeId, NodeInfo, ShardId};
+use protocol::error::{Error, Result};
+use protocol::rpc::Pool;
+use tokio::task::JoinHandle;
+
+use crate::meta::MetaClient;
+use crate::replica;
+
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Internal-protocol listen address; port 0 picks one.
+    pub listen: String,
+    /// The address others use to reach this node (defaults to the bound address).
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub meta: Vec<String>,
+    pub secret: ClusterSecret,
+    pub shard: ShardOptions,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A running node; dropping it does not stop it, `shutdown` does.
+pub struct NodeHandle {
+    pub id: NodeId,
+    pub addr: String,
+    pub service: Arc<NodeService>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    pub fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle> {
+    let listener = protocol::net::bind(&cfg.listen).await.map_err(|e| Error::io(format!("bind {}: {e}", cfg.listen)))?;
+    let bound = listener.local_addr().map_err(Error::io)?.to_string();
+    let addr = cfg.advertise.clone().unwrap_or(bound);
+    let hlc = Arc::new(Hlc::new(cfg.clock.clone()));
+    let service = Arc::new(NodeService::new(cfg.id, cfg.data_dir.clone(), hlc, cfg.shard.clone())?);
+    let mut tasks = vec![tokio::spawn(protocol::rpc::serve(listener, cfg.secret.clone(), service.clone()))];
+
+    let meta = MetaClient::connect(cfg.meta.clone(), cfg.secret.clone()).await?;
+    let info = NodeInfo { id: cfg.id, addr: addr.clone() };
+    if meta.state().nodes.get(&cfg.id) != Some(&info) {
+        meta.propose(MetaCommand::RegisterNode(info)).await?;
+    }
+    tracing::info!(node = cfg.id, %addr, "node registered");
+
+    let hb_meta = meta.clone();
+    let id = cfg.id;
+    tasks.push(tokio::spawn(async move {
+        loop {
+            let _ = hb_meta.heartbeat(id).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }));
+
+    let pool = Pool::new(cfg.secret.clone());
+    let svc = service.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut followers: HashMap<ShardId, (String, JoinHandle<()>)> = HashMap::new();
+        let mut rx = meta.subscribe();
+        loop {
+            let state = rx.borrow_and_update().clone();
+            if let Err(e) = reconcile(&svc, &state, &pool, &mut followers) {
+                tracing::warn!("reconcile failed: {e}");
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }));
+    Ok(NodeHandle { id: cfg.id, addr, service, tasks })
+}
+
+fn reconcile(
+    svc: &Arc<NodeService>,
+    state: &ClusterState,
+    pool: &Pool,
+    followers: &mut HashMap<ShardId, (String, JoinHandle<()>)>,
+) -> Result<()> {
+    let me = svc.id;
+    for shard in state.shards.values() {
+        if shard.primary == me {
+            svc.host(shard.id, true, shard.epoch)?;
+            if let Some((_, task)) = followers.remove(&shard.id) {
+                task.abort();
+            }
+        } else if shard.replicas.contains(&me) {
+            let hosted = svc.host(shard.id, false, shard.epoch)?;
+            let Some(upstream) = state.node_addr(shard.primary) else { continue };
+            let current = followers.get(&shard.id).map(|(u, _)| u.as_str());
+            if current != Some(upstream) {
+                if let Some((_, task)) = followers.remove(&shard.id) {
+                    task.abort();
+                }
+                let task = tokio::spawn(replica::follow(hosted, me, upstream.to_string(), pool.clone()));
+                followers.insert(shard.id, (upstream.to_string(), task));
+            }
+        }
+    }
+    for id in svc.hosted() {
+        let placed = state.shards.get(&id).is_some_and(|s| s.primary == me || s.replicas.contains(&me));
+        if !placed {
+            if let Some((_, task)) = followers.remove(&id) {
+                task.abort();
+            }
+            svc.unhost(id);
+        }
+    }
+    Ok(())
+}

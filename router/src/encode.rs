@@ -1,0 +1,67 @@
+//! Conversions between Tessera values and the Postgres wire formats.
+//!
+//! Results: each column's declared type fixes the Rust type handed to pgwire's encoder
+//! (`int4` → i32, …), because a binary-format client reads exactly that many bytes.
+//! Parameters: text-format parameters parse with the type's input function; binary ones
+//! decode by type OID.
+
+use bytes::Bytes;
+use pgwire::api::Type;
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
+use pgwire::error::PgWireResult;
+use protocol::error::{Error, Result, sqlstate};
+use protocol::schema::ResultColumn;
+use protocol::{DataType, Value};
+
+pub fn pg_type(t: &DataType) -> Type {
+    Type::from_oid(t.oid()).unwrap_or(Type::UNKNOWN)
+}
+
+pub fn field_infos(columns: &[ResultColumn], format_for: impl Fn(usize) -> FieldFormat) -> Vec<FieldInfo> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| FieldInfo::new(c.name.clone(), None, None, pg_type(&c.data_type), format_for(i)))
+        .collect()
+}
+
+/// Encodes one value of a column of type `t`.
+pub fn encode_value(enc: &mut DataRowEncoder, value: &Value, t: &DataType) -> PgWireResult<()> {
+    match (value, t) {
+        (Value::Null, _) => enc.encode_field(&None::<i32>),
+        (Value::Int(i), DataType::Int2) => enc.encode_field(&(*i as i16)),
+        (Value::Int(i), DataType::Int4) => enc.encode_field(&(*i as i32)),
+        (Value::Int(i), DataType::Int8) => enc.encode_field(i),
+        (Value::Float(f), DataType::Float4) => enc.encode_field(&(*f as f32)),
+        (Value::Float(f), DataType::Float8) => enc.encode_field(f),
+        (Value::Bool(b), DataType::Bool) => enc.encode_field(b),
+        (Value::Bytes(b), DataType::Bytea) => enc.encode_field(&b.as_slice()),
+        // Anything else goes out in its text form (a text-typed column, or a value whose kind
+        // differs from the declared type, which the text format represents faithfully).
+        (v, t) => enc.encode_field(&v.to_pg_text(t)),
+    }
+}
+
+/// Decodes a bound parameter given its type.
+pub fn decode_param(bytes: Option<&Bytes>, t: &DataType, binary: bool) -> Result<Value> {
+    let Some(bytes) = bytes else { return Ok(Value::Null) };
+    if !binary {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| Error::new(sqlstate::INVALID_TEXT_REPRESENTATION, "invalid UTF-8 in parameter"))?;
+        return t.parse_text(text);
+    }
+    let bad = || Error::new(sqlstate::INVALID_BINARY_REPRESENTATION, format!("incorrect binary data format in bind parameter of type {}", t.name()));
+    let fixed = |n: usize| -> Result<&[u8]> { if bytes.len() == n { Ok(&bytes[..]) } else { Err(bad()) } };
+    Ok(match t {
+        DataType::Bool => Value::Bool(fixed(1)?[0] != 0),
+        DataType::Int2 => Value::Int(i16::from_be_bytes(fixed(2)?.try_into().map_err(|_| bad())?) as i64),
+        DataType::Int4 => Value::Int(i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?) as i64),
+        DataType::Int8 => Value::Int(i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad())?)),
+        DataType::Float4 => Value::Float(f32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?) as f64),
+        DataType::Float8 => Value::Float(f64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad())?)),
+        DataType::Text | DataType::Varchar(_) => {
+            Value::Text(String::from_utf8(bytes.to_vec()).map_err(|_| bad())?)
+        }
+        DataType::Bytea => Value::Bytes(bytes.to_vec()),
+    })
+}

@@ -1,0 +1,376 @@
+//! The Postgres wire protocol front: pgwire handlers for startup, simple and extended query.
+//!
+//! ```text
+//!  Query(text) ──► parse ──► for each statement: session command? ─yes─► answered here
+//!                                                  └─no─► Router::execute ─► results
+//!  Parse ──► parse once, store the AST        Describe ──► Router::describe (shard catalog)
+//!  Bind  ──► pgwire keeps the portal          Execute  ──► decode params by type ─► Router
+//! ```
+//! Prepared statements live here, in the client's session at the router, never on node
+//! connections, so no client ever meets "prepared statement does not exist" after a router
+//! or node reconnects.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::{Sink, SinkExt, stream};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::PgWireFrontendMessage;
+use protocol::error::{Error, Result, sqlstate};
+use protocol::schema::{QueryResult, ResultColumn};
+use protocol::{DataType, Value};
+use sqlparser::ast::{self, Statement};
+
+use crate::dispatch::Router;
+use crate::encode;
+use crate::names;
+use crate::session::{DEFAULTS, Session};
+
+/// A statement prepared by the client: its text, its parse, and what Describe learned.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub sql: String,
+    pub stmt: Option<Statement>,
+    described: Arc<Mutex<Option<(Vec<DataType>, Vec<ResultColumn>)>>>,
+}
+
+pub fn to_pg_error(e: Error) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(e)))
+}
+
+fn error_info(e: Error) -> ErrorInfo {
+    let mut info = ErrorInfo::new("ERROR".to_string(), e.code, e.message);
+    info.detail = e.detail;
+    info
+}
+
+pub struct Frontend {
+    router: Arc<Router>,
+    parser: Arc<StatementParser>,
+}
+
+impl Frontend {
+    pub fn new(router: Arc<Router>) -> Arc<Self> {
+        Arc::new(Frontend { router, parser: Arc::new(StatementParser) })
+    }
+
+    fn session<C: ClientInfo>(client: &C) -> Arc<Session> {
+        client.session_extensions().get_or_insert_with(Session::default)
+    }
+
+    /// Runs one statement for a session: session commands here, everything else routed.
+    async fn run(&self, session: &Session, stmt: &Statement, params: &[Value]) -> Result<QueryResult> {
+        match stmt {
+            Statement::Set(set) => self.set(session, set),
+            Statement::ShowVariable { variable } => {
+                let name: Vec<String> = variable.iter().map(names::ident).collect();
+                let name = name.join(".");
+                if name == "all" {
+                    let rows = DEFAULTS
+                        .iter()
+                        .map(|(k, _)| vec![Value::Text(k.to_string()), Value::Text(session.get(k).unwrap_or_default())])
+                        .collect::<Vec<_>>();
+                    return Ok(QueryResult {
+                        columns: vec![text_col("name"), text_col("setting")],
+                        affected: rows.len() as u64,
+                        rows,
+                        tag: "SHOW".into(),
+                    });
+                }
+                let value = session.get(&name).ok_or_else(|| {
+                    Error::new(sqlstate::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))
+                })?;
+                Ok(QueryResult { columns: vec![text_col(&name)], rows: vec![vec![Value::Text(value)]], tag: "SHOW".into(), affected: 1 })
+            }
+            Statement::Discard { .. } => {
+                session.reset_all();
+                Ok(QueryResult::command("DISCARD ALL", 0))
+            }
+            Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } | Statement::Savepoint { .. } => {
+                Err(Error::unsupported(
+                    "multi-statement transactions are not available yet; each statement commits on its own",
+                ))
+            }
+            _ => self.router.execute(stmt, params).await,
+        }
+    }
+
+    fn set(&self, session: &Session, set: &ast::Set) -> Result<QueryResult> {
+        match set {
+            ast::Set::SingleAssignment { variable, values, .. } => {
+                let name = names::table_name(variable);
+                let value = values
+                    .iter()
+                    .map(|v| match v {
+                        ast::Expr::Value(v) => match &v.value {
+                            ast::Value::SingleQuotedString(s) => s.clone(),
+                            other => other.to_string(),
+                        },
+                        ast::Expr::Identifier(id) => id.value.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if value.eq_ignore_ascii_case("default") {
+                    session.reset(&name);
+                } else {
+                    session.set(&name, value);
+                }
+                Ok(QueryResult::command("SET", 0))
+            }
+            ast::Set::SetTimeZone { value, .. } => {
+                let v = match value {
+                    ast::Expr::Value(v) => match &v.value {
+                        ast::Value::SingleQuotedString(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                    other => other.to_string(),
+                };
+                session.set("timezone", v);
+                Ok(QueryResult::command("SET", 0))
+            }
+            ast::Set::SetNames { charset_name, .. } => {
+                session.set("client_encoding", charset_name.value.clone());
+                Ok(QueryResult::command("SET", 0))
+            }
+            other => Err(Error::unsupported(format!("{other} is not supported"))),
+        }
+    }
+
+    async fn prepared_types(&self, prepared: &Prepared) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
+        if let Ok(guard) = prepared.described.lock() {
+            if let Some(d) = guard.as_ref() {
+                return Ok(d.clone());
+            }
+        }
+        let described = match &prepared.stmt {
+            Some(Statement::Set(_)) | Some(Statement::Discard { .. }) | None => (Vec::new(), Vec::new()),
+            Some(Statement::ShowVariable { variable }) => {
+                let name: Vec<String> = variable.iter().map(names::ident).collect();
+                (Vec::new(), vec![text_col(&name.join("."))])
+            }
+            Some(stmt) => self.router.describe(stmt).await?,
+        };
+        if let Ok(mut guard) = prepared.described.lock() {
+            *guard = Some(described.clone());
+        }
+        Ok(described)
+    }
+}
+
+fn text_col(name: &str) -> ResultColumn {
+    ResultColumn { name: name.to_string(), data_type: DataType::Text }
+}
+
+/// Turns a result into a wire response.
+fn response(result: QueryResult, format: &Format) -> PgWireResult<Response> {
+    if !result.returns_rows() {
+        let tag = match result.tag.as_str() {
+            "INSERT" => Tag::new("INSERT").with_oid(0).with_rows(result.affected as usize),
+            "UPDATE" | "DELETE" | "SELECT" | "COPY" | "MOVE" | "FETCH" => Tag::new(&result.tag).with_rows(result.affected as usize),
+            other => Tag::new(other),
+        };
+        return Ok(Response::Execution(tag));
+    }
+    let fields = Arc::new(encode::field_infos(&result.columns, |i| format.format_for(i)));
+    let types: Vec<DataType> = result.columns.iter().map(|c| c.data_type).collect();
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let mut rows = Vec::with_capacity(result.rows.len());
+    for row in &result.rows {
+        for (value, t) in row.iter().zip(&types) {
+            encode::encode_value(&mut encoder, value, t)?;
+        }
+        rows.push(Ok(encoder.take_row()));
+    }
+    let mut resp = QueryResponse::new(fields, stream::iter(rows));
+    match result.tag.as_str() {
+        "INSERT" => resp.set_command_tag("INSERT 0"),
+        "UPDATE" | "DELETE" => resp.set_command_tag(&result.tag),
+        _ => {}
+    }
+    Ok(Response::Query(resp))
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Frontend {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = Self::session(client);
+        let stmts = match engine::sql::parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(e)))]),
+        };
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            match self.run(&session, stmt, &[]).await {
+                Ok(result) => out.push(response(result, &Format::UnifiedText)?),
+                Err(e) => {
+                    // Later statements of the string do not run, as in PostgreSQL.
+                    out.push(Response::Error(Box::new(error_info(e))));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub struct StatementParser;
+
+#[async_trait]
+impl QueryParser for StatementParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut stmts = engine::sql::parse(sql).map_err(to_pg_error)?;
+        if stmts.len() > 1 {
+            return Err(to_pg_error(Error::syntax("cannot insert multiple commands into a prepared statement")));
+        }
+        Ok(Some(Prepared { sql: sql.to_string(), stmt: stmts.pop(), described: Arc::default() }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        let guard = stmt.described.lock().map_err(|_| to_pg_error(Error::internal("poisoned lock")))?;
+        Ok(guard.as_ref().map(|(p, _)| p.iter().map(encode::pg_type).collect()).unwrap_or_default())
+    }
+
+    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        let guard = stmt.described.lock().map_err(|_| to_pg_error(Error::internal("poisoned lock")))?;
+        let format = format.cloned().unwrap_or(Format::UnifiedText);
+        Ok(guard.as_ref().map(|(_, c)| encode::field_infos(c, |i| format.format_for(i))).unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Frontend {
+    type Statement = Prepared;
+    type QueryParser = StatementParser;
+
+    fn query_parser(&self) -> Arc<StatementParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let Some(stmt) = &prepared.stmt else { return Ok(Response::EmptyQuery) };
+        let session = Self::session(client);
+        let (described, _) = self.prepared_types(prepared).await.map_err(to_pg_error)?;
+        let mut params = Vec::with_capacity(portal.parameter_len());
+        for i in 0..portal.parameter_len() {
+            let declared = portal.statement.parameter_types.get(i).cloned().flatten().and_then(|t| DataType::from_oid(t.oid()));
+            let t = declared.or_else(|| described.get(i).copied()).unwrap_or(DataType::Text);
+            let binary = portal.parameter_format.is_binary(i);
+            params.push(encode::decode_param(portal.parameters[i].as_ref(), &t, binary).map_err(to_pg_error)?);
+        }
+        let result = self.run(&session, stmt, &params).await.map_err(to_pg_error)?;
+        response(result, &portal.result_column_format)
+    }
+
+    async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Prepared>) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (params, columns) = self.prepared_types(&target.statement).await.map_err(to_pg_error)?;
+        let n = params.len().max(target.parameter_types.len());
+        let param_types = (0..n)
+            .map(|i| {
+                target
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| params.get(i).map(encode::pg_type))
+                    .unwrap_or(Type::TEXT)
+            })
+            .collect();
+        Ok(DescribeStatementResponse::new(param_types, encode::field_infos(&columns, |_| pgwire::api::results::FieldFormat::Text)))
+    }
+
+    async fn do_describe_portal<C>(&self, _client: &mut C, target: &Portal<Prepared>) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (_, columns) = self.prepared_types(&target.statement.statement).await.map_err(to_pg_error)?;
+        let format = &target.result_column_format;
+        Ok(DescribePortalResponse::new(encode::field_infos(&columns, |i| format.format_for(i))))
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Frontend {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let PgWireFrontendMessage::Startup(ref startup) = message {
+            protocol_negotiation(client, startup).await?;
+            save_startup_parameters_to_metadata(client, startup);
+            let pid = rand_pid();
+            client.set_pid_and_secret_key(pid, pgwire::messages::startup::SecretKey::I32(pid.wrapping_mul(7919)));
+            let mut params = DefaultServerParameterProvider::default();
+            params.server_version = "15.0 (Tessera)".to_string();
+            params.application_name = client.metadata().get("application_name").cloned();
+            params.session_authorization = client.metadata().get("user").cloned();
+            finish_authentication(client, &params).await?;
+        }
+        Ok(())
+    }
+}
+
+fn rand_pid() -> i32 {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static NEXT: AtomicI32 = AtomicI32::new(1000);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The pgwire handler set for one router.
+pub struct Handlers(pub Arc<Frontend>);
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.0.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.0.clone()
+    }
+}
+
+#[allow(unused_imports)]
+use SinkExt as _;

@@ -1,0 +1,107 @@
+//! The router: the Postgres endpoint clients connect to.
+//!
+//! ```text
+//!  client ─pgwire─► frontend (session, prepared statements)
+//!                     └─► dispatch::Router ─► plan (which shards, how to combine)
+//!                              ├─► nodes over the internal protocol (pooled connections)
+//!                              └─► engine executor over gathered rows (memtxn)
+//!  meta ─watch─► MetaClient (cached cluster map used by every plan)
+//! ```
+//! Routers keep no durable state: any number can run behind a TCP load balancer.
+
+pub mod dispatch;
+pub mod encode;
+pub mod frontend;
+pub mod memtxn;
+pub mod names;
+pub mod plan;
+pub mod session;
+pub mod status;
+
+use std::sync::Arc;
+
+use protocol::auth::ClusterSecret;
+use protocol::error::{Error, Result};
+use protocol::rpc::Pool;
+use replication::meta::MetaClient;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+pub struct RouterConfig {
+    /// Postgres listen address, e.g. 127.0.0.1:5432.
+    pub listen: String,
+    pub meta: Vec<String>,
+    pub secret: ClusterSecret,
+    pub max_connections: usize,
+    pub row_budget: usize,
+}
+
+pub struct RouterHandle {
+    pub addr: std::net::SocketAddr,
+    pub router: Arc<dispatch::Router>,
+    task: JoinHandle<()>,
+}
+
+impl RouterHandle {
+    pub fn shutdown(&self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a router: connects to meta, then serves Postgres clients.
+pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
+    let meta = MetaClient::connect(cfg.meta.clone(), cfg.secret.clone()).await?;
+    let router = dispatch::Router::new(meta, Pool::new(cfg.secret.clone()), cfg.row_budget);
+    let listener = TcpListener::bind(&cfg.listen).await.map_err(|e| Error::io(format!("bind {}: {e}", cfg.listen)))?;
+    let addr = listener.local_addr().map_err(Error::io)?;
+    let handlers = Arc::new(frontend::Handlers(frontend::Frontend::new(router.clone())));
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let task = tokio::spawn(async move {
+        loop {
+            let (socket, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = socket.set_nodelay(true);
+            let handlers = handlers.clone();
+            let permit = slots.clone().try_acquire_owned();
+            tokio::spawn(async move {
+                match permit {
+                    Ok(_permit) => {
+                        let _ = pgwire::tokio::process_socket(socket, None, handlers).await;
+                    }
+                    Err(_) => refuse_too_many(socket).await,
+                }
+            });
+        }
+    });
+    Ok(RouterHandle { addr, router, task })
+}
+
+/// Answers a connection over `max_connections` with FATAL 53300, as PostgreSQL does.
+async fn refuse_too_many(mut socket: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let fields = [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', protocol::sqlstate::TOO_MANY_CONNECTIONS),
+        (b'M', "sorry, too many clients already"),
+    ];
+    let mut body = Vec::new();
+    for (code, text) in fields {
+        body.push(code);
+        body.extend_from_slice(text.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = vec![b'E'];
+    msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    msg.extend_from_slice(&body);
+    let _ = socket.write_all(&msg).await;
+    let _ = socket.shutdown().await;
+}

@@ -1,0 +1,31 @@
+//! SQL names as PostgreSQL resolves them: unquoted identifiers fold to lower case, `public.`
+//! is the default schema, and `tessera.` holds the router's system views.
+
+use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
+
+pub const SYSTEM_SCHEMA: &str = "tessera";
+
+pub fn ident(id: &Ident) -> String {
+    if id.quote_style.is_some() { id.value.clone() } else { id.value.to_lowercase() }
+}
+
+/// The table an object name refers to: `t` and `public.t` are `t`; `tessera.shards` stays
+/// qualified.
+pub fn table_name(name: &ObjectName) -> String {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(id) => ident(id),
+            ObjectNamePart::Function(f) => ident(&f.name),
+        })
+        .collect();
+    match parts.as_slice() {
+        [schema, table] if schema == "public" => table.clone(),
+        _ => parts.join("."),
+    }
+}
+
+pub fn is_system(table: &str) -> bool {
+    table.starts_with("tessera.")
+}

@@ -1,0 +1,630 @@
+//! Distributed planning: decide where a statement runs and how its results combine.
+//!
+//! ```text
+//!  statement ─► tables it touches ─► shard-key pins in WHERE / VALUES
+//!     ├─ all on one shard ............ Direct   (sent whole to that shard)
+//!     ├─ INSERT … VALUES across shards  Split    (one INSERT per shard with its rows)
+//!     ├─ UPDATE/DELETE across shards .. Direct   (same statement on every shard, counts summed)
+//!     ├─ SELECT across shards ......... Gather   (filtered rows fetched from every shard, then
+//!     │                                           the query runs at the router over them)
+//!     ├─ tessera.* system views ....... Local
+//!     └─ CREATE/DROP TABLE ............ Ddl      (meta first, then every shard)
+//! ```
+//! Gather is always correct (the router runs the engine's executor over exactly the rows a
+//! single shard would hold) and bounded by the router's row budget; pushing partial
+//! aggregates and ORDER BY … LIMIT down to shards is an optimisation layered on top later.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+
+use protocol::cluster::{ClusterState, Distribution, ShardId, ShardInfo, TableInfo, DEFAULT_KEYSPACE};
+use protocol::error::{Error, Result, sqlstate};
+use protocol::hash::shard_hash;
+use protocol::schema::TableSchema;
+use protocol::{DataType, Value};
+use sqlparser::ast::{
+    self, BinaryOperator, CreateTableOptions, Expr, SetExpr, SqlOption, Statement, TableFactor, UnaryOperator,
+};
+
+use crate::names::{self, is_system, table_name};
+
+/// Where one piece of a plan is sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub shard: ShardId,
+    pub node: u64,
+    pub addr: String,
+    pub epoch: u64,
+}
+
+/// A fetch of one table's (filtered) rows from one shard, for Gather.
+#[derive(Clone, Debug)]
+pub struct Fetch {
+    pub table: String,
+    pub target: Target,
+    pub sql: String,
+}
+
+#[derive(Debug)]
+pub enum Plan {
+    /// The statement runs whole on each target; results concatenate.
+    Direct { targets: Vec<Target>, sql: String },
+    /// One statement per target.
+    Split { parts: Vec<(Target, String)> },
+    /// Rows are fetched, then `stmt` runs at the router over them.
+    Gather { fetches: Vec<Fetch>, tables: Vec<TableSchema>, stmt: Box<Statement> },
+    /// Answered by the router from the cluster map (system views).
+    Local { stmt: Box<Statement>, views: Vec<String> },
+    CreateTable { info: TableInfo, if_not_exists: bool, sql: String, targets: Vec<Target> },
+    DropTable { names: Vec<String>, if_exists: bool, targets: Vec<Target> },
+}
+
+impl Plan {
+    /// The plan as EXPLAIN prints it, one line per row.
+    pub fn explain(&self) -> Vec<String> {
+        let shard = |t: &Target| format!("shard {} on node {} ({})", t.shard, t.node, t.addr);
+        let mut out = Vec::new();
+        match self {
+            Plan::Direct { targets, sql } => {
+                out.push(format!("Direct to {} shard(s); results concatenated", targets.len()));
+                for t in targets {
+                    out.push(format!("  {}: {sql}", shard(t)));
+                }
+            }
+            Plan::Split { parts } => {
+                out.push(format!("Split into {} per-shard statement(s)", parts.len()));
+                for (t, sql) in parts {
+                    out.push(format!("  {}: {sql}", shard(t)));
+                }
+            }
+            Plan::Gather { fetches, stmt, .. } => {
+                out.push(format!("Router executes: {stmt}"));
+                out.push(format!("  over rows gathered from {} fetch(es):", fetches.len()));
+                for f in fetches {
+                    out.push(format!("    {}: {}", shard(&f.target), f.sql));
+                }
+            }
+            Plan::Local { stmt, views } => {
+                out.push(format!("Router executes: {stmt}"));
+                out.push(format!("  over system view(s) {}", views.join(", ")));
+            }
+            Plan::CreateTable { info, sql, targets, .. } => {
+                let key: Vec<&str> = info.shard_key.iter().map(|&i| info.schema.columns[i].name.as_str()).collect();
+                out.push(format!(
+                    "Create table {} in keyspace {} ({:?}, shard key {})",
+                    info.schema.name,
+                    info.keyspace,
+                    info.distribution,
+                    key.join(", ")
+                ));
+                out.push("  meta: register table".into());
+                for t in targets {
+                    out.push(format!("  {}: {sql}", shard(t)));
+                }
+            }
+            Plan::DropTable { names, targets, .. } => {
+                out.push(format!("Drop table(s) {}", names.join(", ")));
+                out.push("  meta: unregister table(s)".into());
+                for t in targets {
+                    out.push(format!("  {}: DROP TABLE IF EXISTS {}", shard(t), names.join(", ")));
+                }
+            }
+        }
+        out
+    }
+}
+
+pub struct Planner<'a> {
+    pub state: &'a ClusterState,
+    pub params: &'a [Value],
+}
+
+fn target(state: &ClusterState, shard: &ShardInfo) -> Result<Target> {
+    let addr = state
+        .node_addr(shard.primary)
+        .ok_or_else(|| Error::connection(format!("primary node {} of shard {} is unknown", shard.primary, shard.id)))?;
+    Ok(Target { shard: shard.id, node: shard.primary, addr: addr.to_string(), epoch: shard.epoch })
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(state: &'a ClusterState, params: &'a [Value]) -> Self {
+        Planner { state, params }
+    }
+
+    fn keyspace_targets(&self, keyspace: &str) -> Result<Vec<Target>> {
+        let shards = self.state.keyspace_shards(keyspace);
+        if shards.is_empty() {
+            return Err(Error::new(
+                sqlstate::CANNOT_CONNECT_NOW,
+                format!("keyspace \"{keyspace}\" has no shards placed yet (are its nodes up?)"),
+            ));
+        }
+        shards.into_iter().map(|s| target(self.state, s)).collect()
+    }
+
+    fn table(&self, name: &str) -> Result<&'a TableInfo> {
+        self.state.tables.get(name).ok_or_else(|| Error::undefined_table(name))
+    }
+
+    pub fn plan(&self, stmt: &Statement) -> Result<Plan> {
+        match stmt {
+            Statement::CreateTable(create) => self.plan_create(stmt, create),
+            Statement::Drop { object_type: ast::ObjectType::Table, if_exists, names, .. } => {
+                let names: Vec<String> = names.iter().map(table_name).collect();
+                let mut keyspaces = BTreeSet::new();
+                for n in &names {
+                    match self.state.tables.get(n) {
+                        Some(t) => {
+                            keyspaces.insert(t.keyspace.clone());
+                        }
+                        None if *if_exists => {}
+                        None => return Err(Error::new(sqlstate::UNDEFINED_TABLE, format!("table \"{n}\" does not exist"))),
+                    }
+                }
+                let mut targets = Vec::new();
+                for ks in keyspaces {
+                    targets.extend(self.keyspace_targets(&ks)?);
+                }
+                Ok(Plan::DropTable { names, if_exists: *if_exists, targets })
+            }
+            Statement::Insert(insert) => self.plan_insert(stmt, insert),
+            _ => self.plan_by_tables(stmt),
+        }
+    }
+
+    fn plan_create(&self, stmt: &Statement, create: &ast::CreateTable) -> Result<Plan> {
+        let schema = engine::sql::schema_from_create(stmt)?;
+        let mut keyspace = DEFAULT_KEYSPACE.to_string();
+        let mut distribution = Distribution::Sharded;
+        let mut shard_key: Option<Vec<String>> = None;
+        let options = match &create.table_options {
+            CreateTableOptions::With(opts) => opts.as_slice(),
+            _ => &[],
+        };
+        for opt in options {
+            let SqlOption::KeyValue { key, value } = opt else {
+                return Err(Error::new(sqlstate::INVALID_PARAMETER_VALUE, format!("unrecognized table option {opt}")));
+            };
+            let key = table_name(key);
+            let text = option_text(value);
+            match key.as_str() {
+                "shard_key" => shard_key = Some(text.split(',').map(|s| s.trim().to_lowercase()).collect()),
+                "keyspace" => keyspace = text.to_lowercase(),
+                "distribution" => {
+                    distribution = match text.to_lowercase().as_str() {
+                        "sharded" => Distribution::Sharded,
+                        "reference" | "single" => {
+                            return Err(Error::unsupported(format!(
+                                "distribution '{text}' is not available yet; tables are sharded"
+                            )));
+                        }
+                        other => {
+                            return Err(Error::new(
+                                sqlstate::INVALID_PARAMETER_VALUE,
+                                format!("invalid distribution \"{other}\" (expected sharded, reference or single)"),
+                            ));
+                        }
+                    }
+                }
+                other => {
+                    return Err(Error::new(sqlstate::INVALID_PARAMETER_VALUE, format!("unrecognized parameter \"{other}\"")));
+                }
+            }
+        }
+        if !self.state.keyspaces.contains_key(&keyspace) {
+            return Err(Error::new(sqlstate::UNDEFINED_OBJECT, format!("keyspace \"{keyspace}\" does not exist")));
+        }
+        let key_cols = match shard_key {
+            Some(cols) => cols
+                .iter()
+                .map(|c| {
+                    schema.column_index(c).ok_or_else(|| {
+                        Error::new(sqlstate::UNDEFINED_COLUMN, format!("shard key column \"{c}\" does not exist"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => schema.primary_key.first().map(|&i| vec![i]).unwrap_or_default(),
+        };
+        if key_cols.is_empty() {
+            return Err(Error::new(sqlstate::INVALID_TABLE_DEFINITION, "a sharded table needs a primary key or shard_key"));
+        }
+        if !key_cols.iter().all(|c| schema.primary_key.contains(c)) {
+            return Err(Error::unsupported(format!(
+                "the primary key of sharded table \"{}\" must include its shard key",
+                schema.name
+            ))
+            .with_detail("Uniqueness is enforced within a shard, so the key must decide the shard."));
+        }
+        // Shards get the table without Tessera's storage parameters.
+        let mut plain = create.clone();
+        plain.table_options = CreateTableOptions::None;
+        plain.if_not_exists = true;
+        let targets = self.keyspace_targets(&keyspace)?;
+        Ok(Plan::CreateTable {
+            info: TableInfo { schema, keyspace, distribution, shard_key: key_cols },
+            if_not_exists: create.if_not_exists,
+            sql: Statement::CreateTable(plain).to_string(),
+            targets,
+        })
+    }
+
+    fn plan_insert(&self, stmt: &Statement, insert: &ast::Insert) -> Result<Plan> {
+        let ast::TableObject::TableName(name) = &insert.table else {
+            return Err(Error::unsupported("INSERT into a table function"));
+        };
+        let table = self.table(&table_name(name))?;
+        let targets = self.keyspace_targets(&table.keyspace)?;
+        if targets.len() == 1 {
+            return Ok(Plan::Direct { targets, sql: stmt.to_string() });
+        }
+        let rows = match insert.source.as_deref().map(|q| q.body.as_ref()) {
+            Some(SetExpr::Values(values)) if insert.source.as_ref().is_some_and(|q| q.with.is_none()) => &values.rows,
+            _ => {
+                return Err(Error::unsupported(
+                    "INSERT … SELECT into a table sharded over several shards is not supported yet",
+                ));
+            }
+        };
+        let columns: Vec<String> = if insert.columns.is_empty() {
+            table.schema.columns.iter().map(|c| c.name.clone()).collect()
+        } else {
+            insert.columns.iter().map(table_name).collect()
+        };
+        let key_col = *table.shard_key.first().ok_or_else(|| Error::internal("table without shard key"))?;
+        let key_def = &table.schema.columns[key_col];
+        let pos = columns.iter().position(|c| *c == key_def.name).ok_or_else(|| {
+            Error::new(
+                sqlstate::NOT_NULL_VIOLATION,
+                format!("null value in column \"{}\" of relation \"{}\" violates not-null constraint", key_def.name, table.schema.name),
+            )
+        })?;
+        let mut by_shard: BTreeMap<ShardId, Vec<ast::Parens<Vec<Expr>>>> = BTreeMap::new();
+        for row in rows {
+            let expr = row.content.get(pos).ok_or_else(|| Error::syntax("INSERT has more target columns than expressions"))?;
+            let value = self.constant(expr)?.ok_or_else(|| {
+                Error::unsupported(format!(
+                    "the shard key \"{}\" of each inserted row must be a constant or a parameter",
+                    key_def.name
+                ))
+            })?;
+            let shard = self.shard_of(table, &key_def.data_type, value)?;
+            by_shard.entry(shard.id).or_default().push(row.clone());
+        }
+        let mut parts = Vec::new();
+        for (shard_id, rows) in by_shard {
+            let shard = self.state.shards.get(&shard_id).ok_or_else(|| Error::internal("shard vanished"))?;
+            let mut part = insert.clone();
+            if let Some(source) = part.source.as_mut() {
+                if let SetExpr::Values(values) = source.body.as_mut() {
+                    values.rows = rows;
+                }
+            }
+            parts.push((target(self.state, shard)?, Statement::Insert(part).to_string()));
+        }
+        if parts.len() == 1 {
+            let (t, sql) = parts.remove(0);
+            return Ok(Plan::Direct { targets: vec![t], sql });
+        }
+        Ok(Plan::Split { parts })
+    }
+
+    fn shard_of(&self, table: &TableInfo, key_type: &DataType, value: Value) -> Result<&'a ShardInfo> {
+        let value = key_type.coerce(value)?;
+        self.state
+            .shard_for_hash(&table.keyspace, shard_hash(&value))
+            .ok_or_else(|| Error::internal(format!("no shard covers the hash of {value}")))
+    }
+
+    /// The value of a constant expression: a literal or bound parameter, maybe negated or cast.
+    fn constant(&self, expr: &Expr) -> Result<Option<Value>> {
+        Ok(match expr {
+            Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => Some(match n.parse::<i64>() {
+                    Ok(i) => Value::Int(i),
+                    Err(_) => Value::Float(n.parse().map_err(|_| Error::syntax(format!("invalid number {n}")))?),
+                }),
+                ast::Value::SingleQuotedString(s) => Some(Value::Text(s.clone())),
+                ast::Value::Boolean(b) => Some(Value::Bool(*b)),
+                ast::Value::Null => Some(Value::Null),
+                ast::Value::Placeholder(p) => {
+                    let n: usize = p.trim_start_matches('$').parse().map_err(|_| Error::syntax(format!("bad parameter {p}")))?;
+                    Some(self.params.get(n.wrapping_sub(1)).cloned().ok_or_else(|| {
+                        Error::new(sqlstate::UNDEFINED_PARAMETER, format!("there is no parameter {p}"))
+                    })?)
+                }
+                _ => None,
+            },
+            Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match self.constant(expr)? {
+                Some(Value::Int(i)) => Some(Value::Int(-i)),
+                Some(Value::Float(f)) => Some(Value::Float(-f)),
+                _ => None,
+            },
+            Expr::Nested(e) => self.constant(e)?,
+            Expr::Cast { expr, .. } => self.constant(expr)?,
+            _ => None,
+        })
+    }
+
+    /// Shards a single-table statement's WHERE confines it to, or `None` for all.
+    fn pinned_shards(&self, table: &TableInfo, selection: Option<&Expr>) -> Result<Option<BTreeSet<ShardId>>> {
+        let Some(selection) = selection else { return Ok(None) };
+        let [key_col] = table.shard_key.as_slice() else { return Ok(None) };
+        let key = &table.schema.columns[*key_col];
+        let mut conjuncts = Vec::new();
+        split_and(selection, &mut conjuncts);
+        for c in conjuncts {
+            let values = match c {
+                Expr::BinaryOp { left, op: BinaryOperator::Eq, right } => {
+                    if is_column(left, &key.name) {
+                        self.constant(right)?.map(|v| vec![v])
+                    } else if is_column(right, &key.name) {
+                        self.constant(left)?.map(|v| vec![v])
+                    } else {
+                        None
+                    }
+                }
+                Expr::In { expr, target: ast::InTarget::List(list), negated: false, .. } if is_column(expr, &key.name) => {
+                    let mut vals = Vec::new();
+                    for e in list {
+                        match self.constant(e)? {
+                            Some(v) => vals.push(v),
+                            None => {
+                                vals.clear();
+                                break;
+                            }
+                        }
+                    }
+                    (!vals.is_empty()).then_some(vals)
+                }
+                _ => None,
+            };
+            if let Some(values) = values {
+                let mut shards = BTreeSet::new();
+                for v in values {
+                    if v.is_null() {
+                        continue; // `k = NULL` matches nothing
+                    }
+                    match key.data_type.coerce(v) {
+                        Ok(v) => {
+                            shards.insert(self.shard_of(table, &key.data_type, v)?.id);
+                        }
+                        // A value the key type cannot hold: let a shard report the error.
+                        Err(_) => return Ok(None),
+                    }
+                }
+                if shards.is_empty() {
+                    // Nothing can match; one shard answers the empty result with correct types.
+                    if let Some(first) = self.state.keyspace_shards(&table.keyspace).first() {
+                        shards.insert(first.id);
+                    }
+                }
+                return Ok(Some(shards));
+            }
+        }
+        Ok(None)
+    }
+
+    fn plan_by_tables(&self, stmt: &Statement) -> Result<Plan> {
+        let relations = relations(stmt);
+        let ctes = cte_names(stmt);
+        let tables: Vec<String> = relations.into_iter().filter(|t| !ctes.contains(t)).collect();
+        let (system, user): (Vec<String>, Vec<String>) = tables.into_iter().partition(|t| is_system(t));
+        if !system.is_empty() {
+            if !user.is_empty() {
+                return Err(Error::unsupported("a query cannot mix tessera.* system views with tables"));
+            }
+            if !matches!(stmt, Statement::Query(_)) {
+                return Err(Error::new(sqlstate::INSUFFICIENT_PRIVILEGE, "system views are read-only"));
+            }
+            return Ok(Plan::Local { stmt: Box::new(stmt.clone()), views: system });
+        }
+        let infos: Vec<&TableInfo> = user.iter().map(|t| self.table(t)).collect::<Result<_>>()?;
+        if infos.is_empty() {
+            // No table: any shard evaluates it.
+            let shard = self
+                .state
+                .keyspace_shards(DEFAULT_KEYSPACE)
+                .first()
+                .copied()
+                .or_else(|| self.state.shards.values().next())
+                .ok_or_else(|| Error::new(sqlstate::CANNOT_CONNECT_NOW, "no shard is placed yet"))?;
+            return Ok(Plan::Direct { targets: vec![target(self.state, shard)?], sql: stmt.to_string() });
+        }
+        let keyspaces: BTreeSet<&str> = infos.iter().map(|t| t.keyspace.as_str()).collect();
+        // Every table on one single-shard keyspace: the shard answers everything itself.
+        if keyspaces.len() == 1 {
+            let ks = *keyspaces.iter().next().unwrap_or(&DEFAULT_KEYSPACE);
+            let all = self.keyspace_targets(ks)?;
+            if all.len() == 1 {
+                return Ok(Plan::Direct { targets: all, sql: stmt.to_string() });
+            }
+        }
+        let single = (infos.len() == 1).then(|| infos[0]);
+        let selection = single_table_selection(stmt);
+        if let Some(table) = single {
+            let pinned = self.pinned_shards(table, selection)?;
+            if let Some(shards) = &pinned {
+                if shards.len() == 1 {
+                    let shard = self.state.shards.get(shards.iter().next().unwrap_or(&0)).ok_or_else(|| Error::internal("shard vanished"))?;
+                    return Ok(Plan::Direct { targets: vec![target(self.state, shard)?], sql: stmt.to_string() });
+                }
+            }
+            let targets: Vec<Target> = match &pinned {
+                Some(shards) => shards
+                    .iter()
+                    .filter_map(|id| self.state.shards.get(id))
+                    .map(|s| target(self.state, s))
+                    .collect::<Result<_>>()?,
+                None => self.keyspace_targets(&table.keyspace)?,
+            };
+            match stmt {
+                Statement::Update(update) => {
+                    let key = &table.schema.columns[table.shard_key[0]].name;
+                    if update.assignments.iter().any(|a| assigns_column(a, key)) {
+                        return Err(Error::unsupported(format!(
+                            "updating the shard key \"{key}\" of a row is not supported yet"
+                        )));
+                    }
+                    return Ok(Plan::Direct { targets, sql: stmt.to_string() });
+                }
+                Statement::Delete(_) => return Ok(Plan::Direct { targets, sql: stmt.to_string() }),
+                Statement::Query(_) => {
+                    let fetch_sql = match (selection, single_table_factor(stmt)) {
+                        (Some(sel), Some(rel)) if !has_subquery(sel) => format!("SELECT * FROM {rel} WHERE {sel}"),
+                        (_, Some(rel)) => format!("SELECT * FROM {rel}"),
+                        _ => format!("SELECT * FROM {}", table.schema.name),
+                    };
+                    let fetches = targets
+                        .into_iter()
+                        .map(|t| Fetch { table: table.schema.name.clone(), target: t, sql: fetch_sql.clone() })
+                        .collect();
+                    return Ok(Plan::Gather { fetches, tables: vec![table.schema.clone()], stmt: Box::new(stmt.clone()) });
+                }
+                _ => {}
+            }
+        }
+        match stmt {
+            Statement::Query(_) => {
+                let mut fetches = Vec::new();
+                for table in &infos {
+                    for t in self.keyspace_targets(&table.keyspace)? {
+                        fetches.push(Fetch {
+                            table: table.schema.name.clone(),
+                            target: t,
+                            sql: format!("SELECT * FROM {}", quote_ident(&table.schema.name)),
+                        });
+                    }
+                }
+                Ok(Plan::Gather {
+                    fetches,
+                    tables: infos.iter().map(|t| t.schema.clone()).collect(),
+                    stmt: Box::new(stmt.clone()),
+                })
+            }
+            _ => Err(Error::unsupported(
+                "a write that reads other tables across shards is not supported yet",
+            )),
+        }
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+fn option_text(value: &Expr) -> String {
+    match value {
+        Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(id) => id.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn split_and<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match expr {
+        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+            split_and(left, out);
+            split_and(right, out);
+        }
+        Expr::Nested(e) => split_and(e, out),
+        other => out.push(other),
+    }
+}
+
+fn is_column(expr: &Expr, name: &str) -> bool {
+    match expr {
+        Expr::Identifier(id) => names::ident(id) == name,
+        Expr::CompoundIdentifier(ids) => ids.last().is_some_and(|id| names::ident(id) == name),
+        Expr::Nested(e) => is_column(e, name),
+        _ => false,
+    }
+}
+
+fn assigns_column(a: &ast::Assignment, name: &str) -> bool {
+    match &a.target {
+        ast::AssignmentTarget::ColumnName(n) => n.0.last().is_some_and(|p| match p {
+            ast::ObjectNamePart::Identifier(id) => names::ident(id) == name,
+            _ => false,
+        }),
+        ast::AssignmentTarget::Tuple(cols) => cols.iter().any(|n| table_name(n) == name),
+    }
+}
+
+fn has_subquery(expr: &Expr) -> bool {
+    let mut found = false;
+    let _ = ast::visit_expressions(expr, |e| {
+        if matches!(e, Expr::Subquery(_) | Expr::Exists { .. } | Expr::In { target: ast::InTarget::Subquery(_), .. }) {
+            found = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
+/// Every table name the statement mentions, in order of first appearance.
+pub fn relations(stmt: &Statement) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let _ = ast::visit_relations(stmt, |name| {
+        let n = table_name(name);
+        if !out.contains(&n) {
+            out.push(n);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+fn cte_names(stmt: &Statement) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let _ = ast::visit_statements(stmt, |s| {
+        if let Statement::Query(q) = s {
+            collect_ctes(q, &mut out);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if let Statement::Query(q) = stmt {
+        collect_ctes(q, &mut out);
+    }
+    out
+}
+
+fn collect_ctes(q: &ast::Query, out: &mut BTreeSet<String>) {
+    if let Some(with) = &q.with {
+        for cte in &with.cte_tables {
+            out.insert(names::ident(&cte.alias.name));
+        }
+    }
+}
+
+/// The WHERE of a statement over exactly one table with no joins.
+fn single_table_selection(stmt: &Statement) -> Option<&Expr> {
+    match stmt {
+        Statement::Query(q) => match q.body.as_ref() {
+            SetExpr::Select(s) if s.from.len() == 1 && s.from[0].joins.is_empty() => s.selection.as_ref(),
+            _ => None,
+        },
+        Statement::Update(u) if u.from.is_none() && u.table.joins.is_empty() => u.selection.as_ref(),
+        Statement::Delete(d) if d.using.is_none() => d.selection.as_ref(),
+        _ => None,
+    }
+}
+
+fn single_table_factor(stmt: &Statement) -> Option<&TableFactor> {
+    match stmt {
+        Statement::Query(q) => match q.body.as_ref() {
+            SetExpr::Select(s) if s.from.len() == 1 && s.from[0].joins.is_empty() => {
+                matches!(s.from[0].relation, TableFactor::Table { .. }).then_some(&s.from[0].relation)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}

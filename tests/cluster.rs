@@ -1,0 +1,552 @@
+//! Black-box tests of a cluster of separate processes: 1 meta, 2 nodes, 1 router, all on
+//! 127.0.0.1. Each test starts its own cluster.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
+
+const ROWS: i64 = 1000;
+
+async fn create_kv(client: &tokio_postgres::Client) {
+    client
+        .batch_execute("CREATE TABLE kv (k bigint primary key, v text)")
+        .await
+        .expect("CREATE TABLE kv");
+}
+
+/// Inserts keys 0..ROWS with value `v{k}`: the first half with simple-protocol batches of
+/// single-row INSERTs, the second half with a prepared INSERT on four concurrent connections.
+async fn load_rows(cluster: &Cluster) {
+    let client = cluster.client().await;
+    let half = ROWS / 2;
+    for chunk in (0..half).collect::<Vec<_>>().chunks(25) {
+        let sql: String = chunk
+            .iter()
+            .map(|k| format!("INSERT INTO kv (k, v) VALUES ({k}, 'v{k}');"))
+            .collect();
+        client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("batch insert {chunk:?}: {e:?}"));
+    }
+    let mut tasks = Vec::new();
+    for w in 0..4i64 {
+        let port = cluster.router_port;
+        tasks.push(tokio::spawn(async move {
+            let c = connect(port, Duration::from_secs(10)).await;
+            let stmt = c
+                .prepare("INSERT INTO kv (k, v) VALUES ($1, $2)")
+                .await
+                .expect("prepare insert");
+            let mut k = half + w;
+            while k < ROWS {
+                let n = c
+                    .execute(&stmt, &[&k, &format!("v{k}")])
+                    .await
+                    .unwrap_or_else(|e| panic!("prepared insert {k}: {e:?}"));
+                assert_eq!(n, 1, "INSERT of key {k} reported {n} rows");
+                k += 4;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("insert task");
+    }
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .get::<_, i64>(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_crud_explain_and_replication() {
+    let cluster = Cluster::start("crud").await;
+    let t0 = Instant::now();
+    let client = cluster.client().await;
+    create_kv(&client).await;
+    load_rows(&cluster).await;
+    eprintln!("loaded {ROWS} rows in {:?}", t0.elapsed());
+
+    // Placement: 4 shards, each with a primary and one replica on the other node.
+    let shards = shards_view(&client).await.expect("tessera.shards");
+    assert_eq!(shards.len(), SHARDS, "tessera.shards: {shards:?}");
+    for s in &shards {
+        let primary = int(s, "primary_node").expect("primary_node");
+        let replicas = text(s, "replica_nodes").unwrap_or_default().to_string();
+        let replicas: Vec<i64> = replicas
+            .split(',')
+            .filter(|x| !x.trim().is_empty())
+            .map(|x| x.trim().parse().expect("replica node id"))
+            .collect();
+        assert!([1, 2].contains(&primary), "shard row {s:?}");
+        assert_eq!(replicas.len(), 1, "one replica per shard: {s:?}");
+        assert_ne!(replicas[0], primary, "replica on the primary's node: {s:?}");
+        assert!(
+            int(s, "rows").unwrap_or(0) > 0,
+            "every shard holds some of the {ROWS} rows: {shards:?}"
+        );
+    }
+    let sum = query_text(&client, "SELECT sum(rows) AS total FROM tessera.shards")
+        .await
+        .expect("sum(rows)");
+    assert_eq!(sum.len(), 1);
+    let total = sum[0].values().next().cloned().flatten().expect("sum not null");
+    assert_eq!(total.trim().parse::<i64>().ok(), Some(ROWS), "sum(rows) = {total}");
+
+    // Replicas catch up: replica_lsn = primary_lsn and lag 0 on every shard.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = shards_view(&client).await.expect("tessera.shards");
+        let caught_up = rows.len() == SHARDS
+            && rows.iter().all(|r| {
+                int(r, "primary_lsn").is_some()
+                    && int(r, "replica_lsn") == int(r, "primary_lsn")
+                    && int(r, "lag_lsn") == Some(0)
+            });
+        if caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not catch up within 15 s: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let repl = query_text(&client, "SELECT * FROM tessera.replication")
+        .await
+        .expect("tessera.replication");
+    assert_eq!(repl.len(), SHARDS * 2, "tessera.replication: {repl:?}");
+    for shard in 0..SHARDS as i64 {
+        let roles: BTreeSet<&str> = repl
+            .iter()
+            .filter(|r| int(r, "shard") == Some(shard))
+            .filter_map(|r| text(r, "role"))
+            .collect();
+        assert_eq!(
+            roles,
+            BTreeSet::from(["primary", "replica"]),
+            "shard {shard}: {repl:?}"
+        );
+    }
+    let nodes = query_text(&client, "SELECT * FROM tessera.nodes")
+        .await
+        .expect("tessera.nodes");
+    assert_eq!(nodes.len(), 2, "tessera.nodes: {nodes:?}");
+    let primaries: i64 = nodes.iter().map(|n| int(n, "primaries").unwrap_or(0)).sum();
+    assert_eq!(primaries, SHARDS as i64, "tessera.nodes: {nodes:?}");
+
+    // EXPLAIN: one shard for a point read, all of them for a count.
+    let plan = explain(&client, "SELECT v FROM kv WHERE k = 42").await;
+    assert!(
+        plan.first().is_some_and(|l| l.starts_with("Direct to 1 shard(s)")),
+        "point-read plan: {plan:#?}"
+    );
+    assert_eq!(explained_shards(&plan).len(), 1, "point-read plan: {plan:#?}");
+    let plan = explain(&client, "SELECT count(*) FROM kv").await;
+    assert!(
+        plan.first().is_some_and(|l| l.starts_with("Router executes:")),
+        "count plan: {plan:#?}"
+    );
+    assert_eq!(
+        explained_shards(&plan),
+        (0..SHARDS as u32).collect::<Vec<_>>(),
+        "count plan: {plan:#?}"
+    );
+
+    // Reads.
+    assert_eq!(count(&client, "SELECT count(*) FROM kv").await, ROWS);
+    let v: String = client
+        .query_one("SELECT v FROM kv WHERE k = 42", &[])
+        .await
+        .expect("point read")
+        .get(0);
+    assert_eq!(v, "v42");
+    let by_param = client
+        .prepare("SELECT v FROM kv WHERE k = $1")
+        .await
+        .expect("prepare point read");
+    for k in [0i64, 7, 500, 999] {
+        let rows = client.query(&by_param, &[&k]).await.expect("prepared read");
+        assert_eq!(rows.len(), 1, "key {k}");
+        assert_eq!(rows[0].get::<_, String>(0), format!("v{k}"));
+    }
+    assert!(
+        client.query(&by_param, &[&ROWS]).await.expect("read missing").is_empty(),
+        "key {ROWS} was never inserted"
+    );
+
+    // Writes across shards with correct affected counts.
+    let n = client
+        .execute("UPDATE kv SET v = 'x' WHERE k < 10", &[])
+        .await
+        .expect("update k < 10");
+    assert_eq!(n, 10, "UPDATE ... WHERE k < 10");
+    assert_eq!(count(&client, "SELECT count(*) FROM kv WHERE v = 'x'").await, 10);
+    let n = client
+        .execute("DELETE FROM kv WHERE k >= 990", &[])
+        .await
+        .expect("delete k >= 990");
+    assert_eq!(n, 10, "DELETE ... WHERE k >= 990");
+    assert_eq!(count(&client, "SELECT count(*) FROM kv").await, ROWS - 10);
+
+    // And by prepared statement with the shard key bound.
+    let upd = client
+        .prepare("UPDATE kv SET v = $2 WHERE k = $1")
+        .await
+        .expect("prepare update");
+    assert_eq!(client.execute(&upd, &[&500i64, &"five hundred"]).await.expect("update"), 1);
+    assert_eq!(client.execute(&upd, &[&995i64, &"gone"]).await.expect("update"), 0);
+    let rows = client.query(&by_param, &[&500i64]).await.expect("read back");
+    assert_eq!(rows[0].get::<_, String>(0), "five hundred");
+    let del = client
+        .prepare("DELETE FROM kv WHERE k = $1")
+        .await
+        .expect("prepare delete");
+    assert_eq!(client.execute(&del, &[&501i64]).await.expect("delete"), 1);
+    assert_eq!(client.execute(&del, &[&501i64]).await.expect("delete again"), 0);
+    assert!(client.query(&by_param, &[&501i64]).await.expect("read").is_empty());
+    assert_eq!(count(&client, "SELECT count(*) FROM kv").await, ROWS - 11);
+    let shards = shards_view(&client).await.expect("tessera.shards");
+    let total: i64 = shards.iter().map(|s| int(s, "rows").unwrap_or(0)).sum();
+    assert_eq!(total, ROWS - 11, "tessera.shards rows after deletes: {shards:?}");
+    eprintln!("crud test body took {:?}", t0.elapsed());
+}
+
+/// What the background writer saw.
+#[derive(Default)]
+struct WriterStats {
+    acked: Mutex<Vec<i64>>,
+    attempts: AtomicU64,
+    failures: AtomicU64,
+    /// Successful inserts since the last failure.
+    streak: AtomicU64,
+    last_error: Mutex<String>,
+}
+
+async fn writer(port: u16, stop: Arc<AtomicBool>, stats: Arc<WriterStats>) -> i64 {
+    let mut client = connect(port, Duration::from_secs(10)).await;
+    let sql = "INSERT INTO kv (k, v) VALUES ($1, $2)";
+    let mut k = 0i64;
+    while !stop.load(Ordering::SeqCst) {
+        k += 1;
+        stats.attempts.fetch_add(1, Ordering::SeqCst);
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.execute(sql, &[&k, &format!("w{k}")]),
+        )
+        .await;
+        match res {
+            Ok(Ok(1)) => {
+                stats.acked.lock().unwrap().push(k);
+                stats.streak.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(Ok(n)) => panic!("INSERT of key {k} reported {n} rows"),
+            Ok(Err(e)) => {
+                stats.failures.fetch_add(1, Ordering::SeqCst);
+                stats.streak.store(0, Ordering::SeqCst);
+                *stats.last_error.lock().unwrap() = format!("{e:?}");
+                if client.is_closed() {
+                    client = connect(port, Duration::from_secs(10)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => {
+                stats.failures.fetch_add(1, Ordering::SeqCst);
+                stats.streak.store(0, Ordering::SeqCst);
+                *stats.last_error.lock().unwrap() = "insert timed out".into();
+                client = connect(port, Duration::from_secs(10)).await;
+            }
+        }
+    }
+    k
+}
+
+/// Waits until `cond` holds, polling; panics with `what` and the cluster logs after `wait`.
+async fn wait_for(cluster: &Cluster, wait: Duration, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + wait;
+    while !cond() {
+        if Instant::now() >= deadline {
+            panic!("timed out after {wait:?} waiting for {what}\n{}", cluster.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_kill9_and_restart_keeps_acknowledged_writes() {
+    let mut cluster = Cluster::start("kill9").await;
+    let client = cluster.client().await;
+    create_kv(&client).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(WriterStats::default());
+    let task = tokio::spawn(writer(cluster.router_port, stop.clone(), stats.clone()));
+    let acked = || stats.acked.lock().unwrap().len();
+
+    wait_for(&cluster, Duration::from_secs(15), "200 inserts before the kill", || acked() >= 200).await;
+    let t_kill = Instant::now();
+    cluster.nodes[1].kill9().await;
+    let (a0, f0) = (acked(), stats.failures.load(Ordering::SeqCst));
+    // Writes to the dead node's primaries fail; writes to the survivor's primaries go on.
+    wait_for(
+        &cluster,
+        Duration::from_secs(15),
+        "failed inserts (dead node's primaries) and acknowledged inserts (survivor's) during the outage",
+        || stats.failures.load(Ordering::SeqCst) >= f0 + 10 && acked() >= a0 + 30,
+    )
+    .await;
+    eprintln!(
+        "outage: {} acked, {} failed (last error {})",
+        acked() - a0,
+        stats.failures.load(Ordering::SeqCst) - f0,
+        stats.last_error.lock().unwrap()
+    );
+    cluster.nodes[1].restart().await;
+    let restarted = Instant::now();
+    // After the restart every shard takes writes again: a long run of inserts without error.
+    wait_for(
+        &cluster,
+        Duration::from_secs(20),
+        "60 consecutive successful inserts after the restart",
+        || stats.streak.load(Ordering::SeqCst) >= 60,
+    )
+    .await;
+    eprintln!("writes recovered {:?} after the restart", restarted.elapsed());
+    stop.store(true, Ordering::SeqCst);
+    let last_key = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("writer stops")
+        .expect("writer task");
+    let acked: BTreeSet<i64> = stats.acked.lock().unwrap().iter().copied().collect();
+    eprintln!(
+        "writer: {} attempts, {} acked, {} failed",
+        stats.attempts.load(Ordering::SeqCst),
+        acked.len(),
+        stats.failures.load(Ordering::SeqCst)
+    );
+
+    // Every replica of every shard converges on its primary's checksum.
+    let meta = cluster.meta_client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sums = loop {
+        let sums = shard_checksums(&meta, &cluster.secret).await;
+        if sums.len() == SHARDS && checksums_agree(&sums) {
+            break sums;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "replicas did not converge within 20 s of the writes stopping: {sums:#?}\n{}",
+                cluster.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("checksums agree: {sums:?} ({:?} after the kill)", t_kill.elapsed());
+
+    // Every acknowledged insert is readable; nothing appears that was never attempted.
+    let rows = client.query("SELECT k, v FROM kv", &[]).await.expect("SELECT k, v");
+    let mut present = BTreeSet::new();
+    for r in &rows {
+        let k: i64 = r.get(0);
+        let v: String = r.get(1);
+        assert_eq!(v, format!("w{k}"), "value of key {k}");
+        assert!(present.insert(k), "key {k} returned twice");
+    }
+    let lost: Vec<i64> = acked.difference(&present).copied().collect();
+    assert!(lost.is_empty(), "{} acknowledged inserts are missing: {lost:?}", lost.len());
+    assert!(
+        present.iter().all(|k| (1..=last_key).contains(k)),
+        "rows that were never attempted"
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM kv").await,
+        present.len() as i64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_harmless() {
+    let cluster = Cluster::start("badinput").await;
+    let client = cluster.client().await;
+    create_kv(&client).await;
+    client
+        .batch_execute("INSERT INTO kv (k, v) VALUES (1, 'one')")
+        .await
+        .expect("insert");
+
+    // SQL errors carry PostgreSQL's SQLSTATEs and leave the session usable.
+    let e = client.simple_query("SELEC 1").await.expect_err("syntax error");
+    assert_eq!(e.code(), Some(&SqlState::SYNTAX_ERROR), "{e:?}");
+    let e = client.prepare("SELECT FROM WHERE").await.expect_err("syntax error (extended)");
+    assert_eq!(e.code(), Some(&SqlState::SYNTAX_ERROR), "{e:?}");
+    let e = client
+        .simple_query("SELECT * FROM no_such_table")
+        .await
+        .expect_err("unknown table");
+    assert_eq!(e.code(), Some(&SqlState::UNDEFINED_TABLE), "{e:?}");
+    let e = client
+        .query("SELECT * FROM no_such_table WHERE k = $1", &[&1i64])
+        .await
+        .expect_err("unknown table (extended)");
+    assert_eq!(e.code(), Some(&SqlState::UNDEFINED_TABLE), "{e:?}");
+    let one: i32 = client.query_one("SELECT 1", &[]).await.expect("SELECT 1").get(0);
+    assert_eq!(one, 1);
+
+    // Garbage startup packets to the router: the connection is closed, nothing else suffers.
+    let router = format!("127.0.0.1:{}", cluster.router_port);
+    let mut idle = TcpStream::connect(&router).await.expect("connect router");
+    let garbage: Vec<(&str, Vec<u8>)> = vec![
+        ("bogus protocol code", vec![0, 0, 0, 8, 0x12, 0x34, 0x56, 0x78]),
+        ("2 GiB length", vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]),
+        ("length below the minimum", vec![0, 0, 0, 2, 0, 3, 0, 0]),
+        ("random bytes", junk(300, 7)),
+    ];
+    for (what, bytes) in garbage {
+        let mut s = TcpStream::connect(&router).await.expect("connect router");
+        s.write_all(&bytes).await.expect("write garbage");
+        match read_until_closed(&mut s, Duration::from_secs(10)).await {
+            Ok(got) => assert!(
+                got.is_empty() || got[0] == b'E',
+                "router answered {what} with {got:?} instead of an ErrorResponse"
+            ),
+            Err(got) => panic!("router kept the connection open 10 s after {what} (sent back {got:?})"),
+        }
+        let one: i32 = client.query_one("SELECT 1", &[]).await.expect("SELECT 1").get(0);
+        assert_eq!(one, 1, "after {what}");
+    }
+    let _ = idle.shutdown().await;
+    let other = cluster.client().await;
+    let v: String = other
+        .query_one("SELECT v FROM kv WHERE k = 1", &[])
+        .await
+        .expect("read from a new session")
+        .get(0);
+    assert_eq!(v, "one");
+
+    // The internal protocol refuses a wrong secret, on nodes and on meta.
+    let node_addr = cluster.nodes[0].listen_addr();
+    for addr in [&node_addr, &cluster.meta_addr] {
+        let wrong = tokio::time::timeout(
+            Duration::from_secs(10),
+            protocol::rpc::RpcClient::connect(addr, &protocol::auth::ClusterSecret::new("wrong")),
+        )
+        .await
+        .expect("handshake with a wrong secret ends in time");
+        assert!(wrong.is_err(), "{addr} accepted a peer with the wrong secret");
+    }
+    // ...and closes connections that send junk.
+    let junk_inputs: Vec<(&str, Vec<u8>)> = vec![
+        ("huge frame length", [vec![0xff, 0xff, 0xff, 0xff], junk(60, 3)].concat()),
+        ("small frame of junk", [vec![0, 0, 0, 40], junk(40, 11)].concat()),
+        ("random bytes", junk(500, 5)),
+    ];
+    for (what, bytes) in junk_inputs {
+        let mut s = TcpStream::connect(&node_addr).await.expect("connect node");
+        let _ = s.write_all(&bytes).await;
+        if let Err(got) = read_until_closed(&mut s, Duration::from_secs(10)).await {
+            panic!("node kept the connection open 10 s after {what} (sent back {} bytes)", got.len());
+        }
+    }
+    // The node still serves authenticated peers and the cluster still answers.
+    let stats = rpc_call(
+        &node_addr,
+        &cluster.secret,
+        protocol::message::Request::ShardStats { shard: 0 },
+    )
+    .await;
+    let meta = cluster.meta_client().await;
+    let hosts_0 = {
+        let st = meta.state();
+        let s0 = &st.shards[&0];
+        s0.primary == 1 || s0.replicas.contains(&1)
+    };
+    if hosts_0 {
+        assert!(
+            matches!(stats, Ok(protocol::message::Response::ShardStats(_))),
+            "ShardStats after junk: {stats:?}"
+        );
+    }
+    assert_eq!(count(&client, "SELECT count(*) FROM kv").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_status_lists_nodes_and_shards() {
+    let cluster = Cluster::start("admin").await;
+    let client = cluster.client().await;
+    let shards = shards_view(&client).await.expect("tessera.shards");
+    let meta = cluster.meta_client().await;
+    let state = meta.state();
+
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(bin())
+            .args([
+                "admin",
+                "status",
+                "--meta",
+                &cluster.meta_addr,
+                "--secret",
+                &cluster.secret,
+            ])
+            .env_remove("TESSERA_SECRET")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("admin status finishes within 20 s")
+    .expect("run admin status");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "admin status failed: {:?}\n{stdout}\n{stderr}", out.status);
+
+    assert_eq!(state.nodes.len(), 2, "{state:?}");
+    for node in state.nodes.values() {
+        assert!(
+            stdout.lines().any(|l| {
+                let toks: Vec<&str> = l.split_whitespace().collect();
+                toks.contains(&node.id.to_string().as_str()) && l.contains(&node.addr)
+            }),
+            "node {} ({}) not listed:\n{stdout}",
+            node.id,
+            node.addr
+        );
+    }
+    assert_eq!(shards.len(), SHARDS);
+    for s in &shards {
+        let id = int(s, "shard").expect("shard id").to_string();
+        let start = text(s, "hash_start").expect("hash_start").to_string();
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(id.as_str()) && l.contains(&start)),
+            "shard {id} (hash start {start}) not listed:\n{stdout}"
+        );
+    }
+
+    // A wrong secret is an error, not a hang or a success.
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(bin())
+            .args(["admin", "status", "--meta", &cluster.meta_addr, "--secret", "wrong"])
+            .env_remove("TESSERA_SECRET")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("admin status with a wrong secret finishes within 20 s")
+    .expect("run admin status");
+    assert!(!out.status.success(), "admin status succeeded with a wrong secret");
+}
