@@ -11,7 +11,8 @@ use serde::Deserialize;
 fn load<T: for<'de> Deserialize<'de> + Default>(path: &Option<PathBuf>) -> Result<T> {
     match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
         }
         None => Ok(T::default()),
@@ -19,9 +20,11 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: &Option<PathBuf>) -> Resul
 }
 
 fn secret(cli: Option<String>, file: Option<String>) -> Result<ClusterSecret> {
-    cli.or(file)
-        .map(ClusterSecret::new)
-        .ok_or_else(|| anyhow!("a cluster secret is required: --secret, TESSERA_SECRET or `secret` in the config file"))
+    cli.or(file).map(ClusterSecret::new).ok_or_else(|| {
+        anyhow!(
+            "a cluster secret is required: --secret, TESSERA_SECRET or `secret` in the config file"
+        )
+    })
 }
 
 /// Flags of `tessera meta`.
@@ -67,8 +70,15 @@ struct MetaFile {
 fn parse_voters(list: &[String]) -> Result<Vec<(u64, String)>> {
     list.iter()
         .map(|v| {
-            let (id, addr) = v.split_once('=').ok_or_else(|| anyhow!("voter {v:?} is not id=host:port"))?;
-            Ok((id.trim().parse().with_context(|| format!("voter id in {v:?}"))?, addr.trim().to_string()))
+            let (id, addr) = v
+                .split_once('=')
+                .ok_or_else(|| anyhow!("voter {v:?} is not id=host:port"))?;
+            Ok((
+                id.trim()
+                    .parse()
+                    .with_context(|| format!("voter id in {v:?}"))?,
+                addr.trim().to_string(),
+            ))
         })
         .collect()
 }
@@ -76,11 +86,21 @@ fn parse_voters(list: &[String]) -> Result<Vec<(u64, String)>> {
 impl MetaArgs {
     pub fn resolve(self) -> Result<replication::meta::MetaConfig> {
         let f: MetaFile = load(&self.config)?;
-        let voters = if self.voters.is_empty() { f.voters.unwrap_or_default() } else { self.voters };
+        let voters = if self.voters.is_empty() {
+            f.voters.unwrap_or_default()
+        } else {
+            self.voters
+        };
         Ok(replication::meta::MetaConfig {
             id: self.id.or(f.id).unwrap_or(1),
-            listen: self.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:7400".into()),
-            data_dir: self.data.or(f.data).unwrap_or_else(|| "tessera-data/meta".into()),
+            listen: self
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| "127.0.0.1:7400".into()),
+            data_dir: self
+                .data
+                .or(f.data)
+                .unwrap_or_else(|| "tessera-data/meta".into()),
             voters: parse_voters(&voters)?,
             secret: secret(self.secret, f.secret)?,
             default_shards: self.shards.or(f.shards).unwrap_or(4),
@@ -130,7 +150,11 @@ struct NodeFile {
 impl NodeArgs {
     pub fn resolve(self) -> Result<replication::node_runtime::NodeConfig> {
         let f: NodeFile = load(&self.config)?;
-        let meta = if self.meta.is_empty() { f.meta.unwrap_or_default() } else { self.meta };
+        let meta = if self.meta.is_empty() {
+            f.meta.unwrap_or_default()
+        } else {
+            self.meta
+        };
         if meta.is_empty() {
             return Err(anyhow!("--meta is required"));
         }
@@ -139,10 +163,19 @@ impl NodeArgs {
             shard.log_retain = n;
         }
         Ok(replication::node_runtime::NodeConfig {
-            id: self.id.or(f.id).ok_or_else(|| anyhow!("--id is required"))?,
-            listen: self.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:7500".into()),
+            id: self
+                .id
+                .or(f.id)
+                .ok_or_else(|| anyhow!("--id is required"))?,
+            listen: self
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| "127.0.0.1:7500".into()),
             advertise: self.advertise.or(f.advertise),
-            data_dir: self.data.or(f.data).unwrap_or_else(|| "tessera-data/node".into()),
+            data_dir: self
+                .data
+                .or(f.data)
+                .unwrap_or_else(|| "tessera-data/node".into()),
             meta,
             secret: secret(self.secret, f.secret)?,
             shard,
@@ -180,12 +213,19 @@ struct RouterFile {
 impl RouterArgs {
     pub fn resolve(self) -> Result<router::RouterConfig> {
         let f: RouterFile = load(&self.config)?;
-        let meta = if self.meta.is_empty() { f.meta.unwrap_or_default() } else { self.meta };
+        let meta = if self.meta.is_empty() {
+            f.meta.unwrap_or_default()
+        } else {
+            self.meta
+        };
         if meta.is_empty() {
             return Err(anyhow!("--meta is required"));
         }
         Ok(router::RouterConfig {
-            listen: self.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:5432".into()),
+            listen: self
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| "127.0.0.1:5432".into()),
             meta,
             secret: secret(self.secret, f.secret)?,
             max_connections: self.max_connections.or(f.max_connections).unwrap_or(500),

@@ -39,7 +39,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         bail!("--nodes and --shards must be at least 1");
     }
     let replicas = args.replicas.clamp(1, args.nodes as u32);
-    std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating {}", args.data.display()))?;
     // In-process roles share a throwaway secret; nothing outside can reach them without it.
     let secret = ClusterSecret::new(format!("dev-{}-{}", std::process::id(), rand_suffix()));
     let meta = replication::meta::MetaServer::start(replication::meta::MetaConfig {
@@ -80,10 +81,19 @@ pub async fn run(args: DevArgs) -> Result<()> {
     .await
     .context("starting router")?;
     wait_for_shards(&router, args.shards).await;
-    println!("Tessera dev cluster: {} node(s), {} shard(s), {} cop(ies) each, data in {}", args.nodes, args.shards, replicas, args.data.display());
+    println!(
+        "Tessera dev cluster: {} node(s), {} shard(s), {} cop(ies) each, data in {}",
+        args.nodes,
+        args.shards,
+        replicas,
+        args.data.display()
+    );
     println!("meta (internal protocol): {meta_addr}");
     println!("connect with:");
-    println!("  psql -h 127.0.0.1 -p {} -U tessera -d tessera", router.addr.port());
+    println!(
+        "  psql -h 127.0.0.1 -p {} -U tessera -d tessera",
+        router.addr.port()
+    );
     crate::wait_for_shutdown().await;
     router.shutdown();
     for n in &nodes {
@@ -107,5 +117,8 @@ async fn wait_for_shards(router: &router::RouterHandle, shards: u32) {
 
 fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

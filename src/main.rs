@@ -21,7 +21,11 @@ use clap::{Parser, Subcommand};
 use protocol::auth::ClusterSecret;
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Tessera: a distributed SQL database that speaks PostgreSQL")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera: a distributed SQL database that speaks PostgreSQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,10 @@ enum AdminCommand {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tessera=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[tokio::main]
@@ -72,12 +79,16 @@ async fn main() -> Result<()> {
         Command::Meta(args) => run_meta(args.resolve()?).await,
         Command::Node(args) => run_node(args.resolve()?).await,
         Command::Router(args) => run_router(args.resolve()?).await,
-        Command::Admin { command: AdminCommand::Status { meta, secret } } => admin_status(meta, secret).await,
+        Command::Admin {
+            command: AdminCommand::Status { meta, secret },
+        } => admin_status(meta, secret).await,
     }
 }
 
 async fn run_meta(cfg: replication::meta::MetaConfig) -> Result<()> {
-    let server = replication::meta::MetaServer::start(cfg).await.context("starting meta")?;
+    let server = replication::meta::MetaServer::start(cfg)
+        .await
+        .context("starting meta")?;
     println!("meta listening on {}", server.addr());
     wait_for_shutdown().await;
     server.shutdown().await;
@@ -85,7 +96,9 @@ async fn run_meta(cfg: replication::meta::MetaConfig) -> Result<()> {
 }
 
 async fn run_node(cfg: replication::node_runtime::NodeConfig) -> Result<()> {
-    let node = replication::node_runtime::start_node(cfg).await.context("starting node")?;
+    let node = replication::node_runtime::start_node(cfg)
+        .await
+        .context("starting node")?;
     println!("node {} listening on {}", node.id, node.addr);
     wait_for_shutdown().await;
     node.shutdown();
@@ -102,7 +115,9 @@ async fn run_router(cfg: router::RouterConfig) -> Result<()> {
 
 async fn admin_status(meta: Vec<String>, secret: String) -> Result<()> {
     let secret = ClusterSecret::new(secret);
-    let client = replication::meta::MetaClient::connect(meta, secret.clone()).await.context("connecting to meta")?;
+    let client = replication::meta::MetaClient::connect(meta, secret.clone())
+        .await
+        .context("connecting to meta")?;
     let state = client.state();
     if state.version == 0 {
         bail!("meta has no cluster map yet");
@@ -118,13 +133,14 @@ pub async fn wait_for_shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

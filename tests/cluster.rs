@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 
 const ROWS: i64 = 1000;
 
@@ -23,44 +24,59 @@ async fn create_kv(client: &tokio_postgres::Client) {
         .expect("CREATE TABLE kv");
 }
 
-/// Inserts keys 0..ROWS with value `v{k}`: the first half with simple-protocol batches of
-/// single-row INSERTs, the second half with a prepared INSERT on four concurrent connections.
+/// Inserts keys 0..ROWS with value `v{k}` on eight concurrent sessions: half of the keys
+/// with simple-protocol batches of single-row INSERTs (`batch_execute`), the other half with a
+/// prepared INSERT whose shard key is a bound parameter.
 async fn load_rows(cluster: &Cluster) {
-    let client = cluster.client().await;
+    const WORKERS: i64 = 4;
     let half = ROWS / 2;
-    for chunk in (0..half).collect::<Vec<_>>().chunks(25) {
-        let sql: String = chunk
-            .iter()
-            .map(|k| format!("INSERT INTO kv (k, v) VALUES ({k}, 'v{k}');"))
-            .collect();
-        client
-            .batch_execute(&sql)
-            .await
-            .unwrap_or_else(|e| panic!("batch insert {chunk:?}: {e:?}"));
-    }
     let mut tasks = Vec::new();
-    for w in 0..4i64 {
+    for w in 0..WORKERS {
         let port = cluster.router_port;
         tasks.push(tokio::spawn(async move {
             let c = connect(port, Duration::from_secs(10)).await;
+            let keys: Vec<i64> = (0..half).filter(|k| k % WORKERS == w).collect();
+            for chunk in keys.chunks(25) {
+                let sql: String = chunk
+                    .iter()
+                    .map(|k| format!("INSERT INTO kv (k, v) VALUES ({k}, 'v{k}');"))
+                    .collect();
+                c.batch_execute(&sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("batch insert {chunk:?}: {e:?}"));
+            }
+        }));
+        tasks.push(tokio::spawn(async move {
+            let c = connect(port, Duration::from_secs(10)).await;
             let stmt = c
-                .prepare("INSERT INTO kv (k, v) VALUES ($1, $2)")
+                .prepare_typed(
+                    "INSERT INTO kv (k, v) VALUES ($1, $2)",
+                    &[Type::INT8, Type::TEXT],
+                )
                 .await
                 .expect("prepare insert");
-            let mut k = half + w;
-            while k < ROWS {
+            for k in (half..ROWS).filter(|k| k % WORKERS == w) {
                 let n = c
                     .execute(&stmt, &[&k, &format!("v{k}")])
                     .await
                     .unwrap_or_else(|e| panic!("prepared insert {k}: {e:?}"));
                 assert_eq!(n, 1, "INSERT of key {k} reported {n} rows");
-                k += 4;
             }
         }));
     }
     for t in tasks {
         t.await.expect("insert task");
     }
+}
+
+/// `v` of key `k` read with a literal key (simple protocol), `None` when absent.
+async fn value_of(client: &tokio_postgres::Client, k: i64) -> Option<String> {
+    let rows = query_text(client, &format!("SELECT v FROM kv WHERE k = {k}"))
+        .await
+        .unwrap_or_else(|e| panic!("read key {k}: {e:?}"));
+    assert!(rows.len() <= 1, "key {k} returned {rows:?}");
+    rows.first()
+        .map(|r| text(r, "v").expect("v not null").to_string())
 }
 
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -103,8 +119,17 @@ async fn sharded_crud_explain_and_replication() {
         .await
         .expect("sum(rows)");
     assert_eq!(sum.len(), 1);
-    let total = sum[0].values().next().cloned().flatten().expect("sum not null");
-    assert_eq!(total.trim().parse::<i64>().ok(), Some(ROWS), "sum(rows) = {total}");
+    let total = sum[0]
+        .values()
+        .next()
+        .cloned()
+        .flatten()
+        .expect("sum not null");
+    assert_eq!(
+        total.trim().parse::<i64>().ok(),
+        Some(ROWS),
+        "sum(rows) = {total}"
+    );
 
     // Replicas catch up: replica_lsn = primary_lsn and lag 0 on every shard.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -151,13 +176,19 @@ async fn sharded_crud_explain_and_replication() {
     // EXPLAIN: one shard for a point read, all of them for a count.
     let plan = explain(&client, "SELECT v FROM kv WHERE k = 42").await;
     assert!(
-        plan.first().is_some_and(|l| l.starts_with("Direct to 1 shard(s)")),
+        plan.first()
+            .is_some_and(|l| l.starts_with("Direct to 1 shard(s)")),
         "point-read plan: {plan:#?}"
     );
-    assert_eq!(explained_shards(&plan).len(), 1, "point-read plan: {plan:#?}");
+    assert_eq!(
+        explained_shards(&plan).len(),
+        1,
+        "point-read plan: {plan:#?}"
+    );
     let plan = explain(&client, "SELECT count(*) FROM kv").await;
     assert!(
-        plan.first().is_some_and(|l| l.starts_with("Router executes:")),
+        plan.first()
+            .is_some_and(|l| l.starts_with("Router executes:")),
         "count plan: {plan:#?}"
     );
     assert_eq!(
@@ -174,17 +205,15 @@ async fn sharded_crud_explain_and_replication() {
         .expect("point read")
         .get(0);
     assert_eq!(v, "v42");
-    let by_param = client
-        .prepare("SELECT v FROM kv WHERE k = $1")
-        .await
-        .expect("prepare point read");
     for k in [0i64, 7, 500, 999] {
-        let rows = client.query(&by_param, &[&k]).await.expect("prepared read");
-        assert_eq!(rows.len(), 1, "key {k}");
-        assert_eq!(rows[0].get::<_, String>(0), format!("v{k}"));
+        assert_eq!(
+            value_of(&client, k).await.as_deref(),
+            Some(format!("v{k}").as_str())
+        );
     }
-    assert!(
-        client.query(&by_param, &[&ROWS]).await.expect("read missing").is_empty(),
+    assert_eq!(
+        value_of(&client, ROWS).await,
+        None,
         "key {ROWS} was never inserted"
     );
 
@@ -194,7 +223,10 @@ async fn sharded_crud_explain_and_replication() {
         .await
         .expect("update k < 10");
     assert_eq!(n, 10, "UPDATE ... WHERE k < 10");
-    assert_eq!(count(&client, "SELECT count(*) FROM kv WHERE v = 'x'").await, 10);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM kv WHERE v = 'x'").await,
+        10
+    );
     let n = client
         .execute("DELETE FROM kv WHERE k >= 990", &[])
         .await
@@ -204,24 +236,51 @@ async fn sharded_crud_explain_and_replication() {
 
     // And by prepared statement with the shard key bound.
     let upd = client
-        .prepare("UPDATE kv SET v = $2 WHERE k = $1")
+        .prepare_typed(
+            "UPDATE kv SET v = $2 WHERE k = $1",
+            &[Type::INT8, Type::TEXT],
+        )
         .await
         .expect("prepare update");
-    assert_eq!(client.execute(&upd, &[&500i64, &"five hundred"]).await.expect("update"), 1);
-    assert_eq!(client.execute(&upd, &[&995i64, &"gone"]).await.expect("update"), 0);
-    let rows = client.query(&by_param, &[&500i64]).await.expect("read back");
-    assert_eq!(rows[0].get::<_, String>(0), "five hundred");
+    assert_eq!(
+        client
+            .execute(&upd, &[&500i64, &"five hundred"])
+            .await
+            .expect("update"),
+        1
+    );
+    assert_eq!(
+        client
+            .execute(&upd, &[&995i64, &"gone"])
+            .await
+            .expect("update"),
+        0
+    );
+    assert_eq!(
+        value_of(&client, 500).await.as_deref(),
+        Some("five hundred")
+    );
     let del = client
-        .prepare("DELETE FROM kv WHERE k = $1")
+        .prepare_typed("DELETE FROM kv WHERE k = $1", &[Type::INT8])
         .await
         .expect("prepare delete");
     assert_eq!(client.execute(&del, &[&501i64]).await.expect("delete"), 1);
-    assert_eq!(client.execute(&del, &[&501i64]).await.expect("delete again"), 0);
-    assert!(client.query(&by_param, &[&501i64]).await.expect("read").is_empty());
+    assert_eq!(
+        client
+            .execute(&del, &[&501i64])
+            .await
+            .expect("delete again"),
+        0
+    );
+    assert_eq!(value_of(&client, 501).await, None, "key 501 was deleted");
     assert_eq!(count(&client, "SELECT count(*) FROM kv").await, ROWS - 11);
     let shards = shards_view(&client).await.expect("tessera.shards");
     let total: i64 = shards.iter().map(|s| int(s, "rows").unwrap_or(0)).sum();
-    assert_eq!(total, ROWS - 11, "tessera.shards rows after deletes: {shards:?}");
+    assert_eq!(
+        total,
+        ROWS - 11,
+        "tessera.shards rows after deletes: {shards:?}"
+    );
     eprintln!("crud test body took {:?}", t0.elapsed());
 }
 
@@ -236,16 +295,38 @@ struct WriterStats {
     last_error: Mutex<String>,
 }
 
+/// A new session with the statement prepared again (bounded).
+async fn reconnect(
+    port: u16,
+    sql: &str,
+    types: &[Type],
+) -> (tokio_postgres::Client, tokio_postgres::Statement) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let client = connect(port, Duration::from_secs(10)).await;
+        match client.prepare_typed(sql, types).await {
+            Ok(stmt) => return (client, stmt),
+            Err(e) if Instant::now() >= deadline => panic!("cannot prepare {sql}: {e:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 async fn writer(port: u16, stop: Arc<AtomicBool>, stats: Arc<WriterStats>) -> i64 {
-    let mut client = connect(port, Duration::from_secs(10)).await;
     let sql = "INSERT INTO kv (k, v) VALUES ($1, $2)";
+    let types = [Type::INT8, Type::TEXT];
+    let mut client = connect(port, Duration::from_secs(10)).await;
+    let mut stmt = client
+        .prepare_typed(sql, &types)
+        .await
+        .expect("prepare insert");
     let mut k = 0i64;
     while !stop.load(Ordering::SeqCst) {
         k += 1;
         stats.attempts.fetch_add(1, Ordering::SeqCst);
         let res = tokio::time::timeout(
             Duration::from_secs(10),
-            client.execute(sql, &[&k, &format!("w{k}")]),
+            client.execute(&stmt, &[&k, &format!("w{k}")]),
         )
         .await;
         match res {
@@ -259,7 +340,7 @@ async fn writer(port: u16, stop: Arc<AtomicBool>, stats: Arc<WriterStats>) -> i6
                 stats.streak.store(0, Ordering::SeqCst);
                 *stats.last_error.lock().unwrap() = format!("{e:?}");
                 if client.is_closed() {
-                    client = connect(port, Duration::from_secs(10)).await;
+                    (client, stmt) = reconnect(port, sql, &types).await;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -267,7 +348,7 @@ async fn writer(port: u16, stop: Arc<AtomicBool>, stats: Arc<WriterStats>) -> i6
                 stats.failures.fetch_add(1, Ordering::SeqCst);
                 stats.streak.store(0, Ordering::SeqCst);
                 *stats.last_error.lock().unwrap() = "insert timed out".into();
-                client = connect(port, Duration::from_secs(10)).await;
+                (client, stmt) = reconnect(port, sql, &types).await;
             }
         }
     }
@@ -279,7 +360,10 @@ async fn wait_for(cluster: &Cluster, wait: Duration, what: &str, cond: impl Fn()
     let deadline = Instant::now() + wait;
     while !cond() {
         if Instant::now() >= deadline {
-            panic!("timed out after {wait:?} waiting for {what}\n{}", cluster.logs());
+            panic!(
+                "timed out after {wait:?} waiting for {what}\n{}",
+                cluster.logs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -296,7 +380,13 @@ async fn node_kill9_and_restart_keeps_acknowledged_writes() {
     let task = tokio::spawn(writer(cluster.router_port, stop.clone(), stats.clone()));
     let acked = || stats.acked.lock().unwrap().len();
 
-    wait_for(&cluster, Duration::from_secs(15), "200 inserts before the kill", || acked() >= 200).await;
+    wait_for(
+        &cluster,
+        Duration::from_secs(15),
+        "200 inserts before the kill",
+        || acked() >= 200,
+    )
+    .await;
     let t_kill = Instant::now();
     cluster.nodes[1].kill9().await;
     let (a0, f0) = (acked(), stats.failures.load(Ordering::SeqCst));
@@ -324,7 +414,10 @@ async fn node_kill9_and_restart_keeps_acknowledged_writes() {
         || stats.streak.load(Ordering::SeqCst) >= 60,
     )
     .await;
-    eprintln!("writes recovered {:?} after the restart", restarted.elapsed());
+    eprintln!(
+        "writes recovered {:?} after the restart",
+        restarted.elapsed()
+    );
     stop.store(true, Ordering::SeqCst);
     let last_key = tokio::time::timeout(Duration::from_secs(20), task)
         .await
@@ -354,10 +447,16 @@ async fn node_kill9_and_restart_keeps_acknowledged_writes() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    eprintln!("checksums agree: {sums:?} ({:?} after the kill)", t_kill.elapsed());
+    eprintln!(
+        "checksums agree: {sums:?} ({:?} after the kill)",
+        t_kill.elapsed()
+    );
 
     // Every acknowledged insert is readable; nothing appears that was never attempted.
-    let rows = client.query("SELECT k, v FROM kv", &[]).await.expect("SELECT k, v");
+    let rows = client
+        .query("SELECT k, v FROM kv", &[])
+        .await
+        .expect("SELECT k, v");
     let mut present = BTreeSet::new();
     for r in &rows {
         let k: i64 = r.get(0);
@@ -366,7 +465,11 @@ async fn node_kill9_and_restart_keeps_acknowledged_writes() {
         assert!(present.insert(k), "key {k} returned twice");
     }
     let lost: Vec<i64> = acked.difference(&present).copied().collect();
-    assert!(lost.is_empty(), "{} acknowledged inserts are missing: {lost:?}", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged inserts are missing: {lost:?}",
+        lost.len()
+    );
     assert!(
         present.iter().all(|k| (1..=last_key).contains(k)),
         "rows that were never attempted"
@@ -388,9 +491,15 @@ async fn bad_input_is_refused_and_harmless() {
         .expect("insert");
 
     // SQL errors carry PostgreSQL's SQLSTATEs and leave the session usable.
-    let e = client.simple_query("SELEC 1").await.expect_err("syntax error");
+    let e = client
+        .simple_query("SELEC 1")
+        .await
+        .expect_err("syntax error");
     assert_eq!(e.code(), Some(&SqlState::SYNTAX_ERROR), "{e:?}");
-    let e = client.prepare("SELECT FROM WHERE").await.expect_err("syntax error (extended)");
+    let e = client
+        .prepare("SELECT FROM WHERE")
+        .await
+        .expect_err("syntax error (extended)");
     assert_eq!(e.code(), Some(&SqlState::SYNTAX_ERROR), "{e:?}");
     let e = client
         .simple_query("SELECT * FROM no_such_table")
@@ -402,14 +511,21 @@ async fn bad_input_is_refused_and_harmless() {
         .await
         .expect_err("unknown table (extended)");
     assert_eq!(e.code(), Some(&SqlState::UNDEFINED_TABLE), "{e:?}");
-    let one: i32 = client.query_one("SELECT 1", &[]).await.expect("SELECT 1").get(0);
+    let one: i32 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("SELECT 1")
+        .get(0);
     assert_eq!(one, 1);
 
     // Garbage startup packets to the router: the connection is closed, nothing else suffers.
     let router = format!("127.0.0.1:{}", cluster.router_port);
     let mut idle = TcpStream::connect(&router).await.expect("connect router");
     let garbage: Vec<(&str, Vec<u8>)> = vec![
-        ("bogus protocol code", vec![0, 0, 0, 8, 0x12, 0x34, 0x56, 0x78]),
+        (
+            "bogus protocol code",
+            vec![0, 0, 0, 8, 0x12, 0x34, 0x56, 0x78],
+        ),
         ("2 GiB length", vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]),
         ("length below the minimum", vec![0, 0, 0, 2, 0, 3, 0, 0]),
         ("random bytes", junk(300, 7)),
@@ -422,9 +538,15 @@ async fn bad_input_is_refused_and_harmless() {
                 got.is_empty() || got[0] == b'E',
                 "router answered {what} with {got:?} instead of an ErrorResponse"
             ),
-            Err(got) => panic!("router kept the connection open 10 s after {what} (sent back {got:?})"),
+            Err(got) => {
+                panic!("router kept the connection open 10 s after {what} (sent back {got:?})")
+            }
         }
-        let one: i32 = client.query_one("SELECT 1", &[]).await.expect("SELECT 1").get(0);
+        let one: i32 = client
+            .query_one("SELECT 1", &[])
+            .await
+            .expect("SELECT 1")
+            .get(0);
         assert_eq!(one, 1, "after {what}");
     }
     let _ = idle.shutdown().await;
@@ -445,19 +567,31 @@ async fn bad_input_is_refused_and_harmless() {
         )
         .await
         .expect("handshake with a wrong secret ends in time");
-        assert!(wrong.is_err(), "{addr} accepted a peer with the wrong secret");
+        assert!(
+            wrong.is_err(),
+            "{addr} accepted a peer with the wrong secret"
+        );
     }
     // ...and closes connections that send junk.
     let junk_inputs: Vec<(&str, Vec<u8>)> = vec![
-        ("huge frame length", [vec![0xff, 0xff, 0xff, 0xff], junk(60, 3)].concat()),
-        ("small frame of junk", [vec![0, 0, 0, 40], junk(40, 11)].concat()),
+        (
+            "huge frame length",
+            [vec![0xff, 0xff, 0xff, 0xff], junk(60, 3)].concat(),
+        ),
+        (
+            "small frame of junk",
+            [vec![0, 0, 0, 40], junk(40, 11)].concat(),
+        ),
         ("random bytes", junk(500, 5)),
     ];
     for (what, bytes) in junk_inputs {
         let mut s = TcpStream::connect(&node_addr).await.expect("connect node");
         let _ = s.write_all(&bytes).await;
         if let Err(got) = read_until_closed(&mut s, Duration::from_secs(10)).await {
-            panic!("node kept the connection open 10 s after {what} (sent back {} bytes)", got.len());
+            panic!(
+                "node kept the connection open 10 s after {what} (sent back {} bytes)",
+                got.len()
+            );
         }
     }
     // The node still serves authenticated peers and the cluster still answers.
@@ -510,7 +644,11 @@ async fn admin_status_lists_nodes_and_shards() {
     .expect("run admin status");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "admin status failed: {:?}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "admin status failed: {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
 
     assert_eq!(state.nodes.len(), 2, "{state:?}");
     for node in state.nodes.values() {
@@ -540,7 +678,14 @@ async fn admin_status_lists_nodes_and_shards() {
     let out = tokio::time::timeout(
         Duration::from_secs(20),
         tokio::process::Command::new(bin())
-            .args(["admin", "status", "--meta", &cluster.meta_addr, "--secret", "wrong"])
+            .args([
+                "admin",
+                "status",
+                "--meta",
+                &cluster.meta_addr,
+                "--secret",
+                "wrong",
+            ])
             .env_remove("TESSERA_SECRET")
             .kill_on_drop(true)
             .output(),
@@ -548,5 +693,102 @@ async fn admin_status_lists_nodes_and_shards() {
     .await
     .expect("admin status with a wrong secret finishes within 20 s")
     .expect("run admin status");
-    assert!(!out.status.success(), "admin status succeeded with a wrong secret");
+    assert!(
+        !out.status.success(),
+        "admin status succeeded with a wrong secret"
+    );
+}
+
+/// Describe of a prepared statement, as PostgreSQL answers it: the types of untyped parameters
+/// are inferred from the statement (what drivers rely on when they prepare without types): `$1`
+/// compared with or assigned to a bigint column is int8, `$2` assigned to a text column is text;
+/// a SELECT with a parameter describes its result columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_describe_parameters_and_columns() {
+    let cluster = Cluster::start("infer").await;
+    let client = cluster.client().await;
+    create_kv(&client).await;
+    let cases: [(&str, &[Type]); 4] = [
+        (
+            "INSERT INTO kv (k, v) VALUES ($1, $2)",
+            &[Type::INT8, Type::TEXT],
+        ),
+        ("SELECT v FROM kv WHERE k = $1", &[Type::INT8]),
+        (
+            "UPDATE kv SET v = $2 WHERE k = $1",
+            &[Type::INT8, Type::TEXT],
+        ),
+        ("DELETE FROM kv WHERE k = $1", &[Type::INT8]),
+    ];
+    let mut wrong = Vec::new();
+    for (sql, want) in cases {
+        match client.prepare(sql).await {
+            Ok(stmt) if stmt.params() == want => {}
+            Ok(stmt) => wrong.push(format!(
+                "{sql}: parameters {:?}, want {want:?}",
+                stmt.params()
+            )),
+            Err(e) => wrong.push(format!("{sql}: {e:?}")),
+        }
+    }
+    // A prepared SELECT describes its result columns, also when the parameter types are given.
+    for (sql, types) in [
+        ("SELECT v FROM kv WHERE k = $1", &[][..]),
+        ("SELECT v FROM kv WHERE k = $1", &[Type::INT8][..]),
+        ("SELECT k, v FROM kv WHERE k = $1", &[Type::INT8][..]),
+    ] {
+        match client.prepare_typed(sql, types).await {
+            Ok(stmt) => {
+                let cols: Vec<(String, Type)> = stmt
+                    .columns()
+                    .iter()
+                    .map(|c| (c.name().to_string(), c.type_().clone()))
+                    .collect();
+                let want: Vec<(String, Type)> = if sql.starts_with("SELECT k, v") {
+                    vec![("k".into(), Type::INT8), ("v".into(), Type::TEXT)]
+                } else {
+                    vec![("v".into(), Type::TEXT)]
+                };
+                if cols != want {
+                    wrong.push(format!(
+                        "{sql} (types {types:?}): columns {cols:?}, want {want:?}"
+                    ));
+                }
+            }
+            Err(e) => wrong.push(format!("{sql} (types {types:?}): {e:?}")),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "prepared statements described wrongly:\n{}",
+        wrong.join("\n")
+    );
+    // And they run, with the shard key bound at execution.
+    assert_eq!(
+        client
+            .execute("INSERT INTO kv (k, v) VALUES ($1, $2)", &[&7i64, &"seven"])
+            .await
+            .expect("insert"),
+        1
+    );
+    let v: String = client
+        .query_one("SELECT v FROM kv WHERE k = $1", &[&7i64])
+        .await
+        .expect("select")
+        .get(0);
+    assert_eq!(v, "seven");
+    assert_eq!(
+        client
+            .execute("UPDATE kv SET v = $2 WHERE k = $1", &[&7i64, &"SEVEN"])
+            .await
+            .expect("update"),
+        1
+    );
+    assert_eq!(
+        client
+            .execute("DELETE FROM kv WHERE k = $1", &[&7i64])
+            .await
+            .expect("delete"),
+        1
+    );
 }

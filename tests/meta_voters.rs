@@ -27,7 +27,13 @@ async fn agreed_leader(client: &MetaClient, addrs: &[String]) -> Result<u64, Str
     }
 }
 
-async fn wait_leader(client: &MetaClient, addrs: &[String], wait: Duration, not: Option<u64>, voters: &[Proc]) -> u64 {
+async fn wait_leader(
+    client: &MetaClient,
+    addrs: &[String],
+    wait: Duration,
+    not: Option<u64>,
+    voters: &[Proc],
+) -> u64 {
     let deadline = Instant::now() + wait;
     loop {
         let last = match agreed_leader(client, addrs).await {
@@ -37,7 +43,10 @@ async fn wait_leader(client: &MetaClient, addrs: &[String], wait: Duration, not:
         };
         if Instant::now() >= deadline {
             let logs: Vec<String> = voters.iter().map(|v| v.log_tail(25)).collect();
-            panic!("no leader (other than {not:?}) among {addrs:?} within {wait:?}: {last}\n{}", logs.join("\n"));
+            panic!(
+                "no leader (other than {not:?}) among {addrs:?} within {wait:?}: {last}\n{}",
+                logs.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -93,7 +102,10 @@ async fn leader_kill9_elects_a_new_leader() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let version_before = client.state().version;
-    eprintln!("leader {leader} elected after {:?}, map version {version_before}", t0.elapsed());
+    eprintln!(
+        "leader {leader} elected after {:?}, map version {version_before}",
+        t0.elapsed()
+    );
     drop(client);
 
     // kill -9 the leader.
@@ -110,15 +122,28 @@ async fn leader_kill9_elects_a_new_leader() {
     let client = meta_client(survivors.clone(), secret).await;
     let state = client.state();
     assert!(state.version > 0, "survivors serve an empty map: {state:?}");
-    assert!(state.version >= version_before, "map went back from {version_before}: {state:?}");
+    assert!(
+        state.version >= version_before,
+        "map went back from {version_before}: {state:?}"
+    );
     assert!(state.keyspaces.contains_key(DEFAULT_KEYSPACE), "{state:?}");
 
-    let new_leader = wait_leader(&client, &survivors, Duration::from_secs(15), Some(leader), &voters).await;
+    let new_leader = wait_leader(
+        &client,
+        &survivors,
+        Duration::from_secs(15),
+        Some(leader),
+        &voters,
+    )
+    .await;
     assert_ne!(new_leader, leader);
     eprintln!("new leader {new_leader} after {:?}", t_kill.elapsed());
 
     // The new leader commits: a proposal through the survivors is applied.
-    let fake = NodeInfo { id: 77, addr: "127.0.0.1:9".into() };
+    let fake = NodeInfo {
+        id: 77,
+        addr: "127.0.0.1:9".into(),
+    };
     let after = tokio::time::timeout(
         Duration::from_secs(15),
         client.propose(MetaCommand::RegisterNode(fake.clone())),
@@ -126,7 +151,12 @@ async fn leader_kill9_elects_a_new_leader() {
     .await
     .expect("proposal finishes within 15 s")
     .expect("proposal after failover");
-    assert!(after.version > state.version, "version did not move: {} -> {}", state.version, after.version);
+    assert!(
+        after.version > state.version,
+        "version did not move: {} -> {}",
+        state.version,
+        after.version
+    );
     assert_eq!(after.nodes.get(&77), Some(&fake));
 
     // The killed voter comes back, follows the new leader and catches up on the map.

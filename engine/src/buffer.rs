@@ -20,6 +20,8 @@ use crate::storage::Snapshot;
 use crate::txn::{KeyRange, ReadTxn, RowIter, WriteTxn};
 
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<Value>>>;
+/// Overlay entries of one scan: key → row, or `None` where the transaction deleted it.
+type OverlayEntries = std::vec::IntoIter<(Vec<u8>, Option<Vec<Value>>)>;
 
 pub struct BufferedTxn<'a> {
     base: &'a Snapshot,
@@ -33,7 +35,13 @@ pub struct BufferedTxn<'a> {
 
 impl<'a> BufferedTxn<'a> {
     pub fn new(base: &'a Snapshot) -> Self {
-        BufferedTxn { base, writes: BTreeMap::new(), ddl: BTreeMap::new(), fresh: BTreeSet::new(), changes: Vec::new() }
+        BufferedTxn {
+            base,
+            writes: BTreeMap::new(),
+            ddl: BTreeMap::new(),
+            fresh: BTreeSet::new(),
+            changes: Vec::new(),
+        }
     }
 
     /// The transaction's changes in the order they were made.
@@ -58,8 +66,12 @@ impl ReadTxn for BufferedTxn<'_> {
     }
 
     fn schemas(&self) -> Result<Vec<TableSchema>> {
-        let mut by_name: BTreeMap<String, TableSchema> =
-            self.base.schemas()?.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let mut by_name: BTreeMap<String, TableSchema> = self
+            .base
+            .schemas()?
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
         for (name, pending) in &self.ddl {
             match pending {
                 Some(s) => by_name.insert(name.clone(), s.clone()),
@@ -77,13 +89,19 @@ impl ReadTxn for BufferedTxn<'_> {
             self.base.scan(table, range.clone())?
         };
         let overlay: Vec<(Vec<u8>, Option<Vec<Value>>)> = match self.writes.get(table) {
-            Some(w) => w.range::<Vec<u8>, _>((range.0.as_ref(), range.1.as_ref())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Some(w) => w
+                .range::<Vec<u8>, _>((range.0.as_ref(), range.1.as_ref()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             None => Vec::new(),
         };
         if overlay.is_empty() {
             return Ok(base);
         }
-        Ok(Box::new(Merge { base: base.peekable(), overlay: overlay.into_iter().peekable() }))
+        Ok(Box::new(Merge {
+            base: base.peekable(),
+            overlay: overlay.into_iter().peekable(),
+        }))
     }
 
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>> {
@@ -101,15 +119,28 @@ impl ReadTxn for BufferedTxn<'_> {
 impl WriteTxn for BufferedTxn<'_> {
     fn put(&mut self, table: &str, key: Vec<u8>, values: Vec<Value>) -> Result<()> {
         self.require_table(table)?;
-        self.changes.push(Change::Put { table: table.to_string(), key: key.clone(), row: row::encode_row(&values) });
-        self.writes.entry(table.to_string()).or_default().insert(key, Some(values));
+        self.changes.push(Change::Put {
+            table: table.to_string(),
+            key: key.clone(),
+            row: row::encode_row(&values),
+        });
+        self.writes
+            .entry(table.to_string())
+            .or_default()
+            .insert(key, Some(values));
         Ok(())
     }
 
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<()> {
         self.require_table(table)?;
-        self.changes.push(Change::Delete { table: table.to_string(), key: key.to_vec() });
-        self.writes.entry(table.to_string()).or_default().insert(key.to_vec(), None);
+        self.changes.push(Change::Delete {
+            table: table.to_string(),
+            key: key.to_vec(),
+        });
+        self.writes
+            .entry(table.to_string())
+            .or_default()
+            .insert(key.to_vec(), None);
         Ok(())
     }
 
@@ -121,7 +152,9 @@ impl WriteTxn for BufferedTxn<'_> {
             ));
         }
         let name = schema.name.clone();
-        self.changes.push(Change::CreateTable { schema: schema.clone() });
+        self.changes.push(Change::CreateTable {
+            schema: schema.clone(),
+        });
         self.ddl.insert(name.clone(), Some(schema));
         self.writes.remove(&name);
         self.fresh.insert(name);
@@ -130,7 +163,9 @@ impl WriteTxn for BufferedTxn<'_> {
 
     fn drop_table(&mut self, name: &str) -> Result<()> {
         self.require_table(name)?;
-        self.changes.push(Change::DropTable { name: name.to_string() });
+        self.changes.push(Change::DropTable {
+            name: name.to_string(),
+        });
         self.ddl.insert(name.to_string(), None);
         self.writes.remove(name);
         self.fresh.insert(name.to_string());
@@ -141,7 +176,7 @@ impl WriteTxn for BufferedTxn<'_> {
 /// Merges overlay entries over snapshot rows by key; a `None` overlay entry hides the row.
 struct Merge<'a> {
     base: Peekable<RowIter<'a>>,
-    overlay: Peekable<std::vec::IntoIter<(Vec<u8>, Option<Vec<Value>>)>>,
+    overlay: Peekable<OverlayEntries>,
 }
 
 impl Iterator for Merge<'_> {

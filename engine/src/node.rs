@@ -15,12 +15,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use protocol::Value;
 use protocol::clock::Hlc;
 use protocol::cluster::{NodeId, ShardId};
 use protocol::error::{Error, Result, sqlstate};
 use protocol::message::{Request, Response, StreamItem};
 use protocol::rpc::{Replier, Service};
-use protocol::Value;
 use tokio::sync::mpsc;
 
 use crate::shard::{Shard, ShardOptions};
@@ -51,20 +51,43 @@ pub struct NodeService {
 impl NodeService {
     pub fn new(id: NodeId, data_dir: PathBuf, hlc: Arc<Hlc>, opts: ShardOptions) -> Result<Self> {
         std::fs::create_dir_all(&data_dir).map_err(Error::io)?;
-        Ok(NodeService { id, data_dir, hlc, opts, shards: RwLock::default(), applied: RwLock::default() })
+        Ok(NodeService {
+            id,
+            data_dir,
+            hlc,
+            opts,
+            shards: RwLock::default(),
+            applied: RwLock::default(),
+        })
     }
 
     /// Hosts a shard replica in the given role, opening its file on first use.
     pub fn host(&self, id: ShardId, primary: bool, epoch: u64) -> Result<Arc<Shard>> {
-        let mut shards = self.shards.write().map_err(|_| Error::internal("poisoned lock"))?;
+        let mut shards = self
+            .shards
+            .write()
+            .map_err(|_| Error::internal("poisoned lock"))?;
         if let Some(h) = shards.get_mut(&id) {
             h.primary = primary;
             h.epoch = epoch;
             return Ok(h.shard.clone());
         }
         let path = self.data_dir.join(format!("shard-{id}.redb"));
-        let shard = Arc::new(Shard::open(&path, id, self.id, self.hlc.clone(), self.opts.clone())?);
-        shards.insert(id, Hosted { shard: shard.clone(), primary, epoch });
+        let shard = Arc::new(Shard::open(
+            &path,
+            id,
+            self.id,
+            self.hlc.clone(),
+            self.opts.clone(),
+        )?);
+        shards.insert(
+            id,
+            Hosted {
+                shard: shard.clone(),
+                primary,
+                epoch,
+            },
+        );
         Ok(shard)
     }
 
@@ -80,7 +103,10 @@ impl NodeService {
     }
 
     pub fn hosted(&self) -> Vec<ShardId> {
-        self.shards.read().map(|s| s.keys().copied().collect()).unwrap_or_default()
+        self.shards
+            .read()
+            .map(|s| s.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     fn hosted_entry(&self, id: ShardId) -> Result<Hosted> {
@@ -89,10 +115,21 @@ impl NodeService {
             .map_err(|_| Error::internal("poisoned lock"))?
             .get(&id)
             .cloned()
-            .ok_or_else(|| Error::new(sqlstate::CONNECTION_FAILURE, format!("shard {id} is not hosted on node {}", self.id)))
+            .ok_or_else(|| {
+                Error::new(
+                    sqlstate::CONNECTION_FAILURE,
+                    format!("shard {id} is not hosted on node {}", self.id),
+                )
+            })
     }
 
-    async fn execute(&self, id: ShardId, epoch: u64, sql_text: String, params: Vec<Value>) -> Result<Response> {
+    async fn execute(
+        &self,
+        id: ShardId,
+        epoch: u64,
+        sql_text: String,
+        params: Vec<Value>,
+    ) -> Result<Response> {
         let hosted = self.hosted_entry(id)?;
         let stmts = sql::parse(&sql_text)?;
         let writes = stmts.iter().any(|s| !sql::is_read_only(s));
@@ -158,10 +195,15 @@ impl NodeService {
             .map_err(|e| Error::internal(format!("log reader failed: {e}")))??;
             match batch {
                 None => need_snapshot = true,
-                Some(records) if records.first().is_some_and(|r| r.lsn != pos + 1) => need_snapshot = true,
+                Some(records) if records.first().is_some_and(|r| r.lsn != pos + 1) => {
+                    need_snapshot = true
+                }
                 Some(records) if !records.is_empty() => {
                     pos = records.last().map(|r| r.lsn).unwrap_or(pos);
-                    if !reply.send(Response::Stream(StreamItem::Changes(records))).await {
+                    if !reply
+                        .send(Response::Stream(StreamItem::Changes(records)))
+                        .await
+                    {
                         return Ok(());
                     }
                 }
@@ -199,16 +241,23 @@ async fn send_snapshot(shard: Arc<Shard>, reply: &Replier) -> Result<u64> {
                     chunk.push(entry?);
                     if chunk.len() == SNAPSHOT_CHUNK {
                         let rows = std::mem::take(&mut chunk);
-                        tx.blocking_send(Ok(StreamItem::SnapshotRows { table: name.clone(), rows }))
-                            .map_err(|_| Error::connection("subscriber gone"))?;
+                        tx.blocking_send(Ok(StreamItem::SnapshotRows {
+                            table: name.clone(),
+                            rows,
+                        }))
+                        .map_err(|_| Error::connection("subscriber gone"))?;
                     }
                 }
                 if !chunk.is_empty() {
-                    tx.blocking_send(Ok(StreamItem::SnapshotRows { table: name.clone(), rows: chunk }))
-                        .map_err(|_| Error::connection("subscriber gone"))?;
+                    tx.blocking_send(Ok(StreamItem::SnapshotRows {
+                        table: name.clone(),
+                        rows: chunk,
+                    }))
+                    .map_err(|_| Error::connection("subscriber gone"))?;
                 }
             }
-            tx.blocking_send(Ok(StreamItem::SnapshotEnd { lsn })).map_err(|_| Error::connection("subscriber gone"))?;
+            tx.blocking_send(Ok(StreamItem::SnapshotEnd { lsn }))
+                .map_err(|_| Error::connection("subscriber gone"))?;
             Ok(())
         };
         if let Err(e) = produce() {
@@ -231,34 +280,54 @@ async fn send_snapshot(shard: Arc<Shard>, reply: &Replier) -> Result<u64> {
 impl Service for NodeService {
     async fn handle(self: Arc<Self>, req: Request, reply: Replier) {
         let result = match req {
-            Request::Execute { shard, epoch, sql, params } => self.execute(shard, epoch, sql, params).await,
+            Request::Execute {
+                shard,
+                epoch,
+                sql,
+                params,
+            } => self.execute(shard, epoch, sql, params).await,
             Request::Describe { shard, sql } => self.describe(shard, sql).await,
-            Request::Subscribe { shard, from_lsn, subscriber } => {
+            Request::Subscribe {
+                shard,
+                from_lsn,
+                subscriber,
+            } => {
                 tracing::debug!(shard, from_lsn, subscriber, "replica subscribed");
                 match self.subscribe(shard, from_lsn, &reply).await {
                     Ok(()) => Ok(Response::End),
                     Err(e) => Err(e),
                 }
             }
-            Request::ReportApplied { shard, subscriber, lsn } => {
+            Request::ReportApplied {
+                shard,
+                subscriber,
+                lsn,
+            } => {
                 if let Ok(mut applied) = self.applied.write() {
                     applied.insert((shard, subscriber), lsn);
                 }
                 Ok(Response::Ok)
             }
             Request::ShardStats { shard } => match self.hosted_entry(shard) {
-                Ok(h) => tokio::task::spawn_blocking(move || h.shard.stats().map(Response::ShardStats))
-                    .await
-                    .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
+                Ok(h) => {
+                    tokio::task::spawn_blocking(move || h.shard.stats().map(Response::ShardStats))
+                        .await
+                        .unwrap_or_else(|e| Err(Error::internal(e.to_string())))
+                }
                 Err(e) => Err(e),
             },
             Request::ShardChecksum { shard } => match self.hosted_entry(shard) {
-                Ok(h) => tokio::task::spawn_blocking(move || h.shard.checksum().map(|(_, sum)| Response::Checksum(sum)))
-                    .await
-                    .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
+                Ok(h) => tokio::task::spawn_blocking(move || {
+                    h.shard.checksum().map(|(_, sum)| Response::Checksum(sum))
+                })
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
                 Err(e) => Err(e),
             },
-            other => Err(Error::unsupported(format!("a storage node does not serve {:?}", request_name(&other)))),
+            other => Err(Error::unsupported(format!(
+                "a storage node does not serve {:?}",
+                request_name(&other)
+            ))),
         };
         let resp = result.unwrap_or_else(Response::Error);
         let _ = reply.send(resp).await;
@@ -268,7 +337,9 @@ impl Service for NodeService {
 fn request_name(req: &Request) -> &'static str {
     match req {
         Request::MetaGet | Request::MetaWatch { .. } | Request::MetaPropose(_) => "meta requests",
-        Request::MetaHeartbeat { .. } | Request::MetaStatus | Request::Raft { .. } => "meta requests",
+        Request::MetaHeartbeat { .. } | Request::MetaStatus | Request::Raft { .. } => {
+            "meta requests"
+        }
         _ => "this request",
     }
 }

@@ -27,7 +27,9 @@ use tokio::sync::watch;
 
 use crate::buffer::BufferedTxn;
 use crate::sql::{self, Statement};
-use crate::storage::{self, CATALOG, CHANGELOG, STATE, STATE_LOG_START, STATE_LSN, STATE_TXN, Snapshot, storage_err};
+use crate::storage::{
+    self, CATALOG, CHANGELOG, STATE, STATE_LOG_START, STATE_LSN, STATE_TXN, Snapshot, storage_err,
+};
 use crate::txn::ReadTxn;
 
 /// Tunables of a shard replica.
@@ -41,7 +43,10 @@ pub struct ShardOptions {
 
 impl Default for ShardOptions {
     fn default() -> Self {
-        ShardOptions { log_retain: 100_000, sync_commits: true }
+        ShardOptions {
+            log_retain: 100_000,
+            sync_commits: true,
+        }
     }
 }
 
@@ -60,12 +65,27 @@ pub struct Shard {
 
 impl Shard {
     /// Opens (or creates) the shard file at `path`.
-    pub fn open(path: &Path, id: ShardId, origin: NodeId, hlc: Arc<Hlc>, opts: ShardOptions) -> Result<Shard> {
+    pub fn open(
+        path: &Path,
+        id: ShardId,
+        origin: NodeId,
+        hlc: Arc<Hlc>,
+        opts: ShardOptions,
+    ) -> Result<Shard> {
         let db = Database::create(path).map_err(storage_err)?;
         storage::init(&db)?;
         let lsn = Snapshot::new(&db)?.state(STATE_LSN)?;
         let (tx, _) = watch::channel(lsn);
-        Ok(Shard { id, path: path.to_path_buf(), db, write_lock: Mutex::new(()), hlc, origin, lsn: tx, opts })
+        Ok(Shard {
+            id,
+            path: path.to_path_buf(),
+            db,
+            write_lock: Mutex::new(()),
+            hlc,
+            origin,
+            lsn: tx,
+            opts,
+        })
     }
 
     pub fn snapshot(&self) -> Result<Snapshot> {
@@ -88,7 +108,10 @@ impl Shard {
             let snap = self.snapshot()?;
             return sql::query(stmt, params, &snap);
         }
-        let _writer = self.write_lock.lock().map_err(|_| Error::internal("shard writer lock poisoned"))?;
+        let _writer = self
+            .write_lock
+            .lock()
+            .map_err(|_| Error::internal("shard writer lock poisoned"))?;
         let snap = self.snapshot()?;
         let mut txn = BufferedTxn::new(&snap);
         let result = sql::execute(stmt, params, &mut txn)?;
@@ -110,11 +133,27 @@ impl Shard {
         let txn = self.begin_write()?;
         let lsn = {
             let mut state = txn.open_table(STATE).map_err(storage_err)?;
-            let lsn = state.get(STATE_LSN).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0) + 1;
-            let txn_id = state.get(STATE_TXN).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0) + 1;
+            let lsn = state
+                .get(STATE_LSN)
+                .map_err(storage_err)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
+            let txn_id = state
+                .get(STATE_TXN)
+                .map_err(storage_err)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
             state.insert(STATE_TXN, txn_id).map_err(storage_err)?;
             drop(state);
-            let record = ChangeRecord { lsn, txn_id, commit_ts: self.hlc.now(), origin: self.origin, changes };
+            let record = ChangeRecord {
+                lsn,
+                txn_id,
+                commit_ts: self.hlc.now(),
+                origin: self.origin,
+                changes,
+            };
             write_record(&txn, &record)?;
             self.trim_log(&txn, lsn)?;
             lsn
@@ -126,7 +165,11 @@ impl Shard {
 
     fn begin_write(&self) -> Result<WriteTransaction> {
         let mut txn = self.db.begin_write().map_err(storage_err)?;
-        let durability = if self.opts.sync_commits { redb::Durability::Immediate } else { redb::Durability::None };
+        let durability = if self.opts.sync_commits {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
         txn.set_durability(durability).map_err(storage_err)?;
         Ok(txn)
     }
@@ -152,7 +195,9 @@ impl Shard {
         drop(log);
         if trimmed {
             let mut state = txn.open_table(STATE).map_err(storage_err)?;
-            state.insert(STATE_LOG_START, cutoff + 1).map_err(storage_err)?;
+            state
+                .insert(STATE_LOG_START, cutoff + 1)
+                .map_err(storage_err)?;
         }
         Ok(())
     }
@@ -160,7 +205,10 @@ impl Shard {
     /// Applies records received from the upstream, in LSN order, skipping ones already
     /// applied; a gap is an error (the subscriber then resubscribes).
     pub fn apply(&self, records: &[ChangeRecord]) -> Result<u64> {
-        let _writer = self.write_lock.lock().map_err(|_| Error::internal("shard writer lock poisoned"))?;
+        let _writer = self
+            .write_lock
+            .lock()
+            .map_err(|_| Error::internal("shard writer lock poisoned"))?;
         let mut lsn = self.lsn();
         let fresh: Vec<&ChangeRecord> = records.iter().filter(|r| r.lsn > lsn).collect();
         if fresh.is_empty() {
@@ -171,14 +219,19 @@ impl Shard {
             if record.lsn != lsn + 1 {
                 return Err(Error::new(
                     sqlstate::DATA_CORRUPTED,
-                    format!("change log gap on shard {}: have {lsn}, got {}", self.id, record.lsn),
+                    format!(
+                        "change log gap on shard {}: have {lsn}, got {}",
+                        self.id, record.lsn
+                    ),
                 ));
             }
             self.hlc.observe(record.commit_ts);
             write_record(&txn, record)?;
             lsn = record.lsn;
             let mut state = txn.open_table(STATE).map_err(storage_err)?;
-            state.insert(STATE_TXN, record.txn_id).map_err(storage_err)?;
+            state
+                .insert(STATE_TXN, record.txn_id)
+                .map_err(storage_err)?;
         }
         self.trim_log(&txn, lsn)?;
         txn.commit().map_err(storage_err)?;
@@ -200,7 +253,8 @@ impl Shard {
             for name in old {
                 catalog.remove(name.as_str()).map_err(storage_err)?;
                 let table = storage::data_table_name(&name);
-                txn.delete_table(storage::data_table(&table)).map_err(storage_err)?;
+                txn.delete_table(storage::data_table(&table))
+                    .map_err(storage_err)?;
             }
             for schema in tables {
                 create_table(&mut catalog, &txn, schema)?;
@@ -221,7 +275,13 @@ impl Shard {
         let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         let lsn = snap.state(STATE_LSN)?;
         let log_start = snap.state(STATE_LOG_START)?.max(1).min(lsn);
-        Ok(ShardStats { shard: self.id, rows, lsn, log_start, bytes })
+        Ok(ShardStats {
+            shard: self.id,
+            rows,
+            lsn,
+            log_start,
+            bytes,
+        })
     }
 
     /// A checksum of the shard's catalog and rows at its current LSN (equal on replicas that
@@ -256,7 +316,10 @@ pub struct SnapshotLoad<'a> {
 impl SnapshotLoad<'_> {
     pub fn rows(&mut self, table: &str, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         let name = storage::data_table_name(table);
-        let mut t = self.txn.open_table(storage::data_table(&name)).map_err(storage_err)?;
+        let mut t = self
+            .txn
+            .open_table(storage::data_table(&name))
+            .map_err(storage_err)?;
         for (k, v) in rows {
             t.insert(k.as_slice(), v.as_slice()).map_err(storage_err)?;
         }
@@ -268,7 +331,9 @@ impl SnapshotLoad<'_> {
         {
             let mut state = self.txn.open_table(STATE).map_err(storage_err)?;
             state.insert(STATE_LSN, lsn).map_err(storage_err)?;
-            state.insert(STATE_LOG_START, lsn + 1).map_err(storage_err)?;
+            state
+                .insert(STATE_LOG_START, lsn + 1)
+                .map_err(storage_err)?;
         }
         self.txn.commit().map_err(storage_err)?;
         self.shard.lsn.send_replace(lsn);
@@ -281,9 +346,12 @@ fn create_table(
     txn: &WriteTransaction,
     schema: &TableSchema,
 ) -> Result<()> {
-    catalog.insert(schema.name.as_str(), frame::encode(schema)?.as_slice()).map_err(storage_err)?;
+    catalog
+        .insert(schema.name.as_str(), frame::encode(schema)?.as_slice())
+        .map_err(storage_err)?;
     let name = storage::data_table_name(&schema.name);
-    txn.open_table(storage::data_table(&name)).map_err(storage_err)?;
+    txn.open_table(storage::data_table(&name))
+        .map_err(storage_err)?;
     Ok(())
 }
 
@@ -294,25 +362,37 @@ fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
         match change {
             Change::Put { table, key, row } => {
                 let name = storage::data_table_name(table);
-                let mut t = txn.open_table(storage::data_table(&name)).map_err(storage_err)?;
-                t.insert(key.as_slice(), row.as_slice()).map_err(storage_err)?;
+                let mut t = txn
+                    .open_table(storage::data_table(&name))
+                    .map_err(storage_err)?;
+                t.insert(key.as_slice(), row.as_slice())
+                    .map_err(storage_err)?;
             }
             Change::Delete { table, key } => {
                 let name = storage::data_table_name(table);
-                let mut t = txn.open_table(storage::data_table(&name)).map_err(storage_err)?;
+                let mut t = txn
+                    .open_table(storage::data_table(&name))
+                    .map_err(storage_err)?;
                 t.remove(key.as_slice()).map_err(storage_err)?;
             }
             Change::CreateTable { schema } => create_table(&mut catalog, txn, schema)?,
             Change::DropTable { name } => {
                 catalog.remove(name.as_str()).map_err(storage_err)?;
                 let table = storage::data_table_name(name);
-                txn.delete_table(storage::data_table(&table)).map_err(storage_err)?;
+                txn.delete_table(storage::data_table(&table))
+                    .map_err(storage_err)?;
             }
         }
     }
     drop(catalog);
     let bytes = frame::encode(record)?;
-    txn.open_table(CHANGELOG).map_err(storage_err)?.insert(record.lsn, bytes.as_slice()).map_err(storage_err)?;
-    txn.open_table(STATE).map_err(storage_err)?.insert(STATE_LSN, record.lsn).map_err(storage_err)?;
+    txn.open_table(CHANGELOG)
+        .map_err(storage_err)?
+        .insert(record.lsn, bytes.as_slice())
+        .map_err(storage_err)?;
+    txn.open_table(STATE)
+        .map_err(storage_err)?
+        .insert(STATE_LSN, record.lsn)
+        .map_err(storage_err)?;
     Ok(())
 }

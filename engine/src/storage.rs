@@ -22,6 +22,9 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition};
 
 use crate::txn::{KeyRange, ReadTxn, RowIter};
 
+/// Raw (key, row) byte pairs of a table, in key order.
+pub type RawRows = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>;
+
 pub const CATALOG: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog");
 pub const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog");
 pub const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
@@ -45,11 +48,21 @@ pub fn storage_err(e: impl std::fmt::Display) -> Error {
 }
 
 pub fn decode_schema(bytes: &[u8]) -> Result<TableSchema> {
-    frame::decode(bytes).map_err(|e| Error::new(sqlstate::DATA_CORRUPTED, format!("corrupt catalog entry: {e}")))
+    frame::decode(bytes).map_err(|e| {
+        Error::new(
+            sqlstate::DATA_CORRUPTED,
+            format!("corrupt catalog entry: {e}"),
+        )
+    })
 }
 
 pub fn decode_record(bytes: &[u8]) -> Result<ChangeRecord> {
-    frame::decode(bytes).map_err(|e| Error::new(sqlstate::DATA_CORRUPTED, format!("corrupt change record: {e}")))
+    frame::decode(bytes).map_err(|e| {
+        Error::new(
+            sqlstate::DATA_CORRUPTED,
+            format!("corrupt change record: {e}"),
+        )
+    })
 }
 
 /// Creates the fixed tables of a new shard file.
@@ -70,15 +83,24 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(db: &redb::Database) -> Result<Self> {
-        Ok(Snapshot { txn: db.begin_read().map_err(storage_err)? })
+        Ok(Snapshot {
+            txn: db.begin_read().map_err(storage_err)?,
+        })
     }
 
     pub fn state(&self, key: &str) -> Result<u64> {
         let table = self.txn.open_table(STATE).map_err(storage_err)?;
-        Ok(table.get(key).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0))
+        Ok(table
+            .get(key)
+            .map_err(storage_err)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
-    fn rows_table(&self, table: &str) -> Result<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>> {
+    fn rows_table(
+        &self,
+        table: &str,
+    ) -> Result<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>> {
         let name = data_table_name(table);
         match self.txn.open_table(data_table(&name)) {
             Ok(t) => Ok(Some(t)),
@@ -88,8 +110,10 @@ impl Snapshot {
     }
 
     /// Raw (key, row bytes) pairs of a table, for snapshots sent to replicas.
-    pub fn raw_rows(&self, table: &str) -> Result<Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>> {
-        let Some(t) = self.rows_table(table)? else { return Ok(Box::new(std::iter::empty())) };
+    pub fn raw_rows(&self, table: &str) -> Result<RawRows> {
+        let Some(t) = self.rows_table(table)? else {
+            return Ok(Box::new(std::iter::empty()));
+        };
         let range = t.range::<&[u8]>(..).map_err(storage_err)?;
         Ok(Box::new(range.map(|r| {
             let (k, v) = r.map_err(storage_err)?;
@@ -110,7 +134,10 @@ impl Snapshot {
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
         let table = self.txn.open_table(CHANGELOG).map_err(storage_err)?;
         let mut out = Vec::new();
-        for entry in table.range(after.saturating_add(1)..).map_err(storage_err)? {
+        for entry in table
+            .range(after.saturating_add(1)..)
+            .map_err(storage_err)?
+        {
             let (_, v) = entry.map_err(storage_err)?;
             out.push(decode_record(v.value())?);
             if out.len() >= limit {
@@ -155,7 +182,9 @@ impl ReadTxn for Snapshot {
         let Some(t) = self.rows_table(table)? else {
             return Err(Error::undefined_table(table));
         };
-        let iter = t.range::<&[u8]>(to_redb_bounds(&range)).map_err(storage_err)?;
+        let iter = t
+            .range::<&[u8]>(to_redb_bounds(&range))
+            .map_err(storage_err)?;
         Ok(Box::new(iter.map(|r| {
             let (k, v) = r.map_err(storage_err)?;
             Ok((k.value().to_vec(), row::decode_row(v.value())?))

@@ -33,7 +33,8 @@ impl ClusterSecret {
     }
 
     fn mac(&self, label: u8, a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(&[label]);
         mac.update(a);
         mac.update(b);
@@ -41,7 +42,8 @@ impl ClusterSecret {
     }
 
     fn verify(&self, label: u8, a: &[u8; 32], b: &[u8; 32], proof: &[u8]) -> bool {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(&[label]);
         mac.update(a);
         mac.update(b);
@@ -57,11 +59,23 @@ impl std::fmt::Debug for ClusterSecret {
 
 #[derive(Serialize, Deserialize)]
 enum Handshake {
-    Hello { magic: [u8; 4], version: u16, nonce: [u8; 32] },
-    Challenge { version: u16, nonce: [u8; 32], proof: Vec<u8> },
-    Proof { proof: Vec<u8> },
+    Hello {
+        magic: [u8; 4],
+        version: u16,
+        nonce: [u8; 32],
+    },
+    Challenge {
+        version: u16,
+        nonce: [u8; 32],
+        proof: Vec<u8>,
+    },
+    Proof {
+        proof: Vec<u8>,
+    },
     Welcome,
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 fn nonce() -> [u8; 32] {
@@ -71,21 +85,47 @@ fn nonce() -> [u8; 32] {
 }
 
 fn refused(reason: &str) -> Error {
-    Error::new(sqlstate::INVALID_AUTHORIZATION, format!("internal handshake refused: {reason}"))
+    Error::new(
+        sqlstate::INVALID_AUTHORIZATION,
+        format!("internal handshake refused: {reason}"),
+    )
 }
 
 /// Runs the client side of the handshake.
-pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, secret: &ClusterSecret) -> Result<()> {
+pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &ClusterSecret,
+) -> Result<()> {
     let cn = nonce();
-    write_frame(stream, &Handshake::Hello { magic: MAGIC, version: PROTOCOL_VERSION, nonce: cn }).await?;
+    write_frame(
+        stream,
+        &Handshake::Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            nonce: cn,
+        },
+    )
+    .await?;
     let sn = match read_frame(stream, HANDSHAKE_MAX).await? {
-        Some(Handshake::Challenge { version, nonce, proof }) => {
+        Some(Handshake::Challenge {
+            version,
+            nonce,
+            proof,
+        }) => {
             if version != PROTOCOL_VERSION {
-                return Err(refused(&format!("server speaks protocol version {version}")));
+                return Err(refused(&format!(
+                    "server speaks protocol version {version}"
+                )));
             }
             if !secret.verify(b'S', &cn, &nonce, &proof) {
                 let reason = "server does not know the cluster secret";
-                let _ = write_frame(stream, &Handshake::Refused { reason: reason.into() }).await;
+                let _ = write_frame(
+                    stream,
+                    &Handshake::Refused {
+                        reason: reason.into(),
+                    },
+                )
+                .await;
                 return Err(refused(reason));
             }
             nonce
@@ -93,7 +133,13 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S,
         Some(Handshake::Refused { reason }) => return Err(refused(&reason)),
         _ => return Err(Error::protocol("unexpected handshake message")),
     };
-    write_frame(stream, &Handshake::Proof { proof: secret.mac(b'C', &sn, &cn).to_vec() }).await?;
+    write_frame(
+        stream,
+        &Handshake::Proof {
+            proof: secret.mac(b'C', &sn, &cn).to_vec(),
+        },
+    )
+    .await?;
     match read_frame(stream, HANDSHAKE_MAX).await? {
         Some(Handshake::Welcome) => Ok(()),
         Some(Handshake::Refused { reason }) => Err(refused(&reason)),
@@ -102,12 +148,25 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S,
 }
 
 /// Runs the server side of the handshake; an error means the connection must be closed.
-pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, secret: &ClusterSecret) -> Result<()> {
+pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &ClusterSecret,
+) -> Result<()> {
     let cn = match read_frame(stream, HANDSHAKE_MAX).await? {
-        Some(Handshake::Hello { magic, version, nonce }) if magic == MAGIC => {
+        Some(Handshake::Hello {
+            magic,
+            version,
+            nonce,
+        }) if magic == MAGIC => {
             if version != PROTOCOL_VERSION {
                 let reason = format!("unsupported protocol version {version}");
-                let _ = write_frame(stream, &Handshake::Refused { reason: reason.clone() }).await;
+                let _ = write_frame(
+                    stream,
+                    &Handshake::Refused {
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
                 return Err(refused(&reason));
             }
             nonce
@@ -116,14 +175,28 @@ pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S,
     };
     let sn = nonce();
     let proof = secret.mac(b'S', &cn, &sn).to_vec();
-    write_frame(stream, &Handshake::Challenge { version: PROTOCOL_VERSION, nonce: sn, proof }).await?;
+    write_frame(
+        stream,
+        &Handshake::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: sn,
+            proof,
+        },
+    )
+    .await?;
     match read_frame(stream, HANDSHAKE_MAX).await? {
         Some(Handshake::Proof { proof }) if secret.verify(b'C', &sn, &cn, &proof) => {
             write_frame(stream, &Handshake::Welcome).await?;
             Ok(())
         }
         _ => {
-            let _ = write_frame(stream, &Handshake::Refused { reason: "bad cluster secret".into() }).await;
+            let _ = write_frame(
+                stream,
+                &Handshake::Refused {
+                    reason: "bad cluster secret".into(),
+                },
+            )
+            .await;
             Err(refused("peer does not know the cluster secret"))
         }
     }

@@ -25,8 +25,19 @@ pub struct ChangeRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Change {
     /// Inserts or overwrites the row stored under `key`.
-    Put { table: String, key: Vec<u8>, row: Vec<u8> },
-    Delete { table: String, key: Vec<u8> },
-    CreateTable { schema: TableSchema },
-    DropTable { name: String },
+    Put {
+        table: String,
+        key: Vec<u8>,
+        row: Vec<u8>,
+    },
+    Delete {
+        table: String,
+        key: Vec<u8>,
+    },
+    CreateTable {
+        schema: TableSchema,
+    },
+    DropTable {
+        name: String,
+    },
 }

@@ -20,7 +20,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_millis(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -56,7 +59,10 @@ pub struct Hlc {
 
 impl Hlc {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Hlc { clock, last: AtomicU64::new(0) }
+        Hlc {
+            clock,
+            last: AtomicU64::new(0),
+        }
     }
 
     /// A timestamp greater than every one this clock returned or observed before.
@@ -65,7 +71,10 @@ impl Hlc {
         let mut last = self.last.load(Ordering::SeqCst);
         loop {
             let next = if physical > last { physical } else { last + 1 };
-            match self.last.compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst) {
+            match self
+                .last
+                .compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
                 Ok(_) => return next,
                 Err(seen) => last = seen,
             }

@@ -80,9 +80,14 @@ pub enum MetaCommand {
     RegisterNode(NodeInfo),
     CreateKeyspace(KeyspaceInfo),
     /// Places a keyspace's shards; ignored if the keyspace already has shards.
-    PlaceShards { keyspace: String, shards: Vec<ShardInfo> },
+    PlaceShards {
+        keyspace: String,
+        shards: Vec<ShardInfo>,
+    },
     CreateTable(TableInfo),
-    DropTable { name: String },
+    DropTable {
+        name: String,
+    },
     /// Replaces one shard's placement (primary, replicas, epoch).
     UpdateShard(ShardInfo),
 }
@@ -132,14 +137,20 @@ impl ClusterState {
 
     /// The shards of a keyspace, in hash-range order.
     pub fn keyspace_shards(&self, keyspace: &str) -> Vec<&ShardInfo> {
-        let mut shards: Vec<&ShardInfo> = self.shards.values().filter(|s| s.keyspace == keyspace).collect();
+        let mut shards: Vec<&ShardInfo> = self
+            .shards
+            .values()
+            .filter(|s| s.keyspace == keyspace)
+            .collect();
         shards.sort_by_key(|s| s.range.start);
         shards
     }
 
     /// The shard of `keyspace` whose range holds `hash`.
     pub fn shard_for_hash(&self, keyspace: &str, hash: u64) -> Option<&ShardInfo> {
-        self.shards.values().find(|s| s.keyspace == keyspace && s.range.contains(hash))
+        self.shards
+            .values()
+            .find(|s| s.keyspace == keyspace && s.range.contains(hash))
     }
 
     pub fn node_addr(&self, node: NodeId) -> Option<&str> {

@@ -78,7 +78,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Error { code: code.to_string(), message: message.into(), detail: None }
+        Error {
+            code: code.to_string(),
+            message: message.into(),
+            detail: None,
+        }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -107,11 +111,17 @@ impl Error {
     }
 
     pub fn undefined_table(name: &str) -> Self {
-        Self::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{name}\" does not exist"))
+        Self::new(
+            sqlstate::UNDEFINED_TABLE,
+            format!("relation \"{name}\" does not exist"),
+        )
     }
 
     pub fn undefined_column(name: &str) -> Self {
-        Self::new(sqlstate::UNDEFINED_COLUMN, format!("column \"{name}\" does not exist"))
+        Self::new(
+            sqlstate::UNDEFINED_COLUMN,
+            format!("column \"{name}\" does not exist"),
+        )
     }
 
     pub fn io(err: impl std::fmt::Display) -> Self {

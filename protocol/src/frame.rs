@@ -25,7 +25,8 @@ fn config() -> bincode::config::Configuration {
 
 /// Encodes a message body with bincode 2's standard configuration.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(msg, config()).map_err(|e| Error::internal(format!("encode: {e}")))
+    bincode::serde::encode_to_vec(msg, config())
+        .map_err(|e| Error::internal(format!("encode: {e}")))
 }
 
 /// Decodes a message body; trailing bytes are an error.
@@ -47,7 +48,10 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T
 pub async fn write_raw<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<()> {
     let len = u32::try_from(body.len()).map_err(|_| Error::internal("frame too large"))?;
     if body.len() > MAX_FRAME {
-        return Err(Error::internal(format!("frame of {} bytes exceeds the limit", body.len())));
+        return Err(Error::internal(format!(
+            "frame of {} bytes exceeds the limit",
+            body.len()
+        )));
     }
     w.write_all(&len.to_be_bytes()).await?;
     w.write_all(body).await?;
@@ -56,7 +60,10 @@ pub async fn write_raw<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream before a frame starts.
-pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R, max: usize) -> Result<Option<T>> {
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<T>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -65,7 +72,9 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R, ma
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
-        return Err(Error::protocol(format!("frame of {len} bytes exceeds the limit of {max}")));
+        return Err(Error::protocol(format!(
+            "frame of {len} bytes exceeds the limit of {max}"
+        )));
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
@@ -80,17 +89,33 @@ mod tests {
 
     #[tokio::test]
     async fn roundtrip_and_limits() {
-        let req = Request::Execute { shard: 3, epoch: 1, sql: "SELECT 1".into(), params: vec![Value::Int(7)] };
+        let req = Request::Execute {
+            shard: 3,
+            epoch: 1,
+            sql: "SELECT 1".into(),
+            params: vec![Value::Int(7)],
+        };
         let mut buf = Vec::new();
         write_frame(&mut buf, &(9u64, req.clone())).await.unwrap();
         let got: Option<(u64, Request)> = read_frame(&mut buf.as_slice(), MAX_FRAME).await.unwrap();
         assert_eq!(got, Some((9, req)));
         // A length over the limit is refused before reading the body.
-        let err = read_frame::<_, (u64, Request)>(&mut buf.as_slice(), 4).await.unwrap_err();
+        let err = read_frame::<_, (u64, Request)>(&mut buf.as_slice(), 4)
+            .await
+            .unwrap_err();
         assert_eq!(err.code, crate::error::sqlstate::PROTOCOL_VIOLATION);
         // Garbage is a protocol error, not a panic.
         let garbage = [0u8, 0, 0, 3, 0xff, 0xff, 0xff];
-        assert!(read_frame::<_, (u64, Request)>(&mut garbage.as_slice(), MAX_FRAME).await.is_err());
-        assert_eq!(read_frame::<_, (u64, Request)>(&mut [].as_slice(), MAX_FRAME).await.unwrap(), None);
+        assert!(
+            read_frame::<_, (u64, Request)>(&mut garbage.as_slice(), MAX_FRAME)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            read_frame::<_, (u64, Request)>(&mut [].as_slice(), MAX_FRAME)
+                .await
+                .unwrap(),
+            None
+        );
     }
 }

@@ -113,7 +113,10 @@ mod tests {
     fn integer_widths_and_integral_floats_colocate() {
         assert_eq!(shard_hash(&Value::Int(42)), shard_hash(&Value::Float(42.0)));
         assert_ne!(shard_hash(&Value::Int(42)), shard_hash(&Value::Int(43)));
-        assert_ne!(shard_hash(&Value::Int(42)), shard_hash(&Value::Text("42".into())));
+        assert_ne!(
+            shard_hash(&Value::Int(42)),
+            shard_hash(&Value::Text("42".into()))
+        );
     }
 
     #[test]
@@ -138,7 +141,12 @@ mod tests {
             assert_eq!(w[0].end + 1, w[1].start);
         }
         let spread: Vec<usize> = (0..1000)
-            .map(|k| ranges.iter().position(|r| r.contains(shard_hash(&Value::Int(k)))).unwrap())
+            .map(|k| {
+                ranges
+                    .iter()
+                    .position(|r| r.contains(shard_hash(&Value::Int(k))))
+                    .unwrap()
+            })
             .collect();
         for s in 0..4 {
             let n = spread.iter().filter(|&&x| x == s).count();

@@ -42,7 +42,11 @@ pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
             out.push(TAG_FLOAT);
             let f = if *f == 0.0 { 0.0 } else { *f };
             let bits = f.to_bits();
-            let bits = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
+            let bits = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits ^ (1 << 63)
+            };
             out.extend_from_slice(&bits.to_be_bytes());
         }
         Value::Text(s) => {
@@ -78,12 +82,21 @@ pub fn encode_key(values: &[Value]) -> Vec<u8> {
 
 /// Decodes a key tuple; the inverse of `encode_key`.
 pub fn decode_key(mut bytes: &[u8]) -> Result<Vec<Value>> {
-    let corrupt = || Error::new(crate::error::sqlstate::DATA_CORRUPTED, "corrupt key encoding");
+    let corrupt = || {
+        Error::new(
+            crate::error::sqlstate::DATA_CORRUPTED,
+            "corrupt key encoding",
+        )
+    };
     let mut values = Vec::new();
     while let Some((&tag, rest)) = bytes.split_first() {
         bytes = rest;
         let fixed8 = |b: &[u8]| -> Result<u64> {
-            let arr: [u8; 8] = b.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?;
+            let arr: [u8; 8] = b
+                .get(..8)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?;
             Ok(u64::from_be_bytes(arr))
         };
         match tag {
@@ -98,7 +111,11 @@ pub fn decode_key(mut bytes: &[u8]) -> Result<Vec<Value>> {
             }
             TAG_FLOAT => {
                 let bits = fixed8(bytes)?;
-                let bits = if bits >> 63 == 1 { bits ^ (1 << 63) } else { !bits };
+                let bits = if bits >> 63 == 1 {
+                    bits ^ (1 << 63)
+                } else {
+                    !bits
+                };
                 values.push(Value::Float(f64::from_bits(bits)));
                 bytes = &bytes[8..];
             }
@@ -145,8 +162,16 @@ mod tests {
 
     #[test]
     fn roundtrips() {
-        roundtrip(vec![Value::Int(-5), Value::Text("a\0b".into()), Value::Bool(true)]);
-        roundtrip(vec![Value::Float(-1.5), Value::Bytes(vec![0, 0, 255]), Value::Null]);
+        roundtrip(vec![
+            Value::Int(-5),
+            Value::Text("a\0b".into()),
+            Value::Bool(true),
+        ]);
+        roundtrip(vec![
+            Value::Float(-1.5),
+            Value::Bytes(vec![0, 0, 255]),
+            Value::Null,
+        ]);
     }
 
     #[test]
@@ -156,8 +181,14 @@ mod tests {
             (vec![Value::Int(i64::MIN)], vec![Value::Int(i64::MAX)]),
             (vec![Value::Float(-2.0)], vec![Value::Float(-1.0)]),
             (vec![Value::Float(-0.5)], vec![Value::Float(0.25)]),
-            (vec![Value::Text("a".into()), Value::Int(2)], vec![Value::Text("ab".into()), Value::Int(1)]),
-            (vec![Value::Text("a".into())], vec![Value::Text("a\0".into())]),
+            (
+                vec![Value::Text("a".into()), Value::Int(2)],
+                vec![Value::Text("ab".into()), Value::Int(1)],
+            ),
+            (
+                vec![Value::Text("a".into())],
+                vec![Value::Text("a\0".into())],
+            ),
             (vec![Value::Int(5)], vec![Value::Null]),
         ];
         for (lo, hi) in cases {

@@ -16,12 +16,25 @@ use crate::value::Value;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Node: run one SQL statement on a shard's primary in its own transaction.
-    Execute { shard: ShardId, epoch: u64, sql: String, params: Vec<Value> },
+    Execute {
+        shard: ShardId,
+        epoch: u64,
+        sql: String,
+        params: Vec<Value>,
+    },
     /// Node: stream the shard's change log from `from_lsn` (exclusive), preceded by a snapshot
     /// when the log no longer reaches back that far.
-    Subscribe { shard: ShardId, from_lsn: u64, subscriber: NodeId },
+    Subscribe {
+        shard: ShardId,
+        from_lsn: u64,
+        subscriber: NodeId,
+    },
     /// Node: a replica reports how far it has durably applied a shard's log.
-    ReportApplied { shard: ShardId, subscriber: NodeId, lsn: u64 },
+    ReportApplied {
+        shard: ShardId,
+        subscriber: NodeId,
+        lsn: u64,
+    },
     /// Node: parameter types and result columns of a statement, from the shard's catalog.
     Describe { shard: ShardId, sql: String },
     /// Node: row count and log positions of the shard replica it hosts.
@@ -57,10 +70,15 @@ pub enum Response {
     Stream(StreamItem),
     ShardStats(ShardStats),
     Checksum(u64),
-    Described { params: Vec<crate::value::DataType>, columns: Vec<crate::schema::ResultColumn> },
+    Described {
+        params: Vec<crate::value::DataType>,
+        columns: Vec<crate::schema::ResultColumn>,
+    },
     State(ClusterState),
     /// This meta voter is not the leader; `leader` is the leader's address if known.
-    NotLeader { leader: Option<String> },
+    NotLeader {
+        leader: Option<String>,
+    },
     MetaStatus(MetaStatus),
     Raft(Vec<u8>),
     Error(Error),
@@ -73,9 +91,17 @@ pub enum Response {
 pub enum StreamItem {
     /// A snapshot follows: the replica must discard its contents and load these tables,
     /// then continue from `lsn`.
-    SnapshotBegin { lsn: u64, tables: Vec<TableSchema> },
-    SnapshotRows { table: String, rows: Vec<(Vec<u8>, Vec<u8>)> },
-    SnapshotEnd { lsn: u64 },
+    SnapshotBegin {
+        lsn: u64,
+        tables: Vec<TableSchema>,
+    },
+    SnapshotRows {
+        table: String,
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    SnapshotEnd {
+        lsn: u64,
+    },
     /// Committed transactions in LSN order.
     Changes(Vec<ChangeRecord>),
 }

@@ -21,7 +21,12 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        let row = vec![Value::Int(1), Value::Null, Value::Text("x".into()), Value::Float(0.5)];
+        let row = vec![
+            Value::Int(1),
+            Value::Null,
+            Value::Text("x".into()),
+            Value::Float(0.5),
+        ];
         assert_eq!(decode_row(&encode_row(&row)).unwrap(), row);
         assert!(decode_row(&[0xff, 0xff]).is_err());
     }

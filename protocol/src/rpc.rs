@@ -80,7 +80,10 @@ impl RpcClient {
             .map_err(|_| Error::connection(format!("timed out connecting to {addr}")))?
             .map_err(|e| Error::new(&e.code, format!("cannot reach {addr}: {}", e.message)))?;
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let shared = Arc::new(Shared { pending: Mutex::new(HashMap::new()), closed: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        });
         let (outgoing, mut rx) = mpsc::channel::<(u64, Request)>(1024);
 
         let write_shared = shared.clone();
@@ -95,14 +98,14 @@ impl RpcClient {
         let read_shared = shared.clone();
         tokio::spawn(async move {
             loop {
-                let frame: Option<(u64, Response)> = match read_frame(&mut reader, MAX_FRAME).await {
-                    Ok(f) => f,
-                    Err(_) => None,
-                };
+                let frame: Option<(u64, Response)> =
+                    read_frame(&mut reader, MAX_FRAME).await.unwrap_or_default();
                 let Some((id, resp)) = frame else { break };
                 let last = matches!(resp, Response::End | Response::Error(_));
                 let waiter = {
-                    let Ok(mut pending) = read_shared.pending.lock() else { break };
+                    let Ok(mut pending) = read_shared.pending.lock() else {
+                        break;
+                    };
                     match pending.get(&id) {
                         Some(Waiter::Stream(_)) if !last => None,
                         _ => pending.remove(&id),
@@ -124,19 +127,23 @@ impl RpcClient {
                             },
                             Err(_) => break,
                         };
-                        if let Some(tx) = tx {
-                            if tx.send(resp).await.is_err() {
-                                if let Ok(mut p) = read_shared.pending.lock() {
-                                    p.remove(&id);
-                                }
-                            }
+                        if let Some(tx) = tx
+                            && tx.send(resp).await.is_err()
+                            && let Ok(mut p) = read_shared.pending.lock()
+                        {
+                            p.remove(&id);
                         }
                     }
                 }
             }
             read_shared.fail_all();
         });
-        Ok(RpcClient { outgoing, shared, next_id: Arc::new(AtomicU64::new(1)), addr: addr.to_string() })
+        Ok(RpcClient {
+            outgoing,
+            shared,
+            next_id: Arc::new(AtomicU64::new(1)),
+            addr: addr.to_string(),
+        })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -145,10 +152,17 @@ impl RpcClient {
 
     fn register(&self, waiter: Waiter) -> Result<u64> {
         if self.is_closed() {
-            return Err(Error::connection(format!("connection to {} is closed", self.addr)));
+            return Err(Error::connection(format!(
+                "connection to {} is closed",
+                self.addr
+            )));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shared.pending.lock().map_err(|_| Error::internal("poisoned lock"))?.insert(id, waiter);
+        self.shared
+            .pending
+            .lock()
+            .map_err(|_| Error::internal("poisoned lock"))?
+            .insert(id, waiter);
         Ok(id)
     }
 
@@ -156,8 +170,14 @@ impl RpcClient {
     pub async fn call(&self, req: Request) -> Result<Response> {
         let (tx, rx) = oneshot::channel();
         let id = self.register(Waiter::Once(tx))?;
-        self.outgoing.send((id, req)).await.map_err(|_| Error::connection("connection closed"))?;
-        match rx.await.map_err(|_| Error::connection("connection closed"))? {
+        self.outgoing
+            .send((id, req))
+            .await
+            .map_err(|_| Error::connection("connection closed"))?;
+        match rx
+            .await
+            .map_err(|_| Error::connection("connection closed"))?
+        {
             Response::Error(e) => Err(e),
             other => Ok(other),
         }
@@ -167,7 +187,10 @@ impl RpcClient {
     pub async fn stream(&self, req: Request, buffer: usize) -> Result<mpsc::Receiver<Response>> {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let id = self.register(Waiter::Stream(tx))?;
-        self.outgoing.send((id, req)).await.map_err(|_| Error::connection("connection closed"))?;
+        self.outgoing
+            .send((id, req))
+            .await
+            .map_err(|_| Error::connection("connection closed"))?;
         Ok(rx)
     }
 }
@@ -216,7 +239,11 @@ pub async fn serve<S: Service>(listener: net::TcpListener, secret: ClusterSecret
     }
 }
 
-async fn serve_connection<S: Service>(mut stream: net::TcpStream, secret: &ClusterSecret, service: Arc<S>) -> Result<()> {
+async fn serve_connection<S: Service>(
+    mut stream: net::TcpStream,
+    secret: &ClusterSecret,
+    service: Arc<S>,
+) -> Result<()> {
     #[cfg(not(feature = "sim"))]
     let _ = stream.set_nodelay(true);
     tokio::time::timeout(CONNECT_TIMEOUT, server_handshake(&mut stream, secret))
@@ -255,7 +282,10 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(secret: ClusterSecret) -> Self {
-        Pool { secret, clients: Arc::default() }
+        Pool {
+            secret,
+            clients: Arc::default(),
+        }
     }
 
     pub fn secret(&self) -> &ClusterSecret {
@@ -265,10 +295,10 @@ impl Pool {
     /// A live client for `addr`, connecting if needed.
     pub async fn get(&self, addr: &str) -> Result<RpcClient> {
         let mut clients = self.clients.lock().await;
-        if let Some(c) = clients.get(addr) {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = clients.get(addr)
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
         }
         let client = RpcClient::connect(addr, &self.secret).await?;
         clients.insert(addr.to_string(), client.clone());
@@ -279,7 +309,9 @@ impl Pool {
     pub async fn call(&self, addr: &str, req: Request) -> Result<Response> {
         let client = self.get(addr).await?;
         match client.call(req.clone()).await {
-            Err(e) if e.is_connection() && client.is_closed() => self.get(addr).await?.call(req).await,
+            Err(e) if e.is_connection() && client.is_closed() => {
+                self.get(addr).await?.call(req).await
+            }
             other => other,
         }
     }

@@ -29,7 +29,10 @@ impl TableSchema {
     }
 
     pub fn key_of(&self, row: &[Value]) -> Vec<Value> {
-        self.primary_key.iter().map(|&i| row.get(i).cloned().unwrap_or(Value::Null)).collect()
+        self.primary_key
+            .iter()
+            .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
+            .collect()
     }
 }
 
@@ -54,7 +57,11 @@ pub struct QueryResult {
 
 impl QueryResult {
     pub fn command(tag: &str, affected: u64) -> Self {
-        QueryResult { tag: tag.to_string(), affected, ..Default::default() }
+        QueryResult {
+            tag: tag.to_string(),
+            affected,
+            ..Default::default()
+        }
     }
 
     /// The CommandComplete text, as PostgreSQL prints it.

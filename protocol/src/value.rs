@@ -99,7 +99,12 @@ impl DataType {
 
     /// Converts a value to this type for storage, as an assignment cast does in PostgreSQL.
     pub fn coerce(&self, value: Value) -> Result<Value> {
-        let out_of_range = |t: &str| Error::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, format!("{t} out of range"));
+        let out_of_range = |t: &str| {
+            Error::new(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!("{t} out of range"),
+            )
+        };
         Ok(match (self, value) {
             (_, Value::Null) => Value::Null,
             (DataType::Bool, Value::Bool(b)) => Value::Bool(b),
@@ -130,17 +135,17 @@ impl DataType {
             (DataType::Float8, Value::Float(f)) => Value::Float(f),
             (DataType::Text, Value::Text(s)) => Value::Text(s),
             (DataType::Varchar(limit), Value::Text(s)) => {
-                if let Some(n) = limit {
-                    if s.chars().count() > *n as usize {
-                        let trimmed = s.trim_end_matches(' ');
-                        if trimmed.chars().count() > *n as usize {
-                            return Err(Error::new(
-                                sqlstate::STRING_DATA_RIGHT_TRUNCATION,
-                                format!("value too long for type character varying({n})"),
-                            ));
-                        }
-                        return Ok(Value::Text(trimmed.chars().take(*n as usize).collect()));
+                if let Some(n) = limit
+                    && s.chars().count() > *n as usize
+                {
+                    let trimmed = s.trim_end_matches(' ');
+                    if trimmed.chars().count() > *n as usize {
+                        return Err(Error::new(
+                            sqlstate::STRING_DATA_RIGHT_TRUNCATION,
+                            format!("value too long for type character varying({n})"),
+                        ));
                     }
+                    return Ok(Value::Text(trimmed.chars().take(*n as usize).collect()));
                 }
                 Value::Text(s)
             }
@@ -150,7 +155,11 @@ impl DataType {
             (t, v) => {
                 return Err(Error::new(
                     sqlstate::DATATYPE_MISMATCH,
-                    format!("column is of type {} but expression is of type {}", t.name(), v.type_name()),
+                    format!(
+                        "column is of type {} but expression is of type {}",
+                        t.name(),
+                        v.type_name()
+                    ),
                 ));
             }
         })
@@ -173,7 +182,11 @@ impl DataType {
             },
             DataType::Int2 | DataType::Int4 | DataType::Int8 => {
                 let i: i64 = t.parse().map_err(|_| {
-                    if !t.is_empty() && t.trim_start_matches(['-', '+']).chars().all(|c| c.is_ascii_digit()) {
+                    if !t.is_empty()
+                        && t.trim_start_matches(['-', '+'])
+                            .chars()
+                            .all(|c| c.is_ascii_digit())
+                    {
                         Error::new(
                             sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
                             format!("value \"{s}\" is out of range for type {}", self.name()),
@@ -210,7 +223,10 @@ fn parse_bytea(s: &str) -> Option<Vec<u8>> {
         if hex.len() % 2 != 0 {
             return None;
         }
-        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect()
     } else {
         Some(s.as_bytes().to_vec())
     }
@@ -299,13 +315,26 @@ pub fn format_float(f: f64, single: bool) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
-    let s = if single { format!("{}", f as f32) } else { format!("{f}") };
+    let s = if single {
+        format!("{}", f as f32)
+    } else {
+        format!("{f}")
+    };
     let abs = f.abs();
-    if abs != 0.0 && !(1e-4..1e15).contains(&abs) {
+    let limit = if single { 1e6 } else { 1e15 };
+    if abs != 0.0 && !(1e-4..limit).contains(&abs) {
         // PostgreSQL switches to exponent notation outside this range.
-        let e = if single { format!("{:e}", f as f32) } else { format!("{f:e}") };
+        let e = if single {
+            format!("{:e}", f as f32)
+        } else {
+            format!("{f:e}")
+        };
         return match e.split_once('e') {
             Some((mantissa, exp)) => {
                 let exp: i32 = exp.parse().unwrap_or(0);
@@ -371,7 +400,10 @@ mod tests {
 
     #[test]
     fn integers_and_floats_compare_across_kinds() {
-        assert_eq!(Value::Int(2).sql_cmp(&Value::Float(2.5)), Some(Ordering::Less));
+        assert_eq!(
+            Value::Int(2).sql_cmp(&Value::Float(2.5)),
+            Some(Ordering::Less)
+        );
         assert_eq!(Value::Int(2), Value::Float(2.0));
         assert_eq!(Value::Null.sql_cmp(&Value::Int(1)), None);
         assert_eq!(Value::Null.total_cmp(&Value::Int(1)), Ordering::Greater);
@@ -383,7 +415,10 @@ mod tests {
         assert_eq!(DataType::Int4.parse_text(" 42 ").unwrap(), Value::Int(42));
         let err = DataType::Int4.parse_text("abc").unwrap_err();
         assert_eq!(err.code, sqlstate::INVALID_TEXT_REPRESENTATION);
-        assert_eq!(DataType::Bytea.parse_text("\\x0aff").unwrap(), Value::Bytes(vec![10, 255]));
+        assert_eq!(
+            DataType::Bytea.parse_text("\\x0aff").unwrap(),
+            Value::Bytes(vec![10, 255])
+        );
     }
 
     #[test]

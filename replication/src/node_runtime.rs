@@ -55,15 +55,29 @@ impl NodeHandle {
 }
 
 pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle> {
-    let listener = protocol::net::bind(&cfg.listen).await.map_err(|e| Error::io(format!("bind {}: {e}", cfg.listen)))?;
+    let listener = protocol::net::bind(&cfg.listen)
+        .await
+        .map_err(|e| Error::io(format!("bind {}: {e}", cfg.listen)))?;
     let bound = listener.local_addr().map_err(Error::io)?.to_string();
     let addr = cfg.advertise.clone().unwrap_or(bound);
     let hlc = Arc::new(Hlc::new(cfg.clock.clone()));
-    let service = Arc::new(NodeService::new(cfg.id, cfg.data_dir.clone(), hlc, cfg.shard.clone())?);
-    let mut tasks = vec![tokio::spawn(protocol::rpc::serve(listener, cfg.secret.clone(), service.clone()))];
+    let service = Arc::new(NodeService::new(
+        cfg.id,
+        cfg.data_dir.clone(),
+        hlc,
+        cfg.shard.clone(),
+    )?);
+    let mut tasks = vec![tokio::spawn(protocol::rpc::serve(
+        listener,
+        cfg.secret.clone(),
+        service.clone(),
+    ))];
 
     let meta = MetaClient::connect(cfg.meta.clone(), cfg.secret.clone()).await?;
-    let info = NodeInfo { id: cfg.id, addr: addr.clone() };
+    let info = NodeInfo {
+        id: cfg.id,
+        addr: addr.clone(),
+    };
     if meta.state().nodes.get(&cfg.id) != Some(&info) {
         meta.propose(MetaCommand::RegisterNode(info)).await?;
     }
@@ -93,7 +107,12 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle> {
             }
         }
     }));
-    Ok(NodeHandle { id: cfg.id, addr, service, tasks })
+    Ok(NodeHandle {
+        id: cfg.id,
+        addr,
+        service,
+        tasks,
+    })
 }
 
 fn reconcile(
@@ -111,19 +130,29 @@ fn reconcile(
             }
         } else if shard.replicas.contains(&me) {
             let hosted = svc.host(shard.id, false, shard.epoch)?;
-            let Some(upstream) = state.node_addr(shard.primary) else { continue };
+            let Some(upstream) = state.node_addr(shard.primary) else {
+                continue;
+            };
             let current = followers.get(&shard.id).map(|(u, _)| u.as_str());
             if current != Some(upstream) {
                 if let Some((_, task)) = followers.remove(&shard.id) {
                     task.abort();
                 }
-                let task = tokio::spawn(replica::follow(hosted, me, upstream.to_string(), pool.clone()));
+                let task = tokio::spawn(replica::follow(
+                    hosted,
+                    me,
+                    upstream.to_string(),
+                    pool.clone(),
+                ));
                 followers.insert(shard.id, (upstream.to_string(), task));
             }
         }
     }
     for id in svc.hosted() {
-        let placed = state.shards.get(&id).is_some_and(|s| s.primary == me || s.replicas.contains(&me));
+        let placed = state
+            .shards
+            .get(&id)
+            .is_some_and(|s| s.primary == me || s.replicas.contains(&me));
         if !placed {
             if let Some((_, task)) = followers.remove(&id) {
                 task.abort();

@@ -36,14 +36,27 @@ pub async fn follow(shard: Arc<Shard>, me: NodeId, upstream: String, pool: Pool)
 async fn follow_once(shard: &Arc<Shard>, me: NodeId, upstream: &str, pool: &Pool) -> Result<()> {
     let client = pool.get(upstream).await?;
     let from_lsn = shard.lsn();
-    let mut stream = client.stream(Request::Subscribe { shard: shard.id, from_lsn, subscriber: me }, 8).await?;
+    let mut stream = client
+        .stream(
+            Request::Subscribe {
+                shard: shard.id,
+                from_lsn,
+                subscriber: me,
+            },
+            8,
+        )
+        .await?;
     let mut loading: Option<SnapshotJob> = None;
     while let Some(resp) = stream.recv().await {
         let item = match resp {
             Response::Stream(item) => item,
             Response::End => return Ok(()),
             Response::Error(e) => return Err(e),
-            other => return Err(Error::protocol(format!("unexpected subscription message {other:?}"))),
+            other => {
+                return Err(Error::protocol(format!(
+                    "unexpected subscription message {other:?}"
+                )));
+            }
         };
         match item {
             StreamItem::Changes(records) => {
@@ -52,18 +65,28 @@ async fn follow_once(shard: &Arc<Shard>, me: NodeId, upstream: &str, pool: &Pool
                     .await
                     .map_err(|e| Error::internal(format!("apply task failed: {e}")))??;
                 // Best effort: the upstream uses it only to judge how far replicas are.
-                let _ = client.call(Request::ReportApplied { shard: shard.id, subscriber: me, lsn }).await;
+                let _ = client
+                    .call(Request::ReportApplied {
+                        shard: shard.id,
+                        subscriber: me,
+                        lsn,
+                    })
+                    .await;
             }
             StreamItem::SnapshotBegin { lsn, tables } => {
                 tracing::info!(shard = shard.id, lsn, "installing snapshot from {upstream}");
                 loading = Some(SnapshotJob::start(shard.clone(), tables));
             }
             StreamItem::SnapshotRows { table, rows } => {
-                let job = loading.as_mut().ok_or_else(|| Error::protocol("snapshot rows without begin"))?;
+                let job = loading
+                    .as_mut()
+                    .ok_or_else(|| Error::protocol("snapshot rows without begin"))?;
                 job.send(SnapshotPart::Rows(table, rows)).await?;
             }
             StreamItem::SnapshotEnd { lsn } => {
-                let job = loading.take().ok_or_else(|| Error::protocol("snapshot end without begin"))?;
+                let job = loading
+                    .take()
+                    .ok_or_else(|| Error::protocol("snapshot end without begin"))?;
                 job.finish(lsn).await?;
             }
         }
@@ -109,6 +132,8 @@ impl SnapshotJob {
     async fn finish(self, lsn: u64) -> Result<()> {
         let _ = self.tx.send(SnapshotPart::End(lsn)).await;
         drop(self.tx);
-        self.done.await.map_err(|e| Error::internal(format!("snapshot task failed: {e}")))?
+        self.done
+            .await
+            .map_err(|e| Error::internal(format!("snapshot task failed: {e}")))?
     }
 }

@@ -35,17 +35,29 @@ pub struct Router {
 
 impl Router {
     pub fn new(meta: MetaClient, pool: Pool, row_budget: usize) -> Arc<Self> {
-        Arc::new(Router { meta, pool, row_budget })
+        Arc::new(Router {
+            meta,
+            pool,
+            row_budget,
+        })
     }
 
     /// Plans and runs one statement.
     pub async fn execute(&self, stmt: &Statement, params: &[Value]) -> Result<QueryResult> {
-        if let Statement::Explain { statement, analyze: false, .. } = stmt {
+        if let Statement::Explain {
+            statement,
+            analyze: false,
+            ..
+        } = stmt
+        {
             let state = self.meta.state();
             let plan = Planner::new(&state, params).plan(statement)?;
             let lines = plan.explain();
             return Ok(QueryResult {
-                columns: vec![ResultColumn { name: "QUERY PLAN".into(), data_type: DataType::Text }],
+                columns: vec![ResultColumn {
+                    name: "QUERY PLAN".into(),
+                    data_type: DataType::Text,
+                }],
                 affected: lines.len() as u64,
                 rows: lines.into_iter().map(|l| vec![Value::Text(l)]).collect(),
                 tag: "EXPLAIN".into(),
@@ -58,7 +70,10 @@ impl Router {
             match self.run(plan, params).await {
                 Err(e) if is_stale_route(&e) && !retried => {
                     retried = true;
-                    let _ = self.meta.wait_for_version(state.version + 1, Duration::from_secs(5)).await;
+                    let _ = self
+                        .meta
+                        .wait_for_version(state.version + 1, Duration::from_secs(5))
+                        .await;
                 }
                 other => return other,
             }
@@ -68,7 +83,13 @@ impl Router {
     /// Parameter types and result columns of a statement.
     pub async fn describe(&self, stmt: &Statement) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
         if let Statement::Explain { .. } = stmt {
-            return Ok((Vec::new(), vec![ResultColumn { name: "QUERY PLAN".into(), data_type: DataType::Text }]));
+            return Ok((
+                Vec::new(),
+                vec![ResultColumn {
+                    name: "QUERY PLAN".into(),
+                    data_type: DataType::Text,
+                }],
+            ));
         }
         let state = self.meta.state();
         // Planning with no parameter values cannot prune; any shard's catalog describes.
@@ -85,30 +106,57 @@ impl Router {
                 }
                 engine::sql::describe(&canonical_names(&stmt), &mem)
             }
-            Ok(Plan::Direct { targets, .. }) | Ok(Plan::CreateTable { targets, .. }) | Ok(Plan::DropTable { targets, .. })
+            Ok(Plan::Direct { targets, .. })
+            | Ok(Plan::CreateTable { targets, .. })
+            | Ok(Plan::DropTable { targets, .. })
                 if !targets.is_empty() =>
             {
                 self.describe_on(&targets[0], stmt).await
             }
-            Ok(Plan::Split { parts }) if !parts.is_empty() => self.describe_on(&parts[0].0, stmt).await,
+            Ok(Plan::Split { parts }) if !parts.is_empty() => {
+                self.describe_on(&parts[0].0, stmt).await
+            }
             Ok(_) => Ok((Vec::new(), Vec::new())),
             Err(e) if e.code == sqlstate::UNDEFINED_PARAMETER => Ok((Vec::new(), Vec::new())),
             Err(e) => Err(e),
         }
     }
 
-    async fn describe_on(&self, target: &Target, stmt: &Statement) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
-        match self.pool.call(&target.addr, Request::Describe { shard: target.shard, sql: stmt.to_string() }).await? {
+    async fn describe_on(
+        &self,
+        target: &Target,
+        stmt: &Statement,
+    ) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
+        match self
+            .pool
+            .call(
+                &target.addr,
+                Request::Describe {
+                    shard: target.shard,
+                    sql: stmt.to_string(),
+                },
+            )
+            .await?
+        {
             Response::Described { params, columns } => Ok((params, columns)),
-            other => Err(Error::protocol(format!("unexpected answer to Describe: {other:?}"))),
+            other => Err(Error::protocol(format!(
+                "unexpected answer to Describe: {other:?}"
+            ))),
         }
     }
 
     async fn send(&self, target: &Target, sql: String, params: &[Value]) -> Result<QueryResult> {
-        let req = Request::Execute { shard: target.shard, epoch: target.epoch, sql, params: params.to_vec() };
+        let req = Request::Execute {
+            shard: target.shard,
+            epoch: target.epoch,
+            sql,
+            params: params.to_vec(),
+        };
         match self.pool.call(&target.addr, req).await? {
             Response::Result(r) => Ok(r),
-            other => Err(Error::protocol(format!("unexpected answer to Execute: {other:?}"))),
+            other => Err(Error::protocol(format!(
+                "unexpected answer to Execute: {other:?}"
+            ))),
         }
     }
 
@@ -119,11 +167,19 @@ impl Router {
                 concat(futures::future::join_all(calls).await)
             }
             Plan::Split { parts } => {
-                let calls = parts.iter().map(|(t, sql)| self.send(t, sql.clone(), params));
+                let calls = parts
+                    .iter()
+                    .map(|(t, sql)| self.send(t, sql.clone(), params));
                 concat(futures::future::join_all(calls).await)
             }
-            Plan::Gather { fetches, tables, stmt } => {
-                let calls = fetches.iter().map(|f| self.send(&f.target, f.sql.clone(), params));
+            Plan::Gather {
+                fetches,
+                tables,
+                stmt,
+            } => {
+                let calls = fetches
+                    .iter()
+                    .map(|f| self.send(&f.target, f.sql.clone(), params));
                 let results = futures::future::join_all(calls).await;
                 let mut mem = MemTables::new(self.row_budget);
                 for t in tables {
@@ -143,7 +199,12 @@ impl Router {
                 let (mem, stmt) = self.local_tables(&stmt, &views, true).await?;
                 engine::sql::query(&stmt, params, &mem)
             }
-            Plan::CreateTable { info, if_not_exists, sql, targets } => {
+            Plan::CreateTable {
+                info,
+                if_not_exists,
+                sql,
+                targets,
+            } => {
                 match self.meta.propose(MetaCommand::CreateTable(info)).await {
                     Ok(_) => {}
                     Err(e) if e.code == sqlstate::DUPLICATE_TABLE && if_not_exists => {
@@ -157,9 +218,17 @@ impl Router {
                 }
                 Ok(QueryResult::command("CREATE TABLE", 0))
             }
-            Plan::DropTable { names, if_exists, targets } => {
+            Plan::DropTable {
+                names,
+                if_exists,
+                targets,
+            } => {
                 for name in &names {
-                    match self.meta.propose(MetaCommand::DropTable { name: name.clone() }).await {
+                    match self
+                        .meta
+                        .propose(MetaCommand::DropTable { name: name.clone() })
+                        .await
+                    {
                         Ok(_) => {}
                         Err(_) if if_exists => {}
                         Err(e) => return Err(e),
@@ -176,7 +245,12 @@ impl Router {
     }
 
     /// Materialises the system views a statement reads.
-    async fn local_tables(&self, stmt: &Statement, views: &[String], with_rows: bool) -> Result<(MemTables, Statement)> {
+    async fn local_tables(
+        &self,
+        stmt: &Statement,
+        views: &[String],
+        with_rows: bool,
+    ) -> Result<(MemTables, Statement)> {
         let state = self.meta.state();
         let live = if with_rows && views.iter().any(|v| v != "tessera.nodes") {
             status::collect(&state, &self.pool).await

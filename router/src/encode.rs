@@ -17,16 +17,31 @@ pub fn pg_type(t: &DataType) -> Type {
     Type::from_oid(t.oid()).unwrap_or(Type::UNKNOWN)
 }
 
-pub fn field_infos(columns: &[ResultColumn], format_for: impl Fn(usize) -> FieldFormat) -> Vec<FieldInfo> {
+pub fn field_infos(
+    columns: &[ResultColumn],
+    format_for: impl Fn(usize) -> FieldFormat,
+) -> Vec<FieldInfo> {
     columns
         .iter()
         .enumerate()
-        .map(|(i, c)| FieldInfo::new(c.name.clone(), None, None, pg_type(&c.data_type), format_for(i)))
+        .map(|(i, c)| {
+            FieldInfo::new(
+                c.name.clone(),
+                None,
+                None,
+                pg_type(&c.data_type),
+                format_for(i),
+            )
+        })
         .collect()
 }
 
-/// Encodes one value of a column of type `t`.
-pub fn encode_value(enc: &mut DataRowEncoder, value: &Value, t: &DataType) -> PgWireResult<()> {
+/// Encodes one value of a column of type `t`, in text or binary format.
+pub fn encode_value(enc: &mut DataRowEncoder, value: &Value, t: &DataType, binary: bool) -> PgWireResult<()> {
+    if !binary {
+        // Text format: PostgreSQL's output functions, not the Rust types' Display.
+        return enc.encode_field(&value.to_pg_text(t));
+    }
     match (value, t) {
         (Value::Null, _) => enc.encode_field(&None::<i32>),
         (Value::Int(i), DataType::Int2) => enc.encode_field(&(*i as i16)),
@@ -36,29 +51,57 @@ pub fn encode_value(enc: &mut DataRowEncoder, value: &Value, t: &DataType) -> Pg
         (Value::Float(f), DataType::Float8) => enc.encode_field(f),
         (Value::Bool(b), DataType::Bool) => enc.encode_field(b),
         (Value::Bytes(b), DataType::Bytea) => enc.encode_field(&b.as_slice()),
-        // Anything else goes out in its text form (a text-typed column, or a value whose kind
-        // differs from the declared type, which the text format represents faithfully).
+        // A text-typed column (whose binary form is its text), or a value whose kind differs
+        // from the declared type, which its text form represents faithfully.
         (v, t) => enc.encode_field(&v.to_pg_text(t)),
     }
 }
 
 /// Decodes a bound parameter given its type.
 pub fn decode_param(bytes: Option<&Bytes>, t: &DataType, binary: bool) -> Result<Value> {
-    let Some(bytes) = bytes else { return Ok(Value::Null) };
+    let Some(bytes) = bytes else {
+        return Ok(Value::Null);
+    };
     if !binary {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| Error::new(sqlstate::INVALID_TEXT_REPRESENTATION, "invalid UTF-8 in parameter"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| {
+            Error::new(
+                sqlstate::INVALID_TEXT_REPRESENTATION,
+                "invalid UTF-8 in parameter",
+            )
+        })?;
         return t.parse_text(text);
     }
-    let bad = || Error::new(sqlstate::INVALID_BINARY_REPRESENTATION, format!("incorrect binary data format in bind parameter of type {}", t.name()));
-    let fixed = |n: usize| -> Result<&[u8]> { if bytes.len() == n { Ok(&bytes[..]) } else { Err(bad()) } };
+    let bad = || {
+        Error::new(
+            sqlstate::INVALID_BINARY_REPRESENTATION,
+            format!(
+                "incorrect binary data format in bind parameter of type {}",
+                t.name()
+            ),
+        )
+    };
+    let fixed = |n: usize| -> Result<&[u8]> {
+        if bytes.len() == n {
+            Ok(&bytes[..])
+        } else {
+            Err(bad())
+        }
+    };
     Ok(match t {
         DataType::Bool => Value::Bool(fixed(1)?[0] != 0),
-        DataType::Int2 => Value::Int(i16::from_be_bytes(fixed(2)?.try_into().map_err(|_| bad())?) as i64),
-        DataType::Int4 => Value::Int(i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?) as i64),
+        DataType::Int2 => {
+            Value::Int(i16::from_be_bytes(fixed(2)?.try_into().map_err(|_| bad())?) as i64)
+        }
+        DataType::Int4 => {
+            Value::Int(i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?) as i64)
+        }
         DataType::Int8 => Value::Int(i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad())?)),
-        DataType::Float4 => Value::Float(f32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?) as f64),
-        DataType::Float8 => Value::Float(f64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad())?)),
+        DataType::Float4 => {
+            Value::Float(f32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?) as f64)
+        }
+        DataType::Float8 => {
+            Value::Float(f64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad())?))
+        }
         DataType::Text | DataType::Varchar(_) => {
             Value::Text(String::from_utf8(bytes.to_vec()).map_err(|_| bad())?)
         }

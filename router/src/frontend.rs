@@ -21,7 +21,10 @@ use pgwire::api::auth::{
 };
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
+    Response, Tag,
+};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
@@ -34,6 +37,9 @@ use protocol::{DataType, Value};
 use sqlparser::ast::{self, Statement};
 
 use crate::dispatch::Router;
+
+/// Parameter types and result columns of a statement.
+type Description = (Vec<DataType>, Vec<ResultColumn>);
 use crate::encode;
 use crate::names;
 use crate::session::{DEFAULTS, Session};
@@ -43,7 +49,7 @@ use crate::session::{DEFAULTS, Session};
 pub struct Prepared {
     pub sql: String,
     pub stmt: Option<Statement>,
-    described: Arc<Mutex<Option<(Vec<DataType>, Vec<ResultColumn>)>>>,
+    described: Arc<Mutex<Option<Description>>>,
 }
 
 pub fn to_pg_error(e: Error) -> PgWireError {
@@ -63,15 +69,25 @@ pub struct Frontend {
 
 impl Frontend {
     pub fn new(router: Arc<Router>) -> Arc<Self> {
-        Arc::new(Frontend { router, parser: Arc::new(StatementParser) })
+        Arc::new(Frontend {
+            router,
+            parser: Arc::new(StatementParser),
+        })
     }
 
     fn session<C: ClientInfo>(client: &C) -> Arc<Session> {
-        client.session_extensions().get_or_insert_with(Session::default)
+        client
+            .session_extensions()
+            .get_or_insert_with(Session::default)
     }
 
     /// Runs one statement for a session: session commands here, everything else routed.
-    async fn run(&self, session: &Session, stmt: &Statement, params: &[Value]) -> Result<QueryResult> {
+    async fn run(
+        &self,
+        session: &Session,
+        stmt: &Statement,
+        params: &[Value],
+    ) -> Result<QueryResult> {
         match stmt {
             Statement::Set(set) => self.set(session, set),
             Statement::ShowVariable { variable } => {
@@ -80,7 +96,12 @@ impl Frontend {
                 if name == "all" {
                     let rows = DEFAULTS
                         .iter()
-                        .map(|(k, _)| vec![Value::Text(k.to_string()), Value::Text(session.get(k).unwrap_or_default())])
+                        .map(|(k, _)| {
+                            vec![
+                                Value::Text(k.to_string()),
+                                Value::Text(session.get(k).unwrap_or_default()),
+                            ]
+                        })
                         .collect::<Vec<_>>();
                     return Ok(QueryResult {
                         columns: vec![text_col("name"), text_col("setting")],
@@ -90,26 +111,37 @@ impl Frontend {
                     });
                 }
                 let value = session.get(&name).ok_or_else(|| {
-                    Error::new(sqlstate::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))
+                    Error::new(
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )
                 })?;
-                Ok(QueryResult { columns: vec![text_col(&name)], rows: vec![vec![Value::Text(value)]], tag: "SHOW".into(), affected: 1 })
+                Ok(QueryResult {
+                    columns: vec![text_col(&name)],
+                    rows: vec![vec![Value::Text(value)]],
+                    tag: "SHOW".into(),
+                    affected: 1,
+                })
             }
             Statement::Discard { .. } => {
                 session.reset_all();
                 Ok(QueryResult::command("DISCARD ALL", 0))
             }
-            Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } | Statement::Savepoint { .. } => {
-                Err(Error::unsupported(
-                    "multi-statement transactions are not available yet; each statement commits on its own",
-                ))
-            }
+            Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. } => Err(Error::unsupported(
+                "multi-statement transactions are not available yet; each statement commits on its own",
+            )),
             _ => self.router.execute(stmt, params).await,
         }
     }
 
     fn set(&self, session: &Session, set: &ast::Set) -> Result<QueryResult> {
         match set {
-            ast::Set::SingleAssignment { variable, values, .. } => {
+            ast::Set::SingleAssignment {
+                variable, values, ..
+            } => {
                 let name = names::table_name(variable);
                 let value = values
                     .iter()
@@ -149,14 +181,19 @@ impl Frontend {
         }
     }
 
-    async fn prepared_types(&self, prepared: &Prepared) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
-        if let Ok(guard) = prepared.described.lock() {
-            if let Some(d) = guard.as_ref() {
-                return Ok(d.clone());
-            }
+    async fn prepared_types(
+        &self,
+        prepared: &Prepared,
+    ) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
+        if let Ok(guard) = prepared.described.lock()
+            && let Some(d) = guard.as_ref()
+        {
+            return Ok(d.clone());
         }
         let described = match &prepared.stmt {
-            Some(Statement::Set(_)) | Some(Statement::Discard { .. }) | None => (Vec::new(), Vec::new()),
+            Some(Statement::Set(_)) | Some(Statement::Discard { .. }) | None => {
+                (Vec::new(), Vec::new())
+            }
             Some(Statement::ShowVariable { variable }) => {
                 let name: Vec<String> = variable.iter().map(names::ident).collect();
                 (Vec::new(), vec![text_col(&name.join("."))])
@@ -171,26 +208,35 @@ impl Frontend {
 }
 
 fn text_col(name: &str) -> ResultColumn {
-    ResultColumn { name: name.to_string(), data_type: DataType::Text }
+    ResultColumn {
+        name: name.to_string(),
+        data_type: DataType::Text,
+    }
 }
 
 /// Turns a result into a wire response.
 fn response(result: QueryResult, format: &Format) -> PgWireResult<Response> {
     if !result.returns_rows() {
         let tag = match result.tag.as_str() {
-            "INSERT" => Tag::new("INSERT").with_oid(0).with_rows(result.affected as usize),
-            "UPDATE" | "DELETE" | "SELECT" | "COPY" | "MOVE" | "FETCH" => Tag::new(&result.tag).with_rows(result.affected as usize),
+            "INSERT" => Tag::new("INSERT")
+                .with_oid(0)
+                .with_rows(result.affected as usize),
+            "UPDATE" | "DELETE" | "SELECT" | "COPY" | "MOVE" | "FETCH" => {
+                Tag::new(&result.tag).with_rows(result.affected as usize)
+            }
             other => Tag::new(other),
         };
         return Ok(Response::Execution(tag));
     }
-    let fields = Arc::new(encode::field_infos(&result.columns, |i| format.format_for(i)));
+    let fields = Arc::new(encode::field_infos(&result.columns, |i| {
+        format.format_for(i)
+    }));
     let types: Vec<DataType> = result.columns.iter().map(|c| c.data_type).collect();
     let mut encoder = DataRowEncoder::new(fields.clone());
     let mut rows = Vec::with_capacity(result.rows.len());
     for row in &result.rows {
-        for (value, t) in row.iter().zip(&types) {
-            encode::encode_value(&mut encoder, value, t)?;
+        for (i, (value, t)) in row.iter().zip(&types).enumerate() {
+            encode::encode_value(&mut encoder, value, t, format.is_binary(i))?;
         }
         rows.push(Ok(encoder.take_row()));
     }
@@ -238,26 +284,53 @@ pub struct StatementParser;
 impl QueryParser for StatementParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let mut stmts = engine::sql::parse(sql).map_err(to_pg_error)?;
         if stmts.len() > 1 {
-            return Err(to_pg_error(Error::syntax("cannot insert multiple commands into a prepared statement")));
+            return Err(to_pg_error(Error::syntax(
+                "cannot insert multiple commands into a prepared statement",
+            )));
         }
-        Ok(Some(Prepared { sql: sql.to_string(), stmt: stmts.pop(), described: Arc::default() }))
+        Ok(Some(Prepared {
+            sql: sql.to_string(),
+            stmt: stmts.pop(),
+            described: Arc::default(),
+        }))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
-        let guard = stmt.described.lock().map_err(|_| to_pg_error(Error::internal("poisoned lock")))?;
-        Ok(guard.as_ref().map(|(p, _)| p.iter().map(encode::pg_type).collect()).unwrap_or_default())
+        let guard = stmt
+            .described
+            .lock()
+            .map_err(|_| to_pg_error(Error::internal("poisoned lock")))?;
+        Ok(guard
+            .as_ref()
+            .map(|(p, _)| p.iter().map(encode::pg_type).collect())
+            .unwrap_or_default())
     }
 
-    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
-        let guard = stmt.described.lock().map_err(|_| to_pg_error(Error::internal("poisoned lock")))?;
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        let guard = stmt
+            .described
+            .lock()
+            .map_err(|_| to_pg_error(Error::internal("poisoned lock")))?;
         let format = format.cloned().unwrap_or(Format::UnifiedText);
-        Ok(guard.as_ref().map(|(_, c)| encode::field_infos(c, |i| format.format_for(i))).unwrap_or_default())
+        Ok(guard
+            .as_ref()
+            .map(|(_, c)| encode::field_infos(c, |i| format.format_for(i)))
+            .unwrap_or_default())
     }
 }
 
@@ -270,7 +343,12 @@ impl ExtendedQueryHandler for Frontend {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -278,28 +356,51 @@ impl ExtendedQueryHandler for Frontend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
-        let Some(stmt) = &prepared.stmt else { return Ok(Response::EmptyQuery) };
+        let Some(stmt) = &prepared.stmt else {
+            return Ok(Response::EmptyQuery);
+        };
         let session = Self::session(client);
         let (described, _) = self.prepared_types(prepared).await.map_err(to_pg_error)?;
         let mut params = Vec::with_capacity(portal.parameter_len());
         for i in 0..portal.parameter_len() {
-            let declared = portal.statement.parameter_types.get(i).cloned().flatten().and_then(|t| DataType::from_oid(t.oid()));
-            let t = declared.or_else(|| described.get(i).copied()).unwrap_or(DataType::Text);
+            let declared = portal
+                .statement
+                .parameter_types
+                .get(i)
+                .cloned()
+                .flatten()
+                .and_then(|t| DataType::from_oid(t.oid()));
+            let t = declared
+                .or_else(|| described.get(i).copied())
+                .unwrap_or(DataType::Text);
             let binary = portal.parameter_format.is_binary(i);
-            params.push(encode::decode_param(portal.parameters[i].as_ref(), &t, binary).map_err(to_pg_error)?);
+            params.push(
+                encode::decode_param(portal.parameters[i].as_ref(), &t, binary)
+                    .map_err(to_pg_error)?,
+            );
         }
-        let result = self.run(&session, stmt, &params).await.map_err(to_pg_error)?;
+        let result = self
+            .run(&session, stmt, &params)
+            .await
+            .map_err(to_pg_error)?;
         response(result, &portal.result_column_format)
     }
 
-    async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Prepared>) -> PgWireResult<DescribeStatementResponse>
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Prepared>,
+    ) -> PgWireResult<DescribeStatementResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (params, columns) = self.prepared_types(&target.statement).await.map_err(to_pg_error)?;
+        let (params, columns) = self
+            .prepared_types(&target.statement)
+            .await
+            .map_err(to_pg_error)?;
         let n = params.len().max(target.parameter_types.len());
         let param_types = (0..n)
             .map(|i| {
@@ -312,25 +413,42 @@ impl ExtendedQueryHandler for Frontend {
                     .unwrap_or(Type::TEXT)
             })
             .collect();
-        Ok(DescribeStatementResponse::new(param_types, encode::field_infos(&columns, |_| pgwire::api::results::FieldFormat::Text)))
+        Ok(DescribeStatementResponse::new(
+            param_types,
+            encode::field_infos(&columns, |_| pgwire::api::results::FieldFormat::Text),
+        ))
     }
 
-    async fn do_describe_portal<C>(&self, _client: &mut C, target: &Portal<Prepared>) -> PgWireResult<DescribePortalResponse>
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        target: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (_, columns) = self.prepared_types(&target.statement.statement).await.map_err(to_pg_error)?;
+        let (_, columns) = self
+            .prepared_types(&target.statement.statement)
+            .await
+            .map_err(to_pg_error)?;
         let format = &target.result_column_format;
-        Ok(DescribePortalResponse::new(encode::field_infos(&columns, |i| format.format_for(i))))
+        Ok(DescribePortalResponse::new(encode::field_infos(
+            &columns,
+            |i| format.format_for(i),
+        )))
     }
 }
 
 #[async_trait]
 impl StartupHandler for Frontend {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -340,7 +458,10 @@ impl StartupHandler for Frontend {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
             let pid = rand_pid();
-            client.set_pid_and_secret_key(pid, pgwire::messages::startup::SecretKey::I32(pid.wrapping_mul(7919)));
+            client.set_pid_and_secret_key(
+                pid,
+                pgwire::messages::startup::SecretKey::I32(pid.wrapping_mul(7919)),
+            );
             let mut params = DefaultServerParameterProvider::default();
             params.server_version = "15.0 (Tessera)".to_string();
             params.application_name = client.metadata().get("application_name").cloned();

@@ -53,7 +53,9 @@ impl RouterHandle {
 pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
     let meta = MetaClient::connect(cfg.meta.clone(), cfg.secret.clone()).await?;
     let router = dispatch::Router::new(meta, Pool::new(cfg.secret.clone()), cfg.row_budget);
-    let listener = TcpListener::bind(&cfg.listen).await.map_err(|e| Error::io(format!("bind {}: {e}", cfg.listen)))?;
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| Error::io(format!("bind {}: {e}", cfg.listen)))?;
     let addr = listener.local_addr().map_err(Error::io)?;
     let handlers = Arc::new(frontend::Handlers(frontend::Frontend::new(router.clone())));
     let slots = Arc::new(Semaphore::new(cfg.max_connections));

@@ -8,28 +8,36 @@
 use std::collections::BTreeMap;
 
 use engine::txn::{KeyRange, ReadTxn, RowIter};
+use protocol::Value;
 use protocol::error::{Error, Result, sqlstate};
 use protocol::keycode::encode_key;
 use protocol::schema::TableSchema;
-use protocol::Value;
 
 /// The most rows the router holds for one statement; past it the query fails with 53200.
 pub const DEFAULT_ROW_BUDGET: usize = 2_000_000;
 
+/// A row with its storage key.
+type KeyedRow = (Vec<u8>, Vec<Value>);
+
 #[derive(Default)]
 pub struct MemTables {
-    tables: BTreeMap<String, (TableSchema, Vec<(Vec<u8>, Vec<Value>)>)>,
+    tables: BTreeMap<String, (TableSchema, Vec<KeyedRow>)>,
     rows: usize,
     budget: usize,
 }
 
 impl MemTables {
     pub fn new(budget: usize) -> Self {
-        MemTables { budget, ..Default::default() }
+        MemTables {
+            budget,
+            ..Default::default()
+        }
     }
 
     pub fn add_table(&mut self, schema: TableSchema) {
-        self.tables.entry(schema.name.clone()).or_insert((schema, Vec::new()));
+        self.tables
+            .entry(schema.name.clone())
+            .or_insert((schema, Vec::new()));
     }
 
     /// Adds rows to a table added before; rows are keyed by their primary key, or by arrival
@@ -39,10 +47,16 @@ impl MemTables {
         if self.rows > self.budget {
             return Err(Error::new(
                 sqlstate::OUT_OF_MEMORY,
-                format!("query needs more than {} rows at the router (tessera.router_row_budget)", self.budget),
+                format!(
+                    "query needs more than {} rows at the router (tessera.router_row_budget)",
+                    self.budget
+                ),
             ));
         }
-        let (schema, stored) = self.tables.get_mut(table).ok_or_else(|| Error::undefined_table(table))?;
+        let (schema, stored) = self
+            .tables
+            .get_mut(table)
+            .ok_or_else(|| Error::undefined_table(table))?;
         for row in rows {
             let key = if schema.primary_key.is_empty() {
                 encode_key(&[Value::Int(stored.len() as i64)])
@@ -72,16 +86,30 @@ impl ReadTxn for MemTables {
     }
 
     fn scan(&self, table: &str, range: KeyRange) -> Result<RowIter<'_>> {
-        let (_, rows) = self.tables.get(table).ok_or_else(|| Error::undefined_table(table))?;
+        let (_, rows) = self
+            .tables
+            .get(table)
+            .ok_or_else(|| Error::undefined_table(table))?;
         Ok(Box::new(
             rows.iter()
-                .filter(move |(k, _)| std::ops::RangeBounds::<Vec<u8>>::contains(&(range.0.as_ref(), range.1.as_ref()), k))
+                .filter(move |(k, _)| {
+                    std::ops::RangeBounds::<Vec<u8>>::contains(
+                        &(range.0.as_ref(), range.1.as_ref()),
+                        k,
+                    )
+                })
                 .map(|(k, r)| Ok((k.clone(), r.clone()))),
         ))
     }
 
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>> {
-        let (_, rows) = self.tables.get(table).ok_or_else(|| Error::undefined_table(table))?;
-        Ok(rows.binary_search_by(|(k, _)| k.as_slice().cmp(key)).ok().map(|i| rows[i].1.clone()))
+        let (_, rows) = self
+            .tables
+            .get(table)
+            .ok_or_else(|| Error::undefined_table(table))?;
+        Ok(rows
+            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .ok()
+            .map(|i| rows[i].1.clone()))
     }
 }

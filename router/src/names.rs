@@ -6,7 +6,11 @@ use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
 pub const SYSTEM_SCHEMA: &str = "tessera";
 
 pub fn ident(id: &Ident) -> String {
-    if id.quote_style.is_some() { id.value.clone() } else { id.value.to_lowercase() }
+    if id.quote_style.is_some() {
+        id.value.clone()
+    } else {
+        id.value.to_lowercase()
+    }
 }
 
 /// The table an object name refers to: `t` and `public.t` are `t`; `tessera.shards` stays

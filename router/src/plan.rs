@@ -17,13 +17,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use protocol::cluster::{ClusterState, Distribution, ShardId, ShardInfo, TableInfo, DEFAULT_KEYSPACE};
+use protocol::cluster::{
+    ClusterState, DEFAULT_KEYSPACE, Distribution, ShardId, ShardInfo, TableInfo,
+};
 use protocol::error::{Error, Result, sqlstate};
 use protocol::hash::shard_hash;
 use protocol::schema::TableSchema;
 use protocol::{DataType, Value};
 use sqlparser::ast::{
-    self, BinaryOperator, CreateTableOptions, Expr, SetExpr, SqlOption, Statement, TableFactor, UnaryOperator,
+    self, BinaryOperator, CreateTableOptions, Expr, SetExpr, SqlOption, Statement, TableFactor,
+    UnaryOperator,
 };
 
 use crate::names::{self, is_system, table_name};
@@ -52,11 +55,27 @@ pub enum Plan {
     /// One statement per target.
     Split { parts: Vec<(Target, String)> },
     /// Rows are fetched, then `stmt` runs at the router over them.
-    Gather { fetches: Vec<Fetch>, tables: Vec<TableSchema>, stmt: Box<Statement> },
+    Gather {
+        fetches: Vec<Fetch>,
+        tables: Vec<TableSchema>,
+        stmt: Box<Statement>,
+    },
     /// Answered by the router from the cluster map (system views).
-    Local { stmt: Box<Statement>, views: Vec<String> },
-    CreateTable { info: TableInfo, if_not_exists: bool, sql: String, targets: Vec<Target> },
-    DropTable { names: Vec<String>, if_exists: bool, targets: Vec<Target> },
+    Local {
+        stmt: Box<Statement>,
+        views: Vec<String>,
+    },
+    CreateTable {
+        info: TableInfo,
+        if_not_exists: bool,
+        sql: String,
+        targets: Vec<Target>,
+    },
+    DropTable {
+        names: Vec<String>,
+        if_exists: bool,
+        targets: Vec<Target>,
+    },
 }
 
 impl Plan {
@@ -66,7 +85,10 @@ impl Plan {
         let mut out = Vec::new();
         match self {
             Plan::Direct { targets, sql } => {
-                out.push(format!("Direct to {} shard(s); results concatenated", targets.len()));
+                out.push(format!(
+                    "Direct to {} shard(s); results concatenated",
+                    targets.len()
+                ));
                 for t in targets {
                     out.push(format!("  {}: {sql}", shard(t)));
                 }
@@ -79,7 +101,10 @@ impl Plan {
             }
             Plan::Gather { fetches, stmt, .. } => {
                 out.push(format!("Router executes: {stmt}"));
-                out.push(format!("  over rows gathered from {} fetch(es):", fetches.len()));
+                out.push(format!(
+                    "  over rows gathered from {} fetch(es):",
+                    fetches.len()
+                ));
                 for f in fetches {
                     out.push(format!("    {}: {}", shard(&f.target), f.sql));
                 }
@@ -88,8 +113,14 @@ impl Plan {
                 out.push(format!("Router executes: {stmt}"));
                 out.push(format!("  over system view(s) {}", views.join(", ")));
             }
-            Plan::CreateTable { info, sql, targets, .. } => {
-                let key: Vec<&str> = info.shard_key.iter().map(|&i| info.schema.columns[i].name.as_str()).collect();
+            Plan::CreateTable {
+                info, sql, targets, ..
+            } => {
+                let key: Vec<&str> = info
+                    .shard_key
+                    .iter()
+                    .map(|&i| info.schema.columns[i].name.as_str())
+                    .collect();
                 out.push(format!(
                     "Create table {} in keyspace {} ({:?}, shard key {})",
                     info.schema.name,
@@ -106,7 +137,11 @@ impl Plan {
                 out.push(format!("Drop table(s) {}", names.join(", ")));
                 out.push("  meta: unregister table(s)".into());
                 for t in targets {
-                    out.push(format!("  {}: DROP TABLE IF EXISTS {}", shard(t), names.join(", ")));
+                    out.push(format!(
+                        "  {}: DROP TABLE IF EXISTS {}",
+                        shard(t),
+                        names.join(", ")
+                    ));
                 }
             }
         }
@@ -120,10 +155,18 @@ pub struct Planner<'a> {
 }
 
 fn target(state: &ClusterState, shard: &ShardInfo) -> Result<Target> {
-    let addr = state
-        .node_addr(shard.primary)
-        .ok_or_else(|| Error::connection(format!("primary node {} of shard {} is unknown", shard.primary, shard.id)))?;
-    Ok(Target { shard: shard.id, node: shard.primary, addr: addr.to_string(), epoch: shard.epoch })
+    let addr = state.node_addr(shard.primary).ok_or_else(|| {
+        Error::connection(format!(
+            "primary node {} of shard {} is unknown",
+            shard.primary, shard.id
+        ))
+    })?;
+    Ok(Target {
+        shard: shard.id,
+        node: shard.primary,
+        addr: addr.to_string(),
+        epoch: shard.epoch,
+    })
 }
 
 impl<'a> Planner<'a> {
@@ -143,13 +186,21 @@ impl<'a> Planner<'a> {
     }
 
     fn table(&self, name: &str) -> Result<&'a TableInfo> {
-        self.state.tables.get(name).ok_or_else(|| Error::undefined_table(name))
+        self.state
+            .tables
+            .get(name)
+            .ok_or_else(|| Error::undefined_table(name))
     }
 
     pub fn plan(&self, stmt: &Statement) -> Result<Plan> {
         match stmt {
             Statement::CreateTable(create) => self.plan_create(stmt, create),
-            Statement::Drop { object_type: ast::ObjectType::Table, if_exists, names, .. } => {
+            Statement::Drop {
+                object_type: ast::ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => {
                 let names: Vec<String> = names.iter().map(table_name).collect();
                 let mut keyspaces = BTreeSet::new();
                 for n in &names {
@@ -158,14 +209,23 @@ impl<'a> Planner<'a> {
                             keyspaces.insert(t.keyspace.clone());
                         }
                         None if *if_exists => {}
-                        None => return Err(Error::new(sqlstate::UNDEFINED_TABLE, format!("table \"{n}\" does not exist"))),
+                        None => {
+                            return Err(Error::new(
+                                sqlstate::UNDEFINED_TABLE,
+                                format!("table \"{n}\" does not exist"),
+                            ));
+                        }
                     }
                 }
                 let mut targets = Vec::new();
                 for ks in keyspaces {
                     targets.extend(self.keyspace_targets(&ks)?);
                 }
-                Ok(Plan::DropTable { names, if_exists: *if_exists, targets })
+                Ok(Plan::DropTable {
+                    names,
+                    if_exists: *if_exists,
+                    targets,
+                })
             }
             Statement::Insert(insert) => self.plan_insert(stmt, insert),
             _ => self.plan_by_tables(stmt),
@@ -183,12 +243,17 @@ impl<'a> Planner<'a> {
         };
         for opt in options {
             let SqlOption::KeyValue { key, value } = opt else {
-                return Err(Error::new(sqlstate::INVALID_PARAMETER_VALUE, format!("unrecognized table option {opt}")));
+                return Err(Error::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("unrecognized table option {opt}"),
+                ));
             };
             let key = table_name(key);
             let text = option_text(value);
             match key.as_str() {
-                "shard_key" => shard_key = Some(text.split(',').map(|s| s.trim().to_lowercase()).collect()),
+                "shard_key" => {
+                    shard_key = Some(text.split(',').map(|s| s.trim().to_lowercase()).collect())
+                }
                 "keyspace" => keyspace = text.to_lowercase(),
                 "distribution" => {
                     distribution = match text.to_lowercase().as_str() {
@@ -201,39 +266,59 @@ impl<'a> Planner<'a> {
                         other => {
                             return Err(Error::new(
                                 sqlstate::INVALID_PARAMETER_VALUE,
-                                format!("invalid distribution \"{other}\" (expected sharded, reference or single)"),
+                                format!(
+                                    "invalid distribution \"{other}\" (expected sharded, reference or single)"
+                                ),
                             ));
                         }
                     }
                 }
                 other => {
-                    return Err(Error::new(sqlstate::INVALID_PARAMETER_VALUE, format!("unrecognized parameter \"{other}\"")));
+                    return Err(Error::new(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!("unrecognized parameter \"{other}\""),
+                    ));
                 }
             }
         }
         if !self.state.keyspaces.contains_key(&keyspace) {
-            return Err(Error::new(sqlstate::UNDEFINED_OBJECT, format!("keyspace \"{keyspace}\" does not exist")));
+            return Err(Error::new(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("keyspace \"{keyspace}\" does not exist"),
+            ));
         }
         let key_cols = match shard_key {
             Some(cols) => cols
                 .iter()
                 .map(|c| {
                     schema.column_index(c).ok_or_else(|| {
-                        Error::new(sqlstate::UNDEFINED_COLUMN, format!("shard key column \"{c}\" does not exist"))
+                        Error::new(
+                            sqlstate::UNDEFINED_COLUMN,
+                            format!("shard key column \"{c}\" does not exist"),
+                        )
                     })
                 })
                 .collect::<Result<Vec<_>>>()?,
-            None => schema.primary_key.first().map(|&i| vec![i]).unwrap_or_default(),
+            None => schema
+                .primary_key
+                .first()
+                .map(|&i| vec![i])
+                .unwrap_or_default(),
         };
         if key_cols.is_empty() {
-            return Err(Error::new(sqlstate::INVALID_TABLE_DEFINITION, "a sharded table needs a primary key or shard_key"));
+            return Err(Error::new(
+                sqlstate::INVALID_TABLE_DEFINITION,
+                "a sharded table needs a primary key or shard_key",
+            ));
         }
         if !key_cols.iter().all(|c| schema.primary_key.contains(c)) {
             return Err(Error::unsupported(format!(
                 "the primary key of sharded table \"{}\" must include its shard key",
                 schema.name
             ))
-            .with_detail("Uniqueness is enforced within a shard, so the key must decide the shard."));
+            .with_detail(
+                "Uniqueness is enforced within a shard, so the key must decide the shard.",
+            ));
         }
         // Shards get the table without Tessera's storage parameters.
         let mut plain = create.clone();
@@ -241,7 +326,12 @@ impl<'a> Planner<'a> {
         plain.if_not_exists = true;
         let targets = self.keyspace_targets(&keyspace)?;
         Ok(Plan::CreateTable {
-            info: TableInfo { schema, keyspace, distribution, shard_key: key_cols },
+            info: TableInfo {
+                schema,
+                keyspace,
+                distribution,
+                shard_key: key_cols,
+            },
             if_not_exists: create.if_not_exists,
             sql: Statement::CreateTable(plain).to_string(),
             targets,
@@ -255,10 +345,17 @@ impl<'a> Planner<'a> {
         let table = self.table(&table_name(name))?;
         let targets = self.keyspace_targets(&table.keyspace)?;
         if targets.len() == 1 {
-            return Ok(Plan::Direct { targets, sql: stmt.to_string() });
+            return Ok(Plan::Direct {
+                targets,
+                sql: stmt.to_string(),
+            });
         }
         let rows = match insert.source.as_deref().map(|q| q.body.as_ref()) {
-            Some(SetExpr::Values(values)) if insert.source.as_ref().is_some_and(|q| q.with.is_none()) => &values.rows,
+            Some(SetExpr::Values(values))
+                if insert.source.as_ref().is_some_and(|q| q.with.is_none()) =>
+            {
+                &values.rows
+            }
             _ => {
                 return Err(Error::unsupported(
                     "INSERT … SELECT into a table sharded over several shards is not supported yet",
@@ -266,11 +363,19 @@ impl<'a> Planner<'a> {
             }
         };
         let columns: Vec<String> = if insert.columns.is_empty() {
-            table.schema.columns.iter().map(|c| c.name.clone()).collect()
+            table
+                .schema
+                .columns
+                .iter()
+                .map(|c| c.name.clone())
+                .collect()
         } else {
             insert.columns.iter().map(table_name).collect()
         };
-        let key_col = *table.shard_key.first().ok_or_else(|| Error::internal("table without shard key"))?;
+        let key_col = *table
+            .shard_key
+            .first()
+            .ok_or_else(|| Error::internal("table without shard key"))?;
         let key_def = &table.schema.columns[key_col];
         let pos = columns.iter().position(|c| *c == key_def.name).ok_or_else(|| {
             Error::new(
@@ -280,7 +385,10 @@ impl<'a> Planner<'a> {
         })?;
         let mut by_shard: BTreeMap<ShardId, Vec<ast::Parens<Vec<Expr>>>> = BTreeMap::new();
         for row in rows {
-            let expr = row.content.get(pos).ok_or_else(|| Error::syntax("INSERT has more target columns than expressions"))?;
+            let expr = row
+                .content
+                .get(pos)
+                .ok_or_else(|| Error::syntax("INSERT has more target columns than expressions"))?;
             let value = self.constant(expr)?.ok_or_else(|| {
                 Error::unsupported(format!(
                     "the shard key \"{}\" of each inserted row must be a constant or a parameter",
@@ -292,23 +400,38 @@ impl<'a> Planner<'a> {
         }
         let mut parts = Vec::new();
         for (shard_id, rows) in by_shard {
-            let shard = self.state.shards.get(&shard_id).ok_or_else(|| Error::internal("shard vanished"))?;
+            let shard = self
+                .state
+                .shards
+                .get(&shard_id)
+                .ok_or_else(|| Error::internal("shard vanished"))?;
             let mut part = insert.clone();
-            if let Some(source) = part.source.as_mut() {
-                if let SetExpr::Values(values) = source.body.as_mut() {
-                    values.rows = rows;
-                }
+            if let Some(source) = part.source.as_mut()
+                && let SetExpr::Values(values) = source.body.as_mut()
+            {
+                values.rows = rows;
             }
-            parts.push((target(self.state, shard)?, Statement::Insert(part).to_string()));
+            parts.push((
+                target(self.state, shard)?,
+                Statement::Insert(part).to_string(),
+            ));
         }
         if parts.len() == 1 {
             let (t, sql) = parts.remove(0);
-            return Ok(Plan::Direct { targets: vec![t], sql });
+            return Ok(Plan::Direct {
+                targets: vec![t],
+                sql,
+            });
         }
         Ok(Plan::Split { parts })
     }
 
-    fn shard_of(&self, table: &TableInfo, key_type: &DataType, value: Value) -> Result<&'a ShardInfo> {
+    fn shard_of(
+        &self,
+        table: &TableInfo,
+        key_type: &DataType,
+        value: Value,
+    ) -> Result<&'a ShardInfo> {
         let value = key_type.coerce(value)?;
         self.state
             .shard_for_hash(&table.keyspace, shard_hash(&value))
@@ -321,20 +444,32 @@ impl<'a> Planner<'a> {
             Expr::Value(v) => match &v.value {
                 ast::Value::Number(n, _) => Some(match n.parse::<i64>() {
                     Ok(i) => Value::Int(i),
-                    Err(_) => Value::Float(n.parse().map_err(|_| Error::syntax(format!("invalid number {n}")))?),
+                    Err(_) => Value::Float(
+                        n.parse()
+                            .map_err(|_| Error::syntax(format!("invalid number {n}")))?,
+                    ),
                 }),
                 ast::Value::SingleQuotedString(s) => Some(Value::Text(s.clone())),
                 ast::Value::Boolean(b) => Some(Value::Bool(*b)),
                 ast::Value::Null => Some(Value::Null),
                 ast::Value::Placeholder(p) => {
-                    let n: usize = p.trim_start_matches('$').parse().map_err(|_| Error::syntax(format!("bad parameter {p}")))?;
+                    let n: usize = p
+                        .trim_start_matches('$')
+                        .parse()
+                        .map_err(|_| Error::syntax(format!("bad parameter {p}")))?;
                     Some(self.params.get(n.wrapping_sub(1)).cloned().ok_or_else(|| {
-                        Error::new(sqlstate::UNDEFINED_PARAMETER, format!("there is no parameter {p}"))
+                        Error::new(
+                            sqlstate::UNDEFINED_PARAMETER,
+                            format!("there is no parameter {p}"),
+                        )
                     })?)
                 }
                 _ => None,
             },
-            Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match self.constant(expr)? {
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => match self.constant(expr)? {
                 Some(Value::Int(i)) => Some(Value::Int(-i)),
                 Some(Value::Float(f)) => Some(Value::Float(-f)),
                 _ => None,
@@ -346,15 +481,27 @@ impl<'a> Planner<'a> {
     }
 
     /// Shards a single-table statement's WHERE confines it to, or `None` for all.
-    fn pinned_shards(&self, table: &TableInfo, selection: Option<&Expr>) -> Result<Option<BTreeSet<ShardId>>> {
-        let Some(selection) = selection else { return Ok(None) };
-        let [key_col] = table.shard_key.as_slice() else { return Ok(None) };
+    fn pinned_shards(
+        &self,
+        table: &TableInfo,
+        selection: Option<&Expr>,
+    ) -> Result<Option<BTreeSet<ShardId>>> {
+        let Some(selection) = selection else {
+            return Ok(None);
+        };
+        let [key_col] = table.shard_key.as_slice() else {
+            return Ok(None);
+        };
         let key = &table.schema.columns[*key_col];
         let mut conjuncts = Vec::new();
         split_and(selection, &mut conjuncts);
         for c in conjuncts {
             let values = match c {
-                Expr::BinaryOp { left, op: BinaryOperator::Eq, right } => {
+                Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::Eq,
+                    right,
+                } => {
                     if is_column(left, &key.name) {
                         self.constant(right)?.map(|v| vec![v])
                     } else if is_column(right, &key.name) {
@@ -363,7 +510,12 @@ impl<'a> Planner<'a> {
                         None
                     }
                 }
-                Expr::In { expr, target: ast::InTarget::List(list), negated: false, .. } if is_column(expr, &key.name) => {
+                Expr::In {
+                    expr,
+                    target: ast::InTarget::List(list),
+                    negated: false,
+                    ..
+                } if is_column(expr, &key.name) => {
                     let mut vals = Vec::new();
                     for e in list {
                         match self.constant(e)? {
@@ -407,16 +559,28 @@ impl<'a> Planner<'a> {
     fn plan_by_tables(&self, stmt: &Statement) -> Result<Plan> {
         let relations = relations(stmt);
         let ctes = cte_names(stmt);
-        let tables: Vec<String> = relations.into_iter().filter(|t| !ctes.contains(t)).collect();
-        let (system, user): (Vec<String>, Vec<String>) = tables.into_iter().partition(|t| is_system(t));
+        let tables: Vec<String> = relations
+            .into_iter()
+            .filter(|t| !ctes.contains(t))
+            .collect();
+        let (system, user): (Vec<String>, Vec<String>) =
+            tables.into_iter().partition(|t| is_system(t));
         if !system.is_empty() {
             if !user.is_empty() {
-                return Err(Error::unsupported("a query cannot mix tessera.* system views with tables"));
+                return Err(Error::unsupported(
+                    "a query cannot mix tessera.* system views with tables",
+                ));
             }
             if !matches!(stmt, Statement::Query(_)) {
-                return Err(Error::new(sqlstate::INSUFFICIENT_PRIVILEGE, "system views are read-only"));
+                return Err(Error::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "system views are read-only",
+                ));
             }
-            return Ok(Plan::Local { stmt: Box::new(stmt.clone()), views: system });
+            return Ok(Plan::Local {
+                stmt: Box::new(stmt.clone()),
+                views: system,
+            });
         }
         let infos: Vec<&TableInfo> = user.iter().map(|t| self.table(t)).collect::<Result<_>>()?;
         if infos.is_empty() {
@@ -427,8 +591,13 @@ impl<'a> Planner<'a> {
                 .first()
                 .copied()
                 .or_else(|| self.state.shards.values().next())
-                .ok_or_else(|| Error::new(sqlstate::CANNOT_CONNECT_NOW, "no shard is placed yet"))?;
-            return Ok(Plan::Direct { targets: vec![target(self.state, shard)?], sql: stmt.to_string() });
+                .ok_or_else(|| {
+                    Error::new(sqlstate::CANNOT_CONNECT_NOW, "no shard is placed yet")
+                })?;
+            return Ok(Plan::Direct {
+                targets: vec![target(self.state, shard)?],
+                sql: stmt.to_string(),
+            });
         }
         let keyspaces: BTreeSet<&str> = infos.iter().map(|t| t.keyspace.as_str()).collect();
         // Every table on one single-shard keyspace: the shard answers everything itself.
@@ -436,18 +605,40 @@ impl<'a> Planner<'a> {
             let ks = *keyspaces.iter().next().unwrap_or(&DEFAULT_KEYSPACE);
             let all = self.keyspace_targets(ks)?;
             if all.len() == 1 {
-                return Ok(Plan::Direct { targets: all, sql: stmt.to_string() });
+                return Ok(Plan::Direct {
+                    targets: all,
+                    sql: stmt.to_string(),
+                });
             }
         }
         let single = (infos.len() == 1).then(|| infos[0]);
         let selection = single_table_selection(stmt);
+        if let Statement::Update(update) = stmt {
+            // A new shard-key value may belong to another shard: moving the row needs a
+            // cross-shard transaction, so refuse rather than strand it on the wrong shard.
+            for table in &infos {
+                let key = &table.schema.columns[table.shard_key[0]].name;
+                if update.assignments.iter().any(|a| assigns_column(a, key)) {
+                    return Err(Error::unsupported(format!(
+                        "updating the shard key \"{key}\" of a row in a sharded table is not supported yet"
+                    )));
+                }
+            }
+        }
         if let Some(table) = single {
             let pinned = self.pinned_shards(table, selection)?;
-            if let Some(shards) = &pinned {
-                if shards.len() == 1 {
-                    let shard = self.state.shards.get(shards.iter().next().unwrap_or(&0)).ok_or_else(|| Error::internal("shard vanished"))?;
-                    return Ok(Plan::Direct { targets: vec![target(self.state, shard)?], sql: stmt.to_string() });
-                }
+            if let Some(shards) = &pinned
+                && let [only] = shards.iter().collect::<Vec<_>>().as_slice()
+            {
+                let shard = self
+                    .state
+                    .shards
+                    .get(only)
+                    .ok_or_else(|| Error::internal("shard vanished"))?;
+                return Ok(Plan::Direct {
+                    targets: vec![target(self.state, shard)?],
+                    sql: stmt.to_string(),
+                });
             }
             let targets: Vec<Target> = match &pinned {
                 Some(shards) => shards
@@ -458,27 +649,34 @@ impl<'a> Planner<'a> {
                 None => self.keyspace_targets(&table.keyspace)?,
             };
             match stmt {
-                Statement::Update(update) => {
-                    let key = &table.schema.columns[table.shard_key[0]].name;
-                    if update.assignments.iter().any(|a| assigns_column(a, key)) {
-                        return Err(Error::unsupported(format!(
-                            "updating the shard key \"{key}\" of a row is not supported yet"
-                        )));
-                    }
-                    return Ok(Plan::Direct { targets, sql: stmt.to_string() });
+                Statement::Update(_) => return Ok(Plan::Direct { targets, sql: stmt.to_string() }),
+                Statement::Delete(_) => {
+                    return Ok(Plan::Direct {
+                        targets,
+                        sql: stmt.to_string(),
+                    });
                 }
-                Statement::Delete(_) => return Ok(Plan::Direct { targets, sql: stmt.to_string() }),
                 Statement::Query(_) => {
                     let fetch_sql = match (selection, single_table_factor(stmt)) {
-                        (Some(sel), Some(rel)) if !has_subquery(sel) => format!("SELECT * FROM {rel} WHERE {sel}"),
+                        (Some(sel), Some(rel)) if !has_subquery(sel) => {
+                            format!("SELECT * FROM {rel} WHERE {sel}")
+                        }
                         (_, Some(rel)) => format!("SELECT * FROM {rel}"),
                         _ => format!("SELECT * FROM {}", table.schema.name),
                     };
                     let fetches = targets
                         .into_iter()
-                        .map(|t| Fetch { table: table.schema.name.clone(), target: t, sql: fetch_sql.clone() })
+                        .map(|t| Fetch {
+                            table: table.schema.name.clone(),
+                            target: t,
+                            sql: fetch_sql.clone(),
+                        })
                         .collect();
-                    return Ok(Plan::Gather { fetches, tables: vec![table.schema.clone()], stmt: Box::new(stmt.clone()) });
+                    return Ok(Plan::Gather {
+                        fetches,
+                        tables: vec![table.schema.clone()],
+                        stmt: Box::new(stmt.clone()),
+                    });
                 }
                 _ => {}
             }
@@ -509,7 +707,10 @@ impl<'a> Planner<'a> {
 }
 
 fn quote_ident(name: &str) -> String {
-    if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
         name.to_string()
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))
@@ -529,7 +730,11 @@ fn option_text(value: &Expr) -> String {
 
 fn split_and<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
     match expr {
-        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
             split_and(left, out);
             split_and(right, out);
         }
@@ -560,7 +765,15 @@ fn assigns_column(a: &ast::Assignment, name: &str) -> bool {
 fn has_subquery(expr: &Expr) -> bool {
     let mut found = false;
     let _ = ast::visit_expressions(expr, |e| {
-        if matches!(e, Expr::Subquery(_) | Expr::Exists { .. } | Expr::In { target: ast::InTarget::Subquery(_), .. }) {
+        if matches!(
+            e,
+            Expr::Subquery(_)
+                | Expr::Exists { .. }
+                | Expr::In {
+                    target: ast::InTarget::Subquery(_),
+                    ..
+                }
+        ) {
             found = true;
             return ControlFlow::Break(());
         }
@@ -608,10 +821,14 @@ fn collect_ctes(q: &ast::Query, out: &mut BTreeSet<String>) {
 fn single_table_selection(stmt: &Statement) -> Option<&Expr> {
     match stmt {
         Statement::Query(q) => match q.body.as_ref() {
-            SetExpr::Select(s) if s.from.len() == 1 && s.from[0].joins.is_empty() => s.selection.as_ref(),
+            SetExpr::Select(s) if s.from.len() == 1 && s.from[0].joins.is_empty() => {
+                s.selection.as_ref()
+            }
             _ => None,
         },
-        Statement::Update(u) if u.from.is_none() && u.table.joins.is_empty() => u.selection.as_ref(),
+        Statement::Update(u) if u.from.is_none() && u.table.joins.is_empty() => {
+            u.selection.as_ref()
+        }
         Statement::Delete(d) if d.using.is_none() => d.selection.as_ref(),
         _ => None,
     }
@@ -621,7 +838,8 @@ fn single_table_factor(stmt: &Statement) -> Option<&TableFactor> {
     match stmt {
         Statement::Query(q) => match q.body.as_ref() {
             SetExpr::Select(s) if s.from.len() == 1 && s.from[0].joins.is_empty() => {
-                matches!(s.from[0].relation, TableFactor::Table { .. }).then_some(&s.from[0].relation)
+                matches!(s.from[0].relation, TableFactor::Table { .. })
+                    .then_some(&s.from[0].relation)
             }
             _ => None,
         },

@@ -38,7 +38,10 @@ impl Session {
         if let Some(v) = self.settings.lock().ok()?.get(&name) {
             return Some(v.clone());
         }
-        DEFAULTS.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        DEFAULTS
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
     }
 
     pub fn set(&self, name: &str, value: String) {

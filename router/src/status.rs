@@ -33,7 +33,10 @@ pub struct ShardStatus {
 
 impl ShardStatus {
     pub fn primary_stats(&self) -> Option<&ShardStats> {
-        self.replicas.iter().find(|r| r.primary).and_then(|r| r.stats.as_ref())
+        self.replicas
+            .iter()
+            .find(|r| r.primary)
+            .and_then(|r| r.stats.as_ref())
     }
 }
 
@@ -41,7 +44,9 @@ impl ShardStatus {
 pub async fn collect(state: &ClusterState, pool: &Pool) -> Vec<ShardStatus> {
     let mut calls = Vec::new();
     for shard in state.shards.values() {
-        for (node, primary) in std::iter::once((shard.primary, true)).chain(shard.replicas.iter().map(|&n| (n, false))) {
+        for (node, primary) in
+            std::iter::once((shard.primary, true)).chain(shard.replicas.iter().map(|&n| (n, false)))
+        {
             let addr = state.node_addr(node).map(str::to_string);
             let pool = pool.clone();
             let id = shard.id;
@@ -56,7 +61,14 @@ pub async fn collect(state: &ClusterState, pool: &Pool) -> Vec<ShardStatus> {
                     }
                     None => None,
                 };
-                (id, ReplicaStatus { node, primary, stats })
+                (
+                    id,
+                    ReplicaStatus {
+                        node,
+                        primary,
+                        stats,
+                    },
+                )
             });
         }
     }
@@ -71,13 +83,22 @@ pub async fn collect(state: &ClusterState, pool: &Pool) -> Vec<ShardStatus> {
             end: s.range.end,
             epoch: s.epoch,
             primary: s.primary,
-            replicas: answers.iter().filter(|(id, _)| *id == s.id).map(|(_, r)| r.clone()).collect(),
+            replicas: answers
+                .iter()
+                .filter(|(id, _)| *id == s.id)
+                .map(|(_, r)| r.clone())
+                .collect(),
         })
         .collect()
 }
 
 fn col(name: &str, data_type: DataType) -> ColumnDef {
-    ColumnDef { name: name.into(), data_type, nullable: true, default: None }
+    ColumnDef {
+        name: name.into(),
+        data_type,
+        nullable: true,
+        default: None,
+    }
 }
 
 fn opt_int(v: Option<u64>) -> Value {
@@ -101,8 +122,17 @@ pub fn nodes_view(state: &ClusterState) -> (TableSchema, Vec<Vec<Value>>) {
         .values()
         .map(|n| {
             let primaries = state.shards.values().filter(|s| s.primary == n.id).count();
-            let replicas = state.shards.values().filter(|s| s.replicas.contains(&n.id)).count();
-            vec![Value::Int(n.id as i64), Value::Text(n.addr.clone()), Value::Int(primaries as i64), Value::Int(replicas as i64)]
+            let replicas = state
+                .shards
+                .values()
+                .filter(|s| s.replicas.contains(&n.id))
+                .count();
+            vec![
+                Value::Int(n.id as i64),
+                Value::Text(n.addr.clone()),
+                Value::Int(primaries as i64),
+                Value::Int(replicas as i64),
+            ]
         })
         .collect();
     (schema, rows)
@@ -134,11 +164,15 @@ pub fn shards_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>) {
         .map(|s| {
             let p = s.primary_stats();
             let followers: Vec<&ReplicaStatus> = s.replicas.iter().filter(|r| !r.primary).collect();
-            let replica_lsn = if followers.iter().all(|r| r.stats.is_some()) && !followers.is_empty() {
-                followers.iter().filter_map(|r| r.stats.as_ref().map(|st| st.lsn)).min()
-            } else {
-                None
-            };
+            let replica_lsn =
+                if followers.iter().all(|r| r.stats.is_some()) && !followers.is_empty() {
+                    followers
+                        .iter()
+                        .filter_map(|r| r.stats.as_ref().map(|st| st.lsn))
+                        .min()
+                } else {
+                    None
+                };
             let lag = match (p, replica_lsn) {
                 (Some(p), Some(r)) => Some(p.lsn.saturating_sub(r)),
                 _ => None,
@@ -202,7 +236,10 @@ pub fn replication_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>
 /// A human-readable report for `tessera admin status`.
 pub fn render(state: &ClusterState, status: &[ShardStatus]) -> String {
     let mut out = String::new();
-    out.push_str(&format!("cluster map version {}\n\nnodes:\n", state.version));
+    out.push_str(&format!(
+        "cluster map version {}\n\nnodes:\n",
+        state.version
+    ));
     for n in state.nodes.values() {
         out.push_str(&format!("  node {:<3} {}\n", n.id, n.addr));
     }
@@ -218,7 +255,9 @@ pub fn render(state: &ClusterState, status: &[ShardStatus]) -> String {
             .iter()
             .filter(|r| !r.primary)
             .map(|r| match (&r.stats, p) {
-                (Some(st), Some(p)) => format!("{}: {}, {}", r.node, st.lsn, p.lsn.saturating_sub(st.lsn)),
+                (Some(st), Some(p)) => {
+                    format!("{}: {}, {}", r.node, st.lsn, p.lsn.saturating_sub(st.lsn))
+                }
                 (Some(st), None) => format!("{}: {}, ?", r.node, st.lsn),
                 _ => format!("{}: unreachable", r.node),
             })

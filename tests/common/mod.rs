@@ -243,7 +243,12 @@ impl Proc {
     }
 
     pub fn log_tail(&self, n: usize) -> String {
-        format!("--- {} ({}) ---\n{}", self.name, self.log.display(), tail(&self.log, n))
+        format!(
+            "--- {} ({}) ---\n{}",
+            self.name,
+            self.log.display(),
+            tail(&self.log, n)
+        )
     }
 }
 
@@ -260,7 +265,8 @@ pub fn pg_config(port: u16) -> String {
 
 /// Connects once (bounded), spawning the connection task.
 pub async fn try_connect(port: u16) -> Result<Client, String> {
-    let fut = tokio_postgres::connect(&pg_config(port), NoTls);
+    let config = pg_config(port);
+    let fut = tokio_postgres::connect(&config, NoTls);
     match tokio::time::timeout(Duration::from_secs(10), fut).await {
         Ok(Ok((client, conn))) => {
             tokio::spawn(async move {
@@ -345,7 +351,8 @@ pub fn explained_shards(lines: &[String]) -> Vec<u32> {
         let t = l.trim_start();
         if let Some(rest) = t.strip_prefix("shard ") {
             let mut parts = rest.split_whitespace();
-            if let (Some(id), Some("on"), Some("node")) = (parts.next(), parts.next(), parts.next()) {
+            if let (Some(id), Some("on"), Some("node")) = (parts.next(), parts.next(), parts.next())
+            {
                 if let Ok(id) = id.trim_end_matches(':').parse::<u32>() {
                     if !shards.contains(&id) {
                         shards.push(id);
@@ -441,11 +448,13 @@ pub async fn shard_checksums(meta: &replication::meta::MetaClient, secret: &str)
         for node in std::iter::once(shard.primary).chain(shard.replicas.iter().copied()) {
             let r = match state.node_addr(node) {
                 None => Err(format!("node {node} has no address in the map")),
-                Some(addr) => match rpc_call(addr, secret, Request::ShardChecksum { shard: *id }).await {
-                    Ok(Response::Checksum(c)) => Ok(c),
-                    Ok(other) => Err(format!("unexpected answer {other:?}")),
-                    Err(e) => Err(e),
-                },
+                Some(addr) => {
+                    match rpc_call(addr, secret, Request::ShardChecksum { shard: *id }).await {
+                        Ok(Response::Checksum(c)) => Ok(c),
+                        Ok(other) => Err(format!("unexpected answer {other:?}")),
+                        Err(e) => Err(e),
+                    }
+                }
             };
             per.push((node, r));
         }
@@ -460,7 +469,9 @@ pub fn checksums_agree(c: &Checksums) -> bool {
         && c.values().all(|per| {
             per.len() >= 2
                 && per.iter().all(|(_, r)| r.is_ok())
-                && per.iter().all(|(_, r)| r.as_ref().ok() == per[0].1.as_ref().ok())
+                && per
+                    .iter()
+                    .all(|(_, r)| r.as_ref().ok() == per[0].1.as_ref().ok())
         })
 }
 
@@ -567,7 +578,7 @@ impl Cluster {
     pub async fn wait_ready(&self, wait: Duration) {
         let deadline = Instant::now() + wait;
         let client = connect(self.router_port, wait).await;
-        let mut last = String::new();
+        let mut last;
         loop {
             match client.simple_query("SELECT 1").await {
                 Ok(_) => match shards_view(&client).await {
@@ -585,7 +596,10 @@ impl Cluster {
                 Err(e) => last = format!("SELECT 1: {e:?}"),
             }
             if Instant::now() >= deadline {
-                panic!("cluster not ready within {wait:?}; last: {last}\n{}", self.logs());
+                panic!(
+                    "cluster not ready within {wait:?}; last: {last}\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

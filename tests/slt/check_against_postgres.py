@@ -107,7 +107,7 @@ class Conn:
     def __init__(self, host, port, user, dbname):
         conninfo = (
             f"host={host} port={port} user={user} dbname={dbname} "
-            "options='-c client_min_messages=warning -c lc_messages=C "
+            "options='-c client_min_messages=error -c lc_messages=C "
             "-c extra_float_digits=1 -c DateStyle=ISO,MDY -c TimeZone=UTC "
             "-c IntervalStyle=postgres -c bytea_output=hex' connect_timeout=10"
         )

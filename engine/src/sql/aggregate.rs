@@ -32,6 +32,8 @@ pub struct AggCall {
     pub func: AggFunc,
     pub args: Vec<Expr>,
     pub distinct: bool,
+    /// `FILTER (WHERE ...)`: only rows for which it holds reach the aggregate.
+    pub filter: Option<Expr>,
     /// The type of the aggregate's result.
     pub ty: DataType,
 }

@@ -821,7 +821,7 @@ impl<'a> Binder<'a> {
         if f.over.is_some() {
             return Err(Error::unsupported("window functions are not supported"));
         }
-        if f.filter.is_some() || !f.within_group.is_empty() {
+        if !f.within_group.is_empty() {
             return Err(Error::unsupported(format!("{f} is not supported")));
         }
         let (args, distinct) = match &f.args {
@@ -862,7 +862,12 @@ impl<'a> Binder<'a> {
             }
         }
         if aggregate::is_aggregate(&name) {
-            return self.aggregate(&name, star, distinct, &exprs);
+            return self.aggregate(&name, star, distinct, f.filter.as_deref(), &exprs);
+        }
+        if f.filter.is_some() {
+            return Err(Error::syntax(format!(
+                "FILTER specified, but {name} is not an aggregate function"
+            )));
         }
         if star || distinct {
             return Err(Error::syntax(format!("{f} is not a valid function call")));
@@ -919,9 +924,10 @@ impl<'a> Binder<'a> {
         name: &str,
         star: bool,
         distinct: bool,
+        filter: Option<&ast::Expr>,
         args: &[ast::Expr],
     ) -> Result<(Expr, Ty)> {
-        let Some(mut collected) = self.aggregates.take() else {
+        let Some(collected) = self.aggregates.take() else {
             let msg = if self.no_aggregates_in == "aggregate" {
                 "aggregate function calls cannot be nested".to_string()
             } else {
@@ -932,44 +938,32 @@ impl<'a> Binder<'a> {
             };
             return Err(Error::new(sqlstate::GROUPING_ERROR, msg));
         };
+        // Arguments are bound with aggregates disallowed (they cannot nest); the collected
+        // calls go back in place before anything can fail.
         let saved_clause = std::mem::replace(&mut self.no_aggregates_in, "aggregate");
         let bound: Result<Vec<(Expr, Ty)>> = args.iter().map(|a| self.expr(a)).collect();
+        let filter = filter.map(|f| self.condition(f, "FILTER")).transpose();
         self.no_aggregates_in = saved_clause;
-        let bound = match bound {
-            Ok(b) => b,
-            Err(e) => {
-                self.aggregates = Some(collected);
-                return Err(e);
-            }
-        };
+        self.aggregates = Some(collected);
+        let (bound, filter) = (bound?, filter?);
         let tys: Vec<Ty> = bound.iter().map(|(_, t)| *t).collect();
-        let resolved = aggregate::resolve(name, star, &tys);
-        let (func, ty, want) = match resolved {
-            Ok(r) => r,
-            Err(e) => {
-                self.aggregates = Some(collected);
-                return Err(e);
-            }
-        };
+        let (func, ty, want) = aggregate::resolve(name, star, &tys)?;
         let mut exprs = Vec::with_capacity(bound.len());
         for ((e, t), w) in bound
             .into_iter()
             .zip(want.iter().chain(std::iter::repeat(&None)))
         {
-            exprs.push(match w {
-                Some(w) => self.coerce(e, t, *w)?,
-                None => self.coerce(e, t, DataType::Text)?,
-            });
+            exprs.push(self.coerce(e, t, w.unwrap_or(DataType::Text))?);
         }
+        let collected = self.aggregates.get_or_insert_with(Vec::new);
         collected.push(AggCall {
             func,
             args: exprs,
             distinct,
+            filter,
             ty,
         });
-        let index = collected.len() - 1;
-        self.aggregates = Some(collected);
-        Ok((Expr::Aggregate(index), Some(ty)))
+        Ok((Expr::Aggregate(collected.len() - 1), Some(ty)))
     }
 
     /// Binds a subquery in a new scope level, noting whether it reads the enclosing rows.

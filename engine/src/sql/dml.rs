@@ -513,10 +513,14 @@ pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
             let env = Env::new(&old, None, &ctx);
             let mut new = old.clone();
             for (pos, e) in &p.sets {
-                new[*pos] = match e {
+                let v = match e {
                     Some(e) => e.eval(&env)?,
                     None => eval_default(&p.defaults, *pos, &Env::new(&[], None, &ctx))?,
                 };
+                let slot = new
+                    .get_mut(*pos)
+                    .ok_or_else(|| Error::internal("stored row is narrower than its table"))?;
+                *slot = v;
             }
             let new = finish_row(&p.schema, new)?;
             let (old_key, new_key) = (

@@ -216,6 +216,11 @@ fn run_select(s: &SelectNode, ctx: &Ctx, outer: Option<&Env>) -> Result<Rows> {
                 }
             };
             for (call, acc) in g.aggregates.iter().zip(groups[slot].1.iter_mut()) {
+                if let Some(f) = &call.filter
+                    && !f.is_true(&env)?
+                {
+                    continue;
+                }
                 let args = call
                     .args
                     .iter()

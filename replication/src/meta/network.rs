@@ -8,9 +8,9 @@
 //! Connections come from a `protocol::rpc::Pool` per peer address (`PeerPools`), so they are
 //! authenticated with the cluster secret and reopened after a peer restarts, and a peer whose
 //! connect hangs (a partition drops SYNs) cannot hold up heartbeats to the others: `Pool`
-//! keeps its lock while it connects. A peer that cannot be reached (or
-//! answers with a connection-class error because it is shutting down) is reported to openraft
-//! as `Unreachable`, which makes it back off instead of spinning.
+//! keeps its lock while it connects. A peer that cannot be reached, or answers with a
+//! connection-class error because it is shutting down, is reported to openraft as
+//! `Unreachable`, which makes it back off instead of spinning.
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;

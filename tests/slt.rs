@@ -1,0 +1,249 @@
+//! SQL logic tests: every `tests/slt/*.slt` file through the Postgres wire protocol, against
+//! an in-process cluster with one shard and against one with four shards on two nodes, in
+//! both the simple and the extended query protocol. The same files must pass in all four
+//! configurations: sharding may not change an answer.
+//!
+//! Files under `tests/slt/pending/` cover what the engine does not do yet and are not run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::auth::ClusterSecret;
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Runner};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+struct Cluster {
+    port: u16,
+    _dir: TempDir,
+    _meta: Arc<replication::meta::MetaServer>,
+    _nodes: Vec<replication::node_runtime::NodeHandle>,
+    router: router::RouterHandle,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start_cluster(nodes: u64, shards: u32, replicas: u32) -> Cluster {
+    let dir = std::env::temp_dir().join(format!(
+        "tessera-slt-{}-{}-{}",
+        std::process::id(),
+        shards,
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
+    let secret = ClusterSecret::new("slt-secret");
+    let meta = replication::meta::MetaServer::start(replication::meta::MetaConfig {
+        id: 1,
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.join("meta"),
+        voters: Vec::new(),
+        secret: secret.clone(),
+        default_shards: shards,
+        replication_factor: replicas,
+    })
+    .await
+    .expect("meta starts");
+    let mut handles = Vec::new();
+    for id in 1..=nodes {
+        handles.push(
+            replication::node_runtime::start_node(replication::node_runtime::NodeConfig {
+                id,
+                listen: "127.0.0.1:0".into(),
+                advertise: None,
+                data_dir: dir.join(format!("node-{id}")),
+                meta: vec![meta.addr()],
+                secret: secret.clone(),
+                shard: engine::shard::ShardOptions::default(),
+                clock: Arc::new(protocol::clock::SystemClock),
+            })
+            .await
+            .expect("node starts"),
+        );
+    }
+    let router = router::start_router(router::RouterConfig {
+        listen: "127.0.0.1:0".into(),
+        meta: vec![meta.addr()],
+        secret,
+        max_connections: 100,
+        row_budget: router::memtxn::DEFAULT_ROW_BUDGET,
+    })
+    .await
+    .expect("router starts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while router.router.meta.state().shards.len() < shards as usize {
+        assert!(tokio::time::Instant::now() < deadline, "shards were not placed in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Cluster { port: router.addr.port(), _dir: TempDir(dir), _meta: meta, _nodes: handles, router }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.router.shutdown();
+        for n in &self._nodes {
+            n.shutdown();
+        }
+    }
+}
+
+/// The error a statement produced, displayed as PostgreSQL's primary message so that
+/// `statement error <regex>` matches it.
+#[derive(Debug)]
+struct SqlError(String);
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+fn sql_error(e: tokio_postgres::Error) -> SqlError {
+    match e.as_db_error() {
+        Some(db) => SqlError(format!("{} (SQLSTATE {})", db.message(), db.code().code())),
+        None => SqlError(e.to_string()),
+    }
+}
+
+struct Db {
+    client: Client,
+    extended: bool,
+}
+
+fn text_cell(v: Option<&str>) -> String {
+    match v {
+        None => "NULL".into(),
+        Some("") => "(empty)".into(),
+        Some(s) => s.to_string(),
+    }
+}
+
+/// Formats a binary-decoded value in PostgreSQL's text output format.
+fn typed_cell(row: &tokio_postgres::Row, i: usize) -> Result<String, SqlError> {
+    let t = row.columns()[i].type_().clone();
+    let err = |e: tokio_postgres::Error| SqlError(format!("decoding column {i} of type {t}: {e}"));
+    let s = match t {
+        Type::BOOL => row.try_get::<_, Option<bool>>(i).map_err(err)?.map(|b| if b { "t".into() } else { "f".into() }),
+        Type::INT2 => row.try_get::<_, Option<i16>>(i).map_err(err)?.map(|v| v.to_string()),
+        Type::INT4 => row.try_get::<_, Option<i32>>(i).map_err(err)?.map(|v| v.to_string()),
+        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(err)?.map(|v| v.to_string()),
+        Type::FLOAT4 => row.try_get::<_, Option<f32>>(i).map_err(err)?.map(|v| protocol::value::format_float(v as f64, true)),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(err)?.map(|v| protocol::value::format_float(v, false)),
+        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(err)?.map(|b| {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            format!("\\x{hex}")
+        }),
+        _ => row.try_get::<_, Option<String>>(i).map_err(err)?,
+    };
+    Ok(text_cell(s.as_deref()))
+}
+
+#[async_trait::async_trait]
+impl AsyncDB for Db {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        if self.extended {
+            let stmt = self.client.prepare(sql).await.map_err(sql_error)?;
+            if stmt.columns().is_empty() {
+                let n = self.client.execute(&stmt, &[]).await.map_err(sql_error)?;
+                return Ok(DBOutput::StatementComplete(n));
+            }
+            let rows = self.client.query(&stmt, &[]).await.map_err(sql_error)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push((0..row.len()).map(|i| typed_cell(row, i)).collect::<Result<Vec<_>, _>>()?);
+            }
+            let types = vec![DefaultColumnType::Any; stmt.columns().len()];
+            return Ok(DBOutput::Rows { types, rows: out });
+        }
+        let messages = self.client.simple_query(sql).await.map_err(sql_error)?;
+        let mut rows = Vec::new();
+        let mut columns = None;
+        let mut count = 0;
+        for m in messages {
+            match m {
+                SimpleQueryMessage::RowDescription(cols) => columns = Some(cols.len()),
+                SimpleQueryMessage::Row(row) => {
+                    rows.push((0..row.len()).map(|i| text_cell(row.get(i))).collect());
+                }
+                SimpleQueryMessage::CommandComplete(n) => count = n,
+                _ => {}
+            }
+        }
+        match columns {
+            Some(n) => Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; n], rows }),
+            None => Ok(DBOutput::StatementComplete(count)),
+        }
+    }
+
+    async fn shutdown(&mut self) {}
+
+    async fn sleep(dur: Duration) {
+        tokio::time::sleep(dur).await;
+    }
+}
+
+fn slt_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/slt exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    files
+}
+
+async fn run_corpus(nodes: u64, shards: u32, replicas: u32, extended: bool) {
+    let cluster = start_cluster(nodes, shards, replicas).await;
+    let port = cluster.port;
+    let mut failures = Vec::new();
+    for file in slt_files() {
+        let mut runner = Runner::new(move || async move {
+            let (client, conn) = tokio_postgres::connect(
+                &format!("host=127.0.0.1 port={port} user=tessera dbname=tessera"),
+                NoTls,
+            )
+            .await
+            .map_err(sql_error)?;
+            tokio::spawn(conn);
+            Ok(Db { client, extended })
+        });
+        runner.add_label("tessera");
+        runner.add_label(if shards > 1 { "sharded" } else { "single-shard" });
+        if let Err(e) = runner.run_file_async(&file).await {
+            failures.push(format!("{}: {e}", file.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{} file(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_one_shard_simple_protocol() {
+    run_corpus(1, 1, 1, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_one_shard_extended_protocol() {
+    run_corpus(1, 1, 1, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_four_shards_simple_protocol() {
+    run_corpus(2, 4, 2, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_four_shards_extended_protocol() {
+    run_corpus(2, 4, 2, true).await;
+}
