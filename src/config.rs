@@ -230,6 +230,7 @@ impl RouterArgs {
             secret: secret(self.secret, f.secret)?,
             max_connections: self.max_connections.or(f.max_connections).unwrap_or(500),
             row_budget: router::memtxn::DEFAULT_ROW_BUDGET,
+            limits: router::guard::GuardLimits::default(),
         })
     }
 }

@@ -77,6 +77,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         secret,
         max_connections: 500,
         row_budget: router::memtxn::DEFAULT_ROW_BUDGET,
+        limits: router::guard::GuardLimits::default(),
     })
     .await
     .context("starting router")?;

@@ -35,7 +35,10 @@ async fn start_cluster(nodes: u64, shards: u32, replicas: u32) -> Cluster {
         "tessera-slt-{}-{}-{}",
         std::process::id(),
         shards,
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     ));
     let secret = ClusterSecret::new("slt-secret");
     let meta = replication::meta::MetaServer::start(replication::meta::MetaConfig {
@@ -72,15 +75,25 @@ async fn start_cluster(nodes: u64, shards: u32, replicas: u32) -> Cluster {
         secret,
         max_connections: 100,
         row_budget: router::memtxn::DEFAULT_ROW_BUDGET,
+        limits: router::guard::GuardLimits::default(),
     })
     .await
     .expect("router starts");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while router.router.meta.state().shards.len() < shards as usize {
-        assert!(tokio::time::Instant::now() < deadline, "shards were not placed in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shards were not placed in time"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Cluster { port: router.addr.port(), _dir: TempDir(dir), _meta: meta, _nodes: handles, router }
+    Cluster {
+        port: router.addr.port(),
+        _dir: TempDir(dir),
+        _meta: meta,
+        _nodes: handles,
+        router,
+    }
 }
 
 impl Drop for Cluster {
@@ -130,12 +143,30 @@ fn typed_cell(row: &tokio_postgres::Row, i: usize) -> Result<String, SqlError> {
     let t = row.columns()[i].type_().clone();
     let err = |e: tokio_postgres::Error| SqlError(format!("decoding column {i} of type {t}: {e}"));
     let s = match t {
-        Type::BOOL => row.try_get::<_, Option<bool>>(i).map_err(err)?.map(|b| if b { "t".into() } else { "f".into() }),
-        Type::INT2 => row.try_get::<_, Option<i16>>(i).map_err(err)?.map(|v| v.to_string()),
-        Type::INT4 => row.try_get::<_, Option<i32>>(i).map_err(err)?.map(|v| v.to_string()),
-        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(err)?.map(|v| v.to_string()),
-        Type::FLOAT4 => row.try_get::<_, Option<f32>>(i).map_err(err)?.map(|v| protocol::value::format_float(v as f64, true)),
-        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(err)?.map(|v| protocol::value::format_float(v, false)),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)
+            .map_err(err)?
+            .map(|b| if b { "t".into() } else { "f".into() }),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)
+            .map_err(err)?
+            .map(|v| v.to_string()),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map_err(err)?
+            .map(|v| v.to_string()),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)
+            .map_err(err)?
+            .map(|v| v.to_string()),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)
+            .map_err(err)?
+            .map(|v| protocol::value::format_float(v as f64, true)),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(i)
+            .map_err(err)?
+            .map(|v| protocol::value::format_float(v, false)),
         Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(err)?.map(|b| {
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
             format!("\\x{hex}")
@@ -160,7 +191,11 @@ impl AsyncDB for Db {
             let rows = self.client.query(&stmt, &[]).await.map_err(sql_error)?;
             let mut out = Vec::with_capacity(rows.len());
             for row in &rows {
-                out.push((0..row.len()).map(|i| typed_cell(row, i)).collect::<Result<Vec<_>, _>>()?);
+                out.push(
+                    (0..row.len())
+                        .map(|i| typed_cell(row, i))
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
             }
             let types = vec![DefaultColumnType::Any; stmt.columns().len()];
             return Ok(DBOutput::Rows { types, rows: out });
@@ -180,7 +215,10 @@ impl AsyncDB for Db {
             }
         }
         match columns {
-            Some(n) => Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; n], rows }),
+            Some(n) => Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; n],
+                rows,
+            }),
             None => Ok(DBOutput::StatementComplete(count)),
         }
     }
@@ -220,12 +258,21 @@ async fn run_corpus(nodes: u64, shards: u32, replicas: u32, extended: bool) {
             Ok(Db { client, extended })
         });
         runner.add_label("tessera");
-        runner.add_label(if shards > 1 { "sharded" } else { "single-shard" });
+        runner.add_label(if shards > 1 {
+            "sharded"
+        } else {
+            "single-shard"
+        });
         if let Err(e) = runner.run_file_async(&file).await {
             failures.push(format!("{}: {e}", file.display()));
         }
     }
-    assert!(failures.is_empty(), "{} file(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} file(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,7 +37,12 @@ pub fn field_infos(
 }
 
 /// Encodes one value of a column of type `t`, in text or binary format.
-pub fn encode_value(enc: &mut DataRowEncoder, value: &Value, t: &DataType, binary: bool) -> PgWireResult<()> {
+pub fn encode_value(
+    enc: &mut DataRowEncoder,
+    value: &Value,
+    t: &DataType,
+    binary: bool,
+) -> PgWireResult<()> {
     if !binary {
         // Text format: PostgreSQL's output functions, not the Rust types' Display.
         return enc.encode_field(&value.to_pg_text(t));

@@ -12,6 +12,7 @@
 pub mod dispatch;
 pub mod encode;
 pub mod frontend;
+pub mod guard;
 pub mod memtxn;
 pub mod names;
 pub mod plan;
@@ -35,6 +36,7 @@ pub struct RouterConfig {
     pub secret: ClusterSecret,
     pub max_connections: usize,
     pub row_budget: usize,
+    pub limits: guard::GuardLimits,
 }
 
 pub struct RouterHandle {
@@ -59,6 +61,7 @@ pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
     let addr = listener.local_addr().map_err(Error::io)?;
     let handlers = Arc::new(frontend::Handlers(frontend::Frontend::new(router.clone())));
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let limits = cfg.limits;
     let task = tokio::spawn(async move {
         loop {
             let (socket, _) = match listener.accept().await {
@@ -74,9 +77,7 @@ pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
             let permit = slots.clone().try_acquire_owned();
             tokio::spawn(async move {
                 match permit {
-                    Ok(_permit) => {
-                        let _ = pgwire::tokio::process_socket(socket, None, handlers).await;
-                    }
+                    Ok(_permit) => guard::serve(socket, handlers, limits).await,
                     Err(_) => refuse_too_many(socket).await,
                 }
             });
@@ -88,22 +89,11 @@ pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
 /// Answers a connection over `max_connections` with FATAL 53300, as PostgreSQL does.
 async fn refuse_too_many(mut socket: tokio::net::TcpStream) {
     use tokio::io::AsyncWriteExt;
-    let fields = [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', protocol::sqlstate::TOO_MANY_CONNECTIONS),
-        (b'M', "sorry, too many clients already"),
-    ];
-    let mut body = Vec::new();
-    for (code, text) in fields {
-        body.push(code);
-        body.extend_from_slice(text.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = vec![b'E'];
-    msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    msg.extend_from_slice(&body);
+    let msg = guard::error_response(
+        "FATAL",
+        protocol::sqlstate::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already",
+    );
     let _ = socket.write_all(&msg).await;
     let _ = socket.shutdown().await;
 }

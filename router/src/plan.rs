@@ -649,7 +649,12 @@ impl<'a> Planner<'a> {
                 None => self.keyspace_targets(&table.keyspace)?,
             };
             match stmt {
-                Statement::Update(_) => return Ok(Plan::Direct { targets, sql: stmt.to_string() }),
+                Statement::Update(_) => {
+                    return Ok(Plan::Direct {
+                        targets,
+                        sql: stmt.to_string(),
+                    });
+                }
                 Statement::Delete(_) => {
                     return Ok(Plan::Direct {
                         targets,

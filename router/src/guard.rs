@@ -1,0 +1,277 @@
+//! The connection guard: every client byte passes a frame check before pgwire sees it.
+//!
+//! ```text
+//!  client TCP ──► guard: startup packets (SSLRequest → 'N'), then per message:
+//!                 type byte + length; 4 ≤ length ≤ max_message, body streamed through
+//!                        │ unix socket pair
+//!                        ▼
+//!                 pgwire (sessions, queries)  ──responses──► copied back to the client
+//! ```
+//! pgwire alone would buffer a message of any length up to 1 GiB and drop a malformed one
+//! without a word. The guard refuses a bad or oversized message the way PostgreSQL does —
+//! ErrorResponse 08P01, then close — before allocating it, and drops a client that does not
+//! finish its startup packet in time. It is also where TLS will terminate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgwire::api::PgWireServerHandlers;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+const SSL_REQUEST: u32 = 80877103;
+const GSSENC_REQUEST: u32 = 80877104;
+const CANCEL_REQUEST: u32 = 80877102;
+/// The largest startup packet accepted (PostgreSQL uses 10 000 bytes too).
+const MAX_STARTUP: usize = 10_000;
+
+#[derive(Clone, Copy, Debug)]
+pub struct GuardLimits {
+    /// The largest frontend message body accepted, in bytes.
+    pub max_message: usize,
+    /// How long a client may take to send its startup packet.
+    pub startup_timeout: Duration,
+}
+
+impl Default for GuardLimits {
+    fn default() -> Self {
+        GuardLimits {
+            max_message: 64 << 20,
+            startup_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves one client connection through the guard.
+pub async fn serve<H: PgWireServerHandlers + Send + Sync + 'static>(
+    client: TcpStream,
+    handlers: Arc<H>,
+    limits: GuardLimits,
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let startup = tokio::time::timeout(
+        limits.startup_timeout,
+        read_startup(&mut client_read, &mut client_write),
+    )
+    .await;
+    let first = match startup {
+        Ok(Ok(Some(packet))) => packet,
+        Ok(Ok(None)) => return,
+        Ok(Err(message)) => {
+            let _ = client_write
+                .write_all(&error_response("FATAL", "08P01", &message))
+                .await;
+            return;
+        }
+        Err(_) => {
+            let _ = client_write
+                .write_all(&error_response(
+                    "FATAL",
+                    "08P01",
+                    "timeout while waiting for the startup packet",
+                ))
+                .await;
+            return;
+        }
+    };
+    let (front, back) = match UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("cannot create a socket pair: {e}");
+            return;
+        }
+    };
+    let pg = tokio::spawn(pgwire::tokio::process_socket_unix(back, handlers));
+    let (mut front_read, mut front_write) = front.into_split();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut downstream = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                n = front_read.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        client_write
+    });
+    let upstream = async {
+        front_write.write_all(&first).await.map_err(|_| None)?;
+        forward_messages(&mut client_read, &mut front_write, limits.max_message).await
+    };
+    let mut relay_done = false;
+    let outcome: Result<(), Option<String>> = tokio::select! {
+        r = upstream => r,
+        _ = &mut downstream => {
+            relay_done = true;
+            Ok(())
+        }
+    };
+    match outcome {
+        Err(Some(message)) if !relay_done => {
+            // Stop relaying pgwire's output between messages, then say why we hang up.
+            let _ = stop.send(());
+            if let Ok(mut w) = downstream.await {
+                let _ = w
+                    .write_all(&error_response("FATAL", "08P01", &message))
+                    .await;
+                let _ = w.shutdown().await;
+            }
+        }
+        _ if !relay_done => {
+            drop(front_write);
+            let _ = downstream.await;
+        }
+        _ => {}
+    }
+    pg.abort();
+}
+
+/// Reads packets until the StartupMessage (or a CancelRequest), answering SSL and GSSAPI
+/// encryption requests with 'N'. Returns the packet to hand to pgwire, or `None` if the client
+/// left.
+async fn read_startup<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
+    w: &mut W,
+) -> Result<Option<Vec<u8>>, String> {
+    loop {
+        let mut len = [0u8; 4];
+        if r.read_exact(&mut len).await.is_err() {
+            return Ok(None);
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        if !(8..=MAX_STARTUP).contains(&n) {
+            return Err(format!("invalid length of startup packet ({n})"));
+        }
+        let mut packet = vec![0u8; n];
+        packet[..4].copy_from_slice(&len);
+        if r.read_exact(&mut packet[4..]).await.is_err() {
+            return Ok(None);
+        }
+        let code = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        match code {
+            SSL_REQUEST | GSSENC_REQUEST => {
+                w.write_all(b"N").await.map_err(|e| e.to_string())?;
+            }
+            CANCEL_REQUEST => return Ok(Some(packet)),
+            c if c >> 16 == 3 => return Ok(Some(packet)),
+            c => {
+                return Err(format!(
+                    "unsupported frontend protocol {}.{}",
+                    c >> 16,
+                    c & 0xffff
+                ));
+            }
+        }
+    }
+}
+
+/// Relays frontend messages after checking each header; `Err(Some(msg))` is a protocol
+/// violation to report, `Err(None)` a closed connection.
+async fn forward_messages<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
+    w: &mut W,
+    max: usize,
+) -> Result<(), Option<String>> {
+    let mut header = [0u8; 5];
+    loop {
+        if r.read_exact(&mut header).await.is_err() {
+            return Ok(());
+        }
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len < 4 {
+            return Err(Some(format!("invalid message length {len}")));
+        }
+        if len - 4 > max {
+            return Err(Some(format!(
+                "message of {} bytes exceeds the limit of {max} bytes",
+                len - 4
+            )));
+        }
+        w.write_all(&header).await.map_err(|_| None)?;
+        let mut body = (&mut *r).take((len - 4) as u64);
+        let copied = tokio::io::copy(&mut body, w).await.map_err(|_| None)?;
+        if copied != (len - 4) as u64 {
+            return Ok(());
+        }
+    }
+}
+
+/// A backend ErrorResponse message.
+pub fn error_response(severity: &str, code: &str, message: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, text) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        body.push(field);
+        body.extend_from_slice(text.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = vec![b'E'];
+    msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    msg.extend_from_slice(&body);
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_bad_lengths_before_reading_bodies() {
+        let mut out = Vec::new();
+        let short = [b'Q', 0, 0, 0, 2];
+        assert!(
+            forward_messages(&mut &short[..], &mut out, 1024)
+                .await
+                .unwrap_err()
+                .unwrap()
+                .contains("invalid message length")
+        );
+        let huge = [b'Q', 0x7f, 0xff, 0xff, 0xff];
+        assert!(
+            forward_messages(&mut &huge[..], &mut out, 1024)
+                .await
+                .unwrap_err()
+                .unwrap()
+                .contains("exceeds")
+        );
+        assert!(
+            out.is_empty(),
+            "nothing is forwarded from a refused message"
+        );
+        let ok = [b'Q', 0, 0, 0, 6, b'x', 0];
+        forward_messages(&mut &ok[..], &mut out, 1024)
+            .await
+            .unwrap();
+        assert_eq!(out, ok);
+    }
+
+    #[tokio::test]
+    async fn answers_ssl_request_with_n_and_returns_startup() {
+        let mut input = Vec::new();
+        input.extend_from_slice(&8u32.to_be_bytes());
+        input.extend_from_slice(&SSL_REQUEST.to_be_bytes());
+        let startup = [0u8, 0, 0, 9, 0, 3, 0, 0, 0];
+        input.extend_from_slice(&startup);
+        let mut replies = Vec::new();
+        let got = read_startup(&mut &input[..], &mut replies)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(replies, b"N");
+        assert_eq!(got, startup);
+        let bad = [0u8, 0, 0, 4];
+        assert!(read_startup(&mut &bad[..], &mut replies).await.is_err());
+    }
+}
