@@ -93,6 +93,10 @@ impl RpcClient {
                     break;
                 }
             }
+            // Every handle is gone (or the link broke): close our side so the server ends the
+            // connection and our reader sees the end of the stream.
+            use tokio::io::AsyncWriteExt;
+            let _ = writer.shutdown().await;
             write_shared.fail_all();
         });
         let read_shared = shared.clone();
@@ -219,9 +223,18 @@ pub trait Service: Send + Sync + 'static {
 }
 
 /// Accepts connections forever, authenticating each before serving its requests.
+///
+/// Every connection, and every request handler it starts, lives in a `JoinSet` owned by this
+/// future: aborting the task that runs `serve` closes all of its connections at once, so an
+/// in-process role can really stop.
 pub async fn serve<S: Service>(listener: net::TcpListener, secret: ClusterSecret, service: Arc<S>) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -231,7 +244,7 @@ pub async fn serve<S: Service>(listener: net::TcpListener, secret: ClusterSecret
         };
         let service = service.clone();
         let secret = secret.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = serve_connection(stream, &secret, service).await {
                 tracing::debug!("internal connection from {peer} ended: {e}");
             }
@@ -251,25 +264,33 @@ async fn serve_connection<S: Service>(
         .map_err(|_| Error::protocol("handshake timed out"))??;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<(u64, Response)>(1024);
-    let write_task = tokio::spawn(async move {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut write_task = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             if write_frame(&mut writer, &msg).await.is_err() {
                 break;
             }
         }
+        use tokio::io::AsyncWriteExt;
+        let _ = writer.shutdown().await;
     });
     let result = loop {
-        let frame: Option<(u64, Request)> = match read_frame(&mut reader, MAX_FRAME).await {
-            Ok(f) => f,
-            Err(e) => break Err(e),
+        let frame: Option<(u64, Request)> = tokio::select! {
+            f = read_frame(&mut reader, MAX_FRAME) => match f {
+                Ok(f) => f,
+                Err(e) => break Err(e),
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            _ = &mut write_task => break Ok(()),
         };
         let Some((id, req)) = frame else { break Ok(()) };
         let replier = Replier { id, tx: tx.clone() };
-        tokio::spawn(service.clone().handle(req, replier));
+        tasks.spawn(service.clone().handle(req, replier));
     };
+    // The client is gone: stop its handlers (streams would otherwise run on), then the writer.
+    tasks.shutdown().await;
     drop(tx);
-    // Let in-flight answers drain; the writer ends when every replier is dropped.
-    let _ = write_task.await;
+    write_task.abort();
     result
 }
 
