@@ -131,25 +131,6 @@ async fn sharded_crud_explain_and_replication() {
         "sum(rows) = {total}"
     );
 
-    // Replicas catch up: replica_lsn = primary_lsn and lag 0 on every shard.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let rows = shards_view(&client).await.expect("tessera.shards");
-        let caught_up = rows.len() == SHARDS
-            && rows.iter().all(|r| {
-                int(r, "primary_lsn").is_some()
-                    && int(r, "replica_lsn") == int(r, "primary_lsn")
-                    && int(r, "lag_lsn") == Some(0)
-            });
-        if caught_up {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas did not catch up within 15 s: {rows:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let repl = query_text(&client, "SELECT * FROM tessera.replication")
         .await
         .expect("tessera.replication");
@@ -280,6 +261,34 @@ async fn sharded_crud_explain_and_replication() {
         total,
         ROWS - 11,
         "tessera.shards rows after deletes: {shards:?}"
+    );
+    // Replicas catch up (checked last, so that a replication stall does not hide the SQL
+    // checks above): replica_lsn = primary_lsn and lag 0 on every shard, and every replica's
+    // checksum equals its primary's.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = shards_view(&client).await.expect("tessera.shards");
+        let caught_up = rows.len() == SHARDS
+            && rows.iter().all(|r| {
+                int(r, "primary_lsn").is_some()
+                    && int(r, "replica_lsn") == int(r, "primary_lsn")
+                    && int(r, "lag_lsn") == Some(0)
+            });
+        if caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not catch up within 15 s: {rows:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let meta = cluster.meta_client().await;
+    let sums = shard_checksums(&meta, &cluster.secret).await;
+    assert!(
+        sums.len() == SHARDS && checksums_agree(&sums),
+        "replica checksums differ from their primaries': {sums:#?}"
     );
     eprintln!("crud test body took {:?}", t0.elapsed());
 }

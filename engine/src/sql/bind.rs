@@ -21,6 +21,8 @@ use crate::txn::ReadTxn;
 pub struct ScopeColumn {
     /// The table name or alias that qualifies the column.
     pub table: Option<String>,
+    /// The table the column belongs to, when that is a stored table (which an alias hides).
+    pub relation: Option<String>,
     pub name: String,
     pub ty: DataType,
     /// Reachable only qualified: the right-hand copy of a `JOIN ... USING` column.
@@ -40,6 +42,7 @@ impl Scope {
                 .iter()
                 .map(|c| ScopeColumn {
                     table: Some(qualifier.to_string()),
+                    relation: Some(schema.name.clone()),
                     name: c.name.clone(),
                     ty: c.data_type,
                     hidden: false,
@@ -69,6 +72,9 @@ pub struct Binder<'a> {
     /// The outermost scope any column reference resolved to since the last reset; tells a
     /// subquery whether it is correlated.
     pub lowest_scope: usize,
+    /// The FROM scope of the SELECT bound last, kept for LIMIT and OFFSET to tell a column
+    /// of the query (an error of its own) from a name that does not exist.
+    pub last_select_scope: Option<Scope>,
 }
 
 fn is_default_keyword(e: &ast::Expr) -> bool {
@@ -85,6 +91,7 @@ impl<'a> Binder<'a> {
             aggregates: None,
             no_aggregates_in: "WHERE",
             lowest_scope: usize::MAX,
+            last_select_scope: None,
         }
     }
 
@@ -141,6 +148,16 @@ impl<'a> Binder<'a> {
                 .iter()
                 .any(|s| s.columns.iter().any(|c| c.table.as_ref() == Some(t)));
             if !known {
+                // A table that is in FROM under an alias may only be named by that alias.
+                let aliased = self.scopes.iter().flat_map(|s| &s.columns).find(|c| {
+                    c.relation.as_ref() == Some(t) && c.table.as_ref() != Some(t)
+                });
+                if aliased.is_some() {
+                    return Err(Error::new(
+                        sqlstate::UNDEFINED_TABLE,
+                        format!("invalid reference to FROM-clause entry for table \"{t}\""),
+                    ));
+                }
                 return Err(Error::new(
                     sqlstate::UNDEFINED_TABLE,
                     format!("missing FROM-clause entry for table \"{t}\""),
@@ -557,6 +574,21 @@ impl<'a> Binder<'a> {
     }
 
     fn unary(&mut self, op: &U, x: &ast::Expr) -> Result<(Expr, Ty)> {
+        // sqlparser lets a prefix sign take `2 ^ 2` as its operand, but in PostgreSQL unary
+        // minus and plus bind tighter than `^`: `-2 ^ 2` is `(-2) ^ 2`.
+        if matches!(op, U::Minus | U::Plus)
+            && let ast::Expr::BinaryOp {
+                left,
+                op: B::PGExp,
+                right,
+            } = x
+        {
+            let signed = ast::Expr::UnaryOp {
+                op: *op,
+                expr: left.clone(),
+            };
+            return self.binary(&signed, &B::PGExp, right);
+        }
         match op {
             U::Not => Ok((
                 Expr::Not(self.condition(x, "NOT")?.boxed()),
@@ -768,10 +800,10 @@ impl<'a> Binder<'a> {
             Some(e) => Some(self.expr(e)?),
             None => None,
         };
-        let mut tys: Vec<Ty> = results.iter().map(|(_, t)| *t).collect();
-        if let Some((_, t)) = &otherwise {
-            tys.push(*t);
-        }
+        // PostgreSQL resolves the ELSE result first, then the THEN results in order; that
+        // order shows in the "CASE types ... cannot be matched" message.
+        let mut tys: Vec<Ty> = otherwise.iter().map(|(_, t)| *t).collect();
+        tys.extend(results.iter().map(|(_, t)| *t));
         let ty = types::common_type(&tys, "CASE")?.unwrap_or(DataType::Text);
         let mut pairs = Vec::with_capacity(whens.len());
         for (w, (then, tt)) in whens.into_iter().zip(results) {

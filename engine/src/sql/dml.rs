@@ -161,8 +161,22 @@ pub fn bind_insert(b: &mut Binder, ins: &ast::Insert) -> Result<InsertPlan> {
                 if q.with.is_none() && q.order_by.is_none() && q.limit_clause.is_none() =>
             {
                 let mut rows = Vec::with_capacity(values.rows.len());
+                let first_len = values.rows.first().map_or(0, |r| r.content.len());
                 for row in &values.rows {
                     let exprs = &row.content;
+                    // As in PostgreSQL, each row's expressions are bound before its length is
+                    // compared with the first row's, and then with the target columns.
+                    let mut bound_row = Vec::with_capacity(exprs.len());
+                    for e in exprs {
+                        bound_row.push(if Binder::is_default(e) {
+                            None
+                        } else {
+                            Some(b.expr(e)?)
+                        });
+                    }
+                    if exprs.len() != first_len {
+                        return Err(Error::syntax("VALUES lists must all be the same length"));
+                    }
                     if exprs.len() > targets.len() {
                         return Err(Error::syntax(
                             "INSERT has more expressions than target columns",
@@ -174,13 +188,11 @@ pub fn bind_insert(b: &mut Binder, ins: &ast::Insert) -> Result<InsertPlan> {
                         ));
                     }
                     let mut out = Vec::with_capacity(exprs.len());
-                    for (e, &pos) in exprs.iter().zip(&targets) {
-                        if Binder::is_default(e) {
-                            out.push(None);
-                            continue;
-                        }
-                        let (bound, ty) = b.expr(e)?;
-                        out.push(Some(assign(b, bound, ty, &schema.columns[pos])?));
+                    for (e, &pos) in bound_row.into_iter().zip(&targets) {
+                        out.push(match e {
+                            None => None,
+                            Some((bound, ty)) => Some(assign(b, bound, ty, &schema.columns[pos])?),
+                        });
                     }
                     rows.push(out);
                 }

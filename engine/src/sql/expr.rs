@@ -683,7 +683,12 @@ fn arith(op: ArithOp, l: Value, r: Value, ty: &DataType) -> Result<Value> {
                 ArithOp::Mod if y == 0.0 => return Err(division_by_zero()),
                 ArithOp::Mod => x % y,
             };
-            types::check_float(out, x.is_finite() && y.is_finite(), ty)
+            let underflow = match op {
+                ArithOp::Mul => x != 0.0 && y != 0.0,
+                ArithOp::Div => x != 0.0 && !y.is_infinite(),
+                ArithOp::Add | ArithOp::Sub | ArithOp::Mod => false,
+            };
+            types::check_float_range(out, x.is_finite() && y.is_finite(), underflow, ty)
         }
     }
 }

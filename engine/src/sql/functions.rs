@@ -439,7 +439,12 @@ impl Func {
                         "a negative number raised to a non-integer power yields a complex result",
                     ));
                 }
-                types::check_float(a.powf(b), a.is_finite() && b.is_finite(), &DataType::Float8)?
+                types::check_float_range(
+                    a.powf(b),
+                    a.is_finite() && b.is_finite(),
+                    a != 0.0 && a.is_finite() && b.is_finite(),
+                    &DataType::Float8,
+                )?
             }
             Func::Sqrt => {
                 let a = float(&arg(0))?;

@@ -6,12 +6,122 @@
 
 use protocol::{DataType, Error, Result};
 use sqlparser::ast::{self, CharacterLength, ExactNumberInfo, Ident, ObjectName, ObjectNamePart};
+use sqlparser::ast::visit_expressions_mut;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use std::ops::ControlFlow;
 
 /// Parses one or more statements; any syntax error becomes SQLSTATE 42601.
 pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| Error::syntax(parser_message(e)))
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| Error::syntax(parser_message(e.into())))?;
+    let (tokens, symmetric) = mark_between_symmetric(tokens);
+    let mut stmts = Parser::new(&dialect)
+        .with_tokens_with_locations(tokens.clone())
+        .parse_statements()
+        .map_err(|e| syntax_error(e, sql, &tokens))?;
+    if symmetric {
+        let _ = visit_expressions_mut(&mut stmts, |e| {
+            rewrite_between_symmetric(e);
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    Ok(stmts)
+}
+
+/// sqlparser does not know `BETWEEN [A]SYMMETRIC`. ASYMMETRIC is the default and is dropped;
+/// SYMMETRIC becomes a `!!` prefix on the low bound, an operator PostgreSQL 15 no longer has
+/// and that the statement did not use itself, which [`rewrite_between_symmetric`] removes
+/// again after parsing. Returns whether any SYMMETRIC was marked.
+fn mark_between_symmetric(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, bool) {
+    let is_word = |t: &Token, kw: &str| {
+        matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
+    };
+    let mentions = tokens
+        .iter()
+        .any(|t| is_word(&t.token, "symmetric") || is_word(&t.token, "asymmetric"));
+    if !mentions
+        || tokens
+            .iter()
+            .any(|t| t.token == Token::DoubleExclamationMark)
+    {
+        return (tokens, false);
+    }
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut marked = false;
+    for t in tokens {
+        let after_between = out
+            .iter()
+            .rev()
+            .find(|p| !matches!(p.token, Token::Whitespace(_)))
+            .is_some_and(|p| is_word(&p.token, "between"));
+        if after_between && is_word(&t.token, "asymmetric") {
+            continue;
+        }
+        if after_between && is_word(&t.token, "symmetric") {
+            marked = true;
+            out.push(TokenWithSpan {
+                token: Token::DoubleExclamationMark,
+                span: t.span,
+            });
+            continue;
+        }
+        out.push(t);
+    }
+    (out, marked)
+}
+
+/// Turns a BETWEEN whose low bound carries the SYMMETRIC mark into PostgreSQL's own
+/// expansion: `(x BETWEEN a AND b) OR (x BETWEEN b AND a)`, and for NOT BETWEEN
+/// `(x NOT BETWEEN a AND b) AND (x NOT BETWEEN b AND a)`.
+fn rewrite_between_symmetric(e: &mut ast::Expr) {
+    let ast::Expr::Between {
+        expr,
+        negated,
+        low,
+        high,
+    } = e
+    else {
+        return;
+    };
+    // The mark binds tighter than the operators that can follow it inside the low bound, so
+    // it sits on the bound's left spine.
+    let mut spine: &mut ast::Expr = low;
+    loop {
+        match spine {
+            ast::Expr::BinaryOp { left, .. } => spine = left,
+            ast::Expr::UnaryOp {
+                op: ast::UnaryOperator::PGPrefixFactorial,
+                expr: inner,
+            } => {
+                let inner = std::mem::replace(inner.as_mut(), ast::Expr::value(ast::Value::Null));
+                *spine = inner;
+                break;
+            }
+            _ => return,
+        }
+    }
+    let between = |low: &ast::Expr, high: &ast::Expr| {
+        ast::Expr::Nested(Box::new(ast::Expr::Between {
+            expr: expr.clone(),
+            negated: *negated,
+            low: Box::new(low.clone()),
+            high: Box::new(high.clone()),
+        }))
+    };
+    let op = if *negated {
+        ast::BinaryOperator::And
+    } else {
+        ast::BinaryOperator::Or
+    };
+    *e = ast::Expr::Nested(Box::new(ast::Expr::BinaryOp {
+        left: Box::new(between(low, high)),
+        op,
+        right: Box::new(between(high, low)),
+    }));
 }
 
 /// Parses a lone expression, as stored in a column's DEFAULT.
@@ -21,6 +131,54 @@ pub fn parse_expr(sql: &str) -> Result<ast::Expr> {
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| Error::syntax(parser_message(e)))
+}
+
+/// A parser error in PostgreSQL's words: `syntax error at or near "<token>"`, quoting the
+/// token as written, or `syntax error at end of input`.
+fn syntax_error(e: sqlparser::parser::ParserError, sql: &str, tokens: &[TokenWithSpan]) -> Error {
+    let sqlparser::parser::ParserError::ParserError(m) = &e else {
+        return Error::syntax(parser_message(e));
+    };
+    if m.ends_with("found: EOF") {
+        return Error::syntax("syntax error at end of input");
+    }
+    let near = m
+        .rsplit_once(" at Line: ")
+        .and_then(|(_, at)| {
+            let (line, column) = at.split_once(", Column: ")?;
+            Some((line.parse::<u64>().ok()?, column.parse::<u64>().ok()?))
+        })
+        .and_then(|(line, column)| {
+            let t = tokens
+                .iter()
+                .find(|t| t.span.start.line == line && t.span.start.column == column)?;
+            let start = byte_offset(sql, t.span.start)?;
+            let end = byte_offset(sql, t.span.end)?;
+            sql.get(start..end).map(str::to_string)
+        });
+    match near {
+        Some(text) if !text.is_empty() => {
+            Error::syntax(format!("syntax error at or near \"{text}\""))
+        }
+        _ => Error::syntax(parser_message(e)),
+    }
+}
+
+/// The byte offset of a tokenizer location (1-based line, 1-based column counted in chars).
+fn byte_offset(sql: &str, loc: sqlparser::tokenizer::Location) -> Option<usize> {
+    let (mut line, mut column) = (1u64, 1u64);
+    for (i, c) in sql.char_indices() {
+        if line == loc.line && column == loc.column {
+            return Some(i);
+        }
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line == loc.line && column == loc.column).then_some(sql.len())
 }
 
 fn parser_message(e: sqlparser::parser::ParserError) -> String {
@@ -95,22 +253,51 @@ pub fn data_type(t: &ast::DataType) -> Result<DataType> {
         },
         T::Bool | T::Boolean => DataType::Bool,
         T::Bytea => DataType::Bytea,
-        T::Custom(name, mods) if mods.is_empty() => {
+        T::Custom(name, mods) => {
             let parts = name_parts(name)?;
-            match parts.last().map(String::as_str) {
-                Some("int2") => DataType::Int2,
-                Some("int4") => DataType::Int4,
-                Some("int8") => DataType::Int8,
-                Some("float4") => DataType::Float4,
-                Some("float8") => DataType::Float8,
-                Some("bool") => DataType::Bool,
-                Some("text") => DataType::Text,
-                Some("varchar") => DataType::Varchar(None),
-                _ => return Err(unsupported_type(t)),
+            let last = parts.last().map(String::as_str).unwrap_or_default();
+            match (last, mods.is_empty()) {
+                ("int2", true) => DataType::Int2,
+                ("int4", true) => DataType::Int4,
+                ("int8", true) => DataType::Int8,
+                ("float4", true) => DataType::Float4,
+                ("float8", true) => DataType::Float8,
+                ("bool", true) => DataType::Bool,
+                ("text", true) => DataType::Text,
+                ("varchar", true) => DataType::Varchar(None),
+                _ => return Err(custom_type_error(t, &parts)),
             }
         }
         _ => return Err(unsupported_type(t)),
     })
+}
+
+/// Built-in PostgreSQL type names (and their aliases) that Tessera does not store: using one
+/// is 0A000, while a name PostgreSQL would not know either is 42704.
+const OTHER_POSTGRES_TYPES: &[&str] = &[
+    "bit", "bpchar", "box", "char", "cid", "cidr", "circle", "citext", "date", "daterange",
+    "decimal", "float", "inet", "int", "int4range", "int8range", "integer", "interval", "json",
+    "jsonb", "jsonpath", "line", "lseg", "macaddr", "macaddr8", "money", "name", "numeric",
+    "numrange", "oid", "path", "pg_lsn", "point", "polygon", "regclass", "regproc", "regtype",
+    "serial", "serial2", "serial4", "serial8", "bigserial", "smallserial", "tid", "time",
+    "timestamp", "timestamptz", "timetz", "tsquery", "tsrange", "tstzrange", "tsvector",
+    "txid_snapshot", "uuid", "varbit", "xid", "xid8", "xml", "record", "void", "anyelement",
+];
+
+/// The error for a type name sqlparser did not recognise: PostgreSQL's "does not exist" for a
+/// name that is no type at all, "not supported" for a real type Tessera does not store.
+fn custom_type_error(t: &ast::DataType, parts: &[String]) -> Error {
+    match parts {
+        [schema, _] if schema != "public" && schema != "pg_catalog" => Error::new(
+            "3F000",
+            format!("schema \"{schema}\" does not exist"),
+        ),
+        [.., last] if !OTHER_POSTGRES_TYPES.contains(&last.as_str()) => Error::new(
+            protocol::sqlstate::UNDEFINED_OBJECT,
+            format!("type \"{}\" does not exist", parts.join(".")),
+        ),
+        _ => unsupported_type(t),
+    }
 }
 
 fn unsupported_type(t: &ast::DataType) -> Error {

@@ -154,15 +154,41 @@ impl Binder<'_> {
                 return Err(Error::syntax("LIMIT #,# syntax is not supported"));
             }
         };
+        let from = match q.body.as_ref() {
+            ast::SetExpr::Select(_) => self.last_select_scope.take(),
+            _ => None,
+        };
         // `LIMIT ALL` parses as a NULL limit, which means no limit.
-        plan.limit = limit.map(|e| self.count_expr(e, "LIMIT")).transpose()?;
-        plan.offset = offset.map(|e| self.count_expr(e, "OFFSET")).transpose()?;
+        plan.limit = limit
+            .map(|e| self.count_expr(e, "LIMIT", from.as_ref()))
+            .transpose()?;
+        plan.offset = offset
+            .map(|e| self.count_expr(e, "OFFSET", from.as_ref()))
+            .transpose()?;
         Ok(plan)
     }
 
-    fn count_expr(&mut self, e: &ast::Expr, clause: &str) -> Result<Expr> {
+    /// Binds a LIMIT or OFFSET argument; `from` is the FROM scope of the query it limits.
+    fn count_expr(&mut self, e: &ast::Expr, clause: &str, from: Option<&Scope>) -> Result<Expr> {
         let saved = std::mem::take(&mut self.scopes);
         let bound = self.expr(e);
+        // A column of the query's own FROM items is a variable, which PostgreSQL rejects with
+        // its own message rather than "column does not exist".
+        let bound = match (bound, from) {
+            (Err(err), Some(scope)) if err.code == sqlstate::UNDEFINED_COLUMN => {
+                self.scopes = vec![scope.clone()];
+                let with_from = self.expr(e);
+                self.scopes.clear();
+                match with_from {
+                    Ok(_) => Err(Error::new(
+                        sqlstate::INVALID_COLUMN_REFERENCE,
+                        format!("argument of {clause} must not contain variables"),
+                    )),
+                    Err(_) => Err(err),
+                }
+            }
+            (bound, _) => bound,
+        };
         self.scopes = saved;
         let (expr, ty) = bound?;
         match ty {
@@ -313,7 +339,7 @@ impl Binder<'_> {
         let (source, scope) = self.from(&s.from)?;
         self.scopes.push(scope);
         let result = self.select_in_scope(s, source, order, distinct);
-        self.scopes.pop();
+        self.last_select_scope = self.scopes.pop();
         result
     }
 
@@ -849,6 +875,7 @@ fn scope_of_plan(plan: &QueryPlan, qualifier: Option<String>) -> Scope {
             .iter()
             .map(|c| ScopeColumn {
                 table: qualifier.clone(),
+                relation: None,
                 name: c.name.clone(),
                 ty: c.data_type,
                 hidden: false,

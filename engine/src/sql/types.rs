@@ -124,6 +124,19 @@ pub fn check_int(i: Option<i64>, t: &DataType) -> Result<Value> {
 
 /// Checks a float result: finite inputs must not overflow to infinity.
 pub fn check_float(f: f64, inputs_finite: bool, t: &DataType) -> Result<Value> {
+    check_float_range(f, inputs_finite, false, t)
+}
+
+/// Checks a float result as PostgreSQL's `check_float8_val` does: finite inputs must not
+/// overflow to infinity, and where `zero_means_underflow` (a product of non-zero factors, a
+/// quotient of a non-zero dividend by a finite divisor, a power of a non-zero base) the
+/// result must not have vanished to zero.
+pub fn check_float_range(
+    f: f64,
+    inputs_finite: bool,
+    zero_means_underflow: bool,
+    t: &DataType,
+) -> Result<Value> {
     let f = if *t == DataType::Float4 {
         f as f32 as f64
     } else {
@@ -133,6 +146,12 @@ pub fn check_float(f: f64, inputs_finite: bool, t: &DataType) -> Result<Value> {
         return Err(Error::new(
             sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
             "value out of range: overflow",
+        ));
+    }
+    if f == 0.0 && zero_means_underflow {
+        return Err(Error::new(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            "value out of range: underflow",
         ));
     }
     Ok(Value::Float(f))
