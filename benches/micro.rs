@@ -24,6 +24,7 @@ fn encoding(c: &mut Criterion) {
         epoch: 1,
         sql: "SELECT v FROM kv WHERE k = $1".into(),
         params: vec![Value::Int(42)],
+        txn: None,
     };
     c.bench_function("frame/encode", |b| {
         b.iter(|| frame::encode(black_box(&(7u64, &req))))

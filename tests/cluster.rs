@@ -450,7 +450,8 @@ async fn node_kill9_and_restart_keeps_acknowledged_writes() {
         }
         if Instant::now() >= deadline {
             panic!(
-                "replicas did not converge within 20 s of the writes stopping: {sums:#?}\n{}",
+                "replicas did not converge within 20 s of the writes stopping: {sums:#?}\nmap: {:?}\n{}",
+                meta.state(),
                 cluster.logs()
             );
         }

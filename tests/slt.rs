@@ -5,105 +5,15 @@
 //!
 //! Files under `tests/slt/pending/` cover what the engine does not do yet and are not run.
 
+mod inproc;
+
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::auth::ClusterSecret;
+use inproc::start_cluster;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Runner};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-
-struct Cluster {
-    port: u16,
-    _dir: TempDir,
-    _meta: Arc<replication::meta::MetaServer>,
-    _nodes: Vec<replication::node_runtime::NodeHandle>,
-    router: router::RouterHandle,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn start_cluster(nodes: u64, shards: u32, replicas: u32) -> Cluster {
-    let dir = std::env::temp_dir().join(format!(
-        "tessera-slt-{}-{}-{}",
-        std::process::id(),
-        shards,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let secret = ClusterSecret::new("slt-secret");
-    let meta = replication::meta::MetaServer::start(replication::meta::MetaConfig {
-        id: 1,
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.join("meta"),
-        voters: Vec::new(),
-        secret: secret.clone(),
-        default_shards: shards,
-        replication_factor: replicas,
-    })
-    .await
-    .expect("meta starts");
-    let mut handles = Vec::new();
-    for id in 1..=nodes {
-        handles.push(
-            replication::node_runtime::start_node(replication::node_runtime::NodeConfig {
-                id,
-                listen: "127.0.0.1:0".into(),
-                advertise: None,
-                data_dir: dir.join(format!("node-{id}")),
-                meta: vec![meta.addr()],
-                secret: secret.clone(),
-                shard: engine::shard::ShardOptions::default(),
-                clock: Arc::new(protocol::clock::SystemClock),
-            })
-            .await
-            .expect("node starts"),
-        );
-    }
-    let router = router::start_router(router::RouterConfig {
-        listen: "127.0.0.1:0".into(),
-        meta: vec![meta.addr()],
-        secret,
-        max_connections: 100,
-        row_budget: router::memtxn::DEFAULT_ROW_BUDGET,
-        limits: router::guard::GuardLimits::default(),
-    })
-    .await
-    .expect("router starts");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while router.router.meta.state().shards.len() < shards as usize {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "shards were not placed in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Cluster {
-        port: router.addr.port(),
-        _dir: TempDir(dir),
-        _meta: meta,
-        _nodes: handles,
-        router,
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.router.shutdown();
-        for n in &self._nodes {
-            n.shutdown();
-        }
-    }
-}
 
 /// The error a statement produced, displayed as PostgreSQL's primary message so that
 /// `statement error <regex>` matches it.

@@ -1,30 +1,36 @@
-//! A write transaction that buffers its writes over a read snapshot.
+//! A transaction's private writes, and its view of a shard: snapshot plus own writes.
 //!
 //! ```text
-//!  executor ──put/delete/create/drop──► overlay (per table: key → Some(row) | None)
-//!      │                                  + ordered change list (becomes the ChangeRecord)
-//!      └──scan/get──► overlay merged over the snapshot, so a statement sees its own writes
+//!  executor ──put/delete/create/drop──► WriteSet overlay (per table: key → Some(row) | None)
+//!      │          (each row locked first)   + ordered change list (becomes the ChangeRecord)
+//!      └──scan/get──► overlay merged over the snapshot, so a transaction sees its own writes
 //! ```
 //! Nothing reaches redb until the shard commits the change list: a redb write transaction is
-//! never held while SQL runs, and an aborted statement just drops its buffer.
+//! never held while SQL runs, and a rolled-back transaction just drops its write set. Under
+//! SERIALIZABLE the view also records what was read, for validation at commit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::iter::Peekable;
+use std::time::Duration;
 
 use protocol::changes::Change;
 use protocol::error::{Error, Result, sqlstate};
+use protocol::message::Isolation;
 use protocol::schema::TableSchema;
 use protocol::{Value, row};
 
+use crate::locks::{LockTable, TxnId};
 use crate::storage::Snapshot;
-use crate::txn::{KeyRange, ReadTxn, RowIter, WriteTxn};
+use crate::txn::{KeyRange, ReadTxn, RowIter, RowLock, WriteTxn};
 
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<Value>>>;
 /// Overlay entries of one scan: key → row, or `None` where the transaction deleted it.
 type OverlayEntries = std::vec::IntoIter<(Vec<u8>, Option<Vec<Value>>)>;
 
-pub struct BufferedTxn<'a> {
-    base: &'a Snapshot,
+/// Everything a transaction has written so far.
+#[derive(Default)]
+pub struct WriteSet {
     writes: BTreeMap<String, Overlay>,
     /// Tables created (Some) or dropped (None) by this transaction.
     ddl: BTreeMap<String, Option<TableSchema>>,
@@ -33,20 +39,62 @@ pub struct BufferedTxn<'a> {
     changes: Vec<Change>,
 }
 
-impl<'a> BufferedTxn<'a> {
-    pub fn new(base: &'a Snapshot) -> Self {
-        BufferedTxn {
-            base,
-            writes: BTreeMap::new(),
-            ddl: BTreeMap::new(),
-            fresh: BTreeSet::new(),
-            changes: Vec::new(),
-        }
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
     }
 
     /// The transaction's changes in the order they were made.
     pub fn into_changes(self) -> Vec<Change> {
         self.changes
+    }
+
+    fn wrote(&self, table: &str, key: &[u8]) -> bool {
+        self.writes.get(table).is_some_and(|w| w.contains_key(key))
+    }
+}
+
+/// What a SERIALIZABLE transaction read: rows by key, and tables it scanned.
+#[derive(Default, Debug, Clone)]
+pub struct ReadSet {
+    pub keys: HashSet<(String, Vec<u8>)>,
+    pub tables: HashSet<String>,
+}
+
+/// Reads the newest committed bytes of a row (table, key), outside any snapshot.
+pub type LatestRow<'a> = dyn Fn(&str, &[u8]) -> Result<Option<Vec<u8>>> + 'a;
+
+/// How a view locks rows and learns their newest committed version.
+pub struct Locking<'a> {
+    pub locks: &'a LockTable,
+    pub txn: TxnId,
+    pub isolation: Isolation,
+    pub timeout: Option<Duration>,
+    /// The newest committed bytes of a row, read outside the snapshot.
+    pub latest: &'a LatestRow<'a>,
+}
+
+/// A transaction's view for one statement.
+pub struct TxnView<'a> {
+    base: &'a Snapshot,
+    set: &'a mut WriteSet,
+    locking: Option<Locking<'a>>,
+    reads: Option<RefCell<&'a mut ReadSet>>,
+}
+
+impl<'a> TxnView<'a> {
+    pub fn new(
+        base: &'a Snapshot,
+        set: &'a mut WriteSet,
+        locking: Option<Locking<'a>>,
+        reads: Option<&'a mut ReadSet>,
+    ) -> Self {
+        TxnView {
+            base,
+            set,
+            locking,
+            reads: reads.map(RefCell::new),
+        }
     }
 
     fn require_table(&self, table: &str) -> Result<()> {
@@ -55,11 +103,18 @@ impl<'a> BufferedTxn<'a> {
             None => Err(Error::undefined_table(table)),
         }
     }
+
+    fn lock(&self, table: &str, key: &[u8]) -> Result<()> {
+        match &self.locking {
+            Some(l) => l.locks.acquire(l.txn, table, key, l.timeout),
+            None => Ok(()),
+        }
+    }
 }
 
-impl ReadTxn for BufferedTxn<'_> {
+impl ReadTxn for TxnView<'_> {
     fn schema(&self, table: &str) -> Result<Option<TableSchema>> {
-        match self.ddl.get(table) {
+        match self.set.ddl.get(table) {
             Some(pending) => Ok(pending.clone()),
             None => self.base.schema(table),
         }
@@ -72,7 +127,7 @@ impl ReadTxn for BufferedTxn<'_> {
             .into_iter()
             .map(|s| (s.name.clone(), s))
             .collect();
-        for (name, pending) in &self.ddl {
+        for (name, pending) in &self.set.ddl {
             match pending {
                 Some(s) => by_name.insert(name.clone(), s.clone()),
                 None => by_name.remove(name),
@@ -83,12 +138,15 @@ impl ReadTxn for BufferedTxn<'_> {
 
     fn scan(&self, table: &str, range: KeyRange) -> Result<RowIter<'_>> {
         self.require_table(table)?;
-        let base: RowIter<'_> = if self.fresh.contains(table) {
+        if let Some(reads) = &self.reads {
+            reads.borrow_mut().tables.insert(table.to_string());
+        }
+        let base: RowIter<'_> = if self.set.fresh.contains(table) {
             Box::new(std::iter::empty())
         } else {
             self.base.scan(table, range.clone())?
         };
-        let overlay: Vec<(Vec<u8>, Option<Vec<Value>>)> = match self.writes.get(table) {
+        let overlay: Vec<(Vec<u8>, Option<Vec<Value>>)> = match self.set.writes.get(table) {
             Some(w) => w
                 .range::<Vec<u8>, _>((range.0.as_ref(), range.1.as_ref()))
                 .map(|(k, v)| (k.clone(), v.clone()))
@@ -106,25 +164,56 @@ impl ReadTxn for BufferedTxn<'_> {
 
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>> {
         self.require_table(table)?;
-        if let Some(entry) = self.writes.get(table).and_then(|w| w.get(key)) {
+        if let Some(reads) = &self.reads {
+            reads
+                .borrow_mut()
+                .keys
+                .insert((table.to_string(), key.to_vec()));
+        }
+        if let Some(entry) = self.set.writes.get(table).and_then(|w| w.get(key)) {
             return Ok(entry.clone());
         }
-        if self.fresh.contains(table) {
+        if self.set.fresh.contains(table) {
             return Ok(None);
         }
         self.base.get(table, key)
     }
 }
 
-impl WriteTxn for BufferedTxn<'_> {
+impl WriteTxn for TxnView<'_> {
+    fn lock_row(&mut self, table: &str, key: &[u8]) -> Result<RowLock> {
+        let Some(l) = &self.locking else {
+            return Ok(RowLock::Unchanged);
+        };
+        if self.set.wrote(table, key) || self.set.fresh.contains(table) {
+            return Ok(RowLock::Unchanged);
+        }
+        l.locks.acquire(l.txn, table, key, l.timeout)?;
+        let latest = (l.latest)(table, key)?;
+        if latest == self.base.get_raw(table, key)? {
+            return Ok(RowLock::Unchanged);
+        }
+        if l.isolation != Isolation::ReadCommitted {
+            return Err(Error::new(
+                sqlstate::SERIALIZATION_FAILURE,
+                "could not serialize access due to concurrent update",
+            ));
+        }
+        Ok(RowLock::Changed(
+            latest.map(|b| row::decode_row(&b)).transpose()?,
+        ))
+    }
+
     fn put(&mut self, table: &str, key: Vec<u8>, values: Vec<Value>) -> Result<()> {
         self.require_table(table)?;
-        self.changes.push(Change::Put {
+        self.lock(table, &key)?;
+        self.set.changes.push(Change::Put {
             table: table.to_string(),
             key: key.clone(),
             row: row::encode_row(&values),
         });
-        self.writes
+        self.set
+            .writes
             .entry(table.to_string())
             .or_default()
             .insert(key, Some(values));
@@ -133,11 +222,13 @@ impl WriteTxn for BufferedTxn<'_> {
 
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<()> {
         self.require_table(table)?;
-        self.changes.push(Change::Delete {
+        self.lock(table, key)?;
+        self.set.changes.push(Change::Delete {
             table: table.to_string(),
             key: key.to_vec(),
         });
-        self.writes
+        self.set
+            .writes
             .entry(table.to_string())
             .or_default()
             .insert(key.to_vec(), None);
@@ -152,23 +243,23 @@ impl WriteTxn for BufferedTxn<'_> {
             ));
         }
         let name = schema.name.clone();
-        self.changes.push(Change::CreateTable {
+        self.set.changes.push(Change::CreateTable {
             schema: schema.clone(),
         });
-        self.ddl.insert(name.clone(), Some(schema));
-        self.writes.remove(&name);
-        self.fresh.insert(name);
+        self.set.ddl.insert(name.clone(), Some(schema));
+        self.set.writes.remove(&name);
+        self.set.fresh.insert(name);
         Ok(())
     }
 
     fn drop_table(&mut self, name: &str) -> Result<()> {
         self.require_table(name)?;
-        self.changes.push(Change::DropTable {
+        self.set.changes.push(Change::DropTable {
             name: name.to_string(),
         });
-        self.ddl.insert(name.to_string(), None);
-        self.writes.remove(name);
-        self.fresh.insert(name.to_string());
+        self.set.ddl.insert(name.to_string(), None);
+        self.set.writes.remove(name);
+        self.set.fresh.insert(name.to_string());
         Ok(())
     }
 }

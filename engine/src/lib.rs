@@ -10,6 +10,7 @@
 //! replica a node hosts.
 
 pub mod buffer;
+pub mod locks;
 pub mod node;
 pub mod shard;
 pub mod sql;

@@ -12,18 +12,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use protocol::Value;
 use protocol::clock::Hlc;
 use protocol::cluster::{NodeId, ShardId};
 use protocol::error::{Error, Result, sqlstate};
-use protocol::message::{Request, Response, StreamItem};
+use protocol::message::{Request, Response, StreamItem, TxnSpec};
 use protocol::rpc::{Replier, Service};
 use tokio::sync::mpsc;
 
-use crate::shard::{Shard, ShardOptions};
+use crate::shard::{Shard, ShardOptions, Transaction};
 use crate::sql;
 use crate::txn::ReadTxn;
 
@@ -38,8 +38,17 @@ struct Hosted {
     epoch: u64,
 }
 
+/// A client transaction open on one of this node's shards, owned by the connection that
+/// opened it: if that connection drops, the transaction rolls back.
+struct OpenTxn {
+    conn: u64,
+    shard: Arc<Shard>,
+    txn: Arc<Mutex<Option<Transaction>>>,
+}
+
 pub struct NodeService {
     pub id: NodeId,
+    txns: Mutex<HashMap<(ShardId, u64), OpenTxn>>,
     data_dir: PathBuf,
     hlc: Arc<Hlc>,
     opts: ShardOptions,
@@ -53,6 +62,7 @@ impl NodeService {
         std::fs::create_dir_all(&data_dir).map_err(Error::io)?;
         Ok(NodeService {
             id,
+            txns: Mutex::default(),
             data_dir,
             hlc,
             opts,
@@ -129,6 +139,8 @@ impl NodeService {
         epoch: u64,
         sql_text: String,
         params: Vec<Value>,
+        spec: Option<TxnSpec>,
+        conn: u64,
     ) -> Result<Response> {
         let hosted = self.hosted_entry(id)?;
         let stmts = sql::parse(&sql_text)?;
@@ -145,16 +157,127 @@ impl NodeService {
             ));
         }
         let shard = hosted.shard;
+        let Some(spec) = spec else {
+            let result = tokio::task::spawn_blocking(move || {
+                let mut last = None;
+                for stmt in &stmts {
+                    last = Some(shard.execute(stmt, &params)?);
+                }
+                last.ok_or_else(|| Error::syntax("empty query"))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("executor task failed: {e}")))??;
+            return Ok(Response::Result(result));
+        };
+        let slot = {
+            let mut txns = self
+                .txns
+                .lock()
+                .map_err(|_| Error::internal("poisoned lock"))?;
+            let open = txns.entry((id, spec.id)).or_insert_with(|| {
+                let timeout =
+                    (spec.lock_timeout_ms > 0).then(|| Duration::from_millis(spec.lock_timeout_ms));
+                let txn = shard.begin(spec.id, spec.isolation, spec.read_only, timeout);
+                OpenTxn {
+                    conn,
+                    shard: shard.clone(),
+                    txn: Arc::new(Mutex::new(Some(txn))),
+                }
+            });
+            open.txn.clone()
+        };
+        let run_shard = shard.clone();
         let result = tokio::task::spawn_blocking(move || {
+            let mut guard = slot.lock().map_err(|_| Error::internal("poisoned transaction"))?;
+            let txn = guard.as_mut().ok_or_else(|| {
+                Error::new(sqlstate::IN_FAILED_SQL_TRANSACTION, "current transaction is aborted, commands ignored until end of transaction block")
+            })?;
             let mut last = None;
             for stmt in &stmts {
-                last = Some(shard.execute(stmt, &params)?);
+                match run_shard.execute_in(txn, stmt, &params) {
+                    Ok(r) => last = Some(r),
+                    Err(e) => {
+                        // PostgreSQL aborts the whole transaction on an error: drop its writes
+                        // and locks now rather than at the client's ROLLBACK.
+                        if let Some(t) = guard.take() {
+                            run_shard.rollback(t);
+                        }
+                        return Err(e);
+                    }
+                }
             }
             last.ok_or_else(|| Error::syntax("empty query"))
         })
         .await
-        .map_err(|e| Error::internal(format!("executor task failed: {e}")))??;
-        Ok(Response::Result(result))
+        .map_err(|e| Error::internal(format!("executor task failed: {e}")))?;
+        if result.is_err()
+            && let Ok(mut txns) = self.txns.lock()
+        {
+            txns.remove(&(id, spec.id));
+        }
+        Ok(Response::Result(result?))
+    }
+
+    /// Commits or rolls back a client transaction on one shard.
+    async fn end_txn(&self, id: ShardId, txn_id: u64, commit: bool) -> Result<Response> {
+        let open = self
+            .txns
+            .lock()
+            .map_err(|_| Error::internal("poisoned lock"))?
+            .remove(&(id, txn_id));
+        let Some(open) = open else {
+            return if commit {
+                Err(Error::new(
+                    sqlstate::IN_FAILED_SQL_TRANSACTION,
+                    format!("transaction {txn_id} is not open on shard {id}"),
+                ))
+            } else {
+                Ok(Response::Ok)
+            };
+        };
+        tokio::task::spawn_blocking(move || {
+            let txn = open
+                .txn
+                .lock()
+                .map_err(|_| Error::internal("poisoned transaction"))?
+                .take();
+            match txn {
+                Some(t) if commit => open.shard.commit(t).map(|_| Response::Ok),
+                Some(t) => {
+                    open.shard.rollback(t);
+                    Ok(Response::Ok)
+                }
+                None if commit => Err(Error::new(
+                    sqlstate::IN_FAILED_SQL_TRANSACTION,
+                    "transaction was aborted",
+                )),
+                None => Ok(Response::Ok),
+            }
+        })
+        .await
+        .map_err(|e| Error::internal(format!("commit task failed: {e}")))?
+    }
+
+    /// Rolls back every transaction a vanished connection left open.
+    fn abandon(&self, conn: u64) {
+        let orphans: Vec<OpenTxn> = match self.txns.lock() {
+            Ok(mut txns) => {
+                let keys: Vec<(ShardId, u64)> = txns
+                    .iter()
+                    .filter(|(_, o)| o.conn == conn)
+                    .map(|(k, _)| *k)
+                    .collect();
+                keys.into_iter().filter_map(|k| txns.remove(&k)).collect()
+            }
+            Err(_) => return,
+        };
+        for o in orphans {
+            if let Ok(mut t) = o.txn.lock()
+                && let Some(t) = t.take()
+            {
+                o.shard.rollback(t);
+            }
+        }
     }
 
     async fn describe(&self, id: ShardId, sql_text: String) -> Result<Response> {
@@ -285,7 +408,12 @@ impl Service for NodeService {
                 epoch,
                 sql,
                 params,
-            } => self.execute(shard, epoch, sql, params).await,
+                txn,
+            } => {
+                self.execute(shard, epoch, sql, params, txn, reply.conn)
+                    .await
+            }
+            Request::EndTxn { shard, txn, commit } => self.end_txn(shard, txn, commit).await,
             Request::Describe { shard, sql } => self.describe(shard, sql).await,
             Request::Subscribe {
                 shard,
@@ -331,6 +459,10 @@ impl Service for NodeService {
         };
         let resp = result.unwrap_or_else(Response::Error);
         let _ = reply.send(resp).await;
+    }
+
+    async fn disconnected(self: Arc<Self>, conn: u64) {
+        let _ = tokio::task::spawn_blocking(move || self.abandon(conn)).await;
     }
 }
 

@@ -121,6 +121,14 @@ impl Snapshot {
         })))
     }
 
+    /// The stored bytes of one row, or `None` (also when the table does not exist).
+    pub fn get_raw(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some(t) = self.rows_table(table)? else {
+            return Ok(None);
+        };
+        Ok(t.get(key).map_err(storage_err)?.map(|v| v.value().to_vec()))
+    }
+
     /// Number of rows in a table.
     pub fn row_count(&self, table: &str) -> Result<u64> {
         use redb::ReadableTableMetadata;

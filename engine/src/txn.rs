@@ -28,8 +28,27 @@ pub trait ReadTxn {
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>>;
 }
 
+/// What locking a row found: whether a transaction that committed after this statement's
+/// snapshot changed it.
+#[derive(Debug, PartialEq)]
+pub enum RowLock {
+    /// The row is as the statement's snapshot shows it.
+    Unchanged,
+    /// The newest committed version (`None`: deleted). Only READ COMMITTED sees this; stricter
+    /// levels fail with 40001 instead.
+    Changed(Option<Vec<Value>>),
+}
+
 /// Read and write access; every write becomes part of the transaction's change-log record.
 pub trait WriteTxn: ReadTxn {
+    /// Locks a row the statement is about to change (or insert) until the transaction ends,
+    /// waiting for a concurrent writer; then reports whether the row changed since the
+    /// snapshot, so UPDATE and DELETE can re-check the newest version as PostgreSQL does.
+    fn lock_row(&mut self, table: &str, key: &[u8]) -> Result<RowLock> {
+        let _ = (table, key);
+        Ok(RowLock::Unchanged)
+    }
+
     /// Stores `row` under `key`, replacing any row there.
     fn put(&mut self, table: &str, key: Vec<u8>, row: Vec<Value>) -> Result<()>;
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<()>;

@@ -94,6 +94,7 @@ mod tests {
             epoch: 1,
             sql: "SELECT 1".into(),
             params: vec![Value::Int(7)],
+            txn: None,
         };
         let mut buf = Vec::new();
         write_frame(&mut buf, &(9u64, req.clone())).await.unwrap();

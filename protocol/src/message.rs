@@ -15,12 +15,20 @@ use crate::value::Value;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// Node: run one SQL statement on a shard's primary in its own transaction.
+    /// Node: run one SQL statement on a shard's primary, in its own transaction (`txn: None`)
+    /// or in the client transaction `txn`, which the shard opens on first use.
     Execute {
         shard: ShardId,
         epoch: u64,
         sql: String,
         params: Vec<Value>,
+        txn: Option<TxnSpec>,
+    },
+    /// Node: commit or roll back a client transaction on a shard.
+    EndTxn {
+        shard: ShardId,
+        txn: u64,
+        commit: bool,
     },
     /// Node: stream the shard's change log from `from_lsn` (exclusive), preceded by a snapshot
     /// when the log no longer reaches back that far.
@@ -54,6 +62,50 @@ pub enum Request {
     MetaStatus,
     /// Meta: an openraft RPC between voters, bincode-encoded by the replication crate.
     Raft { kind: RaftKind, body: Vec<u8> },
+}
+
+/// A client transaction as a shard sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnSpec {
+    /// Chosen by the router; unique in the cluster (random 64 bits).
+    pub id: u64,
+    pub isolation: Isolation,
+    pub read_only: bool,
+    /// How long a row-lock wait may last before 55P03; 0 waits forever.
+    pub lock_timeout_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Isolation {
+    #[default]
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
+impl Isolation {
+    /// Parses PostgreSQL's spelling (`read committed`, `REPEATABLE READ`, …).
+    pub fn parse(text: &str) -> Option<Isolation> {
+        match text
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['_', '-'], " ")
+            .as_str()
+        {
+            "read committed" | "read uncommitted" => Some(Isolation::ReadCommitted),
+            "repeatable read" => Some(Isolation::RepeatableRead),
+            "serializable" => Some(Isolation::Serializable),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read committed",
+            Isolation::RepeatableRead => "repeatable read",
+            Isolation::Serializable => "serializable",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

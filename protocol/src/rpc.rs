@@ -203,6 +203,8 @@ impl RpcClient {
 pub struct Replier {
     id: u64,
     tx: mpsc::Sender<(u64, Response)>,
+    /// The connection the request came on (unique within this server).
+    pub conn: u64,
 }
 
 impl Replier {
@@ -220,6 +222,13 @@ impl Replier {
 /// A role's request handler.
 pub trait Service: Send + Sync + 'static {
     fn handle(self: Arc<Self>, req: Request, reply: Replier) -> impl Future<Output = ()> + Send;
+
+    /// Called once a connection has ended, after its handlers stopped: state tied to the
+    /// connection (a router's open transactions) must be released.
+    fn disconnected(self: Arc<Self>, conn: u64) -> impl Future<Output = ()> + Send {
+        let _ = conn;
+        async {}
+    }
 }
 
 /// Accepts connections forever, authenticating each before serving its requests.
@@ -229,6 +238,7 @@ pub trait Service: Send + Sync + 'static {
 /// in-process role can really stop.
 pub async fn serve<S: Service>(listener: net::TcpListener, secret: ClusterSecret, service: Arc<S>) {
     let mut connections = tokio::task::JoinSet::new();
+    let mut next_conn: u64 = 0;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -244,10 +254,13 @@ pub async fn serve<S: Service>(listener: net::TcpListener, secret: ClusterSecret
         };
         let service = service.clone();
         let secret = secret.clone();
+        next_conn += 1;
+        let conn = next_conn;
         connections.spawn(async move {
-            if let Err(e) = serve_connection(stream, &secret, service).await {
+            if let Err(e) = serve_connection(stream, &secret, service.clone(), conn).await {
                 tracing::debug!("internal connection from {peer} ended: {e}");
             }
+            service.disconnected(conn).await;
         });
     }
 }
@@ -256,6 +269,7 @@ async fn serve_connection<S: Service>(
     mut stream: net::TcpStream,
     secret: &ClusterSecret,
     service: Arc<S>,
+    conn: u64,
 ) -> Result<()> {
     #[cfg(not(feature = "sim"))]
     let _ = stream.set_nodelay(true);
@@ -265,7 +279,7 @@ async fn serve_connection<S: Service>(
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<(u64, Response)>(1024);
     let mut tasks = tokio::task::JoinSet::new();
-    let mut write_task = tokio::spawn(async move {
+    let write_task = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             if write_frame(&mut writer, &msg).await.is_err() {
                 break;
@@ -275,16 +289,22 @@ async fn serve_connection<S: Service>(
         let _ = writer.shutdown().await;
     });
     let result = loop {
-        let frame: Option<(u64, Request)> = tokio::select! {
-            f = read_frame(&mut reader, MAX_FRAME) => match f {
-                Ok(f) => f,
-                Err(e) => break Err(e),
-            },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            _ = &mut write_task => break Ok(()),
+        // Reading a frame is not cancel-safe (a half-read frame would be lost), so nothing
+        // races it; finished handlers are reaped between frames instead.
+        let frame: Option<(u64, Request)> = match read_frame(&mut reader, MAX_FRAME).await {
+            Ok(f) => f,
+            Err(e) => break Err(e),
         };
+        while tasks.try_join_next().is_some() {}
+        if write_task.is_finished() {
+            break Ok(());
+        }
         let Some((id, req)) = frame else { break Ok(()) };
-        let replier = Replier { id, tx: tx.clone() };
+        let replier = Replier {
+            id,
+            tx: tx.clone(),
+            conn,
+        };
         tasks.spawn(service.clone().handle(req, replier));
     };
     // The client is gone: stop its handlers (streams would otherwise run on), then the writer.

@@ -203,33 +203,100 @@ impl DataType {
                 })?
             }
             DataType::Float4 | DataType::Float8 => {
-                let f: f64 = match t.to_ascii_lowercase().as_str() {
-                    "nan" => f64::NAN,
-                    "infinity" | "inf" | "+infinity" => f64::INFINITY,
-                    "-infinity" | "-inf" => f64::NEG_INFINITY,
-                    other => other.parse().map_err(|_| invalid())?,
+                let special = match t.to_ascii_lowercase().as_str() {
+                    "nan" => Some(f64::NAN),
+                    "infinity" | "inf" | "+infinity" | "+inf" => Some(f64::INFINITY),
+                    "-infinity" | "-inf" => Some(f64::NEG_INFINITY),
+                    _ => None,
                 };
-                self.coerce(Value::Float(f))?
+                if let Some(f) = special {
+                    return Ok(Value::Float(f));
+                }
+                if !t.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '.')) {
+                    return Err(invalid());
+                }
+                // Like PostgreSQL (strtof for real, strtod for double precision), a number
+                // beyond the type's range, or one that is not zero but rounds to zero, is an
+                // error; denormal results are fine. Real is read as real, not via double.
+                let (f, overflow) = if *self == DataType::Float4 {
+                    let f: f32 = t.parse().map_err(|_| invalid())?;
+                    (f as f64, f.is_infinite())
+                } else {
+                    let f: f64 = t.parse().map_err(|_| invalid())?;
+                    (f, f.is_infinite())
+                };
+                let mantissa = t.split(['e', 'E']).next().unwrap_or_default();
+                let underflow = f == 0.0 && mantissa.chars().any(|c| matches!(c, '1'..='9'));
+                if overflow || underflow {
+                    return Err(Error::new(
+                        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                        format!("\"{s}\" is out of range for type {}", self.name()),
+                    ));
+                }
+                Value::Float(f)
             }
             DataType::Text => Value::Text(s.to_string()),
             DataType::Varchar(_) => self.coerce(Value::Text(s.to_string()))?,
-            DataType::Bytea => Value::Bytes(parse_bytea(s).ok_or_else(invalid)?),
+            DataType::Bytea => Value::Bytes(parse_bytea(s)?),
         })
     }
 }
 
-fn parse_bytea(s: &str) -> Option<Vec<u8>> {
+/// PostgreSQL's `byteain`: `\x` followed by hex digit pairs (whitespace between pairs is
+/// skipped), or the escape format, where `\\` is a backslash and `\nnn` an octal byte.
+fn parse_bytea(s: &str) -> Result<Vec<u8>> {
     if let Some(hex) = s.strip_prefix("\\x") {
-        if hex.len() % 2 != 0 {
-            return None;
+        let invalid_digit = |c: char| {
+            Error::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("invalid hexadecimal digit: \"{c}\""),
+            )
+        };
+        let mut out = Vec::with_capacity(hex.len() / 2);
+        let mut chars = hex.chars();
+        while let Some(c) = chars.next() {
+            if matches!(c, ' ' | '\n' | '\t' | '\r') {
+                continue;
+            }
+            let hi = c.to_digit(16).ok_or_else(|| invalid_digit(c))?;
+            let c2 = chars.next().ok_or_else(|| {
+                Error::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    "invalid hexadecimal data: odd number of digits",
+                )
+            })?;
+            let lo = c2.to_digit(16).ok_or_else(|| invalid_digit(c2))?;
+            out.push((hi * 16 + lo) as u8);
         }
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-            .collect()
-    } else {
-        Some(s.as_bytes().to_vec())
+        return Ok(out);
     }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1..i + 4) {
+            Some([a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7']) => {
+                out.push(((a - b'0') << 6) | ((b - b'0') << 3) | (c - b'0'));
+                i += 4;
+            }
+            _ if bytes.get(i + 1) == Some(&b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            _ => {
+                return Err(Error::new(
+                    sqlstate::INVALID_TEXT_REPRESENTATION,
+                    "invalid input syntax for type bytea",
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl fmt::Display for DataType {
@@ -321,30 +388,24 @@ pub fn format_float(f: f64, single: bool) -> String {
             "-Infinity".into()
         };
     }
-    let s = if single {
-        format!("{}", f as f32)
+    // The shortest digits that read back exactly, in exponent form; PostgreSQL (like printf's
+    // %g) writes them in fixed notation when the decimal exponent of the first digit is at
+    // least -4 and below 6 for real, 15 for double precision.
+    let (e, fixed) = if single {
+        (format!("{:e}", f as f32), format!("{}", f as f32))
     } else {
-        format!("{f}")
+        (format!("{f:e}"), format!("{f}"))
     };
-    let abs = f.abs();
-    let limit = if single { 1e6 } else { 1e15 };
-    if abs != 0.0 && !(1e-4..limit).contains(&abs) {
-        // PostgreSQL switches to exponent notation outside this range.
-        let e = if single {
-            format!("{:e}", f as f32)
-        } else {
-            format!("{f:e}")
-        };
-        return match e.split_once('e') {
-            Some((mantissa, exp)) => {
-                let exp: i32 = exp.parse().unwrap_or(0);
-                let sign = if exp < 0 { '-' } else { '+' };
-                format!("{mantissa}e{sign}{:02}", exp.abs())
-            }
-            None => e,
-        };
+    let Some((mantissa, exp)) = e.split_once('e') else {
+        return fixed;
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let limit = if single { 6 } else { 15 };
+    if (-4..limit).contains(&exp) {
+        return fixed;
     }
-    s
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
 }
 
 fn float_total(a: f64, b: f64) -> Ordering {
@@ -427,5 +488,57 @@ mod tests {
         assert_eq!(format_float(1e20, false), "1e+20");
         assert_eq!(format_float(0.1f32 as f64, true), "0.1");
         assert_eq!(format_float(f64::INFINITY, false), "Infinity");
+        // The switch to exponent notation follows the decimal exponent of the shortest digits.
+        assert_eq!(format_float(1e-4f32 as f64, true), "0.0001");
+        assert_eq!(format_float(1e-5f32 as f64, true), "1e-05");
+        assert_eq!(format_float(123456.7f32 as f64, true), "123456.7");
+        assert_eq!(format_float(1e6, true), "1e+06");
+        assert_eq!(format_float(1234567.0, true), "1.234567e+06");
+        assert_eq!(format_float(1e-4, false), "0.0001");
+        assert_eq!(format_float(1e-5, false), "1e-05");
+        assert_eq!(format_float(123456789012345.0, false), "123456789012345");
+        assert_eq!(format_float(1e15, false), "1e+15");
+        assert_eq!(format_float(-0.0, false), "-0");
+        assert_eq!(format_float(0.0, true), "0");
+    }
+
+    #[test]
+    fn float_input_range() {
+        let err = DataType::Float4.parse_text("3.5e38").unwrap_err();
+        assert_eq!(err.code, sqlstate::NUMERIC_VALUE_OUT_OF_RANGE);
+        assert_eq!(err.message, "\"3.5e38\" is out of range for type real");
+        assert!(DataType::Float8.parse_text("1e-400").is_err());
+        assert!(DataType::Float8.parse_text("0e-400").is_ok());
+        assert!(DataType::Float4.parse_text("1e-40").is_ok());
+        assert_eq!(
+            DataType::Float4.parse_text("0.1").unwrap(),
+            Value::Float(0.1f32 as f64)
+        );
+        assert_eq!(
+            DataType::Float8.parse_text("-Infinity").unwrap(),
+            Value::Float(f64::NEG_INFINITY)
+        );
+        assert!(DataType::Float8.parse_text("abc").is_err());
+    }
+
+    #[test]
+    fn bytea_input_like_postgres() {
+        let err = DataType::Bytea.parse_text("\\xZZ").unwrap_err();
+        assert_eq!(err.message, "invalid hexadecimal digit: \"Z\"");
+        let err = DataType::Bytea.parse_text("\\x123").unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid hexadecimal data: odd number of digits"
+        );
+        assert_eq!(
+            DataType::Bytea.parse_text("\\x01 02").unwrap(),
+            Value::Bytes(vec![1, 2])
+        );
+        assert_eq!(
+            DataType::Bytea.parse_text("a\\\\b\\001").unwrap(),
+            Value::Bytes(vec![b'a', b'\\', b'b', 1])
+        );
+        let err = DataType::Bytea.parse_text("a\\q").unwrap_err();
+        assert_eq!(err.message, "invalid input syntax for type bytea");
     }
 }

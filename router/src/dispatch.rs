@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use protocol::cluster::MetaCommand;
 use protocol::error::{Error, Result, sqlstate};
-use protocol::message::{Request, Response};
+use protocol::message::{Request, Response, TxnSpec};
 use protocol::rpc::Pool;
 use protocol::schema::{QueryResult, ResultColumn};
 use protocol::{DataType, Value};
@@ -25,6 +25,7 @@ use sqlparser::ast::{self, Ident, ObjectName, Statement};
 use crate::memtxn::MemTables;
 use crate::names::table_name;
 use crate::plan::{Plan, Planner, Target};
+use crate::session::SessionTxn;
 use crate::status;
 
 pub struct Router {
@@ -42,8 +43,13 @@ impl Router {
         })
     }
 
-    /// Plans and runs one statement.
-    pub async fn execute(&self, stmt: &Statement, params: &[Value]) -> Result<QueryResult> {
+    /// Plans and runs one statement, inside the session's transaction if it has one.
+    pub async fn execute(
+        &self,
+        stmt: &Statement,
+        params: &[Value],
+        mut txn: Option<&mut SessionTxn>,
+    ) -> Result<QueryResult> {
         if let Statement::Explain {
             statement,
             analyze: false,
@@ -67,7 +73,10 @@ impl Router {
         loop {
             let state = self.meta.state();
             let plan = Planner::new(&state, params).plan(stmt)?;
-            match self.run(plan, params).await {
+            if let Some(t) = txn.as_deref_mut() {
+                admit(&plan, t)?;
+            }
+            match self.run(plan, params, txn.as_deref().map(|t| t.spec)).await {
                 Err(e) if is_stale_route(&e) && !retried => {
                     retried = true;
                     let _ = self
@@ -145,12 +154,19 @@ impl Router {
         }
     }
 
-    async fn send(&self, target: &Target, sql: String, params: &[Value]) -> Result<QueryResult> {
+    async fn send(
+        &self,
+        target: &Target,
+        sql: String,
+        params: &[Value],
+        txn: Option<TxnSpec>,
+    ) -> Result<QueryResult> {
         let req = Request::Execute {
             shard: target.shard,
             epoch: target.epoch,
             sql,
             params: params.to_vec(),
+            txn,
         };
         match self.pool.call(&target.addr, req).await? {
             Response::Result(r) => Ok(r),
@@ -160,16 +176,18 @@ impl Router {
         }
     }
 
-    async fn run(&self, plan: Plan, params: &[Value]) -> Result<QueryResult> {
+    async fn run(&self, plan: Plan, params: &[Value], txn: Option<TxnSpec>) -> Result<QueryResult> {
         match plan {
             Plan::Direct { targets, sql } => {
-                let calls = targets.iter().map(|t| self.send(t, sql.clone(), params));
+                let calls = targets
+                    .iter()
+                    .map(|t| self.send(t, sql.clone(), params, txn));
                 concat(futures::future::join_all(calls).await)
             }
             Plan::Split { parts } => {
                 let calls = parts
                     .iter()
-                    .map(|(t, sql)| self.send(t, sql.clone(), params));
+                    .map(|(t, sql)| self.send(t, sql.clone(), params, txn));
                 concat(futures::future::join_all(calls).await)
             }
             Plan::Gather {
@@ -179,7 +197,7 @@ impl Router {
             } => {
                 let calls = fetches
                     .iter()
-                    .map(|f| self.send(&f.target, f.sql.clone(), params));
+                    .map(|f| self.send(&f.target, f.sql.clone(), params, txn));
                 let results = futures::future::join_all(calls).await;
                 let mut mem = MemTables::new(self.row_budget);
                 for t in tables {
@@ -212,7 +230,7 @@ impl Router {
                     }
                     Err(e) => return Err(e),
                 }
-                let calls = targets.iter().map(|t| self.send(t, sql.clone(), &[]));
+                let calls = targets.iter().map(|t| self.send(t, sql.clone(), &[], None));
                 for r in futures::future::join_all(calls).await {
                     r?;
                 }
@@ -235,7 +253,7 @@ impl Router {
                     }
                 }
                 let sql = format!("DROP TABLE IF EXISTS {}", names.join(", "));
-                let calls = targets.iter().map(|t| self.send(t, sql.clone(), &[]));
+                let calls = targets.iter().map(|t| self.send(t, sql.clone(), &[], None));
                 for r in futures::future::join_all(calls).await {
                     r?;
                 }
@@ -307,4 +325,67 @@ fn concat(results: Vec<Result<QueryResult>>) -> Result<QueryResult> {
         }
     }
     out.ok_or_else(|| Error::internal("statement reached no shard"))
+}
+
+/// Records the shards a statement of a transaction reaches, refusing what the transaction
+/// cannot do atomically yet: DDL, and writes on a second shard (that needs two-phase commit).
+fn admit(plan: &Plan, txn: &mut SessionTxn) -> Result<()> {
+    let (targets, writes): (Vec<&Target>, bool) = match plan {
+        Plan::Direct { targets, sql } => (targets.iter().collect(), !is_select(sql)),
+        Plan::Split { parts } => (parts.iter().map(|(t, _)| t).collect(), true),
+        Plan::Gather { fetches, .. } => (fetches.iter().map(|f| &f.target).collect(), false),
+        Plan::Local { .. } => (Vec::new(), false),
+        Plan::CreateTable { .. } | Plan::DropTable { .. } => {
+            return Err(Error::unsupported(
+                "CREATE and DROP TABLE cannot run inside a transaction block yet",
+            ));
+        }
+    };
+    if writes {
+        let mut written = txn.written.clone();
+        written.extend(targets.iter().map(|t| t.shard));
+        if written.len() > 1 {
+            return Err(Error::unsupported(
+                "a transaction block cannot write on more than one shard yet (two-phase commit is not built)",
+            )
+            .with_detail(format!("This statement writes on shard(s) {:?}.", targets.iter().map(|t| t.shard).collect::<Vec<_>>())));
+        }
+        txn.written = written;
+    }
+    for t in targets {
+        txn.touched.insert(t.shard, t.addr.clone());
+    }
+    Ok(())
+}
+
+fn is_select(sql: &str) -> bool {
+    let head = sql.trim_start().get(..6).unwrap_or("").to_ascii_uppercase();
+    head == "SELECT"
+        || head.starts_with("WITH")
+        || head.starts_with("VALUES")
+        || head.starts_with("(")
+}
+
+impl Router {
+    /// Ends a transaction on every shard it touched: commit or roll back.
+    pub async fn end_transaction(&self, txn: &SessionTxn, commit: bool) -> Result<()> {
+        // Read-only participants first; the (single) written shard decides the outcome last.
+        let mut order: Vec<(&u32, &String)> = txn.touched.iter().collect();
+        order.sort_by_key(|(shard, _)| txn.written.contains(shard));
+        let mut first_err = None;
+        for (shard, addr) in order {
+            let req = Request::EndTxn {
+                shard: *shard,
+                txn: txn.spec.id,
+                commit: commit && first_err.is_none(),
+            };
+            if let Err(e) = self.pool.call(addr, req).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) if commit => Err(e),
+            _ => Ok(()),
+        }
+    }
 }

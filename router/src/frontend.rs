@@ -32,6 +32,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::PgWireFrontendMessage;
 use protocol::error::{Error, Result, sqlstate};
+use protocol::message::{Isolation, TxnSpec};
 use protocol::schema::{QueryResult, ResultColumn};
 use protocol::{DataType, Value};
 use sqlparser::ast::{self, Statement};
@@ -42,7 +43,7 @@ use crate::dispatch::Router;
 type Description = (Vec<DataType>, Vec<ResultColumn>);
 use crate::encode;
 use crate::names;
-use crate::session::{DEFAULTS, Session};
+use crate::session::{DEFAULTS, Session, SessionTxn, parse_millis};
 
 /// A statement prepared by the client: its text, its parse, and what Describe learned.
 #[derive(Debug, Clone)]
@@ -89,7 +90,11 @@ impl Frontend {
         params: &[Value],
     ) -> Result<QueryResult> {
         match stmt {
-            Statement::Set(set) => self.set(session, set),
+            Statement::Set(set)
+                if !matches!(set, ast::Set::SetTransaction { session: false, .. }) =>
+            {
+                self.set(session, set)
+            }
             Statement::ShowVariable { variable } => {
                 let name: Vec<String> = variable.iter().map(names::ident).collect();
                 let name = name.join(".");
@@ -127,14 +132,108 @@ impl Frontend {
                 session.reset_all();
                 Ok(QueryResult::command("DISCARD ALL", 0))
             }
-            Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
-            | Statement::Savepoint { .. } => Err(Error::unsupported(
-                "multi-statement transactions are not available yet; each statement commits on its own",
-            )),
-            _ => self.router.execute(stmt, params).await,
+            Statement::StartTransaction { modes, .. } => self.begin(session, modes).await,
+            Statement::Commit { .. } => self.finish(session, true).await,
+            Statement::Rollback {
+                savepoint: None, ..
+            } => self.finish(session, false).await,
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. } => {
+                Err(Error::unsupported("savepoints are not supported yet"))
+            }
+            Statement::Set(ast::Set::SetTransaction {
+                modes,
+                session: false,
+                ..
+            }) => {
+                let mut guard = session.txn.lock().await;
+                let Some(txn) = guard.as_mut() else {
+                    return Ok(QueryResult::command("SET", 0));
+                };
+                if !txn.touched.is_empty() {
+                    return Err(Error::new(
+                        sqlstate::ACTIVE_SQL_TRANSACTION,
+                        "SET TRANSACTION ISOLATION LEVEL must be called before any query",
+                    ));
+                }
+                apply_modes(&mut txn.spec, modes);
+                Ok(QueryResult::command("SET", 0))
+            }
+            _ => {
+                let mut guard = session.txn.lock().await;
+                match guard.as_mut() {
+                    None => self.router.execute(stmt, params, None).await,
+                    Some(txn) if txn.failed => Err(aborted()),
+                    Some(txn) => {
+                        let result = self.router.execute(stmt, params, Some(&mut *txn)).await;
+                        if result.is_err() {
+                            // The transaction is aborted: release its locks everywhere now;
+                            // the client still has to say ROLLBACK (or COMMIT) to end it.
+                            txn.failed = true;
+                            let _ = self.router.end_transaction(txn, false).await;
+                            txn.touched.clear();
+                        }
+                        result
+                    }
+                }
+            }
         }
+    }
+
+    async fn begin(
+        &self,
+        session: &Session,
+        modes: &[ast::TransactionMode],
+    ) -> Result<QueryResult> {
+        let mut guard = session.txn.lock().await;
+        if guard.is_some() {
+            // PostgreSQL only warns; the open transaction goes on.
+            return Ok(QueryResult::command("BEGIN", 0));
+        }
+        let isolation = session
+            .get("default_transaction_isolation")
+            .and_then(|v| Isolation::parse(&v))
+            .unwrap_or_default();
+        let read_only = session
+            .get("default_transaction_read_only")
+            .is_some_and(|v| v == "on" || v == "true");
+        let lock_timeout_ms = session
+            .get("lock_timeout")
+            .and_then(|v| parse_millis(&v))
+            .unwrap_or(0);
+        let mut spec = TxnSpec {
+            id: rand::random::<u64>() | 1,
+            isolation,
+            read_only,
+            lock_timeout_ms,
+        };
+        apply_modes(&mut spec, modes);
+        *guard = Some(SessionTxn {
+            spec,
+            touched: Default::default(),
+            written: Default::default(),
+            failed: false,
+        });
+        Ok(QueryResult::command("BEGIN", 0))
+    }
+
+    async fn finish(&self, session: &Session, commit: bool) -> Result<QueryResult> {
+        let Some(txn) = session.txn.lock().await.take() else {
+            // PostgreSQL warns "there is no transaction in progress" and succeeds.
+            return Ok(QueryResult::command(
+                if commit { "COMMIT" } else { "ROLLBACK" },
+                0,
+            ));
+        };
+        if txn.failed || !commit {
+            self.router.end_transaction(&txn, false).await?;
+            return Ok(QueryResult::command("ROLLBACK", 0));
+        }
+        self.router.end_transaction(&txn, true).await?;
+        Ok(QueryResult::command("COMMIT", 0))
     }
 
     fn set(&self, session: &Session, set: &ast::Set) -> Result<QueryResult> {
@@ -207,6 +306,32 @@ impl Frontend {
     }
 }
 
+fn aborted() -> Error {
+    Error::new(
+        sqlstate::IN_FAILED_SQL_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}
+
+/// Applies `ISOLATION LEVEL …` and `READ ONLY`/`READ WRITE` to a transaction.
+fn apply_modes(spec: &mut TxnSpec, modes: &[ast::TransactionMode]) {
+    for m in modes {
+        match m {
+            ast::TransactionMode::IsolationLevel(level) => {
+                spec.isolation = match level {
+                    ast::TransactionIsolationLevel::RepeatableRead
+                    | ast::TransactionIsolationLevel::Snapshot => Isolation::RepeatableRead,
+                    ast::TransactionIsolationLevel::Serializable => Isolation::Serializable,
+                    _ => Isolation::ReadCommitted,
+                }
+            }
+            ast::TransactionMode::AccessMode(mode) => {
+                spec.read_only = matches!(mode, ast::TransactionAccessMode::ReadOnly);
+            }
+        }
+    }
+}
+
 fn text_col(name: &str) -> ResultColumn {
     ResultColumn {
         name: name.to_string(),
@@ -217,6 +342,11 @@ fn text_col(name: &str) -> ResultColumn {
 /// Turns a result into a wire response.
 fn response(result: QueryResult, format: &Format) -> PgWireResult<Response> {
     if !result.returns_rows() {
+        match result.tag.as_str() {
+            "BEGIN" => return Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+            "COMMIT" | "ROLLBACK" => return Ok(Response::TransactionEnd(Tag::new(&result.tag))),
+            _ => {}
+        }
         let tag = match result.tag.as_str() {
             "INSERT" => Tag::new("INSERT")
                 .with_oid(0)

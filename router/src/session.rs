@@ -3,8 +3,11 @@
 //! Settings live at the router because the router owns the client's session; node
 //! connections are shared, so nothing session-scoped is left on them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+
+use protocol::cluster::ShardId;
+use protocol::message::TxnSpec;
 
 /// Settings every session starts with, as PostgreSQL 15 reports them.
 pub const DEFAULTS: &[(&str, &str)] = &[
@@ -25,11 +28,29 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("extra_float_digits", "1"),
     ("is_superuser", "on"),
     ("tessera.read_from", "primary"),
+    ("lock_timeout", "0"),
+    ("transaction_read_only", "off"),
+    ("default_transaction_read_only", "off"),
 ];
+
+/// A client transaction (BEGIN … COMMIT) as the router tracks it.
+#[derive(Debug)]
+pub struct SessionTxn {
+    pub spec: TxnSpec,
+    /// Shards the transaction has run statements on, with the address used.
+    pub touched: BTreeMap<ShardId, String>,
+    /// Shards it has written on (at most one until two-phase commit exists).
+    pub written: BTreeSet<ShardId>,
+    /// An error aborted it: everything but ROLLBACK/COMMIT fails with 25P02.
+    pub failed: bool,
+}
 
 #[derive(Default)]
 pub struct Session {
     settings: Mutex<BTreeMap<String, String>>,
+    /// The open transaction block, if any. Statements of one session run one at a time, so
+    /// this lock is never contended; it is async because it is held across shard calls.
+    pub txn: tokio::sync::Mutex<Option<SessionTxn>>,
 }
 
 impl Session {
@@ -61,4 +82,19 @@ impl Session {
             s.clear();
         }
     }
+}
+
+/// Parses a PostgreSQL duration setting (`500`, `500ms`, `2s`, `1min`) into milliseconds.
+pub fn parse_millis(text: &str) -> Option<u64> {
+    let t = text.trim().trim_matches('\'').to_ascii_lowercase();
+    let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let n: u64 = digits.parse().ok()?;
+    let unit = t[digits.len()..].trim();
+    Some(match unit {
+        "" | "ms" => n,
+        "s" => n * 1000,
+        "min" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return None,
+    })
 }

@@ -348,17 +348,13 @@ pub async fn explain(client: &Client, stmt: &str) -> Vec<String> {
 pub fn explained_shards(lines: &[String]) -> Vec<u32> {
     let mut shards = Vec::new();
     for l in lines {
-        let t = l.trim_start();
-        if let Some(rest) = t.strip_prefix("shard ") {
-            let mut parts = rest.split_whitespace();
-            if let (Some(id), Some("on"), Some("node")) = (parts.next(), parts.next(), parts.next())
-            {
-                if let Ok(id) = id.trim_end_matches(':').parse::<u32>() {
-                    if !shards.contains(&id) {
-                        shards.push(id);
-                    }
-                }
-            }
+        let mut parts = l.split_whitespace();
+        if let (Some("shard"), Some(id), Some("on"), Some("node")) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+            && let Ok(id) = id.trim_end_matches(':').parse::<u32>()
+            && !shards.contains(&id)
+        {
+            shards.push(id);
         }
     }
     shards.sort();

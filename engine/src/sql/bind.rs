@@ -149,9 +149,11 @@ impl<'a> Binder<'a> {
                 .any(|s| s.columns.iter().any(|c| c.table.as_ref() == Some(t)));
             if !known {
                 // A table that is in FROM under an alias may only be named by that alias.
-                let aliased = self.scopes.iter().flat_map(|s| &s.columns).find(|c| {
-                    c.relation.as_ref() == Some(t) && c.table.as_ref() != Some(t)
-                });
+                let aliased = self
+                    .scopes
+                    .iter()
+                    .flat_map(|s| &s.columns)
+                    .find(|c| c.relation.as_ref() == Some(t) && c.table.as_ref() != Some(t));
                 if aliased.is_some() {
                     return Err(Error::new(
                         sqlstate::UNDEFINED_TABLE,
@@ -749,8 +751,18 @@ impl<'a> Binder<'a> {
                 if !texty(lt) && !texty(rt) {
                     return Err(types::operator_error("||", &lt, &rt));
                 }
-                let le = self.coerce(le, lt, DataType::Text)?;
-                let re = self.coerce(re, rt, DataType::Text)?;
+                // `text || anynonarray` casts the other side to text, which is not always its
+                // output format: `'x' || true` is `xtrue`.
+                let as_text = |b: &mut Self, e: Expr, t: Ty| match t {
+                    Some(t) if !t.is_text() => Ok(Expr::Cast {
+                        expr: e.boxed(),
+                        from: Some(t),
+                        to: DataType::Text,
+                    }),
+                    _ => b.coerce(e, t, DataType::Text),
+                };
+                let le = as_text(self, le, lt)?;
+                let re = as_text(self, re, rt)?;
                 Ok((Expr::Concat(le.boxed(), re.boxed()), Some(DataType::Text)))
             }
             B::PGExp => self.scalar_call("power", &[l.clone(), r.clone()]),
@@ -775,7 +787,10 @@ impl<'a> Binder<'a> {
         for c in conditions {
             whens.push(match &subject {
                 Some(_) => self.expr(&c.condition)?,
-                None => (self.condition(&c.condition, "CASE")?, Some(DataType::Bool)),
+                None => (
+                    self.condition(&c.condition, "CASE/WHEN")?,
+                    Some(DataType::Bool),
+                ),
             });
             results.push(self.expr(&c.result)?);
         }

@@ -19,7 +19,7 @@ use super::exec::{Rows, run_query, scan};
 use super::expr::{Ctx, Env, Expr};
 use super::parse::{ident, name_parts, object_name, parse_expr};
 use super::plan::{Access, Projection, QueryPlan};
-use crate::txn::{ReadTxn, WriteTxn};
+use crate::txn::{ReadTxn, RowLock, WriteTxn};
 
 pub struct InsertPlan {
     pub schema: TableSchema,
@@ -392,7 +392,14 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
     let mut fresh = HashSet::with_capacity(new_rows.len());
     for row in &new_rows {
         let key = encode_key(&p.schema.key_of(row));
-        if !fresh.insert(key.clone()) || txn.get(&p.schema.name, &key)?.is_some() {
+        // Lock the key first: a concurrent insert of the same key is then either committed
+        // (and seen here) or waits for us.
+        let committed_since = matches!(
+            txn.lock_row(&p.schema.name, &key)?,
+            RowLock::Changed(Some(_))
+        );
+        if !fresh.insert(key.clone()) || committed_since || txn.get(&p.schema.name, &key)?.is_some()
+        {
             return Err(duplicate_key(&p.schema, row));
         }
         keys.push(key);
@@ -517,11 +524,47 @@ fn matching_rows(
     Ok(kept)
 }
 
+/// Locks the rows a statement selected; under READ COMMITTED a row that a concurrent
+/// transaction changed meanwhile is re-checked in its newest version (PostgreSQL's
+/// EvalPlanQual), so `SET n = n + 1` never loses an increment.
+fn lock_rows(
+    schema: &TableSchema,
+    filter: Option<&Expr>,
+    rows: Rows,
+    txn: &mut dyn WriteTxn,
+    params: &[Value],
+) -> Result<Rows> {
+    let mut current = Vec::with_capacity(rows.len());
+    for row in rows {
+        let key = encode_key(&schema.key_of(&row));
+        match txn.lock_row(&schema.name, &key)? {
+            RowLock::Unchanged => current.push(row),
+            RowLock::Changed(None) => {}
+            RowLock::Changed(Some(latest)) => {
+                let ctx = Ctx { txn: &*txn, params };
+                let still = match filter {
+                    Some(f) => f.is_true(&Env::new(&latest, None, &ctx))?,
+                    None => true,
+                };
+                if still {
+                    current.push(latest);
+                }
+            }
+        }
+    }
+    Ok(current)
+}
+
 pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> Result<QueryResult> {
+    let selected = {
+        let ctx = Ctx { txn: &*txn, params };
+        matching_rows(&p.schema, &p.access, p.filter.as_ref(), &ctx)?
+    };
+    let selected = lock_rows(&p.schema, p.filter.as_ref(), selected, txn, params)?;
     let changes = {
         let ctx = Ctx { txn: &*txn, params };
         let mut changes = Vec::new();
-        for old in matching_rows(&p.schema, &p.access, p.filter.as_ref(), &ctx)? {
+        for old in selected {
             let env = Env::new(&old, None, &ctx);
             let mut new = old.clone();
             for (pos, e) in &p.sets {
@@ -615,6 +658,7 @@ pub fn run_delete(p: &DeletePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
         let ctx = Ctx { txn: &*txn, params };
         matching_rows(&p.schema, &p.access, p.filter.as_ref(), &ctx)?
     };
+    let doomed = lock_rows(&p.schema, p.filter.as_ref(), doomed, txn, params)?;
     for row in &doomed {
         txn.delete(&p.schema.name, &encode_key(&p.schema.key_of(row)))?;
     }

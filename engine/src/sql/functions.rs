@@ -126,6 +126,14 @@ pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
     let Some(sig) = signature(name) else {
         return Ok(None);
     };
+    // length(bytea) and octet_length(bytea) count bytes.
+    if matches!(name, "length" | "octet_length") && args == [Some(DataType::Bytea)] {
+        return Ok(Some(Resolved {
+            func: sig.func,
+            arg_types: vec![None],
+            ret: DataType::Int4,
+        }));
+    }
     let min = sig.args.len() - sig.optional;
     if args.len() < min || (!sig.variadic && args.len() > sig.args.len()) {
         return Err(no_such_function(name, args));
@@ -280,6 +288,9 @@ impl Func {
         Ok(match self {
             Func::Lower => Value::Text(text(&arg(0)).to_lowercase()),
             Func::Upper => Value::Text(text(&arg(0)).to_uppercase()),
+            Func::Length | Func::OctetLength if let Value::Bytes(b) = arg(0) => {
+                Value::Int(b.len() as i64)
+            }
             Func::Length => Value::Int(text(&arg(0)).chars().count() as i64),
             Func::OctetLength => Value::Int(text(&arg(0)).len() as i64),
             Func::Abs => match arg(0) {

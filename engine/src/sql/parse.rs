@@ -5,8 +5,8 @@
 //! DDL and casts map onto the handful of `DataType`s Tessera stores.
 
 use protocol::{DataType, Error, Result};
-use sqlparser::ast::{self, CharacterLength, ExactNumberInfo, Ident, ObjectName, ObjectNamePart};
 use sqlparser::ast::visit_expressions_mut;
+use sqlparser::ast::{self, CharacterLength, ExactNumberInfo, Ident, ObjectName, ObjectNamePart};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
@@ -37,9 +37,7 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
 /// and that the statement did not use itself, which [`rewrite_between_symmetric`] removes
 /// again after parsing. Returns whether any SYMMETRIC was marked.
 fn mark_between_symmetric(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, bool) {
-    let is_word = |t: &Token, kw: &str| {
-        matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
-    };
+    let is_word = |t: &Token, kw: &str| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw));
     let mentions = tokens
         .iter()
         .any(|t| is_word(&t.token, "symmetric") || is_word(&t.token, "asymmetric"));
@@ -255,7 +253,11 @@ pub fn data_type(t: &ast::DataType) -> Result<DataType> {
         T::Bytea => DataType::Bytea,
         T::Custom(name, mods) => {
             let parts = name_parts(name)?;
-            let last = parts.last().map(String::as_str).unwrap_or_default();
+            let last = match parts.as_slice() {
+                [n] => n.as_str(),
+                [schema, n] if schema == "pg_catalog" => n.as_str(),
+                _ => return Err(custom_type_error(t, &parts)),
+            };
             match (last, mods.is_empty()) {
                 ("int2", true) => DataType::Int2,
                 ("int4", true) => DataType::Int4,
@@ -275,27 +277,91 @@ pub fn data_type(t: &ast::DataType) -> Result<DataType> {
 /// Built-in PostgreSQL type names (and their aliases) that Tessera does not store: using one
 /// is 0A000, while a name PostgreSQL would not know either is 42704.
 const OTHER_POSTGRES_TYPES: &[&str] = &[
-    "bit", "bpchar", "box", "char", "cid", "cidr", "circle", "citext", "date", "daterange",
-    "decimal", "float", "inet", "int", "int4range", "int8range", "integer", "interval", "json",
-    "jsonb", "jsonpath", "line", "lseg", "macaddr", "macaddr8", "money", "name", "numeric",
-    "numrange", "oid", "path", "pg_lsn", "point", "polygon", "regclass", "regproc", "regtype",
-    "serial", "serial2", "serial4", "serial8", "bigserial", "smallserial", "tid", "time",
-    "timestamp", "timestamptz", "timetz", "tsquery", "tsrange", "tstzrange", "tsvector",
-    "txid_snapshot", "uuid", "varbit", "xid", "xid8", "xml", "record", "void", "anyelement",
+    "bit",
+    "bpchar",
+    "box",
+    "char",
+    "cid",
+    "cidr",
+    "circle",
+    "citext",
+    "date",
+    "daterange",
+    "decimal",
+    "float",
+    "inet",
+    "int",
+    "int4range",
+    "int8range",
+    "integer",
+    "interval",
+    "json",
+    "jsonb",
+    "jsonpath",
+    "line",
+    "lseg",
+    "macaddr",
+    "macaddr8",
+    "money",
+    "name",
+    "numeric",
+    "numrange",
+    "oid",
+    "path",
+    "pg_lsn",
+    "point",
+    "polygon",
+    "regclass",
+    "regproc",
+    "regtype",
+    "serial",
+    "serial2",
+    "serial4",
+    "serial8",
+    "bigserial",
+    "smallserial",
+    "tid",
+    "time",
+    "timestamp",
+    "timestamptz",
+    "timetz",
+    "tsquery",
+    "tsrange",
+    "tstzrange",
+    "tsvector",
+    "txid_snapshot",
+    "uuid",
+    "varbit",
+    "xid",
+    "xid8",
+    "xml",
+    "record",
+    "void",
+    "anyelement",
 ];
 
 /// The error for a type name sqlparser did not recognise: PostgreSQL's "does not exist" for a
-/// name that is no type at all, "not supported" for a real type Tessera does not store.
+/// name that is no type at all, "not supported" for a real type Tessera does not store. The
+/// built-in types live in `pg_catalog`; `public` holds no types, and no other schema exists.
 fn custom_type_error(t: &ast::DataType, parts: &[String]) -> Error {
-    match parts {
-        [schema, _] if schema != "public" && schema != "pg_catalog" => Error::new(
-            "3F000",
-            format!("schema \"{schema}\" does not exist"),
-        ),
-        [.., last] if !OTHER_POSTGRES_TYPES.contains(&last.as_str()) => Error::new(
+    let does_not_exist = || {
+        Error::new(
             protocol::sqlstate::UNDEFINED_OBJECT,
             format!("type \"{}\" does not exist", parts.join(".")),
-        ),
+        )
+    };
+    let builtin = |n: &String| {
+        if OTHER_POSTGRES_TYPES.contains(&n.as_str()) {
+            unsupported_type(t)
+        } else {
+            does_not_exist()
+        }
+    };
+    match parts {
+        [n] => builtin(n),
+        [schema, n] if schema == "pg_catalog" => builtin(n),
+        [schema, _] if schema == "public" => does_not_exist(),
+        [schema, _] => Error::new("3F000", format!("schema \"{schema}\" does not exist")),
         _ => unsupported_type(t),
     }
 }

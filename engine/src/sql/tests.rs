@@ -227,6 +227,7 @@ golden! {
     golden_update_delete => "update_delete.txt",
     golden_joins => "joins.txt",
     golden_subqueries => "subqueries.txt",
+    golden_pg_compat => "pg_compat.txt",
 }
 
 fn setup() -> MemTxn {

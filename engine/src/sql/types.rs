@@ -167,6 +167,16 @@ pub fn cast(v: Value, from: Ty, to: &DataType) -> Result<Value> {
             Value::Text(s.chars().take(*n as usize).collect())
         }
         (Value::Text(s), t) => t.parse_text(&s)?,
+        // The cast from boolean to text spells the value out, unlike boolean's output format.
+        (Value::Bool(b), DataType::Text | DataType::Varchar(None)) => {
+            Value::Text(if b { "true" } else { "false" }.into())
+        }
+        (Value::Bool(b), DataType::Varchar(Some(n))) => Value::Text(
+            if b { "true" } else { "false" }
+                .chars()
+                .take(*n as usize)
+                .collect(),
+        ),
         (v, DataType::Text | DataType::Varchar(None)) => {
             Value::Text(v.to_pg_text(&shown(&v)).unwrap_or_default())
         }
