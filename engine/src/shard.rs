@@ -170,6 +170,8 @@ pub struct Shard {
     queue: Mutex<Queue>,
     queue_cv: Condvar,
     recent: Mutex<VecDeque<CommitSummary>>,
+    /// redb write transactions written by group commit (each is one fsync when synced).
+    batches: AtomicU64,
     hlc: Arc<Hlc>,
     origin: NodeId,
     lsn: watch::Sender<u64>,
@@ -198,6 +200,7 @@ impl Shard {
             queue: Mutex::default(),
             queue_cv: Condvar::new(),
             recent: Mutex::default(),
+            batches: AtomicU64::new(0),
             hlc,
             origin,
             lsn: tx,
@@ -217,6 +220,11 @@ impl Shard {
     /// A receiver that changes whenever a new LSN is committed or applied.
     pub fn watch_lsn(&self) -> watch::Receiver<u64> {
         self.lsn.subscribe()
+    }
+
+    /// Group-commit batches written so far (each one redb write transaction and fsync).
+    pub fn write_batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// Rows locked by open transactions right now.
@@ -433,6 +441,7 @@ impl Shard {
         })();
         match written {
             Ok(out) => {
+                self.batches.fetch_add(1, Ordering::Relaxed);
                 let mut last = None;
                 let mut outcomes = Vec::with_capacity(out.len());
                 for (ticket, result, summary) in out {

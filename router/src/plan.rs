@@ -356,12 +356,29 @@ impl<'a> Planner<'a> {
             {
                 &values.rows
             }
+            // DEFAULT VALUES: the shard key takes its default, which must be a constant to route.
+            None => return self.plan_default_values(stmt, table),
             _ => {
                 return Err(Error::unsupported(
                     "INSERT … SELECT into a table sharded over several shards is not supported yet",
                 ));
             }
         };
+        // Errors PostgreSQL raises for the statement as a whole come before any splitting.
+        let width = rows.first().map(|r| r.content.len()).unwrap_or(0);
+        if rows.iter().any(|r| r.content.len() != width) {
+            return Err(Error::syntax("VALUES lists must all be the same length"));
+        }
+        let target_width = if insert.columns.is_empty() {
+            table.schema.columns.len()
+        } else {
+            insert.columns.len()
+        };
+        if width > target_width {
+            return Err(Error::syntax(
+                "INSERT has more expressions than target columns",
+            ));
+        }
         let columns: Vec<String> = if insert.columns.is_empty() {
             table
                 .schema
@@ -424,6 +441,36 @@ impl<'a> Planner<'a> {
             });
         }
         Ok(Plan::Split { parts })
+    }
+
+    /// Routes `INSERT … DEFAULT VALUES` by the shard key's default; without one the key is
+    /// NULL, and any shard reports that violation exactly as PostgreSQL words it.
+    fn plan_default_values(&self, stmt: &Statement, table: &TableInfo) -> Result<Plan> {
+        let key_col = &table.schema.columns[table.shard_key[0]];
+        let default = match &key_col.default {
+            Some(text) => {
+                let expr =
+                    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+                        .try_with_sql(text)
+                        .and_then(|mut p| p.parse_expr())
+                        .map_err(|e| Error::syntax(e.to_string()))?;
+                self.constant(&expr)?
+            }
+            None => None,
+        };
+        let shard = match default {
+            Some(v) if !v.is_null() => self.shard_of(table, &key_col.data_type, v)?,
+            _ => self
+                .state
+                .keyspace_shards(&table.keyspace)
+                .first()
+                .copied()
+                .ok_or_else(|| Error::internal("keyspace without shards"))?,
+        };
+        Ok(Plan::Direct {
+            targets: vec![target(self.state, shard)?],
+            sql: stmt.to_string(),
+        })
     }
 
     fn shard_of(

@@ -630,3 +630,13 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Runs a test body with an overall deadline, so that a statement the product never answers
+/// fails the test instead of hanging it (the caller's `Cluster` still exists when this panics,
+/// so its logs are printed and its directory kept).
+pub async fn within<T>(wait: Duration, what: &str, body: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(wait, body).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {wait:?} (a statement or wait hung)"),
+    }
+}

@@ -20,9 +20,15 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
         .map_err(|e| Error::syntax(parser_message(e.into())))?;
     let (tokens, symmetric) = mark_between_symmetric(tokens);
     let mut stmts = Parser::new(&dialect)
-        .with_tokens_with_locations(tokens.clone())
+        .with_tokens_with_locations(tokens)
         .parse_statements()
-        .map_err(|e| syntax_error(e, sql, &tokens))?;
+        .map_err(|e| {
+            // Errors are rare: tokenize again to find the token the parser stopped at.
+            let tokens = Tokenizer::new(&dialect, sql)
+                .tokenize_with_location()
+                .unwrap_or_default();
+            syntax_error(e, sql, &tokens)
+        })?;
     if symmetric {
         let _ = visit_expressions_mut(&mut stmts, |e| {
             rewrite_between_symmetric(e);
