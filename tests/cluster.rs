@@ -90,10 +90,19 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_crud_explain_and_replication() {
     let cluster = Cluster::start("crud").await;
+    within(
+        Duration::from_secs(90),
+        "sharded_crud_explain_and_replication",
+        sharded_crud_explain_and_replication_body(&cluster),
+    )
+    .await;
+}
+
+async fn sharded_crud_explain_and_replication_body(cluster: &Cluster) {
     let t0 = Instant::now();
     let client = cluster.client().await;
     create_kv(&client).await;
-    load_rows(&cluster).await;
+    load_rows(cluster).await;
     eprintln!("loaded {ROWS} rows in {:?}", t0.elapsed());
 
     // Placement: 4 shards, each with a primary and one replica on the other node.
@@ -279,8 +288,7 @@ async fn sharded_crud_explain_and_replication() {
         }
         assert!(
             Instant::now() < deadline,
-            "replicas did not catch up within 15 s: {rows:?}\n{}",
-            cluster.logs()
+            "replicas did not catch up within 15 s: {rows:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -364,15 +372,12 @@ async fn writer(port: u16, stop: Arc<AtomicBool>, stats: Arc<WriterStats>) -> i6
     k
 }
 
-/// Waits until `cond` holds, polling; panics with `what` and the cluster logs after `wait`.
-async fn wait_for(cluster: &Cluster, wait: Duration, what: &str, cond: impl Fn() -> bool) {
+/// Waits until `cond` holds, polling; panics with `what` after `wait`.
+async fn wait_for(wait: Duration, what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + wait;
     while !cond() {
         if Instant::now() >= deadline {
-            panic!(
-                "timed out after {wait:?} waiting for {what}\n{}",
-                cluster.logs()
-            );
+            panic!("timed out after {wait:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -381,6 +386,15 @@ async fn wait_for(cluster: &Cluster, wait: Duration, what: &str, cond: impl Fn()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_kill9_and_restart_keeps_acknowledged_writes() {
     let mut cluster = Cluster::start("kill9").await;
+    within(
+        Duration::from_secs(90),
+        "node_kill9_and_restart_keeps_acknowledged_writes",
+        node_kill9_and_restart_keeps_acknowledged_writes_body(&mut cluster),
+    )
+    .await;
+}
+
+async fn node_kill9_and_restart_keeps_acknowledged_writes_body(cluster: &mut Cluster) {
     let client = cluster.client().await;
     create_kv(&client).await;
 
@@ -390,7 +404,6 @@ async fn node_kill9_and_restart_keeps_acknowledged_writes() {
     let acked = || stats.acked.lock().unwrap().len();
 
     wait_for(
-        &cluster,
         Duration::from_secs(15),
         "200 inserts before the kill",
         || acked() >= 200,
@@ -401,7 +414,6 @@ async fn node_kill9_and_restart_keeps_acknowledged_writes() {
     let (a0, f0) = (acked(), stats.failures.load(Ordering::SeqCst));
     // Writes to the dead node's primaries fail; writes to the survivor's primaries go on.
     wait_for(
-        &cluster,
         Duration::from_secs(15),
         "failed inserts (dead node's primaries) and acknowledged inserts (survivor's) during the outage",
         || stats.failures.load(Ordering::SeqCst) >= f0 + 10 && acked() >= a0 + 30,
@@ -417,7 +429,6 @@ async fn node_kill9_and_restart_keeps_acknowledged_writes() {
     let restarted = Instant::now();
     // After the restart every shard takes writes again: a long run of inserts without error.
     wait_for(
-        &cluster,
         Duration::from_secs(20),
         "60 consecutive successful inserts after the restart",
         || stats.streak.load(Ordering::SeqCst) >= 60,
@@ -450,9 +461,8 @@ async fn node_kill9_and_restart_keeps_acknowledged_writes() {
         }
         if Instant::now() >= deadline {
             panic!(
-                "replicas did not converge within 20 s of the writes stopping: {sums:#?}\nmap: {:?}\n{}",
-                meta.state(),
-                cluster.logs()
+                "replicas did not converge within 20 s of the writes stopping: {sums:#?}\nmap: {:?}",
+                meta.state()
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -493,6 +503,15 @@ async fn node_kill9_and_restart_keeps_acknowledged_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_harmless() {
     let cluster = Cluster::start("badinput").await;
+    within(
+        Duration::from_secs(60),
+        "bad_input_is_refused_and_harmless",
+        bad_input_is_refused_and_harmless_body(&cluster),
+    )
+    .await;
+}
+
+async fn bad_input_is_refused_and_harmless_body(cluster: &Cluster) {
     let client = cluster.client().await;
     create_kv(&client).await;
     client
@@ -629,6 +648,15 @@ async fn bad_input_is_refused_and_harmless() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_status_lists_nodes_and_shards() {
     let cluster = Cluster::start("admin").await;
+    within(
+        Duration::from_secs(60),
+        "admin_status_lists_nodes_and_shards",
+        admin_status_lists_nodes_and_shards_body(&cluster),
+    )
+    .await;
+}
+
+async fn admin_status_lists_nodes_and_shards_body(cluster: &Cluster) {
     let client = cluster.client().await;
     let shards = shards_view(&client).await.expect("tessera.shards");
     let meta = cluster.meta_client().await;
@@ -716,6 +744,15 @@ async fn admin_status_lists_nodes_and_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_describe_parameters_and_columns() {
     let cluster = Cluster::start("infer").await;
+    within(
+        Duration::from_secs(60),
+        "prepared_statements_describe_parameters_and_columns",
+        prepared_statements_describe_parameters_and_columns_body(&cluster),
+    )
+    .await;
+}
+
+async fn prepared_statements_describe_parameters_and_columns_body(cluster: &Cluster) {
     let client = cluster.client().await;
     create_kv(&client).await;
     let cases: [(&str, &[Type]); 4] = [

@@ -50,7 +50,15 @@ async fn dev_cluster_survives_kill9_restart() {
     let t0 = Instant::now();
     let mut dev = Proc::start("dev", dev_args(&dir, port), &ready_line(port), dir.path()).await;
     eprintln!("dev ready after {:?}", t0.elapsed());
+    within(
+        Duration::from_secs(90),
+        "dev_cluster_survives_kill9_restart",
+        dev_body(&mut dev, port, t0),
+    )
+    .await;
+}
 
+async fn dev_body(dev: &mut Proc, port: u16, t0: Instant) {
     let client = connect(port, Duration::from_secs(10)).await;
     client
         .batch_execute("CREATE TABLE kv (k bigint primary key, v text)")

@@ -47,6 +47,7 @@ async fn follow_once(shard: &Arc<Shard>, me: NodeId, upstream: &str, pool: &Pool
         )
         .await?;
     let mut loading: Option<SnapshotJob> = None;
+    let mut report = None;
     while let Some(resp) = stream.recv().await {
         let item = match resp {
             Response::Stream(item) => item,
@@ -64,14 +65,23 @@ async fn follow_once(shard: &Arc<Shard>, me: NodeId, upstream: &str, pool: &Pool
                 let lsn = tokio::task::spawn_blocking(move || s.apply(&records))
                     .await
                     .map_err(|e| Error::internal(format!("apply task failed: {e}")))??;
-                // Best effort: the upstream uses it only to judge how far replicas are.
-                let _ = client
-                    .call(Request::ReportApplied {
+                // Best effort, and never awaited here: the answer shares this connection with
+                // the stream, so waiting for it while the stream's buffer is full would
+                // deadlock. At most one report is in flight.
+                if report
+                    .as_ref()
+                    .is_none_or(|r: &tokio::task::JoinHandle<()>| r.is_finished())
+                {
+                    let c = client.clone();
+                    let req = Request::ReportApplied {
                         shard: shard.id,
                         subscriber: me,
                         lsn,
-                    })
-                    .await;
+                    };
+                    report = Some(tokio::spawn(async move {
+                        let _ = c.call(req).await;
+                    }));
+                }
             }
             StreamItem::SnapshotBegin { lsn, tables } => {
                 tracing::info!(shard = shard.id, lsn, "installing snapshot from {upstream}");

@@ -100,35 +100,46 @@ impl Router {
                 }],
             ));
         }
+        // Every shard of a keyspace holds the catalog of all its tables, so any one of them
+        // describes a statement over those tables; no routing (and no parameter value) is
+        // needed. System views are described by the router itself.
         let state = self.meta.state();
-        // Planning with no parameter values cannot prune; any shard's catalog describes.
-        let plan = Planner::new(&state, &[]).plan(stmt);
-        match plan {
-            Ok(Plan::Local { stmt, views }) => {
-                let (mem, stmt) = self.local_tables(&stmt, &views, false).await?;
-                engine::sql::describe(&stmt, &mem)
-            }
-            Ok(Plan::Gather { tables, stmt, .. }) => {
-                let mut mem = MemTables::new(self.row_budget);
-                for t in tables {
-                    mem.add_table(t);
-                }
-                engine::sql::describe(&canonical_names(&stmt), &mem)
-            }
-            Ok(Plan::Direct { targets, .. })
-            | Ok(Plan::CreateTable { targets, .. })
-            | Ok(Plan::DropTable { targets, .. })
-                if !targets.is_empty() =>
-            {
-                self.describe_on(&targets[0], stmt).await
-            }
-            Ok(Plan::Split { parts }) if !parts.is_empty() => {
-                self.describe_on(&parts[0].0, stmt).await
-            }
-            Ok(_) => Ok((Vec::new(), Vec::new())),
-            Err(e) if e.code == sqlstate::UNDEFINED_PARAMETER => Ok((Vec::new(), Vec::new())),
-            Err(e) => Err(e),
+        let tables = crate::plan::relations(stmt);
+        if tables.iter().any(|t| crate::names::is_system(t)) {
+            let views: Vec<String> = tables
+                .into_iter()
+                .filter(|t| crate::names::is_system(t))
+                .collect();
+            let (mem, stmt) = self.local_tables(stmt, &views, false).await?;
+            return engine::sql::describe(&stmt, &mem);
         }
+        let keyspace = tables
+            .iter()
+            .find_map(|t| state.tables.get(t).map(|info| info.keyspace.clone()))
+            .unwrap_or_else(|| protocol::cluster::DEFAULT_KEYSPACE.to_string());
+        let shard = state
+            .keyspace_shards(&keyspace)
+            .first()
+            .map(|s| (*s).clone())
+            .ok_or_else(|| {
+                Error::new(
+                    sqlstate::CANNOT_CONNECT_NOW,
+                    format!("keyspace \"{keyspace}\" has no shards placed yet"),
+                )
+            })?;
+        let addr = state.node_addr(shard.primary).ok_or_else(|| {
+            Error::connection(format!(
+                "primary node {} of shard {} is unknown",
+                shard.primary, shard.id
+            ))
+        })?;
+        let target = Target {
+            shard: shard.id,
+            node: shard.primary,
+            addr: addr.to_string(),
+            epoch: shard.epoch,
+        };
+        self.describe_on(&target, stmt).await
     }
 
     async fn describe_on(

@@ -252,7 +252,14 @@ impl Proc {
     }
 }
 
-// Dropping the `Child` (kill_on_drop) sends SIGKILL.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail(25));
+        }
+        // Dropping the `Child` (kill_on_drop) sends SIGKILL.
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // SQL helpers
@@ -592,10 +599,7 @@ impl Cluster {
                 Err(e) => last = format!("SELECT 1: {e:?}"),
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "cluster not ready within {wait:?}; last: {last}\n{}",
-                    self.logs()
-                );
+                panic!("cluster not ready within {wait:?}; last: {last}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -623,18 +627,14 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-    }
-}
-
 /// Runs a test body with an overall deadline, so that a statement the product never answers
 /// fails the test instead of hanging it (the caller's `Cluster` still exists when this panics,
 /// so its logs are printed and its directory kept).
-pub async fn within<T>(wait: Duration, what: &str, body: impl std::future::Future<Output = T>) -> T {
+pub async fn within<T>(
+    wait: Duration,
+    what: &str,
+    body: impl std::future::Future<Output = T>,
+) -> T {
     match tokio::time::timeout(wait, body).await {
         Ok(v) => v,
         Err(_) => panic!("{what} did not finish within {wait:?} (a statement or wait hung)"),
