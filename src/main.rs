@@ -51,13 +51,27 @@ enum Command {
 #[derive(Subcommand)]
 enum AdminCommand {
     /// Print nodes, shards with hash ranges, primaries, replicas, row counts and lag.
+    ///
+    /// Point it at meta (`--meta`, needs the cluster secret) or at a router (`--router`, the
+    /// Postgres endpoint; reads the tessera.* system views).
     Status {
         /// Meta voter addresses (comma separated).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            conflicts_with = "router",
+            required_unless_present = "router"
+        )]
         meta: Vec<String>,
-        /// Cluster secret (or TESSERA_SECRET).
+        /// A router's Postgres address, host:port.
+        #[arg(long)]
+        router: Option<String>,
+        /// Cluster secret (or TESSERA_SECRET), with --meta.
         #[arg(long, env = "TESSERA_SECRET", hide_env_values = true)]
-        secret: String,
+        secret: Option<String>,
+        /// Postgres user, with --router.
+        #[arg(long, default_value = "tessera")]
+        user: String,
     },
 }
 
@@ -80,8 +94,21 @@ async fn main() -> Result<()> {
         Command::Node(args) => run_node(args.resolve()?).await,
         Command::Router(args) => run_router(args.resolve()?).await,
         Command::Admin {
-            command: AdminCommand::Status { meta, secret },
-        } => admin_status(meta, secret).await,
+            command:
+                AdminCommand::Status {
+                    router: Some(addr),
+                    user,
+                    ..
+                },
+        } => admin_status_via_router(&addr, &user).await,
+        Command::Admin {
+            command: AdminCommand::Status { meta, secret, .. },
+        } => {
+            let secret = secret.ok_or_else(|| {
+                anyhow::anyhow!("--secret (or TESSERA_SECRET) is required with --meta")
+            })?;
+            admin_status(meta, secret).await
+        }
     }
 }
 
@@ -125,6 +152,68 @@ async fn admin_status(meta: Vec<String>, secret: String) -> Result<()> {
     let pool = protocol::rpc::Pool::new(secret);
     let status = router::status::collect(&state, &pool).await;
     print!("{}", router::status::render(&state, &status));
+    Ok(())
+}
+
+/// `admin status --router`: the same report from the router's system views, over SQL.
+async fn admin_status_via_router(addr: &str, user: &str) -> Result<()> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .context("--router must be host:port")?;
+    let conn_str = format!("host={host} port={port} user={user} dbname=tessera");
+    let (client, conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the router")?;
+    tokio::spawn(conn);
+    println!("nodes:");
+    for row in client
+        .simple_query("SELECT node, addr, primaries, replicas FROM tessera.nodes ORDER BY node")
+        .await?
+    {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = row {
+            println!(
+                "  node {:<3} {}  (primaries {}, replicas {})",
+                r.get(0).unwrap_or("?"),
+                r.get(1).unwrap_or("?"),
+                r.get(2).unwrap_or("?"),
+                r.get(3).unwrap_or("?")
+            );
+        }
+    }
+    println!("\nshards:");
+    println!(
+        "  {:<5} {:<10} {:<35} {:<8} {:<8} {:<6} {:>10} {:>10} {:>10} {:>6}",
+        "shard",
+        "keyspace",
+        "hash range",
+        "primary",
+        "replicas",
+        "epoch",
+        "rows",
+        "lsn",
+        "replica",
+        "lag"
+    );
+    let sql = "SELECT shard, keyspace, hash_start, hash_end, primary_node, replica_nodes, epoch, rows, primary_lsn, replica_lsn, lag_lsn FROM tessera.shards ORDER BY shard";
+    for row in client.simple_query(sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = row {
+            let f = |i: usize| r.get(i).unwrap_or("?").to_string();
+            println!(
+                "  {:<5} {:<10} [{}, {}] {:<8} {:<8} {:<6} {:>10} {:>10} {:>10} {:>6}",
+                f(0),
+                f(1),
+                f(2),
+                f(3),
+                f(4),
+                f(5),
+                f(6),
+                f(7),
+                f(8),
+                f(9),
+                f(10)
+            );
+        }
+    }
     Ok(())
 }
 

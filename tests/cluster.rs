@@ -712,6 +712,44 @@ async fn admin_status_lists_nodes_and_shards_body(cluster: &Cluster) {
         );
     }
 
+    // Pointed at the router instead, the report comes from the system views over SQL.
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(bin())
+            .args([
+                "admin",
+                "status",
+                "--router",
+                &format!("127.0.0.1:{}", cluster.router_port),
+            ])
+            .env_remove("TESSERA_SECRET")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("admin status --router finishes within 20 s")
+    .expect("run admin status --router");
+    let via_router = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "admin status --router failed: {:?}",
+        out.status
+    );
+    for node in state.nodes.values() {
+        assert!(
+            via_router.contains(&node.addr),
+            "node {} missing:\n{via_router}",
+            node.id
+        );
+    }
+    for s in &shards {
+        let start = text(s, "hash_start").expect("hash_start").to_string();
+        assert!(
+            via_router.contains(&start),
+            "shard starting {start} missing:\n{via_router}"
+        );
+    }
+
     // A wrong secret is an error, not a hang or a success.
     let out = tokio::time::timeout(
         Duration::from_secs(20),
