@@ -258,6 +258,50 @@ impl NodeService {
         .map_err(|e| Error::internal(format!("commit task failed: {e}")))?
     }
 
+    /// Two-phase commit, phase one, for a transaction open on one of this node's shards.
+    async fn prepare_txn(
+        &self,
+        id: ShardId,
+        txn_id: u64,
+        coordinator: ShardId,
+    ) -> Result<Response> {
+        let open = self
+            .txns
+            .lock()
+            .map_err(|_| Error::internal("poisoned lock"))?
+            .remove(&(id, txn_id));
+        let Some(open) = open else {
+            return Err(Error::new(
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                format!("transaction {txn_id} is not open on shard {id}"),
+            ));
+        };
+        let now = self.hlc_millis();
+        tokio::task::spawn_blocking(move || {
+            let txn = open
+                .txn
+                .lock()
+                .map_err(|_| Error::internal("poisoned transaction"))?
+                .take();
+            match txn {
+                Some(t) => open
+                    .shard
+                    .prepare(t, coordinator, now)
+                    .map(|_| Response::Ok),
+                None => Err(Error::new(
+                    sqlstate::IN_FAILED_SQL_TRANSACTION,
+                    "transaction was aborted",
+                )),
+            }
+        })
+        .await
+        .map_err(|e| Error::internal(format!("prepare task failed: {e}")))?
+    }
+
+    fn hlc_millis(&self) -> u64 {
+        protocol::clock::Hlc::millis(self.hlc.now())
+    }
+
     /// Rolls back every transaction a vanished connection left open.
     fn abandon(&self, conn: u64) {
         let orphans: Vec<OpenTxn> = match self.txns.lock() {
@@ -414,6 +458,33 @@ impl Service for NodeService {
                     .await
             }
             Request::EndTxn { shard, txn, commit } => self.end_txn(shard, txn, commit).await,
+            Request::PrepareTxn {
+                shard,
+                txn,
+                coordinator,
+            } => self.prepare_txn(shard, txn, coordinator).await,
+            Request::DecideTxn { shard, txn, commit } => match self.hosted_entry(shard) {
+                Ok(h) => tokio::task::spawn_blocking(move || {
+                    h.shard
+                        .decide(txn, commit)
+                        .map(|d| Response::Decision(Some(d)))
+                })
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
+                Err(e) => Err(e),
+            },
+            Request::TxnDecision { shard, txn } => match self.hosted_entry(shard) {
+                Ok(h) => h.shard.decision(txn).map(Response::Decision),
+                Err(e) => Err(e),
+            },
+            Request::FinishPrepared { shard, txn, commit } => match self.hosted_entry(shard) {
+                Ok(h) => tokio::task::spawn_blocking(move || {
+                    h.shard.finish_prepared(txn, commit).map(|_| Response::Ok)
+                })
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
+                Err(e) => Err(e),
+            },
             Request::Describe { shard, sql } => self.describe(shard, sql).await,
             Request::Subscribe {
                 shard,

@@ -38,9 +38,13 @@ use crate::buffer::{Locking, ReadSet, TxnView, WriteSet};
 use crate::locks::{LockTable, TxnId};
 use crate::sql::{self, Statement};
 use crate::storage::{
-    self, CATALOG, CHANGELOG, STATE, STATE_LOG_START, STATE_LSN, STATE_TXN, Snapshot, storage_err,
+    self, CATALOG, CHANGELOG, DECISIONS, PREPARED, STATE, STATE_LOG_START, STATE_LSN, STATE_TXN,
+    Snapshot, storage_err,
 };
 use crate::txn::ReadTxn;
+
+/// How long a lock wait may last before it is presumed part of a cross-shard deadlock.
+pub const DEADLOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Commits remembered for SERIALIZABLE validation; a transaction older than all of them fails.
 const RECENT_COMMITS: usize = 8192;
@@ -82,9 +86,22 @@ pub struct Transaction {
 /// A batch entry's ticket, outcome, and (if committed) what it wrote.
 type BatchOutcome = (u64, Result<u64>, Option<CommitSummary>);
 
+/// A transaction prepared for two-phase commit: its changes wait on disk, its row locks
+/// stay held, until the coordinator's decision arrives.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PreparedTxn {
+    pub changes: Vec<Change>,
+    /// The shard whose `decisions` table holds this transaction's outcome.
+    pub coordinator: ShardId,
+    /// Wall-clock milliseconds when it was prepared (the in-doubt resolver waits a while).
+    pub prepared_at_ms: u64,
+}
+
 /// A commit waiting in the group-commit queue.
 struct Pending {
     changes: Vec<Change>,
+    /// A prepared transaction being committed: its `prepared` entry goes in the same write.
+    prepared: Option<TxnId>,
     /// SERIALIZABLE: the snapshot LSN and what was read.
     validate: Option<(u64, ReadSet)>,
 }
@@ -170,6 +187,8 @@ pub struct Shard {
     queue: Mutex<Queue>,
     queue_cv: Condvar,
     recent: Mutex<VecDeque<CommitSummary>>,
+    /// Prepared (2PC) transactions awaiting their decision, also on disk in `prepared`.
+    prepared: Mutex<HashMap<TxnId, PreparedTxn>>,
     /// redb write transactions written by group commit (each is one fsync when synced).
     batches: AtomicU64,
     hlc: Arc<Hlc>,
@@ -191,7 +210,7 @@ impl Shard {
         storage::init(&db)?;
         let lsn = Snapshot::new(&db)?.state(STATE_LSN)?;
         let (tx, _) = watch::channel(lsn);
-        Ok(Shard {
+        let shard = Shard {
             id,
             path: path.to_path_buf(),
             db,
@@ -200,12 +219,151 @@ impl Shard {
             queue: Mutex::default(),
             queue_cv: Condvar::new(),
             recent: Mutex::default(),
+            prepared: Mutex::default(),
             batches: AtomicU64::new(0),
             hlc,
             origin,
             lsn: tx,
             opts,
-        })
+        };
+        shard.recover_prepared()?;
+        Ok(shard)
+    }
+
+    /// Reloads prepared transactions after a restart and takes their row locks again, so no
+    /// writer slips in before their decision is known.
+    fn recover_prepared(&self) -> Result<()> {
+        let read = redb::ReadableDatabase::begin_read(&self.db).map_err(storage_err)?;
+        let table = read.open_table(PREPARED).map_err(storage_err)?;
+        let mut prepared = self
+            .prepared
+            .lock()
+            .map_err(|_| Error::internal("poisoned"))?;
+        for entry in table.range::<u64>(..).map_err(storage_err)? {
+            let (id, bytes) = entry.map_err(storage_err)?;
+            let p: PreparedTxn = frame::decode(bytes.value())?;
+            for c in &p.changes {
+                if let Change::Put { table, key, .. } | Change::Delete { table, key } = c {
+                    self.locks
+                        .acquire(id.value(), table, key, Some(Duration::from_secs(1)))?;
+                }
+            }
+            prepared.insert(id.value(), p);
+        }
+        Ok(())
+    }
+
+    /// Phase one: makes a transaction's changes durable as prepared, keeping its locks.
+    /// Afterwards only `finish_prepared` ends it.
+    pub fn prepare(&self, t: Transaction, coordinator: ShardId, now_ms: u64) -> Result<()> {
+        if t.isolation == Isolation::Serializable
+            && let Some((_, snapshot_lsn)) = &t.snapshot
+        {
+            let recent = self
+                .recent
+                .lock()
+                .map_err(|_| Error::internal("poisoned"))?;
+            if conflicts(*snapshot_lsn, &t.reads, recent.iter()) {
+                drop(recent);
+                self.locks.release_all(t.id);
+                return Err(serialization_failure());
+            }
+        }
+        let p = PreparedTxn {
+            changes: t.set.into_changes(),
+            coordinator,
+            prepared_at_ms: now_ms,
+        };
+        let write = || -> Result<()> {
+            let txn = self.begin_write()?;
+            txn.open_table(PREPARED)
+                .map_err(storage_err)?
+                .insert(t.id, frame::encode(&p)?.as_slice())
+                .map_err(storage_err)?;
+            txn.commit().map_err(storage_err)
+        };
+        if let Err(e) = write() {
+            self.locks.release_all(t.id);
+            return Err(e);
+        }
+        self.prepared
+            .lock()
+            .map_err(|_| Error::internal("poisoned"))?
+            .insert(t.id, p);
+        Ok(())
+    }
+
+    /// Phase two: commits (as the next LSN) or discards a prepared transaction. Finishing one
+    /// that is not prepared here is a no-op, so the decision can be delivered more than once.
+    pub fn finish_prepared(&self, id: TxnId, commit: bool) -> Result<()> {
+        let Some(p) = self
+            .prepared
+            .lock()
+            .map_err(|_| Error::internal("poisoned"))?
+            .get(&id)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let result = if commit && !p.changes.is_empty() {
+            self.group_commit(Pending {
+                changes: p.changes,
+                validate: None,
+                prepared: Some(id),
+            })
+            .map(|_| ())
+        } else {
+            (|| {
+                let txn = self.begin_write()?;
+                txn.open_table(PREPARED)
+                    .map_err(storage_err)?
+                    .remove(id)
+                    .map_err(storage_err)?;
+                txn.commit().map_err(storage_err)
+            })()
+        };
+        if result.is_ok() {
+            if let Ok(mut prepared) = self.prepared.lock() {
+                prepared.remove(&id);
+            }
+            self.locks.release_all(id);
+        }
+        result
+    }
+
+    /// Prepared transactions and the shard coordinating each.
+    pub fn prepared(&self) -> Vec<(TxnId, PreparedTxn)> {
+        self.prepared
+            .lock()
+            .map(|p| p.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Records the outcome of a transaction this shard coordinates, unless one is recorded
+    /// already; returns the outcome that stands. This is the single point of decision: the
+    /// router's COMMIT and the in-doubt resolver's presumed abort race here, and one wins.
+    pub fn decide(&self, id: TxnId, commit: bool) -> Result<bool> {
+        let txn = self.begin_write()?;
+        let decided = {
+            let mut table = txn.open_table(DECISIONS).map_err(storage_err)?;
+            let existing = table.get(id).map_err(storage_err)?.map(|v| v.value() == 1);
+            match existing {
+                Some(d) => d,
+                None => {
+                    table.insert(id, commit as u8).map_err(storage_err)?;
+                    commit
+                }
+            }
+        };
+        txn.commit().map_err(storage_err)?;
+        Ok(decided)
+    }
+
+    /// The recorded outcome of a transaction this shard coordinates.
+    pub fn decision(&self, id: TxnId) -> Result<Option<bool>> {
+        let read = redb::ReadableDatabase::begin_read(&self.db).map_err(storage_err)?;
+        let table = read.open_table(DECISIONS).map_err(storage_err)?;
+        Ok(table.get(id).map_err(storage_err)?.map(|v| v.value() == 1))
     }
 
     pub fn snapshot(&self) -> Result<Snapshot> {
@@ -232,7 +390,10 @@ impl Shard {
         self.locks.locked_rows()
     }
 
-    /// Starts a client transaction; its snapshot is taken by its first statement.
+    /// Starts a client transaction; its snapshot is taken by its first statement. Without a
+    /// `lock_timeout`, a lock wait longer than `DEADLOCK_TIMEOUT` is taken for a deadlock that
+    /// spans shards (each shard sees only its own part of the waits-for graph) and fails with
+    /// 40P01, as a wait in a local cycle does at once.
     pub fn begin(
         &self,
         id: TxnId,
@@ -280,20 +441,30 @@ impl Shard {
             }
         };
         let latest = |table: &str, key: &[u8]| self.snapshot()?.get_raw(table, key);
+        let user_timeout = t.lock_timeout;
         let locking = Locking {
             locks: &self.locks,
             txn: t.id,
             isolation: t.isolation,
-            timeout: t.lock_timeout,
+            timeout: Some(t.lock_timeout.unwrap_or(DEADLOCK_TIMEOUT)),
             latest: &latest,
         };
         let reads = (t.isolation == Isolation::Serializable).then_some(&mut t.reads);
         let mut view = TxnView::new(snap, &mut t.set, Some(locking), reads);
-        if read_only {
+        let result = if read_only {
             sql::query(stmt, params, &view)
         } else {
             sql::execute(stmt, params, &mut view)
-        }
+        };
+        result.map_err(|e| {
+            if user_timeout.is_none() && e.code == sqlstate::LOCK_NOT_AVAILABLE {
+                Error::new(sqlstate::DEADLOCK_DETECTED, "deadlock detected").with_detail(
+                    "A row lock wait outlasted the deadlock timeout; the cycle may span shards.",
+                )
+            } else {
+                e
+            }
+        })
     }
 
     /// Commits a transaction: validates it (SERIALIZABLE), makes its changes durable as the
@@ -311,6 +482,7 @@ impl Shard {
             self.group_commit(Pending {
                 changes: t.set.into_changes(),
                 validate,
+                prepared: None,
             })
         };
         self.locks.release_all(id);
@@ -428,6 +600,12 @@ impl Shard {
                     changes: p.changes,
                 };
                 write_record(&txn, &record)?;
+                if let Some(id) = p.prepared {
+                    txn.open_table(PREPARED)
+                        .map_err(storage_err)?
+                        .remove(id)
+                        .map_err(storage_err)?;
+                }
                 accepted.push(summary.clone());
                 out.push((ticket, Ok(lsn), Some(summary)));
             }
@@ -765,6 +943,56 @@ mod tests {
             "one change record per committed statement"
         );
         assert_eq!(s.locked_rows(), 0, "every lock released");
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A prepared transaction survives a restart with its locks, commits exactly once on
+    /// its decision, and the coordinator's first decision is the one that stands.
+    #[test]
+    fn prepared_transactions_survive_restart_and_decide_once() {
+        let (s, dir) = shard("2pc");
+        run(&s, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");
+        run(&s, "INSERT INTO a VALUES (1, 100)");
+        let stmt = sql::parse("UPDATE a SET bal = bal - 10 WHERE id = 1")
+            .unwrap()
+            .remove(0);
+        let mut t = s.begin(77, Isolation::ReadCommitted, false, None);
+        s.execute_in(&mut t, &stmt, &[]).unwrap();
+        s.prepare(t, 3, 0).unwrap();
+        let path = dir.join("s.redb");
+        drop(s);
+        let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
+        let s = Shard::open(
+            &path,
+            0,
+            1,
+            hlc,
+            ShardOptions {
+                log_retain: 1000,
+                sync_commits: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.prepared().len(), 1, "prepared state is durable");
+        assert_eq!(s.prepared()[0].1.coordinator, 3);
+        assert_eq!(s.locked_rows(), 1, "its row lock is held again");
+        assert_eq!(
+            run(&s, "SELECT bal FROM a WHERE id = 1").rows,
+            vec![vec![Value::Int(100)]],
+            "not visible before the decision"
+        );
+        assert!(s.decide(77, true).unwrap());
+        assert!(s.decide(77, false).unwrap(), "the first decision stands");
+        assert_eq!(s.decision(77).unwrap(), Some(true));
+        s.finish_prepared(77, true).unwrap();
+        s.finish_prepared(77, true).unwrap();
+        assert_eq!(
+            run(&s, "SELECT bal FROM a WHERE id = 1").rows,
+            vec![vec![Value::Int(90)]]
+        );
+        assert_eq!(s.locked_rows(), 0);
+        assert!(s.prepared().is_empty());
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }

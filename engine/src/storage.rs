@@ -5,6 +5,8 @@
 //!  ├─ "catalog"     &str  → bincode(TableSchema)      one entry per SQL table
 //!  ├─ "t/<table>"   key   → row                        keycode(primary key) → bincode(Vec<Value>)
 //!  ├─ "changelog"   u64   → bincode(ChangeRecord)      LSN → committed transaction
+//!  ├─ "prepared"    u64   → bincode(PreparedTxn)      2PC: prepared, undecided transactions
+//!  ├─ "decisions"   u64   → u8                        2PC: outcomes this shard coordinates
 //!  └─ "state"       &str  → u64                        "lsn": last committed or applied LSN
 //!                                                      "log_start": oldest LSN kept in changelog
 //!                                                      "txn": last transaction id
@@ -28,6 +30,10 @@ pub type RawRows = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>;
 pub const CATALOG: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog");
 pub const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog");
 pub const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
+/// Two-phase commit: transactions prepared here, by id → bincode(PreparedTxn).
+pub const PREPARED: TableDefinition<u64, &[u8]> = TableDefinition::new("prepared");
+/// Two-phase commit: decisions of transactions this shard coordinates, by id → 1 commit / 0 abort.
+pub const DECISIONS: TableDefinition<u64, u8> = TableDefinition::new("decisions");
 
 pub const STATE_LSN: &str = "lsn";
 pub const STATE_LOG_START: &str = "log_start";
@@ -72,6 +78,8 @@ pub fn init(db: &redb::Database) -> Result<()> {
         txn.open_table(CATALOG).map_err(storage_err)?;
         txn.open_table(CHANGELOG).map_err(storage_err)?;
         txn.open_table(STATE).map_err(storage_err)?;
+        txn.open_table(PREPARED).map_err(storage_err)?;
+        txn.open_table(DECISIONS).map_err(storage_err)?;
     }
     txn.commit().map_err(storage_err)
 }

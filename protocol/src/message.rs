@@ -30,6 +30,28 @@ pub enum Request {
         txn: u64,
         commit: bool,
     },
+    /// Node, two-phase commit phase one: make the transaction's changes durable as prepared
+    /// (locks kept); `coordinator` is the shard that will hold the decision.
+    PrepareTxn {
+        shard: ShardId,
+        txn: u64,
+        coordinator: ShardId,
+    },
+    /// Node, on the coordinator shard: record the outcome unless one is recorded; the answer
+    /// is `Decision(Some(outcome that stands))`.
+    DecideTxn {
+        shard: ShardId,
+        txn: u64,
+        commit: bool,
+    },
+    /// Node, on the coordinator shard: the recorded outcome, if any.
+    TxnDecision { shard: ShardId, txn: u64 },
+    /// Node, two-phase commit phase two: commit or discard a prepared transaction.
+    FinishPrepared {
+        shard: ShardId,
+        txn: u64,
+        commit: bool,
+    },
     /// Node: stream the shard's change log from `from_lsn` (exclusive), preceded by a snapshot
     /// when the log no longer reaches back that far.
     Subscribe {
@@ -122,6 +144,7 @@ pub enum Response {
     Stream(StreamItem),
     ShardStats(ShardStats),
     Checksum(u64),
+    Decision(Option<bool>),
     Described {
         params: Vec<crate::value::DataType>,
         columns: Vec<crate::schema::ResultColumn>,

@@ -93,6 +93,18 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle> {
     }));
 
     let pool = Pool::new(cfg.secret.clone());
+    let (r_svc, r_meta, r_pool, r_clock) = (
+        service.clone(),
+        meta.clone(),
+        pool.clone(),
+        cfg.clock.clone(),
+    );
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            resolve_in_doubt(&r_svc, &r_meta.state(), &r_pool, r_clock.now_millis()).await;
+        }
+    }));
     let svc = service.clone();
     tasks.push(tokio::spawn(async move {
         let mut followers: HashMap<ShardId, (String, JoinHandle<()>)> = HashMap::new();
@@ -161,4 +173,49 @@ fn reconcile(
         }
     }
     Ok(())
+}
+
+/// How long a prepared transaction may wait for its router before the node asks the
+/// coordinator itself.
+const IN_DOUBT_AFTER_MS: u64 = 3_000;
+
+/// Finishes prepared transactions whose router went quiet: the coordinator shard's recorded
+/// decision stands, and with none recorded the resolver records an abort there (presumed
+/// abort) — the coordinator's "decide unless decided" makes the router's commit and this abort
+/// mutually exclusive.
+async fn resolve_in_doubt(svc: &Arc<NodeService>, state: &ClusterState, pool: &Pool, now_ms: u64) {
+    for shard_id in svc.hosted() {
+        let Some(shard) = svc.shard(shard_id) else {
+            continue;
+        };
+        for (txn, p) in shard.prepared() {
+            if now_ms.saturating_sub(p.prepared_at_ms) < IN_DOUBT_AFTER_MS {
+                continue;
+            }
+            let Some(addr) = state
+                .shards
+                .get(&p.coordinator)
+                .and_then(|c| state.node_addr(c.primary))
+            else {
+                continue;
+            };
+            let req = protocol::message::Request::DecideTxn {
+                shard: p.coordinator,
+                txn,
+                commit: false,
+            };
+            let decided = match pool.call(addr, req).await {
+                Ok(protocol::message::Response::Decision(Some(c))) => c,
+                _ => continue,
+            };
+            tracing::info!(
+                shard = shard_id,
+                txn,
+                commit = decided,
+                "resolved an in-doubt transaction"
+            );
+            let s = shard.clone();
+            let _ = tokio::task::spawn_blocking(move || s.finish_prepared(txn, decided)).await;
+        }
+    }
 }

@@ -73,6 +73,9 @@ impl Router {
         loop {
             let state = self.meta.state();
             let plan = Planner::new(&state, params).plan(stmt)?;
+            if txn.is_none() && writes_several_shards(&plan) {
+                return self.run_atomically(plan, params).await;
+            }
             if let Some(t) = txn.as_deref_mut() {
                 admit(&plan, t)?;
             }
@@ -85,6 +88,34 @@ impl Router {
                         .await;
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// Runs a statement that writes on several shards as its own distributed transaction, so
+    /// it applies on all of them or on none (two-phase commit).
+    async fn run_atomically(&self, plan: Plan, params: &[Value]) -> Result<QueryResult> {
+        let spec = TxnSpec {
+            id: rand::random::<u64>() | 1,
+            isolation: protocol::message::Isolation::ReadCommitted,
+            read_only: false,
+            lock_timeout_ms: 0,
+        };
+        let mut txn = SessionTxn {
+            spec,
+            touched: Default::default(),
+            written: Default::default(),
+            failed: false,
+        };
+        admit(&plan, &mut txn)?;
+        match self.run(plan, params, Some(spec)).await {
+            Ok(result) => {
+                self.end_transaction(&txn, true).await?;
+                Ok(result)
+            }
+            Err(e) => {
+                let _ = self.end_transaction(&txn, false).await;
+                Err(e)
             }
         }
     }
@@ -338,8 +369,8 @@ fn concat(results: Vec<Result<QueryResult>>) -> Result<QueryResult> {
     out.ok_or_else(|| Error::internal("statement reached no shard"))
 }
 
-/// Records the shards a statement of a transaction reaches, refusing what the transaction
-/// cannot do atomically yet: DDL, and writes on a second shard (that needs two-phase commit).
+/// Records the shards a statement of a transaction reaches and which it writes on, refusing
+/// DDL (which goes through meta and cannot roll back).
 fn admit(plan: &Plan, txn: &mut SessionTxn) -> Result<()> {
     let (targets, writes): (Vec<&Target>, bool) = match plan {
         Plan::Direct { targets, sql } => (targets.iter().collect(), !is_select(sql)),
@@ -353,20 +384,21 @@ fn admit(plan: &Plan, txn: &mut SessionTxn) -> Result<()> {
         }
     };
     if writes {
-        let mut written = txn.written.clone();
-        written.extend(targets.iter().map(|t| t.shard));
-        if written.len() > 1 {
-            return Err(Error::unsupported(
-                "a transaction block cannot write on more than one shard yet (two-phase commit is not built)",
-            )
-            .with_detail(format!("This statement writes on shard(s) {:?}.", targets.iter().map(|t| t.shard).collect::<Vec<_>>())));
-        }
-        txn.written = written;
+        txn.written.extend(targets.iter().map(|t| t.shard));
     }
     for t in targets {
         txn.touched.insert(t.shard, t.addr.clone());
     }
     Ok(())
+}
+
+/// True for a statement that writes on more than one shard.
+fn writes_several_shards(plan: &Plan) -> bool {
+    match plan {
+        Plan::Direct { targets, sql } => targets.len() > 1 && !is_select(sql),
+        Plan::Split { parts } => parts.len() > 1,
+        _ => false,
+    }
 }
 
 fn is_select(sql: &str) -> bool {
@@ -378,8 +410,12 @@ fn is_select(sql: &str) -> bool {
 }
 
 impl Router {
-    /// Ends a transaction on every shard it touched: commit or roll back.
+    /// Ends a transaction on every shard it touched: commit or roll back. A transaction that
+    /// wrote on more than one shard commits with two-phase commit.
     pub async fn end_transaction(&self, txn: &SessionTxn, commit: bool) -> Result<()> {
+        if commit && txn.written.len() > 1 {
+            return self.two_phase_commit(txn).await;
+        }
         // Read-only participants first; the (single) written shard decides the outcome last.
         let mut order: Vec<(&u32, &String)> = txn.touched.iter().collect();
         order.sort_by_key(|(shard, _)| txn.written.contains(shard));
@@ -398,5 +434,109 @@ impl Router {
             Some(e) if commit => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// Two-phase commit. The decision is durable on the coordinator shard (the lowest written
+    /// shard) before any participant commits; participants that never hear it ask the
+    /// coordinator themselves (the node runtime's in-doubt resolver), so a router crash at
+    /// any point leaves no transaction half-applied for long.
+    ///
+    /// ```text
+    ///  read-only shards: EndTxn(commit)       written shards: PrepareTxn (durable, locks kept)
+    ///  coordinator: DecideTxn(commit)  ──► outcome that stands (a resolver may have aborted)
+    ///  written shards: FinishPrepared(outcome)
+    /// ```
+    async fn two_phase_commit(&self, txn: &SessionTxn) -> Result<()> {
+        let id = txn.spec.id;
+        for (shard, addr) in txn.touched.iter().filter(|(s, _)| !txn.written.contains(s)) {
+            let _ = self
+                .pool
+                .call(
+                    addr,
+                    Request::EndTxn {
+                        shard: *shard,
+                        txn: id,
+                        commit: true,
+                    },
+                )
+                .await;
+        }
+        let written: Vec<(u32, String)> = txn
+            .written
+            .iter()
+            .filter_map(|s| txn.touched.get(s).map(|a| (*s, a.clone())))
+            .collect();
+        let (coordinator, coordinator_addr) = written
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::internal("no written shard"))?;
+        let prepares = written.iter().map(|(shard, addr)| {
+            self.pool.call(
+                addr,
+                Request::PrepareTxn {
+                    shard: *shard,
+                    txn: id,
+                    coordinator,
+                },
+            )
+        });
+        let prepared = futures::future::join_all(prepares).await;
+        let failure = prepared.iter().find_map(|r| r.as_ref().err().cloned());
+        let decide = |commit| {
+            self.pool.call(
+                &coordinator_addr,
+                Request::DecideTxn {
+                    shard: coordinator,
+                    txn: id,
+                    commit,
+                },
+            )
+        };
+        let outcome = match failure {
+            Some(_) => Ok(Response::Decision(Some(false))),
+            None => decide(true).await,
+        };
+        let commit = match &outcome {
+            Ok(Response::Decision(Some(c))) => *c,
+            // Unknown: the coordinator may or may not have recorded it; the resolvers finish
+            // the participants either way. The client must be told the outcome is unknown.
+            _ => {
+                return Err(Error::new(
+                    sqlstate::CONNECTION_FAILURE,
+                    "the outcome of this distributed commit is unknown (the coordinator shard did not answer)",
+                ));
+            }
+        };
+        if !commit && failure.is_none() {
+            // An in-doubt resolver aborted it first.
+        } else if !commit {
+            let _ = decide(false).await;
+        }
+        let finishes = written
+            .iter()
+            .zip(&prepared)
+            .filter(|(_, p)| p.is_ok())
+            .map(|((shard, addr), _)| {
+                self.pool.call(
+                    addr,
+                    Request::FinishPrepared {
+                        shard: *shard,
+                        txn: id,
+                        commit,
+                    },
+                )
+            });
+        // A participant that misses this still learns the decision from the coordinator.
+        let _ = futures::future::join_all(finishes).await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if !commit {
+            return Err(Error::new(
+                sqlstate::SERIALIZATION_FAILURE,
+                "the transaction was aborted while its commit was in doubt",
+            ));
+        }
+        Ok(())
     }
 }
