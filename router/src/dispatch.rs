@@ -78,6 +78,9 @@ impl Router {
             }
             if let Some(t) = txn.as_deref_mut() {
                 admit(&plan, t)?;
+                if matches!(plan, Plan::MoveUpdate { .. }) {
+                    return self.run_move(plan, params, t).await;
+                }
             }
             match self.run(plan, params, txn.as_deref().map(|t| t.spec)).await {
                 Err(e) if is_stale_route(&e) && !retried => {
@@ -108,7 +111,11 @@ impl Router {
             failed: false,
         };
         admit(&plan, &mut txn)?;
-        match self.run(plan, params, Some(spec)).await {
+        let outcome = match plan {
+            Plan::MoveUpdate { .. } => self.run_move(plan, params, &mut txn).await,
+            plan => self.run(plan, params, Some(spec)).await,
+        };
+        match outcome {
             Ok(result) => {
                 self.end_transaction(&txn, true).await?;
                 Ok(result)
@@ -118,6 +125,90 @@ impl Router {
                 Err(e)
             }
         }
+    }
+
+    /// Runs an UPDATE that assigns the shard key, inside `txn`: the update itself on its
+    /// source shards (returning the new rows), then a delete at the source and an insert at
+    /// the new shard for every row whose key now hashes elsewhere. A key that already exists
+    /// on the new shard fails the insert with 23505 and so the whole transaction.
+    async fn run_move(
+        &self,
+        plan: Plan,
+        params: &[Value],
+        txn: &mut SessionTxn,
+    ) -> Result<QueryResult> {
+        let Plan::MoveUpdate {
+            sources,
+            sql,
+            table,
+            shards,
+        } = plan
+        else {
+            return Err(Error::internal("run_move needs a MoveUpdate plan"));
+        };
+        let spec = Some(txn.spec);
+        let schema = &table.schema;
+        let key_col = *table
+            .shard_key
+            .first()
+            .ok_or_else(|| Error::internal("table without shard key"))?;
+        let key_type = schema.columns[key_col].data_type;
+        let name = crate::plan::quote_ident(&schema.name);
+        let delete_sql = format!(
+            "DELETE FROM {name} WHERE {}",
+            schema
+                .primary_key
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| format!(
+                    "{} = ${}",
+                    crate::plan::quote_ident(&schema.columns[c].name),
+                    i + 1
+                ))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        );
+        let insert_sql = format!(
+            "INSERT INTO {name} VALUES ({})",
+            (1..=schema.columns.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let updates = futures::future::join_all(
+            sources
+                .iter()
+                .map(|t| self.send(t, sql.clone(), params, spec)),
+        )
+        .await;
+        let mut affected = 0;
+        for (source, result) in sources.iter().zip(updates) {
+            let result = result?;
+            affected += result.affected;
+            for row in result.rows {
+                let key = key_type.coerce(row.get(key_col).cloned().unwrap_or(Value::Null))?;
+                let hash = protocol::hash::shard_hash(&key);
+                let dest = shards
+                    .values()
+                    .find(|t| {
+                        self.meta
+                            .state()
+                            .shards
+                            .get(&t.shard)
+                            .is_some_and(|s| s.range.contains(hash))
+                    })
+                    .ok_or_else(|| Error::internal("no shard covers the new key"))?;
+                if dest.shard == source.shard {
+                    continue;
+                }
+                txn.touched.insert(dest.shard, dest.addr.clone());
+                txn.written.insert(dest.shard);
+                let pk: Vec<Value> = schema.key_of(&row);
+                self.send(source, delete_sql.clone(), &pk, spec).await?;
+                self.send(dest, insert_sql.clone(), &row, spec).await?;
+            }
+        }
+        Ok(QueryResult::command("UPDATE", affected))
     }
 
     /// Parameter types and result columns of a statement.
@@ -278,6 +369,9 @@ impl Router {
                 }
                 Ok(QueryResult::command("CREATE TABLE", 0))
             }
+            Plan::MoveUpdate { .. } => Err(Error::internal(
+                "a row-moving update runs only inside a transaction",
+            )),
             Plan::DropTable {
                 names,
                 if_exists,
@@ -377,6 +471,7 @@ fn admit(plan: &Plan, txn: &mut SessionTxn) -> Result<()> {
         Plan::Split { parts } => (parts.iter().map(|(t, _)| t).collect(), true),
         Plan::Gather { fetches, .. } => (fetches.iter().map(|f| &f.target).collect(), false),
         Plan::Local { .. } => (Vec::new(), false),
+        Plan::MoveUpdate { sources, .. } => (sources.iter().collect(), true),
         Plan::CreateTable { .. } | Plan::DropTable { .. } => {
             return Err(Error::unsupported(
                 "CREATE and DROP TABLE cannot run inside a transaction block yet",
@@ -397,6 +492,7 @@ fn writes_several_shards(plan: &Plan) -> bool {
     match plan {
         Plan::Direct { targets, sql } => targets.len() > 1 && !is_select(sql),
         Plan::Split { parts } => parts.len() > 1,
+        Plan::MoveUpdate { .. } => true,
         _ => false,
     }
 }

@@ -71,6 +71,15 @@ pub enum Plan {
         sql: String,
         targets: Vec<Target>,
     },
+    /// An UPDATE that assigns the shard key: it runs on `sources` with `RETURNING *`, and
+    /// every returned row whose new key hashes to another shard is deleted from its source
+    /// and inserted on that shard — all in one distributed transaction.
+    MoveUpdate {
+        sources: Vec<Target>,
+        sql: String,
+        table: Box<TableInfo>,
+        shards: BTreeMap<ShardId, Target>,
+    },
     DropTable {
         names: Vec<String>,
         if_exists: bool,
@@ -132,6 +141,21 @@ impl Plan {
                 for t in targets {
                     out.push(format!("  {}: {sql}", shard(t)));
                 }
+            }
+            Plan::MoveUpdate {
+                sources,
+                sql,
+                table,
+                ..
+            } => {
+                out.push(format!(
+                    "Update moving rows by shard key of {} (one distributed transaction)",
+                    table.schema.name
+                ));
+                for t in sources {
+                    out.push(format!("  {}: {sql}", shard(t)));
+                }
+                out.push("  then each row whose new key belongs elsewhere: DELETE at its source, INSERT at its new shard".into());
             }
             Plan::DropTable { names, targets, .. } => {
                 out.push(format!("Drop table(s) {}", names.join(", ")));
@@ -661,15 +685,46 @@ impl<'a> Planner<'a> {
         let single = (infos.len() == 1).then(|| infos[0]);
         let selection = single_table_selection(stmt);
         if let Statement::Update(update) = stmt {
-            // A new shard-key value may belong to another shard: moving the row needs a
-            // cross-shard transaction, so refuse rather than strand it on the wrong shard.
-            for table in &infos {
-                let key = &table.schema.columns[table.shard_key[0]].name;
-                if update.assignments.iter().any(|a| assigns_column(a, key)) {
-                    return Err(Error::unsupported(format!(
-                        "updating the shard key \"{key}\" of a row in a sharded table is not supported yet"
-                    )));
+            // A new shard-key value may belong to another shard: the row must move there, in
+            // the same distributed transaction as the update itself.
+            let moves_key = infos.iter().any(|t| {
+                let key = &t.schema.columns[t.shard_key[0]].name;
+                update.assignments.iter().any(|a| assigns_column(a, key))
+            });
+            if moves_key {
+                let Some(table) = single else {
+                    return Err(Error::unsupported(
+                        "updating a shard key while reading other tables is not supported yet",
+                    ));
+                };
+                if update.returning.is_some() {
+                    return Err(Error::unsupported(
+                        "RETURNING on an update that moves rows between shards is not supported yet",
+                    ));
                 }
+                let sources: Vec<Target> = match self.pinned_shards(table, selection)? {
+                    Some(shards) => shards
+                        .iter()
+                        .filter_map(|id| self.state.shards.get(id))
+                        .map(|s| target(self.state, s))
+                        .collect::<Result<_>>()?,
+                    None => self.keyspace_targets(&table.keyspace)?,
+                };
+                let mut returning = update.clone();
+                returning.returning = Some(vec![ast::SelectItem::Wildcard(
+                    ast::WildcardAdditionalOptions::default(),
+                )]);
+                let by_shard: BTreeMap<ShardId, Target> = self
+                    .keyspace_targets(&table.keyspace)?
+                    .into_iter()
+                    .map(|t| (t.shard, t))
+                    .collect();
+                return Ok(Plan::MoveUpdate {
+                    sources,
+                    sql: Statement::Update(returning).to_string(),
+                    table: Box::new(table.clone()),
+                    shards: by_shard,
+                });
             }
         }
         if let Some(table) = single {
@@ -758,7 +813,7 @@ impl<'a> Planner<'a> {
     }
 }
 
-fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     if name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
