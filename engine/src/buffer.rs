@@ -29,7 +29,7 @@ type Overlay = BTreeMap<Vec<u8>, Option<Vec<Value>>>;
 type OverlayEntries = std::vec::IntoIter<(Vec<u8>, Option<Vec<Value>>)>;
 
 /// Everything a transaction has written so far.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct WriteSet {
     writes: BTreeMap<String, Overlay>,
     /// Tables created (Some) or dropped (None) by this transaction.

@@ -197,9 +197,12 @@ impl NodeService {
                 match run_shard.execute_in(txn, stmt, &params) {
                     Ok(r) => last = Some(r),
                     Err(e) => {
-                        // PostgreSQL aborts the whole transaction on an error: drop its writes
-                        // and locks now rather than at the client's ROLLBACK.
-                        if let Some(t) = guard.take() {
+                        // PostgreSQL aborts the whole transaction on an error. With a savepoint
+                        // to return to it stays (failed) so ROLLBACK TO can recover it;
+                        // otherwise drop its writes and locks now, not at the client's ROLLBACK.
+                        if txn.has_savepoints() {
+                            txn.failed = true;
+                        } else if let Some(t) = guard.take() {
                             run_shard.rollback(t);
                         }
                         return Err(e);
@@ -212,6 +215,9 @@ impl NodeService {
         .map_err(|e| Error::internal(format!("executor task failed: {e}")))?;
         if result.is_err()
             && let Ok(mut txns) = self.txns.lock()
+            && txns
+                .get(&(id, spec.id))
+                .is_some_and(|o| o.txn.lock().map(|t| t.is_none()).unwrap_or(true))
         {
             txns.remove(&(id, spec.id));
         }

@@ -81,6 +81,17 @@ pub struct Transaction {
     snapshot: Option<(Snapshot, u64)>,
     set: WriteSet,
     reads: ReadSet,
+    /// SAVEPOINTs: name and the write and read sets as they stood.
+    savepoints: Vec<(String, WriteSet, ReadSet)>,
+    /// A statement failed after a savepoint: only ROLLBACK TO SAVEPOINT (or the end) helps.
+    pub failed: bool,
+}
+
+impl Transaction {
+    /// True if a ROLLBACK TO SAVEPOINT could still recover this transaction after an error.
+    pub fn has_savepoints(&self) -> bool {
+        !self.savepoints.is_empty()
+    }
 }
 
 /// A batch entry's ticket, outcome, and (if committed) what it wrote.
@@ -167,6 +178,25 @@ fn conflicts<'a>(
     }
     // History older than what we remember may hide a conflict: refuse to guess.
     oldest_seen.is_some_and(|oldest| oldest > snapshot_lsn + 1 && snapshot_lsn > 0)
+}
+
+fn aborted() -> Error {
+    Error::new(
+        sqlstate::IN_FAILED_SQL_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}
+
+fn no_savepoint(name: &str) -> Error {
+    Error::new("3B001", format!("savepoint \"{name}\" does not exist"))
+}
+
+fn sql_ident(id: &sqlparser::ast::Ident) -> String {
+    if id.quote_style.is_some() {
+        id.value.clone()
+    } else {
+        id.value.to_lowercase()
+    }
 }
 
 fn serialization_failure() -> Error {
@@ -409,6 +439,8 @@ impl Shard {
             snapshot: None,
             set: WriteSet::default(),
             reads: ReadSet::default(),
+            savepoints: Vec::new(),
+            failed: false,
         }
     }
 
@@ -419,11 +451,65 @@ impl Shard {
         stmt: &Statement,
         params: &[Value],
     ) -> Result<QueryResult> {
+        match stmt {
+            Statement::Savepoint { name } => {
+                if t.failed {
+                    return Err(aborted());
+                }
+                let name = sql_ident(name);
+                t.savepoints.push((name, t.set.clone(), t.reads.clone()));
+                return Ok(QueryResult::command("SAVEPOINT", 0));
+            }
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => {
+                let name = sql_ident(name);
+                let at = t
+                    .savepoints
+                    .iter()
+                    .rposition(|(n, _, _)| *n == name)
+                    .ok_or_else(|| no_savepoint(&name))?;
+                t.savepoints.truncate(at + 1);
+                let (_, set, reads) = &t.savepoints[at];
+                t.set = set.clone();
+                t.reads = reads.clone();
+                t.failed = false;
+                return Ok(QueryResult::command("ROLLBACK", 0));
+            }
+            Statement::ReleaseSavepoint { name } => {
+                if t.failed {
+                    return Err(aborted());
+                }
+                let name = sql_ident(name);
+                let at = t
+                    .savepoints
+                    .iter()
+                    .rposition(|(n, _, _)| *n == name)
+                    .ok_or_else(|| no_savepoint(&name))?;
+                t.savepoints.truncate(at);
+                return Ok(QueryResult::command("RELEASE", 0));
+            }
+            _ if t.failed => return Err(aborted()),
+            _ => {}
+        }
         let read_only = sql::is_read_only(stmt);
         if t.read_only && !read_only {
+            let verb = stmt
+                .to_string()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_uppercase();
+            let verb = match verb.split_whitespace().next() {
+                Some("CREATE" | "DROP" | "ALTER") => verb,
+                Some(first) => first.to_string(),
+                None => verb,
+            };
             return Err(Error::new(
                 sqlstate::READ_ONLY_SQL_TRANSACTION,
-                "cannot execute this statement in a read-only transaction",
+                format!("cannot execute {verb} in a read-only transaction"),
             ));
         }
         // READ COMMITTED takes a new snapshot per statement; the stricter levels keep the first.

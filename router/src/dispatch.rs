@@ -9,6 +9,7 @@
 //! A node that answers "not primary in this epoch" means our map is stale: wait for meta's
 //! next version and plan again, once.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +110,7 @@ impl Router {
             touched: Default::default(),
             written: Default::default(),
             failed: false,
+            savepoints: Vec::new(),
         };
         admit(&plan, &mut txn)?;
         let outcome = match plan {
@@ -209,6 +211,28 @@ impl Router {
             }
         }
         Ok(QueryResult::command("UPDATE", affected))
+    }
+
+    /// Sends a transaction-control statement (SAVEPOINT …) to some of a transaction's shards.
+    pub async fn send_to_shards(
+        &self,
+        txn: &SessionTxn,
+        shards: &BTreeMap<u32, String>,
+        sql: &str,
+    ) -> Result<()> {
+        let state = self.meta.state();
+        for (shard, addr) in shards {
+            let epoch = state.shards.get(shard).map(|s| s.epoch).unwrap_or(0);
+            let target = Target {
+                shard: *shard,
+                node: 0,
+                addr: addr.clone(),
+                epoch,
+            };
+            self.send(&target, sql.to_string(), &[], Some(txn.spec))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Parameter types and result columns of a statement.

@@ -43,7 +43,8 @@ use crate::dispatch::Router;
 type Description = (Vec<DataType>, Vec<ResultColumn>);
 use crate::encode;
 use crate::names;
-use crate::session::{DEFAULTS, Session, SessionTxn, parse_millis};
+use crate::session::{DEFAULTS, SavepointMark, Session, SessionTxn, parse_millis};
+use std::collections::BTreeMap;
 
 /// A statement prepared by the client: its text, its parse, and what Describe learned.
 #[derive(Debug, Clone)]
@@ -137,12 +138,13 @@ impl Frontend {
             Statement::Rollback {
                 savepoint: None, ..
             } => self.finish(session, false).await,
+            Statement::Savepoint { name } => self.savepoint(session, &names::ident(name)).await,
             Statement::Rollback {
-                savepoint: Some(_), ..
-            }
-            | Statement::Savepoint { .. }
-            | Statement::ReleaseSavepoint { .. } => {
-                Err(Error::unsupported("savepoints are not supported yet"))
+                savepoint: Some(name),
+                ..
+            } => self.rollback_to(session, &names::ident(name)).await,
+            Statement::ReleaseSavepoint { name } => {
+                self.release(session, &names::ident(name)).await
             }
             Statement::Set(ast::Set::SetTransaction {
                 modes,
@@ -170,11 +172,13 @@ impl Frontend {
                     Some(txn) => {
                         let result = self.router.execute(stmt, params, Some(&mut *txn)).await;
                         if result.is_err() {
-                            // The transaction is aborted: release its locks everywhere now;
-                            // the client still has to say ROLLBACK (or COMMIT) to end it.
                             txn.failed = true;
-                            let _ = self.router.end_transaction(txn, false).await;
-                            txn.touched.clear();
+                            if txn.savepoints.is_empty() {
+                                // The transaction is aborted: release its locks everywhere
+                                // now; the client still has to say ROLLBACK (or COMMIT).
+                                let _ = self.router.end_transaction(txn, false).await;
+                                txn.touched.clear();
+                            }
                         }
                         result
                     }
@@ -216,8 +220,102 @@ impl Frontend {
             touched: Default::default(),
             written: Default::default(),
             failed: false,
+            savepoints: Vec::new(),
         });
         Ok(QueryResult::command("BEGIN", 0))
+    }
+
+    async fn savepoint(&self, session: &Session, name: &str) -> Result<QueryResult> {
+        let mut guard = session.txn.lock().await;
+        let Some(txn) = guard.as_mut() else {
+            return Err(Error::new(
+                sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                "SAVEPOINT can only be used in transaction blocks",
+            ));
+        };
+        if txn.failed {
+            return Err(aborted());
+        }
+        self.router
+            .send_to_shards(txn, &txn.touched, &format!("SAVEPOINT \"{name}\""))
+            .await?;
+        txn.savepoints.push(SavepointMark {
+            name: name.to_string(),
+            touched: txn.touched.clone(),
+            written: txn.written.clone(),
+        });
+        Ok(QueryResult::command("SAVEPOINT", 0))
+    }
+
+    /// ROLLBACK TO SAVEPOINT: shards touched before it return to it; shards first touched
+    /// after it drop their part of the transaction altogether.
+    async fn rollback_to(&self, session: &Session, name: &str) -> Result<QueryResult> {
+        let mut guard = session.txn.lock().await;
+        let Some(txn) = guard.as_mut() else {
+            return Err(Error::new(
+                sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                "ROLLBACK TO SAVEPOINT can only be used in transaction blocks",
+            ));
+        };
+        let Some(at) = txn.savepoints.iter().rposition(|s| s.name == name) else {
+            txn.failed = true;
+            return Err(Error::new(
+                "3B001",
+                format!("savepoint \"{name}\" does not exist"),
+            ));
+        };
+        txn.savepoints.truncate(at + 1);
+        let mark = txn.savepoints[at].clone();
+        let later: BTreeMap<u32, String> = txn
+            .touched
+            .iter()
+            .filter(|(s, _)| !mark.touched.contains_key(s))
+            .map(|(s, a)| (*s, a.clone()))
+            .collect();
+        let partial = SessionTxn {
+            spec: txn.spec,
+            touched: later,
+            written: Default::default(),
+            failed: false,
+            savepoints: Vec::new(),
+        };
+        self.router.end_transaction(&partial, false).await?;
+        self.router
+            .send_to_shards(
+                txn,
+                &mark.touched,
+                &format!("ROLLBACK TO SAVEPOINT \"{name}\""),
+            )
+            .await?;
+        txn.touched = mark.touched;
+        txn.written = mark.written;
+        txn.failed = false;
+        Ok(QueryResult::command("ROLLBACK TO", 0))
+    }
+
+    async fn release(&self, session: &Session, name: &str) -> Result<QueryResult> {
+        let mut guard = session.txn.lock().await;
+        let Some(txn) = guard.as_mut() else {
+            return Err(Error::new(
+                sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                "RELEASE SAVEPOINT can only be used in transaction blocks",
+            ));
+        };
+        if txn.failed {
+            return Err(aborted());
+        }
+        let Some(at) = txn.savepoints.iter().rposition(|s| s.name == name) else {
+            return Err(Error::new(
+                "3B001",
+                format!("savepoint \"{name}\" does not exist"),
+            ));
+        };
+        let mark = txn.savepoints[at].clone();
+        self.router
+            .send_to_shards(txn, &mark.touched, &format!("RELEASE SAVEPOINT \"{name}\""))
+            .await?;
+        txn.savepoints.truncate(at);
+        Ok(QueryResult::command("RELEASE", 0))
     }
 
     async fn finish(&self, session: &Session, commit: bool) -> Result<QueryResult> {
@@ -290,9 +388,17 @@ impl Frontend {
             return Ok(d.clone());
         }
         let described = match &prepared.stmt {
-            Some(Statement::Set(_)) | Some(Statement::Discard { .. }) | None => {
-                (Vec::new(), Vec::new())
-            }
+            // Statements the session answers itself return no rows and take no parameters.
+            Some(
+                Statement::Set(_)
+                | Statement::Discard { .. }
+                | Statement::StartTransaction { .. }
+                | Statement::Commit { .. }
+                | Statement::Rollback { .. }
+                | Statement::Savepoint { .. }
+                | Statement::ReleaseSavepoint { .. },
+            )
+            | None => (Vec::new(), Vec::new()),
             Some(Statement::ShowVariable { variable }) => {
                 let name: Vec<String> = variable.iter().map(names::ident).collect();
                 (Vec::new(), vec![text_col(&name.join("."))])
@@ -345,6 +451,8 @@ fn response(result: QueryResult, format: &Format) -> PgWireResult<Response> {
         match result.tag.as_str() {
             "BEGIN" => return Ok(Response::TransactionStart(Tag::new("BEGIN"))),
             "COMMIT" | "ROLLBACK" => return Ok(Response::TransactionEnd(Tag::new(&result.tag))),
+            // The transaction goes on; PostgreSQL's tag is plain ROLLBACK.
+            "ROLLBACK TO" => return Ok(Response::Execution(Tag::new("ROLLBACK"))),
             _ => {}
         }
         let tag = match result.tag.as_str() {

@@ -43,6 +43,15 @@ pub struct SessionTxn {
     pub written: BTreeSet<ShardId>,
     /// An error aborted it: everything but ROLLBACK/COMMIT fails with 25P02.
     pub failed: bool,
+    /// Open SAVEPOINTs, oldest first, with the shards touched and written when each was set.
+    pub savepoints: Vec<SavepointMark>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SavepointMark {
+    pub name: String,
+    pub touched: BTreeMap<ShardId, String>,
+    pub written: BTreeSet<ShardId>,
 }
 
 #[derive(Default)]
