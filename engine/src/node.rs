@@ -241,27 +241,19 @@ impl NodeService {
                 Ok(Response::Ok)
             };
         };
-        tokio::task::spawn_blocking(move || {
-            let txn = open
-                .txn
-                .lock()
-                .map_err(|_| Error::internal("poisoned transaction"))?
-                .take();
-            match txn {
-                Some(t) if commit => open.shard.commit(t).map(|_| Response::Ok),
-                Some(t) => {
-                    open.shard.rollback(t);
-                    Ok(Response::Ok)
-                }
-                None if commit => Err(Error::new(
-                    sqlstate::IN_FAILED_SQL_TRANSACTION,
-                    "transaction was aborted",
-                )),
-                None => Ok(Response::Ok),
+        finish_open(open, move |shard, txn| match txn {
+            Some(t) if commit => shard.commit(t).map(|_| Response::Ok),
+            Some(t) => {
+                shard.rollback(t);
+                Ok(Response::Ok)
             }
+            None if commit => Err(Error::new(
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                "transaction was aborted",
+            )),
+            None => Ok(Response::Ok),
         })
         .await
-        .map_err(|e| Error::internal(format!("commit task failed: {e}")))?
     }
 
     /// Two-phase commit, phase one, for a transaction open on one of this node's shards.
@@ -283,25 +275,14 @@ impl NodeService {
             ));
         };
         let now = self.hlc_millis();
-        tokio::task::spawn_blocking(move || {
-            let txn = open
-                .txn
-                .lock()
-                .map_err(|_| Error::internal("poisoned transaction"))?
-                .take();
-            match txn {
-                Some(t) => open
-                    .shard
-                    .prepare(t, coordinator, now)
-                    .map(|_| Response::Ok),
-                None => Err(Error::new(
-                    sqlstate::IN_FAILED_SQL_TRANSACTION,
-                    "transaction was aborted",
-                )),
-            }
+        finish_open(open, move |shard, txn| match txn {
+            Some(t) => shard.prepare(t, coordinator, now).map(|_| Response::Ok),
+            None => Err(Error::new(
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                "transaction was aborted",
+            )),
         })
         .await
-        .map_err(|e| Error::internal(format!("prepare task failed: {e}")))?
     }
 
     fn hlc_millis(&self) -> u64 {
@@ -395,6 +376,24 @@ impl NodeService {
             }
         }
     }
+}
+
+/// Ends an open transaction on a blocking thread: `f` gets its shard and the transaction
+/// (`None` if an error already rolled it back).
+async fn finish_open(
+    open: OpenTxn,
+    f: impl FnOnce(&Shard, Option<Transaction>) -> Result<Response> + Send + 'static,
+) -> Result<Response> {
+    tokio::task::spawn_blocking(move || {
+        let txn = open
+            .txn
+            .lock()
+            .map_err(|_| Error::internal("poisoned transaction"))?
+            .take();
+        f(&open.shard, txn)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("transaction task failed: {e}")))?
 }
 
 /// Sends a consistent snapshot of the shard; returns the LSN it stands at.

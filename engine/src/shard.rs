@@ -88,6 +88,14 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// The position of the newest savepoint called `name` (3B001 if there is none).
+    fn savepoint(&self, name: &str) -> Result<usize> {
+        self.savepoints
+            .iter()
+            .rposition(|(n, _, _)| n == name)
+            .ok_or_else(|| no_savepoint(name))
+    }
+
     /// True if a ROLLBACK TO SAVEPOINT could still recover this transaction after an error.
     pub fn has_savepoints(&self) -> bool {
         !self.savepoints.is_empty()
@@ -465,11 +473,7 @@ impl Shard {
                 ..
             } => {
                 let name = sql_ident(name);
-                let at = t
-                    .savepoints
-                    .iter()
-                    .rposition(|(n, _, _)| *n == name)
-                    .ok_or_else(|| no_savepoint(&name))?;
+                let at = t.savepoint(&name)?;
                 t.savepoints.truncate(at + 1);
                 let (_, set, reads) = &t.savepoints[at];
                 t.set = set.clone();
@@ -482,11 +486,7 @@ impl Shard {
                     return Err(aborted());
                 }
                 let name = sql_ident(name);
-                let at = t
-                    .savepoints
-                    .iter()
-                    .rposition(|(n, _, _)| *n == name)
-                    .ok_or_else(|| no_savepoint(&name))?;
+                let at = t.savepoint(&name)?;
                 t.savepoints.truncate(at);
                 return Ok(QueryResult::command("RELEASE", 0));
             }
