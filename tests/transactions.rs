@@ -285,3 +285,75 @@ async fn aborted_blocks_deadlocks_and_read_only() {
     t1.batch_execute("ROLLBACK").await.unwrap();
     t2.batch_execute("ROLLBACK").await.unwrap();
 }
+
+/// SELECT … FOR UPDATE locks the rows it returns until the transaction ends: a second locker
+/// waits (or fails at once with NOWAIT, 55P03) and then sees the newest committed values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_for_update_locks_rows() {
+    let cluster = start_cluster(2, 4, 2).await;
+    let (t1, t2) = (cluster.client().await, cluster.client().await);
+    setup(&t1, "fu").await;
+    t1.batch_execute("BEGIN").await.unwrap();
+    let rows = t1
+        .query("SELECT value FROM fu WHERE id = 1 FOR UPDATE", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 10);
+    t2.batch_execute("BEGIN").await.unwrap();
+    let e = t2
+        .query("SELECT value FROM fu WHERE id = 1 FOR UPDATE NOWAIT", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55P03");
+    t2.batch_execute("ROLLBACK").await.unwrap();
+    t2.batch_execute("BEGIN").await.unwrap();
+    let waiter = tokio::spawn(async move {
+        let v: i32 = t2
+            .query_one("SELECT value FROM fu WHERE id = 1 FOR UPDATE", &[])
+            .await
+            .unwrap()
+            .get(0);
+        t2.batch_execute("COMMIT").await.unwrap();
+        v
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the second locker waits for the first"
+    );
+    t1.execute("UPDATE fu SET value = 11 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    t1.batch_execute("COMMIT").await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen, 11,
+        "READ COMMITTED returns the newest version once the lock is granted"
+    );
+    // Across shards: every shard the query reads locks its rows.
+    t1.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(
+        t1.query("SELECT id FROM fu FOR UPDATE", &[])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let t3 = cluster.client().await;
+    let e = t3
+        .query("SELECT id FROM fu WHERE id = 2 FOR UPDATE NOWAIT", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55P03");
+    t1.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        t3.query("SELECT id FROM fu WHERE id = 2 FOR UPDATE NOWAIT", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -182,28 +182,13 @@ impl ReadTxn for TxnView<'_> {
 
 impl WriteTxn for TxnView<'_> {
     fn lock_row(&mut self, table: &str, key: &[u8]) -> Result<RowLock> {
-        let Some(l) = &self.locking else {
-            return Ok(RowLock::Unchanged);
-        };
-        if self.set.wrote(table, key) || self.set.fresh.contains(table) {
-            return Ok(RowLock::Unchanged);
-        }
-        l.locks.acquire(l.txn, table, key, l.timeout)?;
-        let latest = (l.latest)(table, key)?;
-        if latest == self.base.get_raw(table, key)? {
-            return Ok(RowLock::Unchanged);
-        }
-        if l.isolation != Isolation::ReadCommitted {
-            return Err(Error::new(
-                sqlstate::SERIALIZATION_FAILURE,
-                "could not serialize access due to concurrent update",
-            ));
-        }
-        Ok(RowLock::Changed(
-            latest.map(|b| row::decode_row(&b)).transpose()?,
-        ))
+        let timeout = self.locking.as_ref().and_then(|l| l.timeout);
+        self.lock_row_within(table, key, timeout)
     }
 
+    fn lock_row_nowait(&mut self, table: &str, key: &[u8]) -> Result<RowLock> {
+        self.lock_row_within(table, key, Some(Duration::ZERO))
+    }
     fn put(&mut self, table: &str, key: Vec<u8>, values: Vec<Value>) -> Result<()> {
         self.require_table(table)?;
         self.lock(table, &key)?;
@@ -261,6 +246,36 @@ impl WriteTxn for TxnView<'_> {
         self.set.writes.remove(name);
         self.set.fresh.insert(name.to_string());
         Ok(())
+    }
+}
+
+impl TxnView<'_> {
+    fn lock_row_within(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<RowLock> {
+        let Some(l) = &self.locking else {
+            return Ok(RowLock::Unchanged);
+        };
+        if self.set.wrote(table, key) || self.set.fresh.contains(table) {
+            return Ok(RowLock::Unchanged);
+        }
+        l.locks.acquire(l.txn, table, key, timeout)?;
+        let latest = (l.latest)(table, key)?;
+        if latest == self.base.get_raw(table, key)? {
+            return Ok(RowLock::Unchanged);
+        }
+        if l.isolation != Isolation::ReadCommitted {
+            return Err(Error::new(
+                sqlstate::SERIALIZATION_FAILURE,
+                "could not serialize access due to concurrent update",
+            ));
+        }
+        Ok(RowLock::Changed(
+            latest.map(|b| row::decode_row(&b)).transpose()?,
+        ))
     }
 }
 

@@ -493,6 +493,26 @@ impl Shard {
             _ if t.failed => return Err(aborted()),
             _ => {}
         }
+        // A locking read that met a row changed since its snapshot reruns on a fresh one
+        // (READ COMMITTED only; it holds the row locks by then).
+        for _ in 0..3 {
+            match self.run_statement(t, stmt, params) {
+                Err(e) if e.code == sql::locking::RERUN => continue,
+                other => return other,
+            }
+        }
+        Err(Error::new(
+            sqlstate::SERIALIZATION_FAILURE,
+            "could not lock rows that kept changing",
+        ))
+    }
+
+    fn run_statement(
+        &self,
+        t: &mut Transaction,
+        stmt: &Statement,
+        params: &[Value],
+    ) -> Result<QueryResult> {
         let read_only = sql::is_read_only(stmt);
         if t.read_only && !read_only {
             let verb = stmt
@@ -543,7 +563,10 @@ impl Shard {
             sql::execute(stmt, params, &mut view)
         };
         result.map_err(|e| {
-            if user_timeout.is_none() && e.code == sqlstate::LOCK_NOT_AVAILABLE {
+            if user_timeout.is_none()
+                && e.code == sqlstate::LOCK_NOT_AVAILABLE
+                && e.message.contains("lock timeout")
+            {
                 Error::new(sqlstate::DEADLOCK_DETECTED, "deadlock detected").with_detail(
                     "A row lock wait outlasted the deadlock timeout; the cycle may span shards.",
                 )

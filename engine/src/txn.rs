@@ -49,6 +49,11 @@ pub trait WriteTxn: ReadTxn {
         Ok(RowLock::Unchanged)
     }
 
+    /// As `lock_row`, but fails with 55P03 at once instead of waiting (NOWAIT).
+    fn lock_row_nowait(&mut self, table: &str, key: &[u8]) -> Result<RowLock> {
+        self.lock_row(table, key)
+    }
+
     /// Stores `row` under `key`, replacing any row there.
     fn put(&mut self, table: &str, key: Vec<u8>, row: Vec<Value>) -> Result<()>;
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<()>;

@@ -454,7 +454,8 @@ impl Router {
 }
 
 /// Rewrites every table reference to its canonical name as one quoted identifier, so the
-/// executor resolves `public.t`, `T` and `tessera.shards` exactly as the planner did.
+/// executor resolves `public.t`, `T` and `tessera.shards` exactly as the planner did. Row
+/// locking clauses are dropped: the shards took those locks when they returned the rows.
 fn canonical_names(stmt: &Statement) -> Statement {
     let mut stmt = stmt.clone();
     let _ = ast::visit_relations_mut(&mut stmt, |name| {
@@ -462,6 +463,9 @@ fn canonical_names(stmt: &Statement) -> Statement {
         *name = ObjectName::from(vec![Ident::with_quote('"', canonical)]);
         ControlFlow::<()>::Continue(())
     });
+    if let Statement::Query(q) = &mut stmt {
+        q.locks.clear();
+    }
     stmt
 }
 

@@ -764,6 +764,11 @@ impl<'a> Planner<'a> {
                     });
                 }
                 Statement::Query(_) => {
+                    // A locking read locks on every shard it reads from.
+                    let locks: String = match stmt {
+                        Statement::Query(q) => q.locks.iter().map(|l| format!(" {l}")).collect(),
+                        _ => String::new(),
+                    };
                     let fetch_sql = match (selection, single_table_factor(stmt)) {
                         (Some(sel), Some(rel)) if !has_subquery(sel) => {
                             format!("SELECT * FROM {rel} WHERE {sel}")
@@ -771,6 +776,7 @@ impl<'a> Planner<'a> {
                         (_, Some(rel)) => format!("SELECT * FROM {rel}"),
                         _ => format!("SELECT * FROM {}", table.schema.name),
                     };
+                    let fetch_sql = format!("{fetch_sql}{locks}");
                     let fetches = targets
                         .into_iter()
                         .map(|t| Fetch {
@@ -789,6 +795,9 @@ impl<'a> Planner<'a> {
             }
         }
         match stmt {
+            Statement::Query(q) if !q.locks.is_empty() => Err(Error::unsupported(
+                "FOR UPDATE/SHARE is supported on a SELECT from one table",
+            )),
             Statement::Query(_) => {
                 let mut fetches = Vec::new();
                 for table in &infos {

@@ -20,6 +20,7 @@ mod dml;
 mod exec;
 mod expr;
 mod functions;
+pub mod locking;
 mod parse;
 mod plan;
 mod query;
@@ -170,6 +171,7 @@ pub fn execute(stmt: &Statement, params: &[Value], txn: &mut dyn WriteTxn) -> Re
     match stmt {
         Statement::CreateTable(_) => return ddl::create_table(stmt, txn),
         Statement::Drop { .. } => return ddl::drop_table(stmt, txn),
+        Statement::Query(q) if !q.locks.is_empty() => return locking::run(stmt, q, params, txn),
         _ => {}
     }
     let (plan, params) = {
