@@ -25,6 +25,7 @@ fn encoding(c: &mut Criterion) {
         sql: "SELECT v FROM kv WHERE k = $1".into(),
         params: vec![Value::Int(42)],
         txn: None,
+        timeout_ms: 0,
     };
     c.bench_function("frame/encode", |b| {
         b.iter(|| frame::encode(black_box(&(7u64, &req))))

@@ -38,6 +38,13 @@ struct Hosted {
     epoch: u64,
 }
 
+/// Who sent a statement: the connection (owner of any transaction it opens) and the
+/// statement's deadline from statement_timeout.
+struct Caller {
+    conn: u64,
+    deadline: Option<std::time::Instant>,
+}
+
 /// A client transaction open on one of this node's shards, owned by the connection that
 /// opened it: if that connection drops, the transaction rolls back.
 struct OpenTxn {
@@ -140,8 +147,9 @@ impl NodeService {
         sql_text: String,
         params: Vec<Value>,
         spec: Option<TxnSpec>,
-        conn: u64,
+        caller: Caller,
     ) -> Result<Response> {
+        let Caller { conn, deadline } = caller;
         let hosted = self.hosted_entry(id)?;
         let stmts = sql::parse(&sql_text)?;
         let writes = stmts.iter().any(|s| !sql::is_read_only(s));
@@ -161,7 +169,7 @@ impl NodeService {
             let result = tokio::task::spawn_blocking(move || {
                 let mut last = None;
                 for stmt in &stmts {
-                    last = Some(shard.execute(stmt, &params)?);
+                    last = Some(shard.execute_until(stmt, &params, deadline)?);
                 }
                 last.ok_or_else(|| Error::syntax("empty query"))
             })
@@ -192,6 +200,7 @@ impl NodeService {
             let txn = guard.as_mut().ok_or_else(|| {
                 Error::new(sqlstate::IN_FAILED_SQL_TRANSACTION, "current transaction is aborted, commands ignored until end of transaction block")
             })?;
+            txn.deadline = deadline;
             let mut last = None;
             for stmt in &stmts {
                 match run_shard.execute_in(txn, stmt, &params) {
@@ -458,9 +467,22 @@ impl Service for NodeService {
                 sql,
                 params,
                 txn,
+                timeout_ms,
             } => {
-                self.execute(shard, epoch, sql, params, txn, reply.conn)
-                    .await
+                let deadline = (timeout_ms > 0)
+                    .then(|| std::time::Instant::now() + Duration::from_millis(timeout_ms));
+                self.execute(
+                    shard,
+                    epoch,
+                    sql,
+                    params,
+                    txn,
+                    Caller {
+                        conn: reply.conn,
+                        deadline,
+                    },
+                )
+                .await
             }
             Request::EndTxn { shard, txn, commit } => self.end_txn(shard, txn, commit).await,
             Request::PrepareTxn {

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::changes::{Change, ChangeRecord};
 use protocol::clock::Hlc;
@@ -85,6 +85,8 @@ pub struct Transaction {
     savepoints: Vec<(String, WriteSet, ReadSet)>,
     /// A statement failed after a savepoint: only ROLLBACK TO SAVEPOINT (or the end) helps.
     pub failed: bool,
+    /// The running statement's statement_timeout deadline.
+    pub deadline: Option<Instant>,
 }
 
 impl Transaction {
@@ -186,6 +188,13 @@ fn conflicts<'a>(
     }
     // History older than what we remember may hide a conflict: refuse to guess.
     oldest_seen.is_some_and(|oldest| oldest > snapshot_lsn + 1 && snapshot_lsn > 0)
+}
+
+fn statement_timeout() -> Error {
+    Error::new(
+        sqlstate::QUERY_CANCELED,
+        "canceling statement due to statement timeout",
+    )
 }
 
 fn aborted() -> Error {
@@ -449,6 +458,7 @@ impl Shard {
             reads: ReadSet::default(),
             savepoints: Vec::new(),
             failed: false,
+            deadline: None,
         }
     }
 
@@ -548,11 +558,16 @@ impl Shard {
         };
         let latest = |table: &str, key: &[u8]| self.snapshot()?.get_raw(table, key);
         let user_timeout = t.lock_timeout;
+        let deadline = t.deadline;
+        let mut wait = t.lock_timeout.unwrap_or(DEADLOCK_TIMEOUT);
+        if let Some(d) = deadline {
+            wait = wait.min(d.saturating_duration_since(Instant::now()));
+        }
         let locking = Locking {
             locks: &self.locks,
             txn: t.id,
             isolation: t.isolation,
-            timeout: Some(t.lock_timeout.unwrap_or(DEADLOCK_TIMEOUT)),
+            timeout: Some(wait),
             latest: &latest,
         };
         let reads = (t.isolation == Isolation::Serializable).then_some(&mut t.reads);
@@ -562,11 +577,17 @@ impl Shard {
         } else {
             sql::execute(stmt, params, &mut view)
         };
+        let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
+        if result.is_ok() && past_deadline() {
+            return Err(statement_timeout());
+        }
         result.map_err(|e| {
-            if user_timeout.is_none()
-                && e.code == sqlstate::LOCK_NOT_AVAILABLE
+            if e.code == sqlstate::LOCK_NOT_AVAILABLE
                 && e.message.contains("lock timeout")
+                && past_deadline()
             {
+                statement_timeout()
+            } else if user_timeout.is_none() && e.message.contains("lock timeout") {
                 Error::new(sqlstate::DEADLOCK_DETECTED, "deadlock detected").with_detail(
                     "A row lock wait outlasted the deadlock timeout; the cycle may span shards.",
                 )
@@ -606,10 +627,21 @@ impl Shard {
     /// Runs one statement as its own transaction; a serialization failure is retried here,
     /// invisibly to the client.
     pub fn execute(&self, stmt: &Statement, params: &[Value]) -> Result<QueryResult> {
+        self.execute_until(stmt, params, None)
+    }
+
+    /// As `execute`, failing with 57014 (and committing nothing) once `deadline` passes.
+    pub fn execute_until(
+        &self,
+        stmt: &Statement,
+        params: &[Value],
+        deadline: Option<Instant>,
+    ) -> Result<QueryResult> {
         let mut attempt = 0;
         loop {
             let id = AUTOCOMMIT_IDS.fetch_add(1, Ordering::Relaxed) | (1 << 63);
             let mut t = self.begin(id, Isolation::ReadCommitted, false, None);
+            t.deadline = deadline;
             let outcome = match self.execute_in(&mut t, stmt, params) {
                 Ok(result) => self.commit(t).map(|_| result),
                 Err(e) => {

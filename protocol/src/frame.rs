@@ -95,6 +95,7 @@ mod tests {
             sql: "SELECT 1".into(),
             params: vec![Value::Int(7)],
             txn: None,
+            timeout_ms: 0,
         };
         let mut buf = Vec::new();
         write_frame(&mut buf, &(9u64, req.clone())).await.unwrap();

@@ -23,6 +23,9 @@ pub enum Request {
         sql: String,
         params: Vec<Value>,
         txn: Option<TxnSpec>,
+        /// statement_timeout in milliseconds (0: none). A statement past it is rolled back and
+        /// fails with 57014 — it never commits after its deadline.
+        timeout_ms: u64,
     },
     /// Node: commit or roll back a client transaction on a shard.
     EndTxn {

@@ -29,6 +29,11 @@ use crate::plan::{Plan, Planner, Target};
 use crate::session::SessionTxn;
 use crate::status;
 
+tokio::task_local! {
+    /// The session's statement_timeout for the statement being run (set by the frontend).
+    pub static STATEMENT_TIMEOUT_MS: u64;
+}
+
 pub struct Router {
     pub meta: MetaClient,
     pub pool: Pool,
@@ -324,6 +329,7 @@ impl Router {
             sql,
             params: params.to_vec(),
             txn,
+            timeout_ms: STATEMENT_TIMEOUT_MS.try_with(|t| *t).unwrap_or(0),
         };
         match self.pool.call(&target.addr, req).await? {
             Response::Result(r) => Ok(r),

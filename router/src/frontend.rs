@@ -167,10 +167,14 @@ impl Frontend {
             _ => {
                 let mut guard = session.txn.lock().await;
                 match guard.as_mut() {
-                    None => self.router.execute(stmt, params, None).await,
+                    None => with_timeout(session, self.router.execute(stmt, params, None)).await,
                     Some(txn) if txn.failed => Err(aborted()),
                     Some(txn) => {
-                        let result = self.router.execute(stmt, params, Some(&mut *txn)).await;
+                        let result = with_timeout(
+                            session,
+                            self.router.execute(stmt, params, Some(&mut *txn)),
+                        )
+                        .await;
                         if result.is_err() {
                             txn.failed = true;
                             if txn.savepoints.is_empty() {
@@ -409,6 +413,33 @@ impl Frontend {
             *guard = Some(described.clone());
         }
         Ok(described)
+    }
+}
+
+/// Runs a statement under the session's statement_timeout. The shards enforce it (a statement
+/// past its deadline rolls back and fails with 57014, so it never commits late); the router
+/// gives up too, a little later, should a shard not answer at all.
+async fn with_timeout(
+    session: &Session,
+    run: impl std::future::Future<Output = Result<QueryResult>>,
+) -> Result<QueryResult> {
+    let ms = session
+        .get("statement_timeout")
+        .and_then(|v| parse_millis(&v))
+        .unwrap_or(0);
+    if ms == 0 {
+        return run.await;
+    }
+    let guarded = tokio::time::timeout(std::time::Duration::from_millis(ms + 5_000), run);
+    match crate::dispatch::STATEMENT_TIMEOUT_MS
+        .scope(ms, guarded)
+        .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(Error::new(
+            sqlstate::QUERY_CANCELED,
+            "canceling statement due to statement timeout",
+        )),
     }
 }
 
