@@ -357,3 +357,44 @@ async fn select_for_update_locks_rows() {
         1
     );
 }
+
+/// statement_timeout cancels a statement (57014) that waits too long for a row lock, and the
+/// cancelled write never commits; lock_timeout gives 55P03 instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_and_lock_timeouts() {
+    let cluster = start_cluster(1, 1, 1).await;
+    let (t1, t2) = (cluster.client().await, cluster.client().await);
+    setup(&t1, "st").await;
+    t1.batch_execute("BEGIN").await.unwrap();
+    t1.execute("UPDATE st SET value = 11 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    t2.batch_execute("SET statement_timeout = 300")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = t2
+        .execute("UPDATE st SET value = 99 WHERE id = 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "57014");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "cancelled near its deadline"
+    );
+    t2.batch_execute("SET statement_timeout = 0; SET lock_timeout = '200ms'; BEGIN")
+        .await
+        .unwrap();
+    let e = t2
+        .execute("UPDATE st SET value = 98 WHERE id = 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55P03");
+    t2.batch_execute("ROLLBACK").await.unwrap();
+    t1.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        values(&t1, "st").await[0],
+        (1, 11),
+        "neither timed-out write committed"
+    );
+}
