@@ -197,7 +197,10 @@ fn parse_expect(s: &str, file: &str, line: usize) -> Expect {
                 );
                 r = body[end + 1..].trim_start();
             }
-            assert!(!rows.is_empty(), "{file}:{line}: `rows` needs tuples or `none`");
+            assert!(
+                !rows.is_empty(),
+                "{file}:{line}: `rows` needs tuples or `none`"
+            );
             rows.sort();
             Expect::Rows(rows)
         }
@@ -637,7 +640,8 @@ async fn run_case(conn: &str, script: &Script, level: Level, target: Target) -> 
     }
     // End whatever is still open, so that the next case's DROP TABLE finds no locks.
     for client in sessions.values() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.batch_execute("ROLLBACK")).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), client.batch_execute("ROLLBACK")).await;
     }
     run
 }
@@ -742,10 +746,7 @@ async fn hermitage_against_postgres() {
     let user = std::env::var("HERMITAGE_PG_USER").unwrap_or_else(|_| "postgres".into());
     let db = std::env::var("HERMITAGE_PG_DB").unwrap_or_else(|_| "postgres".into());
     let conn = format!("host=127.0.0.1 port={port} user={user} dbname={db}");
-    tokio::time::timeout(
-        Duration::from_secs(300),
-        run_all(&conn, Target::Postgres),
-    )
-    .await
-    .expect("the Hermitage run finishes within 300 s");
+    tokio::time::timeout(Duration::from_secs(300), run_all(&conn, Target::Postgres))
+        .await
+        .expect("the Hermitage run finishes within 300 s");
 }

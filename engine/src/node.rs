@@ -234,7 +234,13 @@ impl NodeService {
     }
 
     /// Commits or rolls back a client transaction on one shard.
-    async fn end_txn(&self, id: ShardId, txn_id: u64, commit: bool) -> Result<Response> {
+    async fn end_txn(
+        &self,
+        id: ShardId,
+        txn_id: u64,
+        commit: bool,
+        writes_elsewhere: bool,
+    ) -> Result<Response> {
         let open = self
             .txns
             .lock()
@@ -251,7 +257,7 @@ impl NodeService {
             };
         };
         finish_open(open, move |shard, txn| match txn {
-            Some(t) if commit => shard.commit(t).map(|_| Response::Ok),
+            Some(t) if commit => shard.commit_part(t, writes_elsewhere).map(|_| Response::Ok),
             Some(t) => {
                 shard.rollback(t);
                 Ok(Response::Ok)
@@ -484,7 +490,12 @@ impl Service for NodeService {
                 )
                 .await
             }
-            Request::EndTxn { shard, txn, commit } => self.end_txn(shard, txn, commit).await,
+            Request::EndTxn {
+                shard,
+                txn,
+                commit,
+                writes_elsewhere,
+            } => self.end_txn(shard, txn, commit, writes_elsewhere).await,
             Request::PrepareTxn {
                 shard,
                 txn,

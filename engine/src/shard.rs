@@ -176,7 +176,10 @@ fn conflicts<'a>(
 ) -> bool {
     let mut oldest_seen = None;
     for c in commits {
-        oldest_seen.get_or_insert(c.lsn);
+        // Prepared write sets (lsn MAX) are not history: they say nothing about what we forgot.
+        if c.lsn != u64::MAX {
+            oldest_seen.get_or_insert(c.lsn);
+        }
         if c.lsn <= snapshot_lsn {
             continue;
         }
@@ -305,16 +308,10 @@ impl Shard {
     pub fn prepare(&self, t: Transaction, coordinator: ShardId, now_ms: u64) -> Result<()> {
         if t.isolation == Isolation::Serializable
             && let Some((_, snapshot_lsn)) = &t.snapshot
+            && self.read_conflict(*snapshot_lsn, &t.reads, &[t.id])?
         {
-            let recent = self
-                .recent
-                .lock()
-                .map_err(|_| Error::internal("poisoned"))?;
-            if conflicts(*snapshot_lsn, &t.reads, recent.iter()) {
-                drop(recent);
-                self.locks.release_all(t.id);
-                return Err(serialization_failure());
-            }
+            self.locks.release_all(t.id);
+            return Err(serialization_failure());
         }
         let p = PreparedTxn {
             changes: t.set.into_changes(),
@@ -601,9 +598,24 @@ impl Shard {
     /// next LSN together with the other commits waiting at that moment, then releases its
     /// locks. Returns the LSN, or 0 for a transaction that wrote nothing.
     pub fn commit(&self, t: Transaction) -> Result<u64> {
+        self.commit_part(t, false)
+    }
+
+    /// Commits this shard's part of a transaction; `writes_elsewhere` says other shards were
+    /// written, so reads made here must be validated even if nothing was written here.
+    pub fn commit_part(&self, t: Transaction, writes_elsewhere: bool) -> Result<u64> {
         let id = t.id;
         let result = if t.set.is_empty() {
-            Ok(0)
+            // A SERIALIZABLE reader still validates its reads: it may be the read-only part of
+            // a transaction that writes on other shards (write skew across shards).
+            match (&t.isolation, &t.snapshot) {
+                (Isolation::Serializable, Some((_, lsn)))
+                    if writes_elsewhere && self.read_conflict(*lsn, &t.reads, &[])? =>
+                {
+                    Err(serialization_failure())
+                }
+                _ => Ok(0),
+            }
         } else {
             let validate = match (&t.isolation, &t.snapshot) {
                 (Isolation::Serializable, Some((_, lsn))) => Some((*lsn, t.reads)),
@@ -617,6 +629,42 @@ impl Shard {
         };
         self.locks.release_all(id);
         result
+    }
+
+    /// True if a commit after `snapshot_lsn`, or a transaction prepared here and not yet
+    /// decided (other than `except`), wrote something in `reads`. Counting prepared writes as
+    /// already committed closes the window in which a distributed transaction is decided but
+    /// not yet visible.
+    fn read_conflict(&self, snapshot_lsn: u64, reads: &ReadSet, except: &[TxnId]) -> Result<bool> {
+        let recent = self
+            .recent
+            .lock()
+            .map_err(|_| Error::internal("poisoned"))?;
+        let prepared: Vec<CommitSummary> = self
+            .prepared
+            .lock()
+            .map_err(|_| Error::internal("poisoned"))?
+            .iter()
+            .filter(|(id, _)| !except.contains(id))
+            .map(|(_, p)| CommitSummary::of(u64::MAX, &p.changes))
+            .collect();
+        Ok(conflicts(
+            snapshot_lsn,
+            reads,
+            recent.iter().chain(prepared.iter()),
+        ))
+    }
+
+    /// Write sets of the transactions prepared here, as if committed after every snapshot.
+    fn prepared_summaries(&self) -> Vec<CommitSummary> {
+        self.prepared
+            .lock()
+            .map(|p| {
+                p.values()
+                    .map(|p| CommitSummary::of(u64::MAX, &p.changes))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Discards a transaction's writes and releases its locks.
@@ -725,7 +773,14 @@ impl Shard {
             };
             for (ticket, p) in batch {
                 if let Some((snapshot_lsn, reads)) = &p.validate
-                    && conflicts(*snapshot_lsn, reads, recent.iter().chain(accepted.iter()))
+                    && conflicts(
+                        *snapshot_lsn,
+                        reads,
+                        recent
+                            .iter()
+                            .chain(accepted.iter())
+                            .chain(self.prepared_summaries().iter()),
+                    )
                 {
                     out.push((ticket, Err(serialization_failure()), None));
                     continue;

@@ -32,6 +32,9 @@ pub enum Request {
         shard: ShardId,
         txn: u64,
         commit: bool,
+        /// The transaction writes on other shards: a SERIALIZABLE part that only read here
+        /// must still validate its reads (a purely read-only transaction need not).
+        writes_elsewhere: bool,
     },
     /// Node, two-phase commit phase one: make the transaction's changes durable as prepared
     /// (locks kept); `coordinator` is the shard that will hold the decision.

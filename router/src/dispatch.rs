@@ -555,6 +555,7 @@ impl Router {
                 shard: *shard,
                 txn: txn.spec.id,
                 commit: commit && first_err.is_none(),
+                writes_elsewhere: txn.written.iter().any(|w| w != shard),
             };
             if let Err(e) = self.pool.call(addr, req).await {
                 first_err.get_or_insert(e);
@@ -578,18 +579,36 @@ impl Router {
     /// ```
     async fn two_phase_commit(&self, txn: &SessionTxn) -> Result<()> {
         let id = txn.spec.id;
+        // Read-only participants end first; under SERIALIZABLE that is where their reads are
+        // validated, and a failure there must abort the whole transaction.
+        let mut read_failure = None;
         for (shard, addr) in txn.touched.iter().filter(|(s, _)| !txn.written.contains(s)) {
-            let _ = self
-                .pool
-                .call(
-                    addr,
-                    Request::EndTxn {
-                        shard: *shard,
-                        txn: id,
-                        commit: true,
-                    },
-                )
-                .await;
+            let req = Request::EndTxn {
+                shard: *shard,
+                txn: id,
+                commit: read_failure.is_none(),
+                writes_elsewhere: true,
+            };
+            if let Err(e) = self.pool.call(addr, req).await {
+                read_failure.get_or_insert(e);
+            }
+        }
+        if let Some(e) = read_failure {
+            for (shard, addr) in txn.touched.iter().filter(|(s, _)| txn.written.contains(s)) {
+                let _ = self
+                    .pool
+                    .call(
+                        addr,
+                        Request::EndTxn {
+                            shard: *shard,
+                            txn: id,
+                            commit: false,
+                            writes_elsewhere: true,
+                        },
+                    )
+                    .await;
+            }
+            return Err(e);
         }
         let written: Vec<(u32, String)> = txn
             .written
