@@ -241,17 +241,10 @@ impl NodeService {
         commit: bool,
         writes_elsewhere: bool,
     ) -> Result<Response> {
-        let open = self
-            .txns
-            .lock()
-            .map_err(|_| Error::internal("poisoned lock"))?
-            .remove(&(id, txn_id));
+        let open = self.take_open(id, txn_id)?;
         let Some(open) = open else {
             return if commit {
-                Err(Error::new(
-                    sqlstate::IN_FAILED_SQL_TRANSACTION,
-                    format!("transaction {txn_id} is not open on shard {id}"),
-                ))
+                Err(part_lost(id))
             } else {
                 Ok(Response::Ok)
             };
@@ -278,16 +271,9 @@ impl NodeService {
         txn_id: u64,
         coordinator: ShardId,
     ) -> Result<Response> {
-        let open = self
-            .txns
-            .lock()
-            .map_err(|_| Error::internal("poisoned lock"))?
-            .remove(&(id, txn_id));
+        let open = self.take_open(id, txn_id)?;
         let Some(open) = open else {
-            return Err(Error::new(
-                sqlstate::IN_FAILED_SQL_TRANSACTION,
-                format!("transaction {txn_id} is not open on shard {id}"),
-            ));
+            return Err(part_lost(id));
         };
         let now = self.hlc_millis();
         finish_open(open, move |shard, txn| match txn {
@@ -302,6 +288,14 @@ impl NodeService {
 
     fn hlc_millis(&self) -> u64 {
         protocol::clock::Hlc::millis(self.hlc.now())
+    }
+
+    fn take_open(&self, id: ShardId, txn_id: u64) -> Result<Option<OpenTxn>> {
+        Ok(self
+            .txns
+            .lock()
+            .map_err(|_| Error::internal("poisoned lock"))?
+            .remove(&(id, txn_id)))
     }
 
     /// Rolls back every transaction a vanished connection left open.
@@ -391,6 +385,17 @@ impl NodeService {
             }
         }
     }
+}
+
+/// A transaction's part on a shard is gone (the node restarted, or its connection dropped):
+/// it did not commit, and retrying the whole transaction is safe.
+fn part_lost(shard: ShardId) -> Error {
+    Error::new(
+        sqlstate::SERIALIZATION_FAILURE,
+        format!(
+            "the transaction's part on shard {shard} was lost (its node restarted); it did not commit"
+        ),
+    )
 }
 
 /// Ends an open transaction on a blocking thread: `f` gets its shard and the transaction

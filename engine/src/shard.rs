@@ -193,20 +193,6 @@ fn conflicts<'a>(
     oldest_seen.is_some_and(|oldest| oldest > snapshot_lsn + 1 && snapshot_lsn > 0)
 }
 
-fn statement_timeout() -> Error {
-    Error::new(
-        sqlstate::QUERY_CANCELED,
-        "canceling statement due to statement timeout",
-    )
-}
-
-fn aborted() -> Error {
-    Error::new(
-        sqlstate::IN_FAILED_SQL_TRANSACTION,
-        "current transaction is aborted, commands ignored until end of transaction block",
-    )
-}
-
 fn no_savepoint(name: &str) -> Error {
     Error::new("3B001", format!("savepoint \"{name}\" does not exist"))
 }
@@ -469,7 +455,7 @@ impl Shard {
         match stmt {
             Statement::Savepoint { name } => {
                 if t.failed {
-                    return Err(aborted());
+                    return Err(Error::in_failed_transaction());
                 }
                 let name = sql_ident(name);
                 t.savepoints.push((name, t.set.clone(), t.reads.clone()));
@@ -490,14 +476,14 @@ impl Shard {
             }
             Statement::ReleaseSavepoint { name } => {
                 if t.failed {
-                    return Err(aborted());
+                    return Err(Error::in_failed_transaction());
                 }
                 let name = sql_ident(name);
                 let at = t.savepoint(&name)?;
                 t.savepoints.truncate(at);
                 return Ok(QueryResult::command("RELEASE", 0));
             }
-            _ if t.failed => return Err(aborted()),
+            _ if t.failed => return Err(Error::in_failed_transaction()),
             _ => {}
         }
         // A locking read that met a row changed since its snapshot reruns on a fresh one
@@ -576,14 +562,14 @@ impl Shard {
         };
         let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
         if result.is_ok() && past_deadline() {
-            return Err(statement_timeout());
+            return Err(Error::statement_timeout());
         }
         result.map_err(|e| {
             if e.code == sqlstate::LOCK_NOT_AVAILABLE
                 && e.message.contains("lock timeout")
                 && past_deadline()
             {
-                statement_timeout()
+                Error::statement_timeout()
             } else if user_timeout.is_none() && e.message.contains("lock timeout") {
                 Error::new(sqlstate::DEADLOCK_DETECTED, "deadlock detected").with_detail(
                     "A row lock wait outlasted the deadlock timeout; the cycle may span shards.",

@@ -124,6 +124,22 @@ impl Error {
         )
     }
 
+    /// 25P02: the transaction block already failed.
+    pub fn in_failed_transaction() -> Self {
+        Self::new(
+            sqlstate::IN_FAILED_SQL_TRANSACTION,
+            "current transaction is aborted, commands ignored until end of transaction block",
+        )
+    }
+
+    /// 57014 from statement_timeout.
+    pub fn statement_timeout() -> Self {
+        Self::new(
+            sqlstate::QUERY_CANCELED,
+            "canceling statement due to statement timeout",
+        )
+    }
+
     pub fn io(err: impl std::fmt::Display) -> Self {
         Self::new(sqlstate::IO_ERROR, format!("I/O error: {err}"))
     }

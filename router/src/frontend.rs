@@ -168,7 +168,7 @@ impl Frontend {
                 let mut guard = session.txn.lock().await;
                 match guard.as_mut() {
                     None => with_timeout(session, self.router.execute(stmt, params, None)).await,
-                    Some(txn) if txn.failed => Err(aborted()),
+                    Some(txn) if txn.failed => Err(Error::in_failed_transaction()),
                     Some(txn) => {
                         let result = with_timeout(
                             session,
@@ -238,7 +238,7 @@ impl Frontend {
             ));
         };
         if txn.failed {
-            return Err(aborted());
+            return Err(Error::in_failed_transaction());
         }
         self.router
             .send_to_shards(txn, &txn.touched, &format!("SAVEPOINT \"{name}\""))
@@ -306,7 +306,7 @@ impl Frontend {
             ));
         };
         if txn.failed {
-            return Err(aborted());
+            return Err(Error::in_failed_transaction());
         }
         let Some(at) = txn.savepoints.iter().rposition(|s| s.name == name) else {
             return Err(Error::new(
@@ -436,18 +436,8 @@ async fn with_timeout(
         .await
     {
         Ok(result) => result,
-        Err(_) => Err(Error::new(
-            sqlstate::QUERY_CANCELED,
-            "canceling statement due to statement timeout",
-        )),
+        Err(_) => Err(Error::statement_timeout()),
     }
-}
-
-fn aborted() -> Error {
-    Error::new(
-        sqlstate::IN_FAILED_SQL_TRANSACTION,
-        "current transaction is aborted, commands ignored until end of transaction block",
-    )
 }
 
 /// Applies `ISOLATION LEVEL …` and `READ ONLY`/`READ WRITE` to a transaction.
