@@ -175,12 +175,26 @@ async fn sharded_crud_explain_and_replication_body(cluster: &Cluster) {
         1,
         "point-read plan: {plan:#?}"
     );
+    // count(*) is pre-aggregated on every shard and summed at the router.
     let plan = explain(&client, "SELECT count(*) FROM kv").await;
     assert!(
         plan.first()
-            .is_some_and(|l| l.starts_with("Router executes:")),
+            .is_some_and(|l| l.starts_with("Partial aggregates on 4 shard(s)")),
         "count plan: {plan:#?}"
     );
+    assert!(
+        plan.iter().any(|l| l.ends_with("SELECT count(*) FROM kv")),
+        "count plan: {plan:#?}"
+    );
+    // Anything else that spans shards is gathered and run at the router.
+    let plan = explain(&client, "SELECT avg(k) FROM kv").await;
+    assert!(
+        plan.first()
+            .is_some_and(|l| l.starts_with("Router executes:")),
+        "avg plan: {plan:#?}"
+    );
+    assert_eq!(explained_shards(&plan).len(), SHARDS, "avg plan: {plan:#?}");
+    let plan = explain(&client, "SELECT count(*) FROM kv").await;
     assert_eq!(
         explained_shards(&plan),
         (0..SHARDS as u32).collect::<Vec<_>>(),

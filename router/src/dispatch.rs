@@ -25,7 +25,7 @@ use sqlparser::ast::{self, Ident, ObjectName, Statement};
 
 use crate::memtxn::MemTables;
 use crate::names::table_name;
-use crate::plan::{Plan, Planner, Target};
+use crate::plan::{Combine, Plan, Planner, Target};
 use crate::session::SessionTxn;
 use crate::status;
 
@@ -353,6 +353,16 @@ impl Router {
                     .map(|(t, sql)| self.send(t, sql.clone(), params, txn));
                 concat(futures::future::join_all(calls).await)
             }
+            Plan::Partial {
+                targets,
+                sql,
+                combine,
+            } => {
+                let calls = targets
+                    .iter()
+                    .map(|t| self.send(t, sql.clone(), params, txn));
+                combine_partials(futures::future::join_all(calls).await, &combine)
+            }
             Plan::Gather {
                 fetches,
                 tables,
@@ -481,6 +491,69 @@ fn is_stale_route(e: &Error) -> bool {
     e.code == sqlstate::READ_ONLY_SQL_TRANSACTION && e.message.contains("is not primary in epoch")
 }
 
+/// Combines one-row partial aggregates from every shard into the final row.
+fn combine_partials(results: Vec<Result<QueryResult>>, combine: &[Combine]) -> Result<QueryResult> {
+    let mut out: Option<QueryResult> = None;
+    for r in results {
+        let r = r?;
+        let row = r.rows.into_iter().next().unwrap_or_default();
+        match out.as_mut() {
+            None => {
+                out = Some(QueryResult {
+                    rows: vec![row],
+                    ..r
+                })
+            }
+            Some(acc) => {
+                let acc_row = acc
+                    .rows
+                    .first_mut()
+                    .ok_or_else(|| Error::internal("partial aggregate without a row"))?;
+                for ((slot, value), how) in acc_row.iter_mut().zip(row).zip(combine) {
+                    *slot = combine_values(std::mem::replace(slot, Value::Null), value, *how)?;
+                }
+            }
+        }
+    }
+    let mut out = out.ok_or_else(|| Error::internal("statement reached no shard"))?;
+    out.affected = out.rows.len() as u64;
+    Ok(out)
+}
+
+fn combine_values(a: Value, b: Value, how: Combine) -> Result<Value> {
+    Ok(match (a, b, how) {
+        (Value::Null, v, _) | (v, Value::Null, _) => v,
+        (Value::Int(x), Value::Int(y), Combine::Sum) => {
+            Value::Int(x.checked_add(y).ok_or_else(|| {
+                Error::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range")
+            })?)
+        }
+        (Value::Int(x), Value::Float(y), Combine::Sum)
+        | (Value::Float(y), Value::Int(x), Combine::Sum) => Value::Float(x as f64 + y),
+        (Value::Float(x), Value::Float(y), Combine::Sum) => Value::Float(x + y),
+        (a, b, Combine::Min) => {
+            if b.total_cmp(&a).is_lt() {
+                b
+            } else {
+                a
+            }
+        }
+        (a, b, Combine::Max) => {
+            if b.total_cmp(&a).is_gt() {
+                b
+            } else {
+                a
+            }
+        }
+        (a, _, Combine::Sum) => {
+            return Err(Error::internal(format!(
+                "cannot add partial sums of {}",
+                a.type_name()
+            )));
+        }
+    })
+}
+
 /// Combines per-shard results: rows in shard order, counts summed; the first error wins.
 fn concat(results: Vec<Result<QueryResult>>) -> Result<QueryResult> {
     let mut out: Option<QueryResult> = None;
@@ -505,6 +578,7 @@ fn admit(plan: &Plan, txn: &mut SessionTxn) -> Result<()> {
         Plan::Split { parts } => (parts.iter().map(|(t, _)| t).collect(), true),
         Plan::Gather { fetches, .. } => (fetches.iter().map(|f| &f.target).collect(), false),
         Plan::Local { .. } => (Vec::new(), false),
+        Plan::Partial { targets, .. } => (targets.iter().collect(), false),
         Plan::MoveUpdate { sources, .. } => (sources.iter().collect(), true),
         Plan::CreateTable { .. } | Plan::DropTable { .. } => {
             return Err(Error::unsupported(

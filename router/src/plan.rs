@@ -40,6 +40,14 @@ pub struct Target {
     pub epoch: u64,
 }
 
+/// How the router combines one column of per-shard partial aggregates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Combine {
+    Sum,
+    Min,
+    Max,
+}
+
 /// A fetch of one table's (filtered) rows from one shard, for Gather.
 #[derive(Clone, Debug)]
 pub struct Fetch {
@@ -54,6 +62,13 @@ pub enum Plan {
     Direct { targets: Vec<Target>, sql: String },
     /// One statement per target.
     Split { parts: Vec<(Target, String)> },
+    /// Each target computes the aggregates over its rows; the router combines them
+    /// (count and sum add up, min and max take the extreme). One row comes back.
+    Partial {
+        targets: Vec<Target>,
+        sql: String,
+        combine: Vec<Combine>,
+    },
     /// Rows are fetched, then `stmt` runs at the router over them.
     Gather {
         fetches: Vec<Fetch>,
@@ -97,6 +112,28 @@ impl Plan {
                 out.push(format!(
                     "Direct to {} shard(s); results concatenated",
                     targets.len()
+                ));
+                for t in targets {
+                    out.push(format!("  {}: {sql}", shard(t)));
+                }
+            }
+            Plan::Partial {
+                targets,
+                sql,
+                combine,
+            } => {
+                let how: Vec<&str> = combine
+                    .iter()
+                    .map(|c| match c {
+                        Combine::Sum => "sum",
+                        Combine::Min => "min",
+                        Combine::Max => "max",
+                    })
+                    .collect();
+                out.push(format!(
+                    "Partial aggregates on {} shard(s); router combines by {}",
+                    targets.len(),
+                    how.join(", ")
                 ));
                 for t in targets {
                     out.push(format!("  {}: {sql}", shard(t)));
@@ -764,6 +801,13 @@ impl<'a> Planner<'a> {
                     });
                 }
                 Statement::Query(_) => {
+                    if let Some(combine) = partial_aggregates(stmt) {
+                        return Ok(Plan::Partial {
+                            targets,
+                            sql: stmt.to_string(),
+                            combine,
+                        });
+                    }
                     // A locking read locks on every shard it reads from.
                     let locks: String = match stmt {
                         Statement::Query(q) => q.locks.iter().map(|l| format!(" {l}")).collect(),
@@ -961,4 +1005,68 @@ fn single_table_factor(stmt: &Statement) -> Option<&TableFactor> {
         },
         _ => None,
     }
+}
+
+/// The combine step of a query every shard can pre-aggregate: a single-table SELECT whose
+/// output is only count/sum/min/max calls (no DISTINCT, FILTER or window), with no GROUP BY,
+/// HAVING, DISTINCT, ORDER BY, LIMIT or locking. Anything else returns `None` and is gathered.
+fn partial_aggregates(stmt: &Statement) -> Option<Vec<Combine>> {
+    let Statement::Query(q) = stmt else {
+        return None;
+    };
+    if q.with.is_some()
+        || q.order_by.is_some()
+        || q.limit_clause.is_some()
+        || q.fetch.is_some()
+        || !q.locks.is_empty()
+    {
+        return None;
+    }
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let no_group = match &s.group_by {
+        ast::GroupByExpr::Expressions(exprs, mods) => exprs.is_empty() && mods.is_empty(),
+        ast::GroupByExpr::All(_) => false,
+    };
+    if !no_group
+        || s.having.is_some()
+        || s.distinct.is_some()
+        || s.from.len() != 1
+        || !s.from[0].joins.is_empty()
+    {
+        return None;
+    }
+    if s.selection.as_ref().is_some_and(has_subquery) {
+        return None;
+    }
+    s.projection
+        .iter()
+        .map(|item| {
+            let expr = match item {
+                ast::SelectItem::UnnamedExpr(e)
+                | ast::SelectItem::ExprWithAlias { expr: e, .. } => e,
+                _ => return None,
+            };
+            let Expr::Function(f) = expr else { return None };
+            if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
+                return None;
+            }
+            if let ast::FunctionArguments::List(list) = &f.args
+                && (list.duplicate_treatment.is_some() || !list.clauses.is_empty())
+            {
+                return None;
+            }
+            let name = match f.name.0.last()? {
+                ast::ObjectNamePart::Identifier(id) => names::ident(id),
+                _ => return None,
+            };
+            match name.as_str() {
+                "count" | "sum" => Some(Combine::Sum),
+                "min" => Some(Combine::Min),
+                "max" => Some(Combine::Max),
+                _ => None,
+            }
+        })
+        .collect()
 }
