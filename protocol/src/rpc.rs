@@ -335,26 +335,30 @@ impl Pool {
 
     /// A live client for `addr`, connecting if needed.
     pub async fn get(&self, addr: &str) -> Result<RpcClient> {
-        let mut clients = self.clients.lock().await;
-        if let Some(c) = clients.get(addr)
+        if let Some(c) = self.clients.lock().await.get(addr)
             && !c.is_closed()
         {
             return Ok(c.clone());
         }
+        // Connect without holding the map: a dead peer's connect timeout must not stall
+        // calls to every other peer.
         let client = RpcClient::connect(addr, &self.secret).await?;
-        clients.insert(addr.to_string(), client.clone());
-        Ok(client)
+        let mut clients = self.clients.lock().await;
+        match clients.get(addr) {
+            // Another caller connected meanwhile: share its connection, drop ours.
+            Some(c) if !c.is_closed() => Ok(c.clone()),
+            _ => {
+                clients.insert(addr.to_string(), client.clone());
+                Ok(client)
+            }
+        }
     }
 
-    /// Sends one request to `addr`; retries once on a fresh connection if the pooled one died.
+    /// Sends one request to `addr` on a live pooled connection. It is never resent: once
+    /// sent, a lost connection leaves its outcome unknown, and only the caller can judge
+    /// whether repeating it is safe.
     pub async fn call(&self, addr: &str, req: Request) -> Result<Response> {
-        let client = self.get(addr).await?;
-        match client.call(req.clone()).await {
-            Err(e) if e.is_connection() && client.is_closed() => {
-                self.get(addr).await?.call(req).await
-            }
-            other => other,
-        }
+        self.get(addr).await?.call(req).await
     }
 }
 
