@@ -743,6 +743,13 @@ impl Shard {
             let txn = self.begin_write()?;
             let mut out = Vec::with_capacity(batch.len());
             let mut accepted: Vec<CommitSummary> = Vec::new();
+            // Undecided prepared writes count as committed for SERIALIZABLE validation; read
+            // them once per batch, and only if someone validates.
+            let prepared = if batch.iter().any(|(_, p)| p.validate.is_some()) {
+                self.prepared_summaries()
+            } else {
+                Vec::new()
+            };
             let (mut lsn, mut txn_id) = {
                 let state = txn.open_table(STATE).map_err(storage_err)?;
                 let lsn = state
@@ -762,10 +769,7 @@ impl Shard {
                     && conflicts(
                         *snapshot_lsn,
                         reads,
-                        recent
-                            .iter()
-                            .chain(accepted.iter())
-                            .chain(self.prepared_summaries().iter()),
+                        recent.iter().chain(accepted.iter()).chain(prepared.iter()),
                     )
                 {
                     out.push((ticket, Err(serialization_failure()), None));

@@ -189,6 +189,7 @@ impl Router {
         )
         .await;
         let mut affected = 0;
+        let state = self.meta.state();
         for (source, result) in sources.iter().zip(updates) {
             let result = result?;
             affected += result.affected;
@@ -198,8 +199,7 @@ impl Router {
                 let dest = shards
                     .values()
                     .find(|t| {
-                        self.meta
-                            .state()
+                        state
                             .shards
                             .get(&t.shard)
                             .is_some_and(|s| s.range.contains(hash))
