@@ -72,6 +72,8 @@ pub struct Locking<'a> {
     pub timeout: Option<Duration>,
     /// The newest committed bytes of a row, read outside the snapshot.
     pub latest: &'a LatestRow<'a>,
+    /// The shard's clock, which also hands out row ids (see `WriteTxn::next_rowid`).
+    pub hlc: &'a protocol::clock::Hlc,
 }
 
 /// A transaction's view for one statement.
@@ -189,6 +191,15 @@ impl WriteTxn for TxnView<'_> {
     fn lock_row_nowait(&mut self, table: &str, key: &[u8]) -> Result<RowLock> {
         self.lock_row_within(table, key, Some(Duration::ZERO))
     }
+    fn next_rowid(&mut self) -> Result<i64> {
+        let hlc = self
+            .locking
+            .as_ref()
+            .map(|l| l.hlc)
+            .ok_or_else(|| Error::internal("a read-only view cannot assign row ids"))?;
+        i64::try_from(hlc.now()).map_err(|_| Error::internal("row id space exhausted"))
+    }
+
     fn put(&mut self, table: &str, key: Vec<u8>, values: Vec<Value>) -> Result<()> {
         self.require_table(table)?;
         self.lock(table, &key)?;

@@ -244,7 +244,14 @@ impl Shard {
     ) -> Result<Shard> {
         let db = Database::create(path).map_err(storage_err)?;
         storage::init(&db)?;
-        let lsn = Snapshot::new(&db)?.state(STATE_LSN)?;
+        let snapshot = Snapshot::new(&db)?;
+        let lsn = snapshot.state(STATE_LSN)?;
+        // Restart the clock past the newest commit: timestamps, and the row ids drawn from
+        // them, must never repeat even if the wall clock stepped back while we were down.
+        if let Some(last) = snapshot.changes_after(lsn.saturating_sub(1), 1)?.first() {
+            hlc.observe(last.commit_ts);
+        }
+        drop(snapshot);
         let (tx, _) = watch::channel(lsn);
         let shard = Shard {
             id,
@@ -552,6 +559,7 @@ impl Shard {
             isolation: t.isolation,
             timeout: Some(wait),
             latest: &latest,
+            hlc: &self.hlc,
         };
         let reads = (t.isolation == Isolation::Serializable).then_some(&mut t.reads);
         let mut view = TxnView::new(snap, &mut t.set, Some(locking), reads);

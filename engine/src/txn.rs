@@ -54,6 +54,14 @@ pub trait WriteTxn: ReadTxn {
         self.lock_row(table, key)
     }
 
+    /// A fresh row id for a table without a primary key: unique within this shard, also
+    /// across restarts and failovers (see `Hlc`: it is a timestamp no earlier commit used).
+    fn next_rowid(&mut self) -> Result<i64> {
+        Err(protocol::Error::unsupported(
+            "this transaction cannot assign row ids",
+        ))
+    }
+
     /// Stores `row` under `key`, replacing any row there.
     fn put(&mut self, table: &str, key: Vec<u8>, row: Vec<Value>) -> Result<()>;
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<()>;

@@ -23,7 +23,33 @@ pub struct TableSchema {
     pub primary_key: Vec<usize>,
 }
 
+/// The system column that keys a table declared without a PRIMARY KEY: a bigint the shard
+/// assigns on insert, unique within the shard, never shown by `*` (PostgreSQL's `ctid` is
+/// likewise a hidden system column, so no user table can have a column of that name).
+pub const ROWID_COLUMN: &str = "ctid";
+
 impl TableSchema {
+    /// The position of the row-id system column, if the table has no declared primary key.
+    pub fn rowid(&self) -> Option<usize> {
+        match self.primary_key.as_slice() {
+            [i] if self.columns.get(*i).is_some_and(|c| c.name == ROWID_COLUMN) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// True for a system column, which `*`, COPY and INSERT without a column list skip.
+    pub fn is_system(&self, index: usize) -> bool {
+        self.rowid() == Some(index)
+    }
+
+    /// The columns a user declared, with their positions.
+    pub fn user_columns(&self) -> impl Iterator<Item = (usize, &ColumnDef)> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.is_system(*i))
+    }
+
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }

@@ -175,9 +175,15 @@ impl Router {
                 .collect::<Vec<_>>()
                 .join(" AND ")
         );
+        // The moved row gets a fresh row id on its new shard, if its table keys rows so.
+        let user: Vec<usize> = schema.user_columns().map(|(i, _)| i).collect();
         let insert_sql = format!(
-            "INSERT INTO {name} VALUES ({})",
-            (1..=schema.columns.len())
+            "INSERT INTO {name} ({}) VALUES ({})",
+            user.iter()
+                .map(|&i| crate::plan::quote_ident(&schema.columns[i].name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (1..=user.len())
                 .map(|i| format!("${i}"))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -212,7 +218,11 @@ impl Router {
                 txn.written.insert(dest.shard);
                 let pk: Vec<Value> = schema.key_of(&row);
                 self.send(source, delete_sql.clone(), &pk, spec).await?;
-                self.send(dest, insert_sql.clone(), &row, spec).await?;
+                let values: Vec<Value> = user
+                    .iter()
+                    .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
+                    .collect();
+                self.send(dest, insert_sql.clone(), &values, spec).await?;
             }
         }
         Ok(QueryResult::command("UPDATE", affected))

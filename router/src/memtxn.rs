@@ -34,7 +34,12 @@ impl MemTables {
         }
     }
 
-    pub fn add_table(&mut self, schema: TableSchema) {
+    pub fn add_table(&mut self, mut schema: TableSchema) {
+        // Shards send a row-id table's rows as `SELECT *` shows them, without the row id.
+        if let Some(rowid) = schema.rowid() {
+            schema.columns.remove(rowid);
+            schema.primary_key.clear();
+        }
         self.tables
             .entry(schema.name.clone())
             .or_insert((schema, Vec::new()));

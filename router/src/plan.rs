@@ -360,6 +360,9 @@ impl<'a> Planner<'a> {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?,
+            // Without a declared primary key, the first column decides the shard, and the
+            // row id that keys the row within it is local to that shard.
+            None if schema.rowid().is_some() => vec![0],
             None => schema
                 .primary_key
                 .first()
@@ -372,7 +375,7 @@ impl<'a> Planner<'a> {
                 "a sharded table needs a primary key or shard_key",
             ));
         }
-        if !key_cols.iter().all(|c| schema.primary_key.contains(c)) {
+        if schema.rowid().is_none() && !key_cols.iter().all(|c| schema.primary_key.contains(c)) {
             return Err(Error::unsupported(format!(
                 "the primary key of sharded table \"{}\" must include its shard key",
                 schema.name
@@ -431,7 +434,7 @@ impl<'a> Planner<'a> {
             return Err(Error::syntax("VALUES lists must all be the same length"));
         }
         let target_width = if insert.columns.is_empty() {
-            table.schema.columns.len()
+            table.schema.user_columns().count()
         } else {
             insert.columns.len()
         };
@@ -443,9 +446,8 @@ impl<'a> Planner<'a> {
         let columns: Vec<String> = if insert.columns.is_empty() {
             table
                 .schema
-                .columns
-                .iter()
-                .map(|c| c.name.clone())
+                .user_columns()
+                .map(|(_, c)| c.name.clone())
                 .collect()
         } else {
             insert.columns.iter().map(table_name).collect()
@@ -748,9 +750,16 @@ impl<'a> Planner<'a> {
                     None => self.keyspace_targets(&table.keyspace)?,
                 };
                 let mut returning = update.clone();
-                returning.returning = Some(vec![ast::SelectItem::Wildcard(
+                let mut items = vec![ast::SelectItem::Wildcard(
                     ast::WildcardAdditionalOptions::default(),
-                )]);
+                )];
+                // A row-id table's rows come back whole, so the old copy can be found by id.
+                if table.schema.rowid().is_some() {
+                    items.push(ast::SelectItem::UnnamedExpr(Expr::Identifier(
+                        ast::Ident::new(protocol::schema::ROWID_COLUMN),
+                    )));
+                }
+                returning.returning = Some(items);
                 let by_shard: BTreeMap<ShardId, Target> = self
                     .keyspace_targets(&table.keyspace)?
                     .into_iter()

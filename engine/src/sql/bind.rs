@@ -27,6 +27,8 @@ pub struct ScopeColumn {
     pub ty: DataType,
     /// Reachable only qualified: the right-hand copy of a `JOIN ... USING` column.
     pub hidden: bool,
+    /// A system column (the row id): reachable by name, never part of `*`.
+    pub system: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -40,12 +42,14 @@ impl Scope {
             columns: schema
                 .columns
                 .iter()
-                .map(|c| ScopeColumn {
+                .enumerate()
+                .map(|(i, c)| ScopeColumn {
                     table: Some(qualifier.to_string()),
                     relation: Some(schema.name.clone()),
                     name: c.name.clone(),
                     ty: c.data_type,
                     hidden: false,
+                    system: schema.is_system(i),
                 })
                 .collect(),
         }

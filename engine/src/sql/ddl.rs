@@ -1,12 +1,13 @@
 //! CREATE TABLE and DROP TABLE.
 //!
-//! Tessera stores rows by primary key, so every table must declare one. Constraints the
+//! Tessera stores rows by primary key; a table declared without one gets a hidden `ctid`
+//! row id as its storage key (see `protocol::schema::ROWID_COLUMN`). Constraints the
 //! engine cannot enforce yet (UNIQUE on other columns, CHECK, FOREIGN KEY) are refused
 //! rather than silently ignored: accepting them would promise integrity that is not there.
 //! Storage parameters in `WITH (...)` (shard key, distribution, keyspace) belong to the
 //! router and meta; the shard-local executor ignores them.
 
-use protocol::schema::{ColumnDef, QueryResult, TableSchema};
+use protocol::schema::{ColumnDef, QueryResult, ROWID_COLUMN, TableSchema};
 use protocol::{Error, Result, sqlstate};
 use sqlparser::ast::{self, ColumnOption, TableConstraint};
 
@@ -134,10 +135,29 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
             }
         }
     }
+    if let Some(c) = columns.iter().find(|c| c.name == ROWID_COLUMN) {
+        return Err(Error::new(
+            sqlstate::DUPLICATE_COLUMN,
+            format!(
+                "column name \"{}\" conflicts with a system column name",
+                c.name
+            ),
+        ));
+    }
     let Some(pk_names) = primary_key else {
-        return Err(Error::unsupported(format!(
-            "table \"{name}\" must have a PRIMARY KEY: Tessera stores and distributes rows by primary key"
-        )));
+        // Rows still need a storage key: a hidden row id the shard assigns on insert.
+        columns.push(ColumnDef {
+            name: ROWID_COLUMN.to_string(),
+            data_type: protocol::DataType::Int8,
+            nullable: false,
+            default: None,
+        });
+        let rowid = columns.len() - 1;
+        return Ok(TableSchema {
+            name,
+            columns,
+            primary_key: vec![rowid],
+        });
     };
     let mut pk = Vec::with_capacity(pk_names.len());
     for n in &pk_names {

@@ -107,7 +107,16 @@ fn table_name(t: &ast::TableObject) -> Result<&ast::ObjectName> {
     }
 }
 
+/// The position of a column a statement assigns to; system columns cannot be assigned.
 fn column_position(schema: &TableSchema, name: &str) -> Result<usize> {
+    if let Some(i) = schema.column_index(name)
+        && schema.is_system(i)
+    {
+        return Err(Error::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("cannot assign to system column \"{name}\""),
+        ));
+    }
     schema.column_index(name).ok_or_else(|| {
         Error::new(
             sqlstate::UNDEFINED_COLUMN,
@@ -152,7 +161,7 @@ pub fn bind_insert(b: &mut Binder, ins: &ast::Insert) -> Result<InsertPlan> {
     }
     let explicit = !targets.is_empty();
     if !explicit {
-        targets = (0..schema.columns.len()).collect();
+        targets = schema.user_columns().map(|(i, _)| i).collect();
     }
     let source = match &ins.source {
         None => InsertSource::Values(vec![vec![None; 0]]),
@@ -250,8 +259,9 @@ fn finish_row(schema: &TableSchema, row: Vec<Value>) -> Result<Vec<Value>> {
         };
         out.push(v);
     }
-    for (v, col) in out.iter().zip(&schema.columns) {
-        if v.is_null() && !col.nullable {
+    for (i, (v, col)) in out.iter().zip(&schema.columns).enumerate() {
+        // The row id is assigned after the row is built (INSERT) or kept (UPDATE).
+        if v.is_null() && !col.nullable && !schema.is_system(i) {
             return Err(Error::new(
                 sqlstate::NOT_NULL_VIOLATION,
                 format!(
@@ -272,7 +282,9 @@ fn show_values(values: &[Value], schema: &TableSchema) -> String {
     values
         .iter()
         .zip(&schema.columns)
-        .map(|(v, c)| v.to_pg_text(&c.data_type).unwrap_or_else(|| "null".into()))
+        .enumerate()
+        .filter(|(i, _)| !schema.is_system(*i))
+        .map(|(_, (v, c))| v.to_pg_text(&c.data_type).unwrap_or_else(|| "null".into()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -387,6 +399,14 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
         }
         rows
     };
+    let mut new_rows = new_rows;
+    if let Some(rowid) = p.schema.rowid() {
+        for row in &mut new_rows {
+            if let Some(slot) = row.get_mut(rowid) {
+                *slot = Value::Int(txn.next_rowid()?);
+            }
+        }
+    }
     // Check every key before writing any, so a failing statement leaves nothing behind.
     let mut keys = Vec::with_capacity(new_rows.len());
     let mut fresh = HashSet::with_capacity(new_rows.len());

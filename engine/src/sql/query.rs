@@ -514,6 +514,7 @@ impl Binder<'_> {
                 .columns
                 .iter()
                 .enumerate()
+                .filter(|(_, c)| !c.system)
                 .filter(|(_, c)| match table {
                     None => !c.hidden,
                     Some(t) => c.table.as_deref() == Some(t),
@@ -772,7 +773,7 @@ impl Binder<'_> {
             Some(ast::JoinConstraint::Natural) => {
                 let (l, r) = scope.columns.split_at(left_width);
                 l.iter()
-                    .filter(|c| !c.hidden && r.iter().any(|rc| rc.name == c.name))
+                    .filter(|c| !c.hidden && !c.system && r.iter().any(|rc| rc.name == c.name))
                     .map(|c| c.name.clone())
                     .collect()
             }
@@ -879,6 +880,7 @@ fn scope_of_plan(plan: &QueryPlan, qualifier: Option<String>) -> Scope {
                 name: c.name.clone(),
                 ty: c.data_type,
                 hidden: false,
+                system: false,
             })
             .collect(),
     }
