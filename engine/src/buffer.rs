@@ -248,6 +248,15 @@ impl WriteTxn for TxnView<'_> {
         Ok(())
     }
 
+    fn alter_table(&mut self, schema: TableSchema) -> Result<()> {
+        self.require_table(&schema.name)?;
+        self.set.changes.push(Change::AlterTable {
+            schema: schema.clone(),
+        });
+        self.set.ddl.insert(schema.name.clone(), Some(schema));
+        Ok(())
+    }
+
     fn drop_table(&mut self, name: &str) -> Result<()> {
         self.require_table(name)?;
         self.set.changes.push(Change::DropTable {

@@ -162,6 +162,9 @@ impl CommitSummary {
                 Change::DropTable { name } => {
                     s.tables.insert(name.clone());
                 }
+                Change::AlterTable { schema } => {
+                    s.tables.insert(schema.name.clone());
+                }
             }
         }
         s
@@ -1053,6 +1056,11 @@ fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
                 t.remove(key.as_slice()).map_err(storage_err)?;
             }
             Change::CreateTable { schema } => create_table(&mut catalog, txn, schema)?,
+            Change::AlterTable { schema } => {
+                catalog
+                    .insert(schema.name.as_str(), frame::encode(schema)?.as_slice())
+                    .map_err(storage_err)?;
+            }
             Change::DropTable { name } => {
                 catalog.remove(name.as_str()).map_err(storage_err)?;
                 let table = storage::data_table_name(name);

@@ -67,6 +67,13 @@ pub trait WriteTxn: ReadTxn {
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<()>;
     fn create_table(&mut self, schema: TableSchema) -> Result<()>;
     fn drop_table(&mut self, name: &str) -> Result<()>;
+    /// Replaces a table's schema (ALTER TABLE); the caller rewrites rows to match it.
+    fn alter_table(&mut self, schema: TableSchema) -> Result<()> {
+        let _ = schema;
+        Err(protocol::Error::unsupported(
+            "ALTER TABLE is not supported on this transaction",
+        ))
+    }
 }
 
 /// The whole key space of a table.

@@ -40,4 +40,9 @@ pub enum Change {
     DropTable {
         name: String,
     },
+    /// Replaces a table's schema (ALTER TABLE). Rows rewritten to fit it follow as `Put`s
+    /// and `Delete`s in the same record.
+    AlterTable {
+        schema: TableSchema,
+    },
 }

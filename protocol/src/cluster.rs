@@ -90,6 +90,12 @@ pub enum MetaCommand {
     },
     /// Replaces one shard's placement (primary, replicas, epoch).
     UpdateShard(ShardInfo),
+    /// Replaces a table's definition after ALTER TABLE (`name` is its name before, which
+    /// differs after RENAME TO).
+    AlterTable {
+        name: String,
+        table: TableInfo,
+    },
 }
 
 impl ClusterState {
@@ -129,6 +135,16 @@ impl ClusterState {
             }
             MetaCommand::UpdateShard(shard) => {
                 self.shards.insert(shard.id, shard.clone());
+            }
+            MetaCommand::AlterTable { name, table } => {
+                if !self.tables.contains_key(name) {
+                    return Err(format!("table \"{name}\" does not exist"));
+                }
+                if *name != table.schema.name && self.tables.contains_key(&table.schema.name) {
+                    return Err(format!("relation \"{}\" already exists", table.schema.name));
+                }
+                self.tables.remove(name);
+                self.tables.insert(table.schema.name.clone(), table.clone());
             }
         }
         self.version += 1;

@@ -79,6 +79,30 @@ impl Router {
         loop {
             let state = self.meta.state();
             let plan = Planner::new(&state, params).plan(stmt)?;
+            if let Plan::AlterTable {
+                name,
+                info,
+                targets,
+                sql,
+            } = plan
+            {
+                if let Some(t) = txn.as_deref_mut() {
+                    admit(
+                        &Plan::AlterTable {
+                            name,
+                            info,
+                            targets,
+                            sql,
+                        },
+                        t,
+                    )?;
+                    return Err(Error::internal("admit let DDL into a transaction"));
+                }
+                return match info {
+                    Some(info) => self.alter_table(name, *info, targets, sql).await,
+                    None => Ok(QueryResult::command("ALTER TABLE", 0)),
+                };
+            }
             if txn.is_none() && writes_several_shards(&plan) {
                 return self.run_atomically(plan, params).await;
             }
@@ -99,6 +123,29 @@ impl Router {
                 other => return other,
             }
         }
+    }
+
+    /// ALTER TABLE: the shards first, all or none (a failure such as a duplicate key under a
+    /// new primary key leaves every shard as it was), then meta. Routers learn the new
+    /// definition from meta; until then they may plan with the old one, which the shards
+    /// refuse or answer consistently, since they already have the new one.
+    async fn alter_table(
+        &self,
+        name: String,
+        info: protocol::cluster::TableInfo,
+        targets: Vec<Target>,
+        sql: String,
+    ) -> Result<QueryResult> {
+        let direct = Plan::Direct { targets, sql };
+        if writes_several_shards(&direct) {
+            self.run_atomically(direct, &[]).await?;
+        } else {
+            self.run(direct, &[], None).await?;
+        }
+        self.meta
+            .propose(MetaCommand::AlterTable { name, table: info })
+            .await?;
+        Ok(QueryResult::command("ALTER TABLE", 0))
     }
 
     /// Runs a statement that writes on several shards as its own distributed transaction, so
@@ -422,6 +469,9 @@ impl Router {
             Plan::MoveUpdate { .. } => Err(Error::internal(
                 "a row-moving update runs only inside a transaction",
             )),
+            Plan::AlterTable { .. } => Err(Error::internal(
+                "ALTER TABLE runs through Router::alter_table",
+            )),
             Plan::DropTable {
                 names,
                 if_exists,
@@ -590,9 +640,9 @@ fn admit(plan: &Plan, txn: &mut SessionTxn) -> Result<()> {
         Plan::Local { .. } => (Vec::new(), false),
         Plan::Partial { targets, .. } => (targets.iter().collect(), false),
         Plan::MoveUpdate { sources, .. } => (sources.iter().collect(), true),
-        Plan::CreateTable { .. } | Plan::DropTable { .. } => {
+        Plan::CreateTable { .. } | Plan::DropTable { .. } | Plan::AlterTable { .. } => {
             return Err(Error::unsupported(
-                "CREATE and DROP TABLE cannot run inside a transaction block yet",
+                "CREATE, ALTER and DROP TABLE cannot run inside a transaction block yet",
             ));
         }
     };

@@ -83,6 +83,28 @@ impl Frontend {
             .get_or_insert_with(Session::default)
     }
 
+    /// VACUUM and ANALYZE (see `maintenance`): checked as PostgreSQL checks them, then done.
+    async fn maintenance(
+        &self,
+        session: &Session,
+        tag: &str,
+        tables: &[String],
+    ) -> Result<QueryResult> {
+        if tag == "VACUUM" && session.txn.lock().await.is_some() {
+            return Err(Error::new(
+                sqlstate::ACTIVE_SQL_TRANSACTION,
+                "VACUUM cannot run inside a transaction block",
+            ));
+        }
+        let state = self.router.meta.state();
+        for t in tables {
+            if !state.tables.contains_key(t) {
+                return Err(Error::undefined_table(t));
+            }
+        }
+        Ok(QueryResult::command(tag, 0))
+    }
+
     /// Runs one statement for a session: session commands here, everything else routed.
     async fn run(
         &self,
@@ -518,6 +540,16 @@ impl SimpleQueryHandler for Frontend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = Self::session(client);
+        if let Some(parsed) = crate::maintenance::parse(query) {
+            let result = match parsed {
+                Ok((tag, tables)) => self.maintenance(&session, tag, &tables).await,
+                Err(e) => Err(e),
+            };
+            return Ok(vec![match result {
+                Ok(r) => response(r, &Format::UnifiedText)?,
+                Err(e) => Response::Error(Box::new(error_info(e))),
+            }]);
+        }
         let stmts = match engine::sql::parse(query) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(e)))]),
@@ -552,6 +584,15 @@ impl QueryParser for StatementParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if let Some(parsed) = crate::maintenance::parse(sql) {
+            // Checked at Parse, as PostgreSQL does; run at Execute (see do_query).
+            parsed.map_err(to_pg_error)?;
+            return Ok(Some(Prepared {
+                sql: sql.to_string(),
+                stmt: None,
+                described: Arc::new(Mutex::new(Some((Vec::new(), Vec::new())))),
+            }));
+        }
         let mut stmts = engine::sql::parse(sql).map_err(to_pg_error)?;
         if stmts.len() > 1 {
             return Err(to_pg_error(Error::syntax(
@@ -615,10 +656,18 @@ impl ExtendedQueryHandler for Frontend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
+        let session = Self::session(client);
+        if let Some(parsed) = crate::maintenance::parse(&prepared.sql) {
+            let (tag, tables) = parsed.map_err(to_pg_error)?;
+            let result = self
+                .maintenance(&session, tag, &tables)
+                .await
+                .map_err(to_pg_error)?;
+            return response(result, &portal.result_column_format);
+        }
         let Some(stmt) = &prepared.stmt else {
             return Ok(Response::EmptyQuery);
         };
-        let session = Self::session(client);
         let (described, _) = self.prepared_types(prepared).await.map_err(to_pg_error)?;
         let mut params = Vec::with_capacity(portal.parameter_len());
         for i in 0..portal.parameter_len() {

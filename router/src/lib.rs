@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod encode;
 pub mod frontend;
 pub mod guard;
+pub mod maintenance;
 pub mod memtxn;
 pub mod names;
 pub mod plan;

@@ -100,6 +100,15 @@ pub enum Plan {
         if_exists: bool,
         targets: Vec<Target>,
     },
+    /// ALTER TABLE: every shard of the keyspace alters its copy (atomically, with 2PC), then
+    /// meta records the new definition.
+    AlterTable {
+        name: String,
+        /// `None` for ALTER TABLE IF EXISTS of a table that does not exist: nothing to do.
+        info: Option<Box<TableInfo>>,
+        targets: Vec<Target>,
+        sql: String,
+    },
 }
 
 impl Plan {
@@ -193,6 +202,15 @@ impl Plan {
                     out.push(format!("  {}: {sql}", shard(t)));
                 }
                 out.push("  then each row whose new key belongs elsewhere: DELETE at its source, INSERT at its new shard".into());
+            }
+            Plan::AlterTable {
+                name, targets, sql, ..
+            } => {
+                out.push(format!("Alter table {name}"));
+                for t in targets {
+                    out.push(format!("  {}: {sql}", shard(t)));
+                }
+                out.push("  meta: record the new definition".into());
             }
             Plan::DropTable { names, targets, .. } => {
                 out.push(format!("Drop table(s) {}", names.join(", ")));
@@ -289,6 +307,34 @@ impl<'a> Planner<'a> {
                 })
             }
             Statement::Insert(insert) => self.plan_insert(stmt, insert),
+            Statement::AlterTable(at) => self.plan_alter(stmt, at),
+            Statement::Truncate(t) => {
+                // Every shard of the tables' keyspace deletes its rows, atomically.
+                let mut keyspaces = BTreeSet::new();
+                for target in &t.table_names {
+                    let name = table_name(&target.name);
+                    match self.state.tables.get(&name) {
+                        Some(info) => {
+                            keyspaces.insert(info.keyspace.clone());
+                        }
+                        None if t.if_exists => {}
+                        None => return Err(Error::undefined_table(&name)),
+                    }
+                }
+                let mut targets = Vec::new();
+                for ks in keyspaces {
+                    targets.extend(self.keyspace_targets(&ks)?);
+                }
+                if targets.is_empty() {
+                    // TRUNCATE IF EXISTS of nothing: any shard agrees there is nothing to do.
+                    targets = self.keyspace_targets(DEFAULT_KEYSPACE)?;
+                    targets.truncate(1);
+                }
+                Ok(Plan::Direct {
+                    targets,
+                    sql: stmt.to_string(),
+                })
+            }
             _ => self.plan_by_tables(stmt),
         }
     }
@@ -334,6 +380,30 @@ impl<'a> Planner<'a> {
                         }
                     }
                 }
+                // PostgreSQL's heap storage parameters: accepted (tools such as pgbench set
+                // them) and without effect, since redb lays out pages itself.
+                "fillfactor" => match text.parse::<i64>() {
+                    Ok(10..=100) => {}
+                    _ => {
+                        return Err(Error::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("value {text} out of bounds for option \"fillfactor\""),
+                        )
+                        .with_detail("Valid values are between \"10\" and \"100\"."));
+                    }
+                },
+                other
+                    if other.starts_with("autovacuum_")
+                        || other.starts_with("toast.")
+                        || matches!(
+                            other,
+                            "parallel_workers"
+                                | "toast_tuple_target"
+                                | "user_catalog_table"
+                                | "vacuum_index_cleanup"
+                                | "vacuum_truncate"
+                                | "log_autovacuum_min_duration"
+                        ) => {}
                 other => {
                     return Err(Error::new(
                         sqlstate::INVALID_PARAMETER_VALUE,
@@ -399,6 +469,66 @@ impl<'a> Planner<'a> {
             if_not_exists: create.if_not_exists,
             sql: Statement::CreateTable(plain).to_string(),
             targets,
+        })
+    }
+
+    fn plan_alter(&self, stmt: &Statement, at: &ast::AlterTable) -> Result<Plan> {
+        let name = table_name(&at.name);
+        let Some(table) = self.state.tables.get(&name) else {
+            if at.if_exists {
+                return Ok(Plan::AlterTable {
+                    name,
+                    info: None,
+                    targets: Vec::new(),
+                    sql: stmt.to_string(),
+                });
+            }
+            return Err(Error::undefined_table(&name));
+        };
+        let alt = engine::sql::alter::altered_schema(&table.schema, at)?;
+        // The shard key keeps its columns, wherever they now sit.
+        let mut shard_key = Vec::with_capacity(table.shard_key.len());
+        for &k in &table.shard_key {
+            let pos = alt
+                .layout
+                .iter()
+                .position(|s| *s == engine::sql::alter::Source::Old(k))
+                .ok_or_else(|| {
+                    Error::unsupported(format!(
+                        "cannot drop column \"{}\": it is the shard key of table \"{name}\"",
+                        table.schema.columns[k].name
+                    ))
+                })?;
+            shard_key.push(pos);
+        }
+        if alt.schema.rowid().is_none()
+            && !shard_key.iter().all(|c| alt.schema.primary_key.contains(c))
+        {
+            return Err(Error::unsupported(format!(
+                "the primary key of sharded table \"{}\" must include its shard key",
+                alt.schema.name
+            ))
+            .with_detail(
+                "Uniqueness is enforced within a shard, so the key must decide the shard.",
+            ));
+        }
+        if alt.schema.name != name && self.state.tables.contains_key(&alt.schema.name) {
+            return Err(Error::new(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{}\" already exists", alt.schema.name),
+            ));
+        }
+        let info = TableInfo {
+            schema: alt.schema,
+            keyspace: table.keyspace.clone(),
+            distribution: table.distribution.clone(),
+            shard_key,
+        };
+        Ok(Plan::AlterTable {
+            name,
+            info: Some(Box::new(info)),
+            targets: self.keyspace_targets(&table.keyspace)?,
+            sql: stmt.to_string(),
         })
     }
 

@@ -202,7 +202,7 @@ pub fn create_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Que
 }
 
 /// Binds every DEFAULT against its column, so a bad default fails at CREATE, not at INSERT.
-fn check_defaults(schema: &TableSchema, txn: &dyn crate::txn::ReadTxn) -> Result<()> {
+pub(super) fn check_defaults(schema: &TableSchema, txn: &dyn crate::txn::ReadTxn) -> Result<()> {
     let mut b = Binder::new(txn);
     for c in &schema.columns {
         if let Some(text) = &c.default {
@@ -273,4 +273,34 @@ pub fn drop_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Query
         txn.drop_table(&t)?;
     }
     Ok(QueryResult::command("DROP TABLE", 0))
+}
+
+/// TRUNCATE: deletes every row of the named tables, as one transactional change (PostgreSQL's
+/// TRUNCATE is transactional too, and the change log must carry the deletions to replicas).
+pub fn truncate(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<QueryResult> {
+    let ast::Statement::Truncate(t) = stmt else {
+        return Err(Error::internal("truncate needs a TRUNCATE statement"));
+    };
+    if t.partitions.is_some() || t.on_cluster.is_some() {
+        return Err(Error::unsupported("TRUNCATE form is not supported"));
+    }
+    let mut tables = Vec::with_capacity(t.table_names.len());
+    for target in &t.table_names {
+        let name = object_name(&target.name)?;
+        match txn.schema(&name)? {
+            Some(_) => tables.push(name),
+            None if t.if_exists => {}
+            None => return Err(Error::undefined_table(&name)),
+        }
+    }
+    for name in tables {
+        let keys: Vec<Vec<u8>> = txn
+            .scan(&name, crate::txn::full_range())?
+            .map(|r| r.map(|(k, _)| k))
+            .collect::<Result<_>>()?;
+        for k in keys {
+            txn.delete(&name, &k)?;
+        }
+    }
+    Ok(QueryResult::command("TRUNCATE TABLE", 0))
 }

@@ -150,7 +150,19 @@ pub fn bind_insert(b: &mut Binder, ins: &ast::Insert) -> Result<InsertPlan> {
     for c in &ins.columns {
         let parts = name_parts(c)?;
         let name = parts.last().cloned().unwrap_or_default();
-        let pos = column_position(&schema, &name)?;
+        // PostgreSQL does not even see system columns in an INSERT's column list.
+        let pos = match schema.column_index(&name) {
+            Some(i) if !schema.is_system(i) => i,
+            _ => {
+                return Err(Error::new(
+                    sqlstate::UNDEFINED_COLUMN,
+                    format!(
+                        "column \"{name}\" of relation \"{}\" does not exist",
+                        schema.name
+                    ),
+                ));
+            }
+        };
         if targets.contains(&pos) {
             return Err(Error::new(
                 sqlstate::DUPLICATE_COLUMN,

@@ -14,7 +14,9 @@
 
 mod access;
 mod aggregate;
+pub mod alter;
 mod bind;
+mod datetime;
 mod ddl;
 mod dml;
 mod exec;
@@ -88,7 +90,10 @@ fn bind(stmt: &Statement, binder: &mut Binder) -> Result<Plan> {
         Statement::Insert(i) => Plan::Insert(Box::new(dml::bind_insert(binder, i)?)),
         Statement::Update(u) => Plan::Update(Box::new(dml::bind_update(binder, u)?)),
         Statement::Delete(d) => Plan::Delete(Box::new(dml::bind_delete(binder, d)?)),
-        Statement::CreateTable(_) | Statement::Drop { .. } => Plan::Ddl,
+        Statement::CreateTable(_)
+        | Statement::Drop { .. }
+        | Statement::AlterTable(_)
+        | Statement::Truncate(_) => Plan::Ddl,
         other => return Err(unsupported_statement(other)),
     })
 }
@@ -171,6 +176,8 @@ pub fn execute(stmt: &Statement, params: &[Value], txn: &mut dyn WriteTxn) -> Re
     match stmt {
         Statement::CreateTable(_) => return ddl::create_table(stmt, txn),
         Statement::Drop { .. } => return ddl::drop_table(stmt, txn),
+        Statement::Truncate(_) => return ddl::truncate(stmt, txn),
+        Statement::AlterTable(_) => return alter::alter_table(stmt, txn),
         Statement::Query(q) if !q.locks.is_empty() => return locking::run(stmt, q, params, txn),
         _ => {}
     }
