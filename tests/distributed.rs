@@ -119,7 +119,7 @@ async fn bank_transfers_across_shards_keep_the_total() {
     }
     assert_eq!(total_committed, clients as usize * 40);
     let sum: i64 = c
-        .query_one("SELECT sum(balance) FROM accounts", &[])
+        .query_one("SELECT sum(balance)::bigint FROM accounts", &[])
         .await
         .unwrap()
         .get(0);

@@ -6,7 +6,12 @@
 //! 1. Canonical bytes of the value: integers of any width (and floats with an exact integer
 //!    value) are `'i'` then 8 bytes big-endian two's complement; other floats `'f'` then the
 //!    8 big-endian IEEE bytes; text `'t'` then UTF-8; bytea `'b'` then the bytes; boolean `'o'`
-//!    then 0/1; NULL is the single byte `'n'`.
+//!    then 0/1; NULL is the single byte `'n'`. Numeric: an integral value in i64 range as an
+//!    integer (`'i'`), else `'d'` + its text without trailing zeros, NaN `'N'`; date `'D'` +
+//!    4 bytes, time `'T'`, timestamp `'S'`, timestamptz `'Z'` + 8 bytes; interval `'v'` + its
+//!    16-byte span (months as 30 days); uuid `'u'` + 16 bytes; json `'j'` + text; jsonb `'J'`
+//!    then its canonical text; character(n) as text without trailing blanks (`'t'`).
+//!    Big-endian throughout.
 //! 2. FNV-1a 64 over those bytes (offset 0xcbf29ce484222325, prime 0x100000001b3).
 //! 3. The splitmix64 finaliser, which spreads FNV's weak low bits across the whole word.
 //!
@@ -45,6 +50,53 @@ pub fn canonical_bytes(value: &Value, out: &mut Vec<u8>) {
             out.push(*b as u8);
         }
         Value::Null => out.push(b'n'),
+        Value::Numeric(n) => match (n.as_exact_i64(), n.normalized()) {
+            (Some(i), _) => {
+                out.push(b'i');
+                out.extend_from_slice(&i.to_be_bytes());
+            }
+            (None, Some(d)) => {
+                out.push(b'd');
+                out.extend_from_slice(d.to_string().as_bytes());
+            }
+            (None, None) => out.push(b'N'),
+        },
+        Value::Date(d) => {
+            out.push(b'D');
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        Value::Time(t) => {
+            out.push(b'T');
+            out.extend_from_slice(&t.to_be_bytes());
+        }
+        Value::Timestamp(t) => {
+            out.push(b'S');
+            out.extend_from_slice(&t.to_be_bytes());
+        }
+        Value::TimestampTz(t) => {
+            out.push(b'Z');
+            out.extend_from_slice(&t.to_be_bytes());
+        }
+        Value::Interval(i) => {
+            out.push(b'v');
+            out.extend_from_slice(&i.span().to_be_bytes());
+        }
+        Value::Uuid(u) => {
+            out.push(b'u');
+            out.extend_from_slice(u);
+        }
+        Value::Json(s) => {
+            out.push(b'j');
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::Jsonb(s) => {
+            out.push(b'J');
+            out.extend_from_slice(crate::value::json::canonical(s).as_bytes());
+        }
+        Value::BpChar(s) => {
+            out.push(b't');
+            out.extend_from_slice(s.trim_end_matches(' ').as_bytes());
+        }
     }
 }
 

@@ -3,6 +3,14 @@
 //! `Value` is the runtime form of one datum; `DataType` is a column's declared type, with the
 //! PostgreSQL type OID the router reports to clients. Integers of every width share `Value::Int`
 //! (the column's `DataType` keeps the width), so equal keys compare, encode and hash alike.
+//!
+//! The richer types live in submodules: [`numeric`] (exact decimals), [`datetime`] (date,
+//! time, timestamp[tz], interval) and [`json`] (json, jsonb). Their `Value` variants come after
+//! the original six so that stored rows (bincode, variant index first) keep their meaning.
+
+pub mod datetime;
+pub mod json;
+pub mod numeric;
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -10,6 +18,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, sqlstate};
+pub use datetime::Interval;
+pub use numeric::Numeric;
 
 /// One SQL datum.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -20,6 +30,24 @@ pub enum Value {
     Float(f64),
     Text(String),
     Bytes(Vec<u8>),
+    // New variants go at the end: a stored row's bincode names variants by index.
+    Numeric(Numeric),
+    /// Days since 2000-01-01.
+    Date(i32),
+    /// Microseconds since midnight.
+    Time(i64),
+    /// Microseconds since 2000-01-01 00:00:00.
+    Timestamp(i64),
+    /// Microseconds since 2000-01-01 00:00:00 UTC.
+    TimestampTz(i64),
+    Interval(Interval),
+    Uuid([u8; 16]),
+    /// json: the input text, verbatim.
+    Json(String),
+    /// jsonb: the normalised text.
+    Jsonb(String),
+    /// character(n): blank-padded text; trailing blanks are insignificant.
+    BpChar(String),
 }
 
 /// A column's declared type.
@@ -35,6 +63,19 @@ pub enum DataType {
     /// varchar(n); `None` for unbounded.
     Varchar(Option<u32>),
     Bytea,
+    // New variants go at the end: stored schemas name variants by index.
+    /// numeric(precision, scale); `None` for unconstrained numeric.
+    Numeric(Option<(u32, u32)>),
+    Date,
+    Time,
+    Timestamp,
+    TimestampTz,
+    Interval,
+    Uuid,
+    Json,
+    Jsonb,
+    /// character(n); `None` for `bpchar` without a length.
+    Bpchar(Option<u32>),
 }
 
 impl DataType {
@@ -50,6 +91,16 @@ impl DataType {
             DataType::Float4 => 700,
             DataType::Float8 => 701,
             DataType::Varchar(_) => 1043,
+            DataType::Numeric(_) => 1700,
+            DataType::Date => 1082,
+            DataType::Time => 1083,
+            DataType::Timestamp => 1114,
+            DataType::TimestampTz => 1184,
+            DataType::Interval => 1186,
+            DataType::Uuid => 2950,
+            DataType::Json => 114,
+            DataType::Jsonb => 3802,
+            DataType::Bpchar(_) => 1042,
         }
     }
 
@@ -65,6 +116,16 @@ impl DataType {
             700 => DataType::Float4,
             701 => DataType::Float8,
             1043 => DataType::Varchar(None),
+            1700 => DataType::Numeric(None),
+            1082 => DataType::Date,
+            1083 => DataType::Time,
+            1114 => DataType::Timestamp,
+            1184 => DataType::TimestampTz,
+            1186 => DataType::Interval,
+            2950 => DataType::Uuid,
+            114 => DataType::Json,
+            3802 => DataType::Jsonb,
+            1042 => DataType::Bpchar(None),
             _ => return None,
         })
     }
@@ -82,6 +143,18 @@ impl DataType {
             DataType::Varchar(None) => "character varying".into(),
             DataType::Varchar(Some(n)) => format!("character varying({n})"),
             DataType::Bytea => "bytea".into(),
+            DataType::Numeric(None) => "numeric".into(),
+            DataType::Numeric(Some((p, s))) => format!("numeric({p},{s})"),
+            DataType::Date => "date".into(),
+            DataType::Time => "time without time zone".into(),
+            DataType::Timestamp => "timestamp without time zone".into(),
+            DataType::TimestampTz => "timestamp with time zone".into(),
+            DataType::Interval => "interval".into(),
+            DataType::Uuid => "uuid".into(),
+            DataType::Json => "json".into(),
+            DataType::Jsonb => "jsonb".into(),
+            DataType::Bpchar(None) => "bpchar".into(),
+            DataType::Bpchar(Some(n)) => format!("character({n})"),
         }
     }
 
@@ -89,12 +162,33 @@ impl DataType {
         matches!(self, DataType::Int2 | DataType::Int4 | DataType::Int8)
     }
 
+    /// Integers, floats and numeric: the types arithmetic applies to.
     pub fn is_numeric(&self) -> bool {
-        self.is_integer() || matches!(self, DataType::Float4 | DataType::Float8)
+        self.is_integer()
+            || matches!(
+                self,
+                DataType::Float4 | DataType::Float8 | DataType::Numeric(_)
+            )
     }
 
+    pub fn is_float(&self) -> bool {
+        matches!(self, DataType::Float4 | DataType::Float8)
+    }
+
+    /// The string types: text, varchar(n) and character(n).
     pub fn is_text(&self) -> bool {
-        matches!(self, DataType::Text | DataType::Varchar(_))
+        matches!(
+            self,
+            DataType::Text | DataType::Varchar(_) | DataType::Bpchar(_)
+        )
+    }
+
+    /// date, timestamp and timestamptz: the types that name a point in time.
+    pub fn is_datetime(&self) -> bool {
+        matches!(
+            self,
+            DataType::Date | DataType::Timestamp | DataType::TimestampTz
+        )
     }
 
     /// Converts a value to this type for storage, as an assignment cast does in PostgreSQL.
@@ -134,6 +228,7 @@ impl DataType {
             }
             (DataType::Float8, Value::Float(f)) => Value::Float(f),
             (DataType::Text, Value::Text(s)) => Value::Text(s),
+            (DataType::Bpchar(limit), Value::Text(s)) => Value::BpChar(pad_bpchar(s, *limit)?),
             (DataType::Varchar(limit), Value::Text(s)) => {
                 if let Some(n) = limit
                     && s.chars().count() > *n as usize
@@ -150,6 +245,10 @@ impl DataType {
                 Value::Text(s)
             }
             (DataType::Bytea, Value::Bytes(b)) => Value::Bytes(b),
+            (t, Value::BpChar(s)) if t.is_text() => {
+                t.coerce(Value::Text(s.trim_end_matches(' ').to_string()))?
+            }
+            (t, v) if !v.is_text_like() && t.accepts_assignment(&v) => t.convert(v)?,
             // An untyped literal ('...') may be assigned to any column: parse it.
             (t, Value::Text(s)) => t.parse_text(&s)?,
             (t, v) => {
@@ -238,8 +337,210 @@ impl DataType {
             DataType::Text => Value::Text(s.to_string()),
             DataType::Varchar(_) => self.coerce(Value::Text(s.to_string()))?,
             DataType::Bytea => Value::Bytes(parse_bytea(s)?),
+            DataType::Numeric(_) => self.convert(Value::Numeric(Numeric::parse(s)?))?,
+            DataType::Date => Value::Date(datetime::parse_date(s)?),
+            DataType::Time => Value::Time(datetime::parse_time(s)?),
+            DataType::Timestamp => Value::Timestamp(datetime::parse_timestamp(s, false)?),
+            DataType::TimestampTz => Value::TimestampTz(datetime::parse_timestamp(s, true)?),
+            DataType::Interval => Value::Interval(datetime::parse_interval(s)?),
+            DataType::Uuid => Value::Uuid(parse_uuid(s)?),
+            DataType::Json => Value::Json(json::validate_json(s)?),
+            DataType::Jsonb => Value::Jsonb(json::normalize_jsonb(s)?),
+            DataType::Bpchar(_) => self.coerce(Value::Text(s.to_string()))?,
         })
     }
+}
+
+impl DataType {
+    /// Whether an assignment (INSERT, UPDATE) converts a value of `v`'s kind to this type
+    /// without an explicit cast, as PostgreSQL's implicit and assignment casts do.
+    pub fn accepts_assignment(&self, v: &Value) -> bool {
+        use DataType as T;
+        match v {
+            Value::Int(_) | Value::Float(_) | Value::Numeric(_) => self.is_numeric(),
+            Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) => {
+                self.is_datetime() || (*self == T::Time && !matches!(v, Value::Date(_)))
+            }
+            Value::Time(_) => matches!(self, T::Time | T::Interval),
+            Value::Interval(_) => *self == T::Interval,
+            Value::Uuid(_) => *self == T::Uuid,
+            Value::Json(_) | Value::Jsonb(_) => matches!(self, T::Json | T::Jsonb),
+            _ => false,
+        }
+    }
+
+    /// Converts a value of another non-text kind to this type, as a cast does: numbers
+    /// between integer, float and numeric (rounding, range checks, typmods), dates and
+    /// timestamps between each other, json and jsonb. Text is the caller's business.
+    pub fn convert(&self, v: Value) -> Result<Value> {
+        use DataType as T;
+        let mismatch = |v: &Value| {
+            Error::new(
+                sqlstate::DATATYPE_MISMATCH,
+                format!("cannot cast type {} to {}", v.type_name(), self.name()),
+            )
+        };
+        let out_of_range = |t: &DataType| {
+            Error::new(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!("{} out of range", t.name()),
+            )
+        };
+        Ok(match (self, v) {
+            (_, Value::Null) => Value::Null,
+            (t, v @ (Value::Int(_) | Value::Float(_))) if t.is_integer() || t.is_float() => {
+                t.coerce(v)?
+            }
+            (t, Value::Numeric(n)) if t.is_integer() => {
+                if n.is_nan() {
+                    return Err(Error::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("cannot convert NaN to {}", t.name()),
+                    ));
+                }
+                let i = n
+                    .to_i128_rounded()
+                    .and_then(|i| i64::try_from(i).ok())
+                    .ok_or_else(|| out_of_range(t))?;
+                t.coerce(Value::Int(i)).map_err(|_| out_of_range(t))?
+            }
+            (t, Value::Numeric(n)) if t.is_float() => t.coerce(Value::Float(n.to_f64()))?,
+            (T::Numeric(tm), v @ (Value::Int(_) | Value::Float(_) | Value::Numeric(_))) => {
+                let n = match v {
+                    Value::Int(i) => Numeric::from_i64(i),
+                    Value::Float(f) => Numeric::from_f64(f, false)?,
+                    Value::Numeric(n) => n,
+                    _ => return Err(mismatch(&v)),
+                };
+                Value::Numeric(match tm {
+                    Some((p, s)) => n.with_typmod(*p, *s)?,
+                    None => n,
+                })
+            }
+            (T::Date, Value::Date(d)) => Value::Date(d),
+            (T::Date, Value::Timestamp(ts) | Value::TimestampTz(ts)) => Value::Date(match ts {
+                datetime::TS_NEG_INF => datetime::DATE_NEG_INF,
+                datetime::TS_POS_INF => datetime::DATE_POS_INF,
+                ts => i32::try_from(ts.div_euclid(datetime::USECS_PER_DAY))
+                    .map_err(|_| datetime::date_range())?,
+            }),
+            (T::Timestamp | T::TimestampTz, Value::Date(d)) => {
+                let ts = match d {
+                    datetime::DATE_NEG_INF => datetime::TS_NEG_INF,
+                    datetime::DATE_POS_INF => datetime::TS_POS_INF,
+                    d => datetime::timestamp_from_parts(d as i64, 0)?,
+                };
+                if *self == T::Timestamp {
+                    Value::Timestamp(ts)
+                } else {
+                    Value::TimestampTz(ts)
+                }
+            }
+            (T::Timestamp, Value::Timestamp(ts) | Value::TimestampTz(ts)) => Value::Timestamp(ts),
+            (T::TimestampTz, Value::Timestamp(ts) | Value::TimestampTz(ts)) => {
+                Value::TimestampTz(ts)
+            }
+            (T::Time, Value::Time(t)) => Value::Time(t),
+            (T::Time, Value::Timestamp(ts) | Value::TimestampTz(ts)) => {
+                Value::Time(ts.rem_euclid(datetime::USECS_PER_DAY))
+            }
+            (T::Interval, Value::Interval(i)) => Value::Interval(i),
+            (T::Interval, Value::Time(t)) => Value::Interval(Interval {
+                months: 0,
+                days: 0,
+                micros: t,
+            }),
+            (T::Uuid, Value::Uuid(u)) => Value::Uuid(u),
+            (T::Json, Value::Json(j) | Value::Jsonb(j)) => Value::Json(j),
+            (T::Jsonb, Value::Jsonb(j)) => Value::Jsonb(j),
+            (T::Jsonb, Value::Json(j)) => Value::Jsonb(json::normalize_jsonb(&j)?),
+            (T::Bool, Value::Bool(b)) => Value::Bool(b),
+            (T::Bytea, Value::Bytes(b)) => Value::Bytes(b),
+            (_, v) => return Err(mismatch(&v)),
+        })
+    }
+}
+
+/// character(n) input: longer values are an error unless the excess is blanks; shorter ones
+/// are padded with blanks.
+fn pad_bpchar(s: String, limit: Option<u32>) -> Result<String> {
+    let Some(n) = limit else {
+        return Ok(s);
+    };
+    let n = n as usize;
+    let len = s.chars().count();
+    if len > n {
+        let trimmed = s.trim_end_matches(' ');
+        if trimmed.chars().count() > n {
+            return Err(Error::new(
+                sqlstate::STRING_DATA_RIGHT_TRUNCATION,
+                format!("value too long for type character({n})"),
+            ));
+        }
+        return Ok(s.chars().take(n).collect());
+    }
+    let mut out = s;
+    out.extend(std::iter::repeat_n(' ', n - len));
+    Ok(out)
+}
+
+/// Pads or truncates to character(n), as an explicit cast does (no error).
+pub fn bpchar_cast(s: &str, n: u32) -> String {
+    let mut out: String = s.chars().take(n as usize).collect();
+    let len = out.chars().count();
+    out.extend(std::iter::repeat_n(' ', n as usize - len));
+    out
+}
+
+/// uuid input: 32 hex digits, optionally hyphenated (after any group of four) and braced.
+pub fn parse_uuid(s: &str) -> Result<[u8; 16]> {
+    let invalid = || {
+        Error::new(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type uuid: \"{s}\""),
+        )
+    };
+    let t = s.trim();
+    let t = match t.strip_prefix('{') {
+        Some(inner) => inner.strip_suffix('}').ok_or_else(invalid)?,
+        None => t,
+    };
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    let bytes = t.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'-' {
+            // A hyphen may follow only a complete group of four digits.
+            if n == 0 || n % 4 != 0 || i + 1 == bytes.len() || bytes[i + 1] == b'-' {
+                return Err(invalid());
+            }
+            i += 1;
+            continue;
+        }
+        let d = (bytes[i] as char).to_digit(16).ok_or_else(invalid)? as u8;
+        if n >= 32 {
+            return Err(invalid());
+        }
+        out[n / 2] |= if n % 2 == 0 { d << 4 } else { d };
+        n += 1;
+        i += 1;
+    }
+    if n != 32 {
+        return Err(invalid());
+    }
+    Ok(out)
+}
+
+pub fn format_uuid(u: &[u8; 16]) -> String {
+    let mut out = String::with_capacity(36);
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// PostgreSQL's `byteain`: `\x` followed by hex digit pairs (whitespace between pairs is
@@ -319,7 +620,22 @@ impl Value {
             Value::Float(_) => "double precision",
             Value::Text(_) => "text",
             Value::Bytes(_) => "bytea",
+            Value::Numeric(_) => "numeric",
+            Value::Date(_) => "date",
+            Value::Time(_) => "time without time zone",
+            Value::Timestamp(_) => "timestamp without time zone",
+            Value::TimestampTz(_) => "timestamp with time zone",
+            Value::Interval(_) => "interval",
+            Value::Uuid(_) => "uuid",
+            Value::Json(_) => "json",
+            Value::Jsonb(_) => "jsonb",
+            Value::BpChar(_) => "character",
         }
+    }
+
+    /// Text or character(n): values an untyped literal's rules apply to.
+    pub fn is_text_like(&self) -> bool {
+        matches!(self, Value::Text(_) | Value::BpChar(_))
     }
 
     /// SQL comparison: `None` when either side is NULL or the types cannot be compared.
@@ -333,6 +649,24 @@ impl Value {
             (Value::Float(a), Value::Float(b)) => Some(float_total(*a, *b)),
             (Value::Text(a), Value::Text(b)) => Some(a.cmp(b)),
             (Value::Bytes(a), Value::Bytes(b)) => Some(a.cmp(b)),
+            (Value::Numeric(a), Value::Numeric(b)) => Some(a.cmp(b)),
+            (Value::Numeric(a), Value::Int(b)) => Some(a.cmp(&Numeric::from_i64(*b))),
+            (Value::Int(a), Value::Numeric(b)) => Some(Numeric::from_i64(*a).cmp(b)),
+            (Value::Numeric(a), Value::Float(b)) => Some(float_total(a.to_f64(), *b)),
+            (Value::Float(a), Value::Numeric(b)) => Some(float_total(*a, b.to_f64())),
+            (a @ (Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_)), b) => {
+                Some(a.instant()?.cmp(&b.instant()?))
+            }
+            (Value::Time(a), Value::Time(b)) => Some(a.cmp(b)),
+            (Value::Interval(a), Value::Interval(b)) => Some(a.span().cmp(&b.span())),
+            (Value::Uuid(a), Value::Uuid(b)) => Some(a.cmp(b)),
+            (Value::Json(a), Value::Json(b)) => Some(a.cmp(b)),
+            (Value::Jsonb(a), Value::Jsonb(b)) => Some(json::compare_text(a, b)),
+            (Value::BpChar(a), Value::BpChar(b)) => {
+                Some(a.trim_end_matches(' ').cmp(b.trim_end_matches(' ')))
+            }
+            (Value::BpChar(a), Value::Text(b)) => Some(a.trim_end_matches(' ').cmp(b.as_str())),
+            (Value::Text(a), Value::BpChar(b)) => Some(a.as_str().cmp(b.trim_end_matches(' '))),
             _ => None,
         }
     }
@@ -346,13 +680,35 @@ impl Value {
         self.rank().cmp(&other.rank())
     }
 
+    /// A point in time in microseconds since 2000-01-01 (dates at midnight), with the
+    /// infinities at the ends: how date, timestamp and timestamptz compare with each other.
+    fn instant(&self) -> Option<i128> {
+        Some(match self {
+            Value::Date(datetime::DATE_NEG_INF) => i128::MIN,
+            Value::Date(datetime::DATE_POS_INF) => i128::MAX,
+            Value::Date(d) => *d as i128 * datetime::USECS_PER_DAY as i128,
+            Value::Timestamp(t) | Value::TimestampTz(t) => match *t {
+                datetime::TS_NEG_INF => i128::MIN,
+                datetime::TS_POS_INF => i128::MAX,
+                t => t as i128,
+            },
+            _ => return None,
+        })
+    }
+
     fn rank(&self) -> u8 {
         match self {
             Value::Bool(_) => 0,
-            Value::Int(_) | Value::Float(_) => 1,
-            Value::Text(_) => 2,
+            Value::Int(_) | Value::Float(_) | Value::Numeric(_) => 1,
+            Value::Text(_) | Value::BpChar(_) => 2,
             Value::Bytes(_) => 3,
-            Value::Null => 4,
+            Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) => 4,
+            Value::Time(_) => 5,
+            Value::Interval(_) => 6,
+            Value::Uuid(_) => 7,
+            Value::Json(_) => 8,
+            Value::Jsonb(_) => 9,
+            Value::Null => 10,
         }
     }
 
@@ -372,6 +728,14 @@ impl Value {
                 }
                 out
             }
+            Value::Numeric(n) => n.to_string(),
+            Value::Date(d) => datetime::format_date(*d),
+            Value::Time(t) => datetime::format_time(*t),
+            Value::Timestamp(t) => datetime::format_timestamp(*t, false),
+            Value::TimestampTz(t) => datetime::format_timestamp(*t, true),
+            Value::Interval(i) => datetime::format_interval(i),
+            Value::Uuid(u) => format_uuid(u),
+            Value::Json(s) | Value::Jsonb(s) | Value::BpChar(s) => s.clone(),
         })
     }
 }
@@ -441,6 +805,26 @@ impl std::hash::Hash for Value {
             }
             Value::Text(s) => s.hash(state),
             Value::Bytes(b) => b.hash(state),
+            // Hashes agree wherever `eq` does across kinds: a numeric like the integer or
+            // float it equals, a date like the timestamp at its midnight, character(n) like
+            // its text without trailing blanks, an interval by its span.
+            Value::Numeric(n) => match n.as_exact_i64() {
+                Some(i) => (i as f64).to_bits().hash(state),
+                None => {
+                    let f = n.to_f64();
+                    let f = if f == 0.0 { 0.0 } else { f };
+                    f.to_bits().hash(state)
+                }
+            },
+            Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) => {
+                self.instant().hash(state)
+            }
+            Value::Time(t) => t.hash(state),
+            Value::Interval(i) => i.span().hash(state),
+            Value::Uuid(u) => u.hash(state),
+            Value::Json(s) => s.hash(state),
+            Value::Jsonb(s) => json::canonical(s).hash(state),
+            Value::BpChar(s) => s.trim_end_matches(' ').hash(state),
         }
     }
 }

@@ -56,10 +56,38 @@ pub fn encode_value(
         (Value::Float(f), DataType::Float8) => enc.encode_field(f),
         (Value::Bool(b), DataType::Bool) => enc.encode_field(b),
         (Value::Bytes(b), DataType::Bytea) => enc.encode_field(&b.as_slice()),
+        (v, t) if let Some(bytes) = binary_of(v, t) => enc.encode_field(&bytes.as_slice()),
         // A text-typed column (whose binary form is its text), or a value whose kind differs
         // from the declared type, which its text form represents faithfully.
         (v, t) => enc.encode_field(&v.to_pg_text(t)),
     }
+}
+
+/// PostgreSQL's binary send format of the newer types (those pgwire has no Rust type for):
+/// numeric as base-10000 digits, date as i32 days and time/timestamp[tz] as i64
+/// microseconds since 2000-01-01, interval as i64 µs + i32 days + i32 months, uuid as 16
+/// bytes, jsonb as version byte 1 + text. `None`: the caller's default applies.
+pub fn binary_of(v: &Value, t: &DataType) -> Option<Vec<u8>> {
+    Some(match (v, t) {
+        (Value::Numeric(n), DataType::Numeric(_)) => protocol::value::numeric::to_binary(n),
+        (Value::Date(d), DataType::Date) => d.to_be_bytes().to_vec(),
+        (Value::Time(t), DataType::Time) => t.to_be_bytes().to_vec(),
+        (Value::Timestamp(t), DataType::Timestamp)
+        | (Value::TimestampTz(t), DataType::TimestampTz) => t.to_be_bytes().to_vec(),
+        (Value::Interval(i), DataType::Interval) => {
+            let mut out = i.micros.to_be_bytes().to_vec();
+            out.extend_from_slice(&i.days.to_be_bytes());
+            out.extend_from_slice(&i.months.to_be_bytes());
+            out
+        }
+        (Value::Uuid(u), DataType::Uuid) => u.to_vec(),
+        (Value::Jsonb(s), DataType::Jsonb) => {
+            let mut out = vec![1u8];
+            out.extend_from_slice(s.as_bytes());
+            out
+        }
+        _ => return None,
+    })
 }
 
 /// Decodes a bound parameter given its type.
@@ -111,5 +139,43 @@ pub fn decode_param(bytes: Option<&Bytes>, t: &DataType, binary: bool) -> Result
             Value::Text(String::from_utf8(bytes.to_vec()).map_err(|_| bad())?)
         }
         DataType::Bytea => Value::Bytes(bytes.to_vec()),
+        DataType::Numeric(_) => {
+            let n = protocol::value::numeric::from_binary(bytes).ok_or_else(bad)??;
+            t.convert(Value::Numeric(n))?
+        }
+        DataType::Date => Value::Date(i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?)),
+        DataType::Time => Value::Time(i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad())?)),
+        DataType::Timestamp => {
+            Value::Timestamp(i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad())?))
+        }
+        DataType::TimestampTz => {
+            Value::TimestampTz(i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad())?))
+        }
+        DataType::Interval => {
+            let b = fixed(16)?;
+            let micros = i64::from_be_bytes(b[..8].try_into().map_err(|_| bad())?);
+            let days = i32::from_be_bytes(b[8..12].try_into().map_err(|_| bad())?);
+            let months = i32::from_be_bytes(b[12..].try_into().map_err(|_| bad())?);
+            Value::Interval(protocol::value::Interval {
+                months,
+                days,
+                micros,
+            })
+        }
+        DataType::Uuid => Value::Uuid(fixed(16)?.try_into().map_err(|_| bad())?),
+        DataType::Json | DataType::Jsonb | DataType::Bpchar(_) => {
+            let body = match (t, bytes.split_first()) {
+                (DataType::Jsonb, Some((1, rest))) => rest,
+                (DataType::Jsonb, _) => {
+                    return Err(Error::new(
+                        sqlstate::INVALID_BINARY_REPRESENTATION,
+                        "unsupported jsonb version number",
+                    ));
+                }
+                _ => &bytes[..],
+            };
+            let text = std::str::from_utf8(body).map_err(|_| bad())?;
+            t.parse_text(text)?
+        }
     })
 }

@@ -161,8 +161,10 @@ class Conn:
 INT_OIDS = {20, 21, 23}  # int8, int2, int4
 FLOAT_OIDS = {700, 701, 1700}  # float4, float8, numeric
 # Result types allowed in files outside pending/:
-# int2 int4 int8 float4 float8 text varchar bool bytea, unknown/name-less NULL
-SUPPORTED_OIDS = {21, 23, 20, 700, 701, 25, 1043, 16, 17}
+# int2 int4 int8 float4 float8 text varchar bool bytea, numeric, the date/time types,
+# uuid, json, jsonb, bpchar
+SUPPORTED_OIDS = {21, 23, 20, 700, 701, 25, 1043, 16, 17,
+                  1700, 1082, 1083, 1114, 1184, 1186, 2950, 114, 3802, 1042}
 OID_NAMES = {1700: "numeric", 1082: "date", 1083: "time", 1114: "timestamp",
              1184: "timestamptz", 1186: "interval", 114: "json", 3802: "jsonb",
              705: "unknown", 18: "char", 1042: "bpchar", 19: "name", 26: "oid"}

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 
+use protocol::value::{Interval, Numeric};
 use protocol::{DataType, Error, Result, Value, sqlstate};
 
 use super::expr::{Expr, as_f64, text_of};
@@ -67,23 +68,27 @@ pub fn resolve(name: &str, star: bool, args: &[Ty]) -> Result<(AggFunc, DataType
         ("count", 1) => (AggFunc::Count, DataType::Int8, vec![None]),
         ("sum", 1) => {
             let t = first.unwrap_or(DataType::Float8);
+            // sum(int2/int4) is bigint, sum(bigint) and sum(numeric) numeric, as in PostgreSQL.
             let ty = match t {
+                DataType::Int8 | DataType::Numeric(_) => DataType::Numeric(None),
                 t if t.is_integer() => DataType::Int8,
                 DataType::Float4 => DataType::Float4,
                 DataType::Float8 => DataType::Float8,
+                DataType::Interval => DataType::Interval,
                 _ => return Err(no_such()),
             };
             (AggFunc::Sum, ty, vec![Some(t)])
         }
         ("avg", 1) => {
-            if !first.unwrap_or(DataType::Float8).is_numeric() {
-                return Err(no_such());
-            }
-            (
-                AggFunc::Avg,
-                DataType::Float8,
-                vec![Some(first.unwrap_or(DataType::Float8))],
-            )
+            // avg of integers and numerics is numeric; of floats, double precision.
+            let t = first.unwrap_or(DataType::Float8);
+            let ty = match t {
+                t if t.is_float() => DataType::Float8,
+                t if t.is_numeric() => DataType::Numeric(None),
+                DataType::Interval => DataType::Interval,
+                _ => return Err(no_such()),
+            };
+            (AggFunc::Avg, ty, vec![Some(t)])
         }
         ("min" | "max", 1) => {
             let t = first.unwrap_or(DataType::Text);
@@ -94,7 +99,7 @@ pub fn resolve(name: &str, star: bool, args: &[Ty]) -> Result<(AggFunc, DataType
             };
             (
                 func,
-                if t.is_text() && t != DataType::Text {
+                if matches!(t, DataType::Varchar(_)) {
                     DataType::Text
                 } else {
                     t
@@ -135,6 +140,10 @@ pub struct Accumulator {
     seen: Option<HashSet<Vec<Value>>>,
     count: i64,
     int_sum: i64,
+    /// Exact sums for numeric results: integers in `wide_sum`, numerics in `num_sum`.
+    wide_sum: i128,
+    num_sum: Numeric,
+    interval_sum: Interval,
     float_sum: f64,
     best: Option<Value>,
     text: Option<String>,
@@ -149,6 +158,9 @@ impl Accumulator {
             seen: call.distinct.then(HashSet::new),
             count: 0,
             int_sum: 0,
+            wide_sum: 0,
+            num_sum: Numeric::from_i64(0),
+            interval_sum: Interval::default(),
             float_sum: 0.0,
             best: None,
             text: None,
@@ -181,6 +193,20 @@ impl Accumulator {
                     })?;
                 }
             }
+            AggFunc::Sum | AggFunc::Avg if self.ty == DataType::Interval => {
+                if let Value::Interval(i) = v {
+                    self.interval_sum = self.interval_sum.add(*i)?;
+                }
+            }
+            AggFunc::Sum | AggFunc::Avg if matches!(self.ty, DataType::Numeric(_)) => match v {
+                Value::Int(i) => {
+                    self.wide_sum = self.wide_sum.checked_add(*i as i128).ok_or_else(|| {
+                        Error::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "numeric out of range")
+                    })?
+                }
+                Value::Numeric(n) => self.num_sum = self.num_sum.add(*n)?,
+                _ => {}
+            },
             AggFunc::Sum | AggFunc::Avg => self.float_sum += as_f64(v).unwrap_or(0.0),
             AggFunc::Min | AggFunc::Max => {
                 let replace = match &self.best {
@@ -229,6 +255,21 @@ impl Accumulator {
             AggFunc::CountStar | AggFunc::Count => Value::Int(self.count),
             _ if self.count == 0 => Value::Null,
             AggFunc::Sum if self.ty == DataType::Int8 => Value::Int(self.int_sum),
+            AggFunc::Sum | AggFunc::Avg if self.ty == DataType::Interval => {
+                if self.func == AggFunc::Sum {
+                    Value::Interval(self.interval_sum)
+                } else {
+                    Value::Interval(self.interval_sum.mul(1.0 / self.count as f64)?)
+                }
+            }
+            AggFunc::Sum | AggFunc::Avg if matches!(self.ty, DataType::Numeric(_)) => {
+                let total = Numeric::from_i128(self.wide_sum)?.add(self.num_sum)?;
+                Value::Numeric(if self.func == AggFunc::Sum {
+                    total
+                } else {
+                    total.div(Numeric::from_i64(self.count))?
+                })
+            }
             AggFunc::Sum => types::check_float(self.float_sum, true, &self.ty)?,
             AggFunc::Avg => Value::Float(self.float_sum / self.count as f64),
             AggFunc::Min | AggFunc::Max => self.best.unwrap_or(Value::Null),

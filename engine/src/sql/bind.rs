@@ -79,6 +79,9 @@ pub struct Binder<'a> {
     /// The FROM scope of the SELECT bound last, kept for LIMIT and OFFSET to tell a column
     /// of the query (an error of its own) from a name that does not exist.
     pub last_select_scope: Option<Scope>,
+    /// The statement's start time (µs since 2000-01-01): now(), current_date and friends are
+    /// folded to it, so they are one value for the whole statement.
+    pub now: i64,
 }
 
 fn is_default_keyword(e: &ast::Expr) -> bool {
@@ -96,6 +99,7 @@ impl<'a> Binder<'a> {
             no_aggregates_in: "WHERE",
             lowest_scope: usize::MAX,
             last_select_scope: None,
+            now: protocol::value::datetime::now_micros(),
         }
     }
 
@@ -467,6 +471,15 @@ impl<'a> Binder<'a> {
                 (x, Some(to))
             }
             A::Function(f) => self.function(f)?,
+            A::Interval(iv) => self.interval_literal(iv)?,
+            A::Extract { field, expr, .. } => {
+                let name = match field {
+                    ast::DateTimeField::Custom(i) => ident(i),
+                    f => f.to_string().to_lowercase(),
+                };
+                let field_arg = ast::Expr::value(ast::Value::SingleQuotedString(name));
+                self.scalar_call("extract", &[field_arg, expr.as_ref().clone()])?
+            }
             A::Substring {
                 expr,
                 substring_from,
@@ -545,6 +558,38 @@ impl<'a> Binder<'a> {
                 )));
             }
         })
+    }
+
+    /// `INTERVAL '1 day'`, `INTERVAL '2' HOUR`.
+    fn interval_literal(&mut self, iv: &ast::Interval) -> Result<(Expr, Ty)> {
+        let text = match iv.value.as_ref() {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => {
+                    s.clone()
+                }
+                ast::Value::Number(n, _) => n.clone(),
+                other => {
+                    return Err(Error::unsupported(format!(
+                        "interval literal {other} is not supported"
+                    )));
+                }
+            },
+            other => {
+                return Err(Error::unsupported(format!(
+                    "interval expression {other} is not supported"
+                )));
+            }
+        };
+        let text = match &iv.leading_field {
+            Some(f) if iv.last_field.is_none() && text.trim().parse::<f64>().is_ok() => {
+                format!("{text} {}", f.to_string().to_lowercase())
+            }
+            _ => text,
+        };
+        Ok((
+            Expr::Const(DataType::Interval.parse_text(&text)?),
+            Some(DataType::Interval),
+        ))
     }
 
     fn literal(&mut self, v: &ast::Value) -> Result<(Expr, Ty)> {
@@ -633,6 +678,7 @@ impl<'a> Binder<'a> {
     fn numeric_operand(&mut self, e: Expr, t: Ty, op: &str) -> Result<(Expr, DataType)> {
         match t {
             Some(t) if t.is_numeric() => Ok((e, t)),
+            Some(DataType::Interval) if op == "-" => Ok((e, DataType::Interval)),
             None => Ok((self.coerce(e, None, DataType::Float8)?, DataType::Float8)),
             Some(t) => Err(Error::new(
                 sqlstate::UNDEFINED_FUNCTION,
@@ -770,6 +816,63 @@ impl<'a> Binder<'a> {
                 Ok((Expr::Concat(le.boxed(), re.boxed()), Some(DataType::Text)))
             }
             B::PGExp => self.scalar_call("power", &[l.clone(), r.clone()]),
+            B::Arrow | B::LongArrow | B::HashArrow | B::HashLongArrow => {
+                let sym = op.to_string();
+                let (le, lt) = self.expr(l)?;
+                let (re, rt) = self.expr(r)?;
+                let doc = match lt {
+                    None => DataType::Jsonb,
+                    Some(t @ (DataType::Json | DataType::Jsonb)) => t,
+                    Some(_) => return Err(types::operator_error(&sym, &lt, &rt)),
+                };
+                let path = matches!(op, B::HashArrow | B::HashLongArrow);
+                let key_ok = match rt {
+                    None => true,
+                    Some(t) => t.is_text() || (!path && t.is_integer()),
+                };
+                if !key_ok {
+                    return Err(types::operator_error(&sym, &lt, &rt));
+                }
+                let le = self.coerce(le, lt, doc)?;
+                let re = self.coerce(re, rt, DataType::Text)?;
+                let text = matches!(op, B::LongArrow | B::HashLongArrow);
+                let func = if path {
+                    Func::JsonPath { text }
+                } else {
+                    Func::JsonGet { text }
+                };
+                let ty = if text { DataType::Text } else { doc };
+                Ok((
+                    Expr::Function {
+                        func,
+                        args: vec![le, re],
+                    },
+                    Some(ty),
+                ))
+            }
+            B::AtArrow | B::ArrowAt => {
+                let sym = op.to_string();
+                let (le, lt) = self.expr(l)?;
+                let (re, rt) = self.expr(r)?;
+                let jsonb = |t: Ty| t.is_none_or(|t| t == DataType::Jsonb);
+                if !jsonb(lt) || !jsonb(rt) {
+                    return Err(types::operator_error(&sym, &lt, &rt));
+                }
+                let le = self.coerce(le, lt, DataType::Jsonb)?;
+                let re = self.coerce(re, rt, DataType::Jsonb)?;
+                let args = if *op == B::AtArrow {
+                    vec![le, re]
+                } else {
+                    vec![re, le]
+                };
+                Ok((
+                    Expr::Function {
+                        func: Func::JsonContains,
+                        args,
+                    },
+                    bool_ty,
+                ))
+            }
             other => Err(Error::unsupported(format!(
                 "operator {other} is not supported"
             ))),
@@ -947,12 +1050,32 @@ impl<'a> Binder<'a> {
         }
         let tys: Vec<Ty> = bound.iter().map(|(_, t)| *t).collect();
         let Some(resolved) = functions::resolve(name, &tys)? else {
-            let list: Vec<String> = tys.iter().map(types::ty_name).collect();
             return Err(Error::new(
                 sqlstate::UNDEFINED_FUNCTION,
-                format!("function {name}({}) does not exist", list.join(", ")),
+                format!(
+                    "function {name}({}) does not exist",
+                    tys.iter()
+                        .map(types::ty_name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         };
+        let now = self.now;
+        let folded = match resolved.func {
+            Func::Now => Some(Value::TimestampTz(now)),
+            Func::LocalTimestamp => Some(Value::Timestamp(now)),
+            Func::CurrentDate => Some(Value::Date(
+                now.div_euclid(protocol::value::datetime::USECS_PER_DAY) as i32,
+            )),
+            Func::LocalTime => Some(Value::Time(
+                now.rem_euclid(protocol::value::datetime::USECS_PER_DAY),
+            )),
+            _ => None,
+        };
+        if let Some(v) = folded {
+            return Ok((Expr::Const(v), Some(resolved.ret)));
+        }
         let mut out = Vec::with_capacity(bound.len());
         for ((e, t), want) in bound.into_iter().zip(&resolved.arg_types) {
             out.push(match (want, resolved.func) {
@@ -1051,7 +1174,8 @@ fn number(n: &str) -> ast::Expr {
     ast::Expr::value(ast::Value::Number(n.to_string(), false))
 }
 
-/// A numeric literal: int4 if it fits, else int8, else float8 (PostgreSQL would say numeric).
+/// A numeric literal: int4 if it fits, else int8, else numeric. A numeric beyond what
+/// `numeric` holds here (about 28 digits) falls back to float8.
 fn number_value(n: &str) -> Result<(Expr, Ty)> {
     if let Ok(i) = n.parse::<i64>() {
         let ty = if i32::try_from(i).is_ok() {
@@ -1060,6 +1184,24 @@ fn number_value(n: &str) -> Result<(Expr, Ty)> {
             DataType::Int8
         };
         return Ok((Expr::Const(Value::Int(i)), Some(ty)));
+    }
+    if let Ok(num) = protocol::value::Numeric::parse(n) {
+        // Keep the literal exact only if no digit was rounded away.
+        let digits: String = n
+            .split(['e', 'E'])
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_digit())
+            .collect();
+        let significant = digits.trim_start_matches('0').trim_end_matches('0').len();
+        let kept = num.digits_exponent().map(|(_, d, _)| d.len()).unwrap_or(0);
+        if kept >= significant {
+            return Ok((
+                Expr::Const(Value::Numeric(num)),
+                Some(DataType::Numeric(None)),
+            ));
+        }
     }
     let f: f64 = n.parse().map_err(|_| {
         Error::new(

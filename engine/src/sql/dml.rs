@@ -69,6 +69,13 @@ fn assign(b: &mut Binder, e: Expr, ty: Option<DataType>, col: &ColumnDef) -> Res
             from: Some(t),
             to: DataType::Text,
         }),
+        // PostgreSQL's assignment casts between date/time types and between json types
+        // (`INSERT … VALUES (now())` into a timestamp column).
+        Some(t) if assignment_cast(t, target) => Ok(Expr::Cast {
+            expr: e.boxed(),
+            from: Some(t),
+            to: target,
+        }),
         Some(t) => Err(Error::new(
             sqlstate::DATATYPE_MISMATCH,
             format!(
@@ -79,6 +86,19 @@ fn assign(b: &mut Binder, e: Expr, ty: Option<DataType>, col: &ColumnDef) -> Res
             ),
         )),
     }
+}
+
+fn assignment_cast(from: DataType, to: DataType) -> bool {
+    use DataType::*;
+    matches!(
+        (from, to),
+        (
+            Date | Timestamp | TimestampTz,
+            Date | Timestamp | TimestampTz
+        ) | (Timestamp | TimestampTz | Interval, Time)
+            | (Json, Jsonb)
+            | (Jsonb, Json)
+    )
 }
 
 fn bind_defaults(b: &mut Binder, schema: &TableSchema) -> Result<Vec<Option<Expr>>> {

@@ -377,6 +377,28 @@ fn key_value(ty: &DataType, v: Value) -> Option<Value> {
         (t, Value::Text(s)) if t.is_text() => Some(Value::Text(s)),
         (DataType::Bool, Value::Bool(b)) => Some(Value::Bool(b)),
         (DataType::Bytea, Value::Bytes(b)) => Some(Value::Bytes(b)),
+        (DataType::Bpchar(_), Value::Text(s) | Value::BpChar(s)) => Some(Value::BpChar(s)),
+        // The newer types: a value of the column's kind (after the same conversion an
+        // assignment makes) that reads back equal to the original.
+        (
+            t @ (DataType::Numeric(_)
+            | DataType::Date
+            | DataType::Time
+            | DataType::Timestamp
+            | DataType::TimestampTz
+            | DataType::Interval
+            | DataType::Uuid
+            | DataType::Json
+            | DataType::Jsonb),
+            v,
+        ) if !v.is_text_like() && t.accepts_assignment(&v) => {
+            let target = match t {
+                DataType::Numeric(_) => DataType::Numeric(None),
+                t => *t,
+            };
+            let converted = target.convert(v.clone()).ok()?;
+            (converted.sql_cmp(&v) == Some(std::cmp::Ordering::Equal)).then_some(converted)
+        }
         _ => None,
     }
 }

@@ -409,6 +409,8 @@ impl Expr {
                 Value::Null => Value::Null,
                 Value::Int(i) => types::check_int(i.checked_neg(), ty)?,
                 Value::Float(f) => Value::Float(-f),
+                Value::Numeric(n) => Value::Numeric(n.neg()),
+                Value::Interval(i) => Value::Interval(i.neg()?),
                 other => {
                     return Err(Error::internal(format!(
                         "cannot negate {}",
@@ -641,6 +643,8 @@ fn in_values<'v>(v: &Value, items: impl Iterator<Item = &'v Value>, negated: boo
 pub fn text_of(v: &Value) -> String {
     match v {
         Value::Text(s) => s.clone(),
+        // character(n) becomes text without its trailing blanks.
+        Value::BpChar(s) => s.trim_end_matches(' ').to_string(),
         Value::Float(f) => protocol::value::format_float(*f, false),
         other => other.to_pg_text(&DataType::Text).unwrap_or_default(),
     }
@@ -666,6 +670,30 @@ fn arith(op: ArithOp, l: Value, r: Value, ty: &DataType) -> Result<Value> {
             },
             ty,
         ),
+        (a, b) if matches!(ty, DataType::Numeric(_)) => {
+            let num = |v: &Value| match v {
+                Value::Int(i) => Some(protocol::value::Numeric::from_i64(*i)),
+                Value::Numeric(n) => Some(*n),
+                _ => None,
+            };
+            let (Some(x), Some(y)) = (num(&a), num(&b)) else {
+                return Err(Error::internal(format!(
+                    "numeric arithmetic on {} and {}",
+                    a.type_name(),
+                    b.type_name()
+                )));
+            };
+            Ok(Value::Numeric(match op {
+                ArithOp::Add => x.add(y)?,
+                ArithOp::Sub => x.sub(y)?,
+                ArithOp::Mul => x.mul(y)?,
+                ArithOp::Div => x.div(y)?,
+                ArithOp::Mod => x.rem(y)?,
+            }))
+        }
+        (a, b) if !ty.is_numeric() || !is_number(&a) || !is_number(&b) => {
+            super::datetime::arith(op, a, b, ty)
+        }
         (a, b) => {
             let (Some(x), Some(y)) = (as_f64(&a), as_f64(&b)) else {
                 return Err(Error::internal(format!(
@@ -697,8 +725,13 @@ pub fn as_f64(v: &Value) -> Option<f64> {
     match v {
         Value::Int(i) => Some(*i as f64),
         Value::Float(f) => Some(*f),
+        Value::Numeric(n) => Some(n.to_f64()),
         _ => None,
     }
+}
+
+fn is_number(v: &Value) -> bool {
+    matches!(v, Value::Int(_) | Value::Float(_) | Value::Numeric(_))
 }
 
 enum LikeToken {

@@ -7,6 +7,9 @@
 
 use protocol::{DataType, Error, Result, Value, sqlstate};
 
+use protocol::value::datetime as dt;
+use protocol::value::json;
+
 use super::expr::{as_f64, text_of};
 use super::types::{self, Ty};
 
@@ -41,6 +44,32 @@ pub enum Func {
     NullIf,
     Greatest,
     Least,
+    // Date/time (see `datetime.rs`).
+    Now,
+    CurrentDate,
+    LocalTimestamp,
+    LocalTime,
+    DateTrunc,
+    Extract,
+    DatePart,
+    ToChar,
+    MakeDate,
+    ToTimestamp,
+    Age,
+    GenRandomUuid,
+    // json and jsonb.
+    JsonTypeof,
+    JsonArrayLength,
+    /// `->` (`text: false`) and `->>` (`text: true`).
+    JsonGet {
+        text: bool,
+    },
+    /// `#>` and `#>>`.
+    JsonPath {
+        text: bool,
+    },
+    /// `@>`; `<@` with the arguments swapped.
+    JsonContains,
 }
 
 /// The kind of value an argument must be.
@@ -94,7 +123,7 @@ fn signature(name: &str) -> Option<Signature> {
         "round" => s(Func::Round, &[Num, Int], 1, false),
         "ceil" | "ceiling" => s(Func::Ceil, &[Num], 0, false),
         "floor" => s(Func::Floor, &[Num], 0, false),
-        "trunc" => s(Func::Trunc, &[Num], 0, false),
+        "trunc" => s(Func::Trunc, &[Num, Int], 1, false),
         "mod" => s(Func::Mod, &[Num, Num], 0, false),
         "power" | "pow" => s(Func::Power, &[Num, Num], 0, false),
         "sqrt" => s(Func::Sqrt, &[Num], 0, false),
@@ -121,11 +150,128 @@ fn no_such_function(name: &str, args: &[Ty]) -> Error {
     )
 }
 
+/// Resolves the date/time, uuid and json functions, whose arguments are typed more finely
+/// than `signature` describes.
+fn resolve_typed(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
+    use DataType as T;
+    let no = || no_such_function(name, args);
+    let ok = |func, arg_types: Vec<Ty>, ret| {
+        Ok(Some(Resolved {
+            func,
+            arg_types,
+            ret,
+        }))
+    };
+    let first = args.first().copied().flatten();
+    let second = args.get(1).copied().flatten();
+    let text_ok = |t: Option<DataType>| t.is_none_or(|t| t.is_text());
+    let int_ok = |t: &Ty| t.is_none_or(|t| t.is_integer());
+    let when = |t: Option<DataType>| {
+        matches!(
+            t,
+            None | Some(T::Date | T::Time | T::Timestamp | T::TimestampTz | T::Interval)
+        )
+    };
+    match (name, args.len()) {
+        (
+            "now"
+            | "current_timestamp"
+            | "transaction_timestamp"
+            | "statement_timestamp"
+            | "clock_timestamp",
+            0,
+        ) => ok(Func::Now, vec![], T::TimestampTz),
+        ("current_date", 0) => ok(Func::CurrentDate, vec![], T::Date),
+        ("localtimestamp", 0) => ok(Func::LocalTimestamp, vec![], T::Timestamp),
+        ("localtime", 0) => ok(Func::LocalTime, vec![], T::Time),
+        ("gen_random_uuid", 0) => ok(Func::GenRandomUuid, vec![], T::Uuid),
+        ("date_trunc", 2) => {
+            if !text_ok(first) || !when(second) || second == Some(T::Time) {
+                return Err(no());
+            }
+            let x = second.unwrap_or(T::TimestampTz);
+            let ret = match x {
+                T::Date => T::TimestampTz,
+                t => t,
+            };
+            ok(Func::DateTrunc, vec![Some(T::Text), Some(x)], ret)
+        }
+        ("extract" | "date_part", 2) => {
+            if !text_ok(first) || !when(second) {
+                return Err(no());
+            }
+            let (func, ret) = if name == "extract" {
+                (Func::Extract, T::Numeric(None))
+            } else {
+                (Func::DatePart, T::Float8)
+            };
+            ok(
+                func,
+                vec![Some(T::Text), Some(second.unwrap_or(T::TimestampTz))],
+                ret,
+            )
+        }
+        ("to_char", 2) => {
+            let x = first.unwrap_or(T::Text);
+            if !(when(first) || x.is_numeric()) || x == T::Time || !text_ok(second) {
+                return Err(no());
+            }
+            ok(Func::ToChar, vec![Some(x), Some(T::Text)], T::Text)
+        }
+        ("make_date", 3) if args.iter().all(int_ok) => ok(
+            Func::MakeDate,
+            vec![Some(T::Int4), Some(T::Int4), Some(T::Int4)],
+            T::Date,
+        ),
+        ("to_timestamp", 1) if first.is_none_or(|t| t.is_numeric()) => {
+            ok(Func::ToTimestamp, vec![Some(T::Float8)], T::TimestampTz)
+        }
+        ("age", 1 | 2) => {
+            if !args.iter().all(|t| t.is_none_or(|t| t.is_datetime())) {
+                return Err(no());
+            }
+            ok(Func::Age, vec![Some(T::Timestamp); args.len()], T::Interval)
+        }
+        ("jsonb_typeof" | "json_typeof" | "jsonb_array_length" | "json_array_length", 1) => {
+            let want = if name.starts_with("jsonb") {
+                T::Jsonb
+            } else {
+                T::Json
+            };
+            if first.is_some_and(|t| t != want) {
+                return Err(no());
+            }
+            let (func, ret) = if name.ends_with("typeof") {
+                (Func::JsonTypeof, T::Text)
+            } else {
+                (Func::JsonArrayLength, T::Int4)
+            };
+            ok(func, vec![Some(want)], ret)
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Resolves `name(args)`; `Ok(None)` if no scalar function has that name.
 pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
+    if let Some(r) = resolve_typed(name, args)? {
+        return Ok(Some(r));
+    }
     let Some(sig) = signature(name) else {
         return Ok(None);
     };
+    // round(x, n) and trunc(x, n) exist for numeric only; an integer argument becomes numeric.
+    if matches!(name, "round" | "trunc")
+        && args.len() == 2
+        && args[0].is_none_or(|t| t.is_integer() || matches!(t, DataType::Numeric(_)))
+        && args[1].is_none_or(|t| t.is_integer())
+    {
+        return Ok(Some(Resolved {
+            func: sig.func,
+            arg_types: vec![Some(DataType::Numeric(None)), Some(DataType::Int4)],
+            ret: DataType::Numeric(None),
+        }));
+    }
     // length(bytea) and octet_length(bytea) count bytes.
     if matches!(name, "length" | "octet_length") && args == [Some(DataType::Bytea)] {
         return Ok(Some(Resolved {
@@ -165,6 +311,11 @@ pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
     let first = args.first().copied().flatten();
     let ret = match sig.func {
         Func::Length | Func::OctetLength | Func::Position | Func::Strpos => DataType::Int4,
+        Func::Abs | Func::Ceil | Func::Floor | Func::Trunc | Func::Round
+            if matches!(first, Some(DataType::Numeric(_))) =>
+        {
+            DataType::Numeric(None)
+        }
         Func::Abs | Func::Ceil | Func::Floor | Func::Trunc => first.unwrap_or(DataType::Float8),
         Func::Round if args.len() == 1 => first.unwrap_or(DataType::Float8),
         Func::Round | Func::Power | Func::Sqrt => DataType::Float8,
@@ -196,6 +347,19 @@ pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
         arg_types,
         ret,
     }))
+}
+
+/// The text of a json or jsonb argument, and whether it is jsonb.
+fn json_doc(v: &Value) -> Result<(String, bool)> {
+    match v {
+        Value::Json(s) => Ok((s.clone(), false)),
+        Value::Jsonb(s) => Ok((s.clone(), true)),
+        Value::Text(s) => Ok((json::normalize_jsonb(s)?, true)),
+        other => Err(Error::internal(format!(
+            "expected json, got {}",
+            other.type_name()
+        ))),
+    }
 }
 
 fn text(v: &Value) -> String {
@@ -292,11 +456,14 @@ impl Func {
                 Value::Int(b.len() as i64)
             }
             Func::Length => Value::Int(text(&arg(0)).chars().count() as i64),
+            // character(n) counts its padding here, unlike in length().
+            Func::OctetLength if let Value::BpChar(b) = arg(0) => Value::Int(b.len() as i64),
             Func::OctetLength => Value::Int(text(&arg(0)).len() as i64),
             Func::Abs => match arg(0) {
                 Value::Int(i) => Value::Int(i.checked_abs().ok_or_else(|| {
                     Error::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range")
                 })?),
+                Value::Numeric(n) => Value::Numeric(n.abs()),
                 v => Value::Float(float(&v)?.abs()),
             },
             Func::Substr => {
@@ -405,6 +572,21 @@ impl Func {
             }
             Func::Round | Func::Ceil | Func::Floor | Func::Trunc => match arg(0) {
                 Value::Int(i) if args.len() == 1 => Value::Int(i),
+                v @ (Value::Numeric(_) | Value::Int(_)) => {
+                    let n = match v {
+                        Value::Numeric(n) => n,
+                        Value::Int(i) => protocol::value::Numeric::from_i64(i),
+                        _ => return Err(Error::internal("numeric rounding")),
+                    };
+                    let places = if args.len() > 1 { int(&arg(1))? } else { 0 };
+                    use rust_decimal::RoundingStrategy as R;
+                    Value::Numeric(match self {
+                        Func::Round => n.round(places, R::MidpointAwayFromZero)?,
+                        Func::Trunc => n.round(places, R::ToZero)?,
+                        Func::Ceil => n.ceil(),
+                        _ => n.floor(),
+                    })
+                }
                 v => {
                     let f = float(&v)?;
                     let scale = if args.len() > 1 {
@@ -428,6 +610,17 @@ impl Func {
                     return Err(Error::new(sqlstate::DIVISION_BY_ZERO, "division by zero"));
                 }
                 (Value::Int(a), Value::Int(b)) => Value::Int(a.checked_rem(b).unwrap_or(0)),
+                (
+                    a @ (Value::Numeric(_) | Value::Int(_)),
+                    b @ (Value::Numeric(_) | Value::Int(_)),
+                ) => {
+                    let num = |v: Value| match v {
+                        Value::Numeric(n) => n,
+                        Value::Int(i) => protocol::value::Numeric::from_i64(i),
+                        _ => protocol::value::Numeric::NaN,
+                    };
+                    Value::Numeric(num(a).rem(num(b))?)
+                }
                 (a, b) => {
                     let (a, b) = (float(&a)?, float(&b)?);
                     if b == 0.0 {
@@ -469,6 +662,112 @@ impl Func {
             }
             Func::Concat | Func::ConcatWs | Func::Greatest | Func::Least | Func::NullIf => {
                 Value::Null
+            }
+            Func::Now => Value::TimestampTz(dt::now_micros()),
+            Func::LocalTimestamp => Value::Timestamp(dt::now_micros()),
+            Func::CurrentDate => Value::Date(dt::now_micros().div_euclid(dt::USECS_PER_DAY) as i32),
+            Func::LocalTime => Value::Time(dt::now_micros().rem_euclid(dt::USECS_PER_DAY)),
+            Func::GenRandomUuid => {
+                let mut u: [u8; 16] = rand::random();
+                u[6] = (u[6] & 0x0f) | 0x40;
+                u[8] = (u[8] & 0x3f) | 0x80;
+                Value::Uuid(u)
+            }
+            Func::DateTrunc => {
+                let v = match arg(1) {
+                    Value::Date(_) => DataType::TimestampTz.convert(arg(1))?,
+                    v => v,
+                };
+                super::datetime::date_trunc(&text(&arg(0)), &v)?
+            }
+            Func::Extract => super::datetime::extract(&text(&arg(0)), &arg(1))?,
+            Func::DatePart => match super::datetime::extract(&text(&arg(0)), &arg(1))? {
+                Value::Numeric(n) => Value::Float(n.to_f64()),
+                v => v,
+            },
+            Func::ToChar => match arg(0) {
+                v @ (Value::Int(_) | Value::Float(_) | Value::Numeric(_)) => {
+                    super::datetime::to_char_number(&v, &text(&arg(1)))?
+                }
+                v => super::datetime::to_char_datetime(&v, &text(&arg(1)))?,
+            },
+            Func::MakeDate => {
+                super::datetime::make_date(int(&arg(0))?, int(&arg(1))?, int(&arg(2))?)?
+            }
+            Func::ToTimestamp => super::datetime::to_timestamp(float(&arg(0))?)?,
+            Func::Age => {
+                let ts = |v: Value| -> Result<i64> {
+                    match DataType::Timestamp.convert(v)? {
+                        Value::Timestamp(t) => Ok(t),
+                        _ => Err(Error::internal("age of a non-timestamp")),
+                    }
+                };
+                let a = ts(arg(0))?;
+                let b = if args.len() > 1 {
+                    ts(arg(1))?
+                } else {
+                    dt::now_micros().div_euclid(dt::USECS_PER_DAY) * dt::USECS_PER_DAY
+                };
+                if args.len() > 1 {
+                    super::datetime::age(a, b)?
+                } else {
+                    super::datetime::age(b, a)?
+                }
+            }
+            Func::JsonTypeof | Func::JsonArrayLength => {
+                let (doc, _) = json_doc(&arg(0))?;
+                let node = json::parse(&doc)?;
+                if *self == Func::JsonTypeof {
+                    Value::Text(json::type_of(&node).into())
+                } else {
+                    match &node.kind {
+                        json::Kind::Array(items) => Value::Int(items.len() as i64),
+                        json::Kind::Object(_) => {
+                            return Err(Error::new(
+                                sqlstate::INVALID_PARAMETER_VALUE,
+                                "cannot get array length of a non-array",
+                            ));
+                        }
+                        _ => {
+                            return Err(Error::new(
+                                sqlstate::INVALID_PARAMETER_VALUE,
+                                "cannot get array length of a scalar",
+                            ));
+                        }
+                    }
+                }
+            }
+            Func::JsonGet { text: as_text } | Func::JsonPath { text: as_text } => {
+                let (doc, jsonb) = json_doc(&arg(0))?;
+                let root = json::parse(&doc)?;
+                let steps = match (self, arg(1)) {
+                    (Func::JsonGet { .. }, Value::Int(i)) => vec![json::PathStep::Index(i)],
+                    (Func::JsonGet { .. }, k) => vec![json::PathStep::Key(text(&k))],
+                    (_, p) => json::parse_path(&text(&p))?,
+                };
+                let mut node = Some(&root);
+                for step in &steps {
+                    node = node.and_then(|n| json::get(n, step));
+                }
+                match node {
+                    None => Value::Null,
+                    Some(n) if *as_text => json::as_text(&doc, n, jsonb)
+                        .map(Value::Text)
+                        .unwrap_or(Value::Null),
+                    Some(n) => {
+                        let t = json::node_text(&doc, n, jsonb);
+                        if jsonb {
+                            Value::Jsonb(t)
+                        } else {
+                            Value::Json(t)
+                        }
+                    }
+                }
+            }
+            Func::JsonContains => {
+                let (a, _) = json_doc(&arg(0))?;
+                let (b, _) = json_doc(&arg(1))?;
+                Value::Bool(json::contains(&json::parse(&a)?, &json::parse(&b)?, true))
             }
         })
     }

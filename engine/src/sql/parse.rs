@@ -257,6 +257,30 @@ pub fn data_type(t: &ast::DataType) -> Result<DataType> {
         },
         T::Bool | T::Boolean => DataType::Bool,
         T::Bytea => DataType::Bytea,
+        T::Numeric(info) | T::Decimal(info) | T::Dec(info) => match info {
+            ExactNumberInfo::None => DataType::Numeric(None),
+            ExactNumberInfo::Precision(p) => numeric_typmod(*p as i64, 0)?,
+            ExactNumberInfo::PrecisionAndScale(p, s) => numeric_typmod(*p as i64, *s)?,
+        },
+        T::Date => DataType::Date,
+        T::Time(_, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone) => DataType::Time,
+        T::Timestamp(_, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone) => {
+            DataType::Timestamp
+        }
+        T::Timestamp(_, ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz) => {
+            DataType::TimestampTz
+        }
+        T::Interval { .. } => DataType::Interval,
+        T::Uuid => DataType::Uuid,
+        T::JSON => DataType::Json,
+        T::JSONB => DataType::Jsonb,
+        T::Char(len) | T::Character(len) => match len {
+            None => DataType::Bpchar(Some(1)),
+            Some(CharacterLength::IntegerLength { length, .. }) => {
+                DataType::Bpchar(Some(char_length(*length)?))
+            }
+            Some(CharacterLength::Max) => DataType::Bpchar(None),
+        },
         T::Custom(name, mods) => {
             let parts = name_parts(name)?;
             let last = match parts.as_slice() {
@@ -273,6 +297,37 @@ pub fn data_type(t: &ast::DataType) -> Result<DataType> {
                 ("bool", true) => DataType::Bool,
                 ("text", true) => DataType::Text,
                 ("varchar", true) => DataType::Varchar(None),
+                ("numeric" | "decimal", true) => DataType::Numeric(None),
+                ("numeric" | "decimal", false) => {
+                    let m: Vec<i64> = mods
+                        .iter()
+                        .map(|m| m.to_string().trim().parse::<i64>())
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|_| custom_type_error(t, &parts))?;
+                    match m.as_slice() {
+                        [p] => numeric_typmod(*p, 0)?,
+                        [p, s] => numeric_typmod(*p, *s)?,
+                        _ => return Err(custom_type_error(t, &parts)),
+                    }
+                }
+                ("date", true) => DataType::Date,
+                ("time", true) => DataType::Time,
+                ("timestamp", true) => DataType::Timestamp,
+                ("timestamptz", true) => DataType::TimestampTz,
+                ("interval", true) => DataType::Interval,
+                ("uuid", true) => DataType::Uuid,
+                ("json", true) => DataType::Json,
+                ("jsonb", true) => DataType::Jsonb,
+                ("bpchar", true) => DataType::Bpchar(None),
+                ("bpchar", false) => match mods.as_slice() {
+                    [n] => DataType::Bpchar(Some(char_length(
+                        n.to_string()
+                            .trim()
+                            .parse()
+                            .map_err(|_| custom_type_error(t, &parts))?,
+                    )?)),
+                    _ => return Err(custom_type_error(t, &parts)),
+                },
                 _ => return Err(custom_type_error(t, &parts)),
             }
         }
@@ -280,29 +335,53 @@ pub fn data_type(t: &ast::DataType) -> Result<DataType> {
     })
 }
 
+/// numeric(p, s): PostgreSQL's limits on the modifiers (a negative scale, which PostgreSQL 15
+/// allows, is not supported here).
+fn numeric_typmod(p: i64, s: i64) -> Result<DataType> {
+    if !(1..=1000).contains(&p) {
+        return Err(Error::new(
+            protocol::sqlstate::INVALID_PARAMETER_VALUE,
+            format!("NUMERIC precision {p} must be between 1 and 1000"),
+        ));
+    }
+    if s < 0 || s > p {
+        return Err(Error::new(
+            protocol::sqlstate::INVALID_PARAMETER_VALUE,
+            format!("NUMERIC scale {s} must be between 0 and precision {p}"),
+        ));
+    }
+    Ok(DataType::Numeric(Some((p as u32, s as u32))))
+}
+
+fn char_length(length: u64) -> Result<u32> {
+    u32::try_from(length)
+        .ok()
+        .filter(|n| *n >= 1 && *n <= 10_485_760)
+        .ok_or_else(|| {
+            Error::new(
+                protocol::sqlstate::INVALID_PARAMETER_VALUE,
+                "length for type char must be between 1 and 10485760",
+            )
+        })
+}
+
 /// Built-in PostgreSQL type names (and their aliases) that Tessera does not store: using one
 /// is 0A000, while a name PostgreSQL would not know either is 42704.
 const OTHER_POSTGRES_TYPES: &[&str] = &[
     "bit",
-    "bpchar",
     "box",
     "char",
     "cid",
     "cidr",
     "circle",
     "citext",
-    "date",
     "daterange",
-    "decimal",
     "float",
     "inet",
     "int",
     "int4range",
     "int8range",
     "integer",
-    "interval",
-    "json",
-    "jsonb",
     "jsonpath",
     "line",
     "lseg",
@@ -310,7 +389,6 @@ const OTHER_POSTGRES_TYPES: &[&str] = &[
     "macaddr8",
     "money",
     "name",
-    "numeric",
     "numrange",
     "oid",
     "path",
@@ -327,16 +405,12 @@ const OTHER_POSTGRES_TYPES: &[&str] = &[
     "bigserial",
     "smallserial",
     "tid",
-    "time",
-    "timestamp",
-    "timestamptz",
     "timetz",
     "tsquery",
     "tsrange",
     "tstzrange",
     "tsvector",
     "txid_snapshot",
-    "uuid",
     "varbit",
     "xid",
     "xid8",
@@ -391,6 +465,16 @@ pub fn internal_type_name(t: &DataType) -> &'static str {
         DataType::Text => "text",
         DataType::Varchar(_) => "varchar",
         DataType::Bytea => "bytea",
+        DataType::Numeric(_) => "numeric",
+        DataType::Date => "date",
+        DataType::Time => "time",
+        DataType::Timestamp => "timestamp",
+        DataType::TimestampTz => "timestamptz",
+        DataType::Interval => "interval",
+        DataType::Uuid => "uuid",
+        DataType::Json => "json",
+        DataType::Jsonb => "jsonb",
+        DataType::Bpchar(_) => "bpchar",
     }
 }
 

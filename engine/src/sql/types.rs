@@ -21,6 +21,9 @@ pub fn ty_name(t: &Ty) -> String {
 pub fn comparison_type(t: DataType) -> DataType {
     match t {
         DataType::Varchar(_) => DataType::Text,
+        // Nor may a numeric(p, s) or character(n) column round or pad what it is compared to.
+        DataType::Numeric(_) => DataType::Numeric(None),
+        DataType::Bpchar(_) => DataType::Bpchar(None),
         t => t,
     }
 }
@@ -39,13 +42,47 @@ pub fn arithmetic_type(op: &str, l: DataType, r: DataType) -> Option<DataType> {
         // int2 op int2 is int2 in PostgreSQL; the wider width wins otherwise.
         return Some(if int_rank(&l) >= int_rank(&r) { l } else { r });
     }
-    if op == "%" || !l.is_numeric() || !r.is_numeric() {
-        return None;
+    if l.is_numeric() && r.is_numeric() {
+        // int op numeric is numeric; anything with a float is a float (PostgreSQL's
+        // preferred type of the numeric category); float % float does not exist.
+        if !l.is_float() && !r.is_float() {
+            return Some(DataType::Numeric(None));
+        }
+        if op == "%" {
+            return None;
+        }
+        return Some(if l == DataType::Float4 && r == DataType::Float4 {
+            DataType::Float4
+        } else {
+            DataType::Float8
+        });
     }
-    Some(if l == DataType::Float4 && r == DataType::Float4 {
-        DataType::Float4
-    } else {
-        DataType::Float8
+    datetime_arithmetic_type(op, l, r)
+}
+
+/// The date/time operators PostgreSQL defines (`date + integer`, `timestamp - timestamp`,
+/// `interval * float8`, ...), or `None`.
+fn datetime_arithmetic_type(op: &str, l: DataType, r: DataType) -> Option<DataType> {
+    use DataType as T;
+    let ts_like = |t: DataType| matches!(t, T::Timestamp | T::TimestampTz);
+    Some(match (op, l, r) {
+        ("+", T::Date, t) | ("+", t, T::Date) | ("-", T::Date, t) if t.is_integer() => T::Date,
+        ("-", T::Date, T::Date) => T::Int4,
+        ("+", T::Date, T::Interval) | ("+", T::Interval, T::Date) | ("-", T::Date, T::Interval) => {
+            T::Timestamp
+        }
+        ("+", T::Date, T::Time) | ("+", T::Time, T::Date) => T::Timestamp,
+        ("+" | "-", t, T::Interval) if ts_like(t) => t,
+        ("+", T::Interval, t) if ts_like(t) => t,
+        ("-", a, b) if ts_like(a) && a == b => T::Interval,
+        ("-", T::Timestamp, T::Date) | ("-", T::Date, T::Timestamp) => T::Interval,
+        ("+" | "-", T::Time, T::Interval) | ("+", T::Interval, T::Time) => T::Time,
+        ("-", T::Time, T::Time) => T::Interval,
+        ("+" | "-", T::Interval, T::Interval) => T::Interval,
+        ("*", T::Interval, t) | ("*", t, T::Interval) | ("/", T::Interval, t) if t.is_numeric() => {
+            T::Interval
+        }
+        _ => return None,
     })
 }
 
@@ -53,8 +90,9 @@ pub fn arithmetic_type(op: &str, l: DataType, r: DataType) -> Option<DataType> {
 pub fn comparable(l: DataType, r: DataType) -> bool {
     (l.is_numeric() && r.is_numeric())
         || (l.is_text() && r.is_text())
-        || (l == DataType::Bool && r == DataType::Bool)
-        || (l == DataType::Bytea && r == DataType::Bytea)
+        || (l.is_datetime() && r.is_datetime())
+        // json has no equality operator in PostgreSQL; the other types compare with their own.
+        || (l == r && l != DataType::Json)
 }
 
 pub fn operator_error(op: &str, l: &Ty, r: &Ty) -> Error {
@@ -83,8 +121,29 @@ pub fn common_type(types: &[Ty], what: &str) -> Result<Ty> {
                     *t
                 }
             }
-            Some(o) if o.is_numeric() && t.is_numeric() => DataType::Float8,
-            Some(o) if o.is_text() && t.is_text() => DataType::Text,
+            Some(o) if o.is_numeric() && t.is_numeric() => {
+                if o.is_float() || t.is_float() {
+                    DataType::Float8
+                } else {
+                    DataType::Numeric(None)
+                }
+            }
+            Some(o) if o.is_text() && t.is_text() => {
+                if matches!((o, t), (DataType::Bpchar(_), DataType::Bpchar(_))) {
+                    DataType::Bpchar(None)
+                } else {
+                    DataType::Text
+                }
+            }
+            Some(o) if o.is_datetime() && t.is_datetime() => {
+                if o == DataType::TimestampTz || *t == DataType::TimestampTz {
+                    DataType::TimestampTz
+                } else {
+                    DataType::Timestamp
+                }
+            }
+            Some(o) if o == DataType::Time && *t == DataType::Interval => DataType::Interval,
+            Some(o) if o == DataType::Interval && *t == DataType::Time => DataType::Interval,
             Some(o) => {
                 return Err(Error::new(
                     sqlstate::DATATYPE_MISMATCH,
@@ -163,10 +222,31 @@ pub fn cast(v: Value, from: Ty, to: &DataType) -> Result<Value> {
     let shown = |v: &Value| from.unwrap_or_else(|| source_type(v));
     Ok(match (v, to) {
         (Value::Null, _) => Value::Null,
+        (Value::BpChar(s), t) => {
+            // character(n) casts to other string types without its trailing blanks.
+            return cast(
+                Value::Text(s.trim_end_matches(' ').to_string()),
+                Some(DataType::Text),
+                t,
+            );
+        }
         (Value::Text(s), DataType::Varchar(Some(n))) => {
             Value::Text(s.chars().take(*n as usize).collect())
         }
+        (Value::Text(s), DataType::Bpchar(Some(n))) => {
+            Value::BpChar(protocol::value::bpchar_cast(&s, *n))
+        }
         (Value::Text(s), t) => t.parse_text(&s)?,
+        (v, DataType::Bpchar(n)) => {
+            let s = match v {
+                Value::Bool(b) => if b { "true" } else { "false" }.to_string(),
+                v => v.to_pg_text(&shown(&v)).unwrap_or_default(),
+            };
+            Value::BpChar(match n {
+                Some(n) => protocol::value::bpchar_cast(&s, *n),
+                None => s,
+            })
+        }
         // The cast from boolean to text spells the value out, unlike boolean's output format.
         (Value::Bool(b), DataType::Text | DataType::Varchar(None)) => {
             Value::Text(if b { "true" } else { "false" }.into())
@@ -186,9 +266,22 @@ pub fn cast(v: Value, from: Ty, to: &DataType) -> Result<Value> {
         }
         (Value::Bool(b), t) if t.is_integer() => Value::Int(b as i64),
         (Value::Int(i), DataType::Bool) => Value::Bool(i != 0),
-        (v @ (Value::Int(_) | Value::Float(_)), t) if t.is_numeric() => t.coerce(v)?,
+        // real to numeric keeps real's 6 significant digits, not double precision's 15.
+        (Value::Float(f), DataType::Numeric(tm)) if from == Some(DataType::Float4) => {
+            let n = protocol::value::Numeric::from_f64(f, true)?;
+            DataType::Numeric(*tm).convert(Value::Numeric(n))?
+        }
+        (v @ (Value::Int(_) | Value::Float(_) | Value::Numeric(_)), t) if t.is_numeric() => {
+            t.convert(v)?
+        }
+        (Value::Jsonb(j), t) if t.is_numeric() || *t == DataType::Bool => jsonb_scalar(&j, t)?,
         (Value::Bool(b), DataType::Bool) => Value::Bool(b),
         (Value::Bytes(b), DataType::Bytea) => Value::Bytes(b),
+        (Value::Interval(i), DataType::Time) => Value::Time(
+            i.micros
+                .rem_euclid(protocol::value::datetime::USECS_PER_DAY),
+        ),
+        (v, t) if t.accepts_assignment(&v) => t.convert(v)?,
         (v, t) => {
             return Err(Error::new(
                 sqlstate::DATATYPE_MISMATCH,
@@ -196,6 +289,28 @@ pub fn cast(v: Value, from: Ty, to: &DataType) -> Result<Value> {
             ));
         }
     })
+}
+
+/// jsonb to a number or boolean: only a jsonb scalar of that kind converts.
+fn jsonb_scalar(text: &str, to: &DataType) -> Result<Value> {
+    use protocol::value::json;
+    let node = json::parse(text)?;
+    let what = match &node.kind {
+        json::Kind::Number(n) if to.is_numeric() => {
+            return to.convert(Value::Numeric(protocol::value::Numeric::parse(n)?));
+        }
+        json::Kind::Bool(b) if *to == DataType::Bool => return Ok(Value::Bool(*b)),
+        json::Kind::Null => "null",
+        json::Kind::String(_) => "string",
+        json::Kind::Number(_) => "numeric",
+        json::Kind::Bool(_) => "boolean",
+        json::Kind::Array(_) => "array",
+        json::Kind::Object(_) => "object",
+    };
+    Err(Error::new(
+        sqlstate::INVALID_PARAMETER_VALUE,
+        format!("cannot cast jsonb {what} to type {}", to.name()),
+    ))
 }
 
 fn source_type(v: &Value) -> DataType {
@@ -207,10 +322,16 @@ fn source_type(v: &Value) -> DataType {
 
 /// Whether an explicit cast between two known types exists at all (checked at bind time).
 pub fn castable(from: DataType, to: DataType) -> bool {
+    use DataType as T;
     from == to
         || to.is_text()
         || from.is_text()
         || (from.is_numeric() && to.is_numeric())
-        || (from == DataType::Bool && to == DataType::Int4)
-        || (from == DataType::Int4 && to == DataType::Bool)
+        || (from == T::Bool && to == T::Int4)
+        || (from == T::Int4 && to == T::Bool)
+        || (from.is_datetime() && to.is_datetime())
+        || (matches!(from, T::Timestamp | T::TimestampTz) && to == T::Time)
+        || matches!((from, to), (T::Time, T::Interval) | (T::Interval, T::Time))
+        || matches!((from, to), (T::Json, T::Jsonb) | (T::Jsonb, T::Json))
+        || (from == T::Jsonb && (to.is_numeric() || to == T::Bool))
 }
