@@ -373,7 +373,7 @@ impl Router {
         }
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         target: &Target,
         sql: String,
@@ -591,6 +591,7 @@ fn combine_values(a: Value, b: Value, how: Combine) -> Result<Value> {
         (Value::Int(x), Value::Float(y), Combine::Sum)
         | (Value::Float(y), Value::Int(x), Combine::Sum) => Value::Float(x as f64 + y),
         (Value::Float(x), Value::Float(y), Combine::Sum) => Value::Float(x + y),
+        (Value::Numeric(x), Value::Numeric(y), Combine::Sum) => Value::Numeric(x.add(y)?),
         (a, b, Combine::Min) => {
             if b.total_cmp(&a).is_lt() {
                 b

@@ -19,6 +19,7 @@ use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
 };
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -31,6 +32,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::PgWireFrontendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use protocol::error::{Error, Result, sqlstate};
 use protocol::message::{Isolation, TxnSpec};
 use protocol::schema::{QueryResult, ResultColumn};
@@ -81,6 +83,101 @@ impl Frontend {
         client
             .session_extensions()
             .get_or_insert_with(Session::default)
+    }
+
+    /// Starts COPY FROM STDIN (the data follows in CopyData messages, see `CopyHandler`) or
+    /// runs COPY TO STDOUT.
+    async fn copy(&self, session: &Session, stmt: &Statement) -> Result<Response> {
+        let cmd = crate::copy::command(stmt)?;
+        let format = match cmd.opts.format {
+            crate::copy::format::Format::Binary => 1,
+            _ => 0,
+        };
+        if let Some(query) = &cmd.query {
+            let select = engine::sql::parse(query)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::internal("empty COPY query"))?;
+            let result = self.run(session, &select, &[]).await?;
+            let columns = result.columns.len();
+            let mut chunks = crate::copy::encode_rows(&cmd, &result);
+            // A header travels with the first row, so the "COPY n" count stays the row count.
+            if chunks.len() > result.rows.len() && chunks.len() > 1 {
+                let header = chunks.remove(0);
+                let mut first = header.to_vec();
+                first.extend_from_slice(&chunks[0]);
+                chunks[0] = first.into();
+            }
+            // (pgwire appends the binary trailer itself.)
+            let data = stream::iter(chunks.into_iter().map(|data| Ok(CopyData::new(data))));
+            return Ok(Response::CopyOut(pgwire::api::results::CopyResponse::new(
+                format, columns, data,
+            )));
+        }
+        let in_block = {
+            let guard = session.txn.lock().await;
+            match guard.as_ref() {
+                Some(t) if t.failed => return Err(Error::in_failed_transaction()),
+                Some(_) => true,
+                None => false,
+            }
+        };
+        let copy = crate::copy::CopyIn::start(&self.router, &cmd, in_block)?;
+        let columns = copy.columns();
+        *session.copy.lock().await = Some(copy);
+        Ok(Response::CopyIn(pgwire::api::results::CopyResponse::new(
+            format,
+            columns,
+            stream::empty(),
+        )))
+    }
+
+    /// Ends a COPY FROM: commits its own transaction, or marks the client's block failed.
+    async fn copy_end(
+        &self,
+        session: &Session,
+        mut copy: crate::copy::CopyIn,
+        error: Option<Error>,
+    ) -> Result<u64> {
+        let outcome = match error {
+            Some(e) => Err(e),
+            None => match copy.own.take() {
+                Some(mut own) => {
+                    let r = copy.done(&self.router, &mut own).await;
+                    copy.own = Some(own);
+                    r
+                }
+                None => {
+                    let mut guard = session.txn.lock().await;
+                    match guard.as_mut() {
+                        Some(txn) => copy.done(&self.router, txn).await,
+                        None => Err(Error::internal("COPY lost its transaction")),
+                    }
+                }
+            },
+        };
+        match (copy.own.take(), outcome) {
+            (Some(own), Ok(n)) => {
+                self.router.end_transaction(&own, true).await?;
+                Ok(n)
+            }
+            (Some(own), Err(e)) => {
+                let _ = self.router.end_transaction(&own, false).await;
+                Err(e)
+            }
+            (None, Ok(n)) => Ok(n),
+            (None, Err(e)) => {
+                let mut guard = session.txn.lock().await;
+                if let Some(txn) = guard.as_mut() {
+                    txn.failed = true;
+                    if txn.savepoints.is_empty() {
+                        let _ = self.router.end_transaction(txn, false).await;
+                        txn.touched.clear();
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// VACUUM and ANALYZE (see `maintenance`): checked as PostgreSQL checks them, then done.
@@ -422,7 +519,8 @@ impl Frontend {
                 | Statement::Commit { .. }
                 | Statement::Rollback { .. }
                 | Statement::Savepoint { .. }
-                | Statement::ReleaseSavepoint { .. },
+                | Statement::ReleaseSavepoint { .. }
+                | Statement::Copy { .. },
             )
             | None => (Vec::new(), Vec::new()),
             Some(Statement::ShowVariable { variable }) => {
@@ -550,12 +648,26 @@ impl SimpleQueryHandler for Frontend {
                 Err(e) => Response::Error(Box::new(error_info(e))),
             }]);
         }
-        let stmts = match engine::sql::parse(query) {
+        let stmts = match engine::sql::parse(&crate::copy::normalize_options(query)) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(e)))]),
         };
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
+            if let Statement::Copy { to, .. } = stmt {
+                match self.copy(&session, stmt).await {
+                    Ok(r) => out.push(r),
+                    Err(e) => {
+                        out.push(Response::Error(Box::new(error_info(e))));
+                        break;
+                    }
+                }
+                // The rest of the string would run before the COPY's data arrives.
+                if !to {
+                    break;
+                }
+                continue;
+            }
             match self.run(&session, stmt, &[]).await {
                 Ok(result) => out.push(response(result, &Format::UnifiedText)?),
                 Err(e) => {
@@ -593,7 +705,8 @@ impl QueryParser for StatementParser {
                 described: Arc::new(Mutex::new(Some((Vec::new(), Vec::new())))),
             }));
         }
-        let mut stmts = engine::sql::parse(sql).map_err(to_pg_error)?;
+        let mut stmts =
+            engine::sql::parse(&crate::copy::normalize_options(sql)).map_err(to_pg_error)?;
         if stmts.len() > 1 {
             return Err(to_pg_error(Error::syntax(
                 "cannot insert multiple commands into a prepared statement",
@@ -668,6 +781,9 @@ impl ExtendedQueryHandler for Frontend {
         let Some(stmt) = &prepared.stmt else {
             return Ok(Response::EmptyQuery);
         };
+        if let Statement::Copy { .. } = stmt {
+            return self.copy(&session, stmt).await.map_err(to_pg_error);
+        }
         let (described, _) = self.prepared_types(prepared).await.map_err(to_pg_error)?;
         let mut params = Vec::with_capacity(portal.parameter_len());
         for i in 0..portal.parameter_len() {
@@ -786,6 +902,89 @@ fn rand_pid() -> i32 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+#[async_trait]
+impl CopyHandler for Frontend {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = Self::session(client);
+        let mut guard = session.copy.lock().await;
+        let Some(copy) = guard.as_mut() else {
+            return Ok(());
+        };
+        if copy.error.is_some() {
+            return Ok(());
+        }
+        let result = match copy.own.take() {
+            Some(mut own) => {
+                let r = copy.data(&self.router, &mut own, &copy_data.data).await;
+                copy.own = Some(own);
+                r
+            }
+            None => {
+                let mut txn = session.txn.lock().await;
+                match txn.as_mut() {
+                    Some(t) => copy.data(&self.router, t, &copy_data.data).await,
+                    None => Err(Error::internal("COPY lost its transaction")),
+                }
+            }
+        };
+        if let Err(e) = result {
+            // Reported at CopyDone; the rest of the data is read and dropped until then.
+            copy.error = Some(e);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = Self::session(client);
+        let Some(mut copy) = session.copy.lock().await.take() else {
+            return Err(to_pg_error(Error::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "CopyDone without a COPY in progress",
+            )));
+        };
+        let error = copy.error.take();
+        let rows = self
+            .copy_end(&session, copy, error)
+            .await
+            .map_err(to_pg_error)?;
+        let tag = Tag::new("COPY").with_rows(rows as usize);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = Self::session(client);
+        let error = Error::new(
+            sqlstate::QUERY_CANCELED,
+            format!("COPY from stdin failed: {}", fail.message),
+        );
+        match session.copy.lock().await.take() {
+            Some(copy) => match self.copy_end(&session, copy, Some(error.clone())).await {
+                Err(e) => to_pg_error(e),
+                Ok(_) => to_pg_error(error),
+            },
+            None => to_pg_error(error),
+        }
+    }
+}
+
 /// The pgwire handler set for one router.
 pub struct Handlers(pub Arc<Frontend>);
 
@@ -794,6 +993,9 @@ impl PgWireServerHandlers for Handlers {
         self.0.clone()
     }
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.0.clone()
     }
     fn startup_handler(&self) -> Arc<impl StartupHandler> {

@@ -233,7 +233,7 @@ pub struct Planner<'a> {
     pub params: &'a [Value],
 }
 
-fn target(state: &ClusterState, shard: &ShardInfo) -> Result<Target> {
+pub(crate) fn target(state: &ClusterState, shard: &ShardInfo) -> Result<Target> {
     let addr = state.node_addr(shard.primary).ok_or_else(|| {
         Error::connection(format!(
             "primary node {} of shard {} is unknown",
@@ -521,7 +521,7 @@ impl<'a> Planner<'a> {
         let info = TableInfo {
             schema: alt.schema,
             keyspace: table.keyspace.clone(),
-            distribution: table.distribution.clone(),
+            distribution: table.distribution,
             shard_key,
         };
         Ok(Plan::AlterTable {

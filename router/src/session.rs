@@ -60,6 +60,8 @@ pub struct Session {
     /// The open transaction block, if any. Statements of one session run one at a time, so
     /// this lock is never contended; it is async because it is held across shard calls.
     pub txn: tokio::sync::Mutex<Option<SessionTxn>>,
+    /// A COPY FROM STDIN receiving data.
+    pub copy: tokio::sync::Mutex<Option<crate::copy::CopyIn>>,
 }
 
 impl Session {

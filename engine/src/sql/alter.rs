@@ -318,13 +318,12 @@ pub fn alter_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Quer
     Ok(QueryResult::command("ALTER TABLE", 0))
 }
 
+/// A row in its new layout: old key, new key, values.
+type RewrittenRow = (Vec<u8>, Vec<u8>, Vec<Value>);
+
 /// Every row of the table in its new layout, with its old and new key; fails on a NULL in a
 /// column that must have none, or on a duplicate of the new primary key.
-fn new_rows(
-    old: &TableSchema,
-    alt: &Alteration,
-    txn: &dyn WriteTxn,
-) -> Result<Vec<(Vec<u8>, Vec<u8>, Vec<Value>)>> {
+fn new_rows(old: &TableSchema, alt: &Alteration, txn: &dyn WriteTxn) -> Result<Vec<RewrittenRow>> {
     let ctx = Ctx { txn, params: &[] };
     let mut binder = Binder::new(txn);
     let mut defaults = Vec::with_capacity(alt.layout.len());

@@ -16,6 +16,7 @@ mod access;
 mod aggregate;
 pub mod alter;
 mod bind;
+mod copy;
 mod datetime;
 mod ddl;
 mod dml;
@@ -124,6 +125,7 @@ fn prepare_params(params: &[Value], types: &[DataType]) -> Result<Vec<Value>> {
             (Some(t), v) if t.is_integer() || *t == DataType::Float4 || *t == DataType::Float8 => {
                 t.coerce(v.clone())
             }
+            (Some(t), v) if t.accepts_assignment(v) => t.coerce(v.clone()),
             (_, v) => Ok(v.clone()),
         })
         .collect()
@@ -178,6 +180,7 @@ pub fn execute(stmt: &Statement, params: &[Value], txn: &mut dyn WriteTxn) -> Re
         Statement::Drop { .. } => return ddl::drop_table(stmt, txn),
         Statement::Truncate(_) => return ddl::truncate(stmt, txn),
         Statement::AlterTable(_) => return alter::alter_table(stmt, txn),
+        Statement::Copy { .. } => return copy::copy_rows(stmt, params, txn),
         Statement::Query(q) if !q.locks.is_empty() => return locking::run(stmt, q, params, txn),
         _ => {}
     }
