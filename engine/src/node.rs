@@ -62,7 +62,13 @@ pub struct NodeService {
     shards: RwLock<HashMap<ShardId, Hosted>>,
     /// Last LSN each subscriber reported applying, per shard.
     applied: RwLock<HashMap<(ShardId, NodeId), u64>>,
+    /// Parses of statements that came with parameters (prepared statements, whose text
+    /// repeats), so a shard parses each such text once. Syntax only: no catalog state.
+    parsed: Mutex<HashMap<String, Arc<Vec<sql::Statement>>>>,
 }
+
+/// Parsed statement texts kept per node; the cache is emptied when it fills.
+const PARSE_CACHE: usize = 4096;
 
 impl NodeService {
     pub fn new(id: NodeId, data_dir: PathBuf, hlc: Arc<Hlc>, opts: ShardOptions) -> Result<Self> {
@@ -75,6 +81,7 @@ impl NodeService {
             opts,
             shards: RwLock::default(),
             applied: RwLock::default(),
+            parsed: Mutex::default(),
         })
     }
 
@@ -151,7 +158,7 @@ impl NodeService {
     ) -> Result<Response> {
         let Caller { conn, deadline } = caller;
         let hosted = self.hosted_entry(id)?;
-        let stmts = sql::parse(&sql_text)?;
+        let stmts = self.parse(&sql_text, !params.is_empty())?;
         let writes = stmts.iter().any(|s| !sql::is_read_only(s));
         if writes && (!hosted.primary || hosted.epoch != epoch) {
             return Err(Error::new(
@@ -168,7 +175,7 @@ impl NodeService {
         let Some(spec) = spec else {
             let result = tokio::task::spawn_blocking(move || {
                 let mut last = None;
-                for stmt in &stmts {
+                for stmt in stmts.iter() {
                     last = Some(shard.execute_until(stmt, &params, deadline)?);
                 }
                 last.ok_or_else(|| Error::syntax("empty query"))
@@ -202,7 +209,7 @@ impl NodeService {
             })?;
             txn.deadline = deadline;
             let mut last = None;
-            for stmt in &stmts {
+            for stmt in stmts.iter() {
                 match run_shard.execute_in(txn, stmt, &params) {
                     Ok(r) => last = Some(r),
                     Err(e) => {
@@ -318,6 +325,26 @@ impl NodeService {
                 o.shard.rollback(t);
             }
         }
+    }
+
+    /// Parses `sql_text`, through the cache when the statement is parameterised.
+    fn parse(&self, sql_text: &str, cache: bool) -> Result<Arc<Vec<sql::Statement>>> {
+        if !cache {
+            return Ok(Arc::new(sql::parse(sql_text)?));
+        }
+        if let Ok(parsed) = self.parsed.lock()
+            && let Some(hit) = parsed.get(sql_text)
+        {
+            return Ok(hit.clone());
+        }
+        let stmts = Arc::new(sql::parse(sql_text)?);
+        if let Ok(mut parsed) = self.parsed.lock() {
+            if parsed.len() >= PARSE_CACHE {
+                parsed.clear();
+            }
+            parsed.insert(sql_text.to_string(), stmts.clone());
+        }
+        Ok(stmts)
     }
 
     async fn describe(&self, id: ShardId, sql_text: String) -> Result<Response> {

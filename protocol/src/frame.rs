@@ -46,6 +46,22 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T
 }
 
 pub async fn write_raw<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<()> {
+    let mut buf = Vec::with_capacity(4 + body.len());
+    push_raw(&mut buf, body)?;
+    // One write per frame: a separate length write would cost a syscall and a TCP segment.
+    w.write_all(&buf).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Appends one frame (length prefix and body) to `buf`, so several frames can go out in
+/// one write.
+pub fn push_frame<T: Serialize>(buf: &mut Vec<u8>, msg: &T) -> Result<()> {
+    let body = encode(msg)?;
+    push_raw(buf, &body)
+}
+
+fn push_raw(buf: &mut Vec<u8>, body: &[u8]) -> Result<()> {
     let len = u32::try_from(body.len()).map_err(|_| Error::internal("frame too large"))?;
     if body.len() > MAX_FRAME {
         return Err(Error::internal(format!(
@@ -53,9 +69,32 @@ pub async fn write_raw<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<
             body.len()
         )));
     }
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(body).await?;
-    w.flush().await?;
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(body);
+    Ok(())
+}
+
+/// Writes every message queued on `rx` as frames, batching what is queued together into
+/// one write, until the channel closes or a write fails.
+pub async fn write_queued<W, T>(w: &mut W, rx: &mut tokio::sync::mpsc::Receiver<T>) -> Result<()>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let mut buf = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        buf.clear();
+        push_frame(&mut buf, &msg)?;
+        // Responses that finished meanwhile share the write (bounded, to keep latency low).
+        while buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(more) => push_frame(&mut buf, &more)?,
+                Err(_) => break,
+            }
+        }
+        w.write_all(&buf).await?;
+        w.flush().await?;
+    }
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{ClusterSecret, client_handshake, server_handshake};
 use crate::error::{Error, Result};
-use crate::frame::{MAX_FRAME, read_frame, write_frame};
+use crate::frame::{MAX_FRAME, read_frame, write_queued};
 use crate::message::{Request, Response};
 use crate::net;
 
@@ -79,7 +79,9 @@ impl RpcClient {
             .await
             .map_err(|_| Error::connection(format!("timed out connecting to {addr}")))?
             .map_err(|e| Error::new(&e.code, format!("cannot reach {addr}: {}", e.message)))?;
-        let (mut reader, mut writer) = tokio::io::split(stream);
+        let (reader, mut writer) = tokio::io::split(stream);
+        // Buffered: a read syscall brings in every frame that has arrived, not 4 bytes.
+        let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -88,11 +90,7 @@ impl RpcClient {
 
         let write_shared = shared.clone();
         tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
-                if write_frame(&mut writer, &msg).await.is_err() {
-                    break;
-                }
-            }
+            let _ = write_queued(&mut writer, &mut rx).await;
             // Every handle is gone (or the link broke): close our side so the server ends the
             // connection and our reader sees the end of the stream.
             use tokio::io::AsyncWriteExt;
@@ -276,15 +274,12 @@ async fn serve_connection<S: Service>(
     tokio::time::timeout(CONNECT_TIMEOUT, server_handshake(&mut stream, secret))
         .await
         .map_err(|_| Error::protocol("handshake timed out"))??;
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let (tx, mut rx) = mpsc::channel::<(u64, Response)>(1024);
     let mut tasks = tokio::task::JoinSet::new();
     let write_task = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            if write_frame(&mut writer, &msg).await.is_err() {
-                break;
-            }
-        }
+        let _ = write_queued(&mut writer, &mut rx).await;
         use tokio::io::AsyncWriteExt;
         let _ = writer.shutdown().await;
     });

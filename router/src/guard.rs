@@ -174,32 +174,54 @@ async fn read_startup<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 
 /// Relays frontend messages after checking each header; `Err(Some(msg))` is a protocol
 /// violation to report, `Err(None)` a closed connection.
+///
+/// Whatever one read brings in is checked and passed on in one write, so a pipelined
+/// Bind/Execute/Sync costs one syscall each way rather than several per message. Bodies
+/// stream through: a message is never buffered whole, so an oversized one is refused from
+/// its header without being allocated.
 async fn forward_messages<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     r: &mut R,
     w: &mut W,
     max: usize,
 ) -> Result<(), Option<String>> {
+    let mut buf = vec![0u8; 64 * 1024];
     let mut header = [0u8; 5];
+    let mut have = 0usize;
+    // Body bytes of the current message still to pass through.
+    let mut remaining = 0usize;
     loop {
-        if r.read_exact(&mut header).await.is_err() {
-            return Ok(());
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(n) => n,
+        };
+        let mut i = 0;
+        while i < n {
+            if remaining > 0 {
+                let take = remaining.min(n - i);
+                i += take;
+                remaining -= take;
+                continue;
+            }
+            let take = (5 - have).min(n - i);
+            header[have..have + take].copy_from_slice(&buf[i..i + take]);
+            have += take;
+            i += take;
+            if have == 5 {
+                have = 0;
+                let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+                if len < 4 {
+                    return Err(Some(format!("invalid message length {len}")));
+                }
+                if len - 4 > max {
+                    return Err(Some(format!(
+                        "message of {} bytes exceeds the limit of {max} bytes",
+                        len - 4
+                    )));
+                }
+                remaining = len - 4;
+            }
         }
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        if len < 4 {
-            return Err(Some(format!("invalid message length {len}")));
-        }
-        if len - 4 > max {
-            return Err(Some(format!(
-                "message of {} bytes exceeds the limit of {max} bytes",
-                len - 4
-            )));
-        }
-        w.write_all(&header).await.map_err(|_| None)?;
-        let mut body = (&mut *r).take((len - 4) as u64);
-        let copied = tokio::io::copy(&mut body, w).await.map_err(|_| None)?;
-        if copied != (len - 4) as u64 {
-            return Ok(());
-        }
+        w.write_all(&buf[..n]).await.map_err(|_| None)?;
     }
 }
 
