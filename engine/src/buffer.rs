@@ -74,6 +74,8 @@ pub struct Locking<'a> {
     pub latest: &'a LatestRow<'a>,
     /// The shard's clock, which also hands out row ids (see `WriteTxn::next_rowid`).
     pub hlc: &'a protocol::clock::Hlc,
+    /// Set when the client cancels the running statement: lock waits end with 57014.
+    pub cancelled: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// A transaction's view for one statement.
@@ -108,7 +110,9 @@ impl<'a> TxnView<'a> {
 
     fn lock(&self, table: &str, key: &[u8]) -> Result<()> {
         match &self.locking {
-            Some(l) => l.locks.acquire(l.txn, table, key, l.timeout),
+            Some(l) => l
+                .locks
+                .acquire_or_cancel(l.txn, table, key, l.timeout, l.cancelled),
             None => Ok(()),
         }
     }
@@ -282,7 +286,8 @@ impl TxnView<'_> {
         if self.set.wrote(table, key) || self.set.fresh.contains(table) {
             return Ok(RowLock::Unchanged);
         }
-        l.locks.acquire(l.txn, table, key, timeout)?;
+        l.locks
+            .acquire_or_cancel(l.txn, table, key, timeout, l.cancelled)?;
         let latest = (l.latest)(table, key)?;
         if latest == self.base.get_raw(table, key)? {
             return Ok(RowLock::Unchanged);

@@ -41,6 +41,18 @@ impl LockTable {
         key: &[u8],
         timeout: Option<Duration>,
     ) -> Result<()> {
+        self.acquire_or_cancel(txn, table, key, timeout, None)
+    }
+
+    /// As `acquire`, giving up with 57014 once `cancelled` is set (the client cancelled).
+    pub fn acquire_or_cancel(
+        &self,
+        txn: TxnId,
+        table: &str,
+        key: &[u8],
+        timeout: Option<Duration>,
+        cancelled: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<()> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let lock_key = (table.to_string(), key.to_vec());
         let mut state = self
@@ -63,6 +75,12 @@ impl LockTable {
                     .with_detail(format!(
                         "Transaction {txn} waits for transaction {holder}, which waits for it."
                     )));
+            }
+            if cancelled.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst)) {
+                return Err(Error::new(
+                    sqlstate::QUERY_CANCELED,
+                    "canceling statement due to user request",
+                ));
             }
             state.waits_for.insert(txn, holder);
             let wait = match deadline {

@@ -43,6 +43,8 @@ struct Hosted {
 struct Caller {
     conn: u64,
     deadline: Option<std::time::Instant>,
+    /// Set when the router forwards the client's cancel of this statement.
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A client transaction open on one of this node's shards, owned by the connection that
@@ -156,7 +158,11 @@ impl NodeService {
         spec: Option<TxnSpec>,
         caller: Caller,
     ) -> Result<Response> {
-        let Caller { conn, deadline } = caller;
+        let Caller {
+            conn,
+            deadline,
+            cancelled,
+        } = caller;
         let hosted = self.hosted_entry(id)?;
         let stmts = self.parse(&sql_text, !params.is_empty())?;
         let writes = stmts.iter().any(|s| !sql::is_read_only(s));
@@ -176,7 +182,12 @@ impl NodeService {
             let result = tokio::task::spawn_blocking(move || {
                 let mut last = None;
                 for stmt in stmts.iter() {
-                    last = Some(shard.execute_until(stmt, &params, deadline)?);
+                    last = Some(shard.execute_until(
+                        stmt,
+                        &params,
+                        deadline,
+                        Some(cancelled.clone()),
+                    )?);
                 }
                 last.ok_or_else(|| Error::syntax("empty query"))
             })
@@ -208,6 +219,7 @@ impl NodeService {
                 Error::new(sqlstate::IN_FAILED_SQL_TRANSACTION, "current transaction is aborted, commands ignored until end of transaction block")
             })?;
             txn.deadline = deadline;
+            txn.cancelled = Some(cancelled.clone());
             let mut last = None;
             for stmt in stmts.iter() {
                 match run_shard.execute_in(txn, stmt, &params) {
@@ -518,6 +530,7 @@ impl Service for NodeService {
                     Caller {
                         conn: reply.conn,
                         deadline,
+                        cancelled: reply.cancelled.clone(),
                     },
                 )
                 .await

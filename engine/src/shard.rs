@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,8 @@ pub struct Transaction {
     pub failed: bool,
     /// The running statement's statement_timeout deadline.
     pub deadline: Option<Instant>,
+    /// Set when the client cancels the running statement (see `Request::Cancel`).
+    pub cancelled: Option<Arc<AtomicBool>>,
 }
 
 impl Transaction {
@@ -452,6 +454,7 @@ impl Shard {
             savepoints: Vec::new(),
             failed: false,
             deadline: None,
+            cancelled: None,
         }
     }
 
@@ -563,6 +566,7 @@ impl Shard {
             timeout: Some(wait),
             latest: &latest,
             hlc: &self.hlc,
+            cancelled: t.cancelled.as_deref(),
         };
         let reads = (t.isolation == Isolation::Serializable).then_some(&mut t.reads);
         let mut view = TxnView::new(snap, &mut t.set, Some(locking), reads);
@@ -574,6 +578,18 @@ impl Shard {
         let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
         if result.is_ok() && past_deadline() {
             return Err(Error::statement_timeout());
+        }
+        // Checked after the statement and before any commit: a cancelled statement never
+        // commits, so the client's 57014 is the truth.
+        if result.is_ok()
+            && t.cancelled
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+        {
+            return Err(Error::new(
+                sqlstate::QUERY_CANCELED,
+                "canceling statement due to user request",
+            ));
         }
         result.map_err(|e| {
             if e.code == sqlstate::LOCK_NOT_AVAILABLE
@@ -672,7 +688,7 @@ impl Shard {
     /// Runs one statement as its own transaction; a serialization failure is retried here,
     /// invisibly to the client.
     pub fn execute(&self, stmt: &Statement, params: &[Value]) -> Result<QueryResult> {
-        self.execute_until(stmt, params, None)
+        self.execute_until(stmt, params, None, None)
     }
 
     /// As `execute`, failing with 57014 (and committing nothing) once `deadline` passes.
@@ -681,12 +697,14 @@ impl Shard {
         stmt: &Statement,
         params: &[Value],
         deadline: Option<Instant>,
+        cancelled: Option<Arc<AtomicBool>>,
     ) -> Result<QueryResult> {
         let mut attempt = 0;
         loop {
             let id = AUTOCOMMIT_IDS.fetch_add(1, Ordering::Relaxed) | (1 << 63);
             let mut t = self.begin(id, Isolation::ReadCommitted, false, None);
             t.deadline = deadline;
+            t.cancelled = cancelled.clone();
             let outcome = match self.execute_in(&mut t, stmt, params) {
                 Ok(result) => self.commit(t).map(|_| result),
                 Err(e) => {

@@ -90,6 +90,10 @@ pub enum Request {
     MetaStatus,
     /// Meta: an openraft RPC between voters, bincode-encoded by the replication crate.
     Raft { kind: RaftKind, body: Vec<u8> },
+    /// The caller stopped waiting for request `id` of this connection (the client cancelled
+    /// its statement): stop it if it still runs. No response; the request still answers,
+    /// with its real outcome (57014 if it stopped before committing).
+    Cancel { id: u64 },
 }
 
 /// A client transaction as a shard sees it.

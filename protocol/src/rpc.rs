@@ -169,6 +169,8 @@ impl RpcClient {
     }
 
     /// Sends a request and waits for its single response; `Response::Error` becomes `Err`.
+    /// Under a [`CANCEL`] signal that fires, the server is asked to stop the request, and
+    /// the call still waits for its real outcome.
     pub async fn call(&self, req: Request) -> Result<Response> {
         let (tx, rx) = oneshot::channel();
         let id = self.register(Waiter::Once(tx))?;
@@ -176,10 +178,20 @@ impl RpcClient {
             .send((id, req))
             .await
             .map_err(|_| Error::connection("connection closed"))?;
-        match rx
-            .await
-            .map_err(|_| Error::connection("connection closed"))?
-        {
+        let response = match CANCEL.try_with(Arc::clone) {
+            Err(_) => rx.await,
+            Ok(signal) => {
+                tokio::pin!(rx);
+                tokio::select! {
+                    r = &mut rx => r,
+                    _ = signal.fired() => {
+                        let _ = self.outgoing.try_send((0, Request::Cancel { id }));
+                        rx.await
+                    }
+                }
+            }
+        };
+        match response.map_err(|_| Error::connection("connection closed"))? {
             Response::Error(e) => Err(e),
             other => Ok(other),
         }
@@ -197,12 +209,47 @@ impl RpcClient {
     }
 }
 
+tokio::task_local! {
+    /// The cancel signal of the client statement the current task runs: calls made under
+    /// it forward a cancel to the server that runs them.
+    pub static CANCEL: Arc<CancelSignal>;
+}
+
+/// A one-shot signal that a client cancelled its statement.
+#[derive(Default)]
+pub struct CancelSignal {
+    fired: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl CancelSignal {
+    pub fn fire(&self) {
+        self.fired.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once `fire` was called (at once if it already was).
+    pub async fn fired(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.fired.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// A handle for answering one request (several times, for a stream).
 pub struct Replier {
     id: u64,
     tx: mpsc::Sender<(u64, Response)>,
     /// The connection the request came on (unique within this server).
     pub conn: u64,
+    /// Set when the caller sends `Request::Cancel` for this request.
+    pub cancelled: Arc<AtomicBool>,
 }
 
 impl Replier {
@@ -278,6 +325,8 @@ async fn serve_connection<S: Service>(
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let (tx, mut rx) = mpsc::channel::<(u64, Response)>(1024);
     let mut tasks = tokio::task::JoinSet::new();
+    // Cancel flags of the requests in flight, by request id (see `Request::Cancel`).
+    let mut cancels: HashMap<u64, std::sync::Weak<AtomicBool>> = HashMap::new();
     let write_task = tokio::spawn(async move {
         let _ = write_queued(&mut writer, &mut rx).await;
         use tokio::io::AsyncWriteExt;
@@ -295,10 +344,22 @@ async fn serve_connection<S: Service>(
             break Ok(());
         }
         let Some((id, req)) = frame else { break Ok(()) };
+        if let Request::Cancel { id: target } = req {
+            if let Some(flag) = cancels.get(&target).and_then(std::sync::Weak::upgrade) {
+                flag.store(true, Ordering::SeqCst);
+            }
+            continue;
+        }
+        if cancels.len() > 1024 {
+            cancels.retain(|_, f| f.strong_count() > 0);
+        }
+        let cancelled = Arc::new(AtomicBool::new(false));
+        cancels.insert(id, Arc::downgrade(&cancelled));
         let replier = Replier {
             id,
             tx: tx.clone(),
             conn,
+            cancelled,
         };
         tasks.spawn(service.clone().handle(req, replier));
     };

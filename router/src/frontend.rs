@@ -14,11 +14,13 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::{Sink, SinkExt, stream};
 use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
 };
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -32,6 +34,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::PgWireFrontendMessage;
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use protocol::error::{Error, Result, sqlstate};
 use protocol::message::{Isolation, TxnSpec};
@@ -69,6 +72,8 @@ fn error_info(e: Error) -> ErrorInfo {
 pub struct Frontend {
     router: Arc<Router>,
     parser: Arc<StatementParser>,
+    /// Sessions by backend pid, with the secret a CancelRequest must present.
+    cancels: Mutex<std::collections::HashMap<i32, (Bytes, std::sync::Weak<Session>)>>,
 }
 
 impl Frontend {
@@ -76,6 +81,7 @@ impl Frontend {
         Arc::new(Frontend {
             router,
             parser: Arc::new(StatementParser),
+            cancels: Mutex::default(),
         })
     }
 
@@ -543,6 +549,25 @@ async fn with_timeout(
     session: &Session,
     run: impl std::future::Future<Output = Result<QueryResult>>,
 ) -> Result<QueryResult> {
+    // A CancelRequest is forwarded to every shard the statement is waiting on (see
+    // `protocol::rpc::CANCEL`); the statement then ends with its real outcome, which is
+    // 57014 unless it had already committed, so the client is never told "cancelled"
+    // about a write that took effect.
+    let signal = Arc::new(protocol::rpc::CancelSignal::default());
+    let cancelled = session.cancel.notified();
+    let run = protocol::rpc::CANCEL.scope(signal.clone(), run);
+    let run = async {
+        tokio::pin!(cancelled);
+        tokio::pin!(run);
+        cancelled.as_mut().enable();
+        tokio::select! {
+            r = &mut run => r,
+            _ = cancelled => {
+                signal.fire();
+                run.await
+            }
+        }
+    };
     let ms = session
         .get("statement_timeout")
         .and_then(|v| parse_millis(&v))
@@ -882,10 +907,16 @@ impl StartupHandler for Frontend {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
             let pid = rand_pid();
-            client.set_pid_and_secret_key(
-                pid,
-                pgwire::messages::startup::SecretKey::I32(pid.wrapping_mul(7919)),
-            );
+            // The secret is random: knowing a pid must not be enough to cancel its queries.
+            let secret = pgwire::messages::startup::SecretKey::I32(rand::random::<i32>());
+            if let Ok(mut cancels) = self.cancels.lock() {
+                cancels.retain(|_, (_, s)| s.strong_count() > 0);
+                cancels.insert(
+                    pid,
+                    (secret.to_bytes(), Arc::downgrade(&Self::session(client))),
+                );
+            }
+            client.set_pid_and_secret_key(pid, secret);
             let mut params = DefaultServerParameterProvider::default();
             params.server_version = "15.0 (Tessera)".to_string();
             params.application_name = client.metadata().get("application_name").cloned();
@@ -985,6 +1016,20 @@ impl CopyHandler for Frontend {
     }
 }
 
+#[async_trait]
+impl CancelHandler for Frontend {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let session = self.cancels.lock().ok().and_then(|c| {
+            c.get(&request.pid)
+                .filter(|(secret, _)| *secret == request.secret_key.to_bytes())
+                .and_then(|(_, s)| s.upgrade())
+        });
+        if let Some(session) = session {
+            session.cancel.notify_waiters();
+        }
+    }
+}
+
 /// The pgwire handler set for one router.
 pub struct Handlers(pub Arc<Frontend>);
 
@@ -993,6 +1038,9 @@ impl PgWireServerHandlers for Handlers {
         self.0.clone()
     }
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         self.0.clone()
     }
     fn copy_handler(&self) -> Arc<impl CopyHandler> {

@@ -60,6 +60,9 @@ pub struct Session {
     /// The open transaction block, if any. Statements of one session run one at a time, so
     /// this lock is never contended; it is async because it is held across shard calls.
     pub txn: tokio::sync::Mutex<Option<SessionTxn>>,
+    /// Signalled by a CancelRequest for this session: the running statement (if any) ends
+    /// with 57014. Waiters only, no stored permit: a cancel between statements does nothing.
+    pub cancel: tokio::sync::Notify,
     /// A COPY FROM STDIN receiving data.
     pub copy: tokio::sync::Mutex<Option<crate::copy::CopyIn>>,
 }
