@@ -506,7 +506,25 @@ impl Router {
         with_rows: bool,
     ) -> Result<(MemTables, Statement)> {
         let state = self.meta.state();
-        let live = if with_rows && views.iter().any(|v| v != "tessera.nodes") {
+        // Catalog functions become subqueries over catalog relations, which are then read too.
+        let stmt = &crate::catalog::rewrite(stmt);
+        let mut views = views.to_vec();
+        for t in crate::plan::relations(stmt) {
+            if crate::names::is_system(&t) && !views.contains(&t) {
+                views.push(t);
+            }
+        }
+        let views = &views;
+        let ctx = crate::catalog::tables::Ctx {
+            state: &state,
+            user: crate::catalog::USER,
+            database: crate::catalog::DATABASE,
+        };
+        let live = if with_rows
+            && views
+                .iter()
+                .any(|v| v == "tessera.shards" || v == "tessera.replication")
+        {
             status::collect(&state, &self.pool).await
         } else {
             Vec::new()
@@ -517,7 +535,8 @@ impl Router {
                 "tessera.nodes" => status::nodes_view(&state),
                 "tessera.shards" => status::shards_view(&live),
                 "tessera.replication" => status::replication_view(&live),
-                other => return Err(Error::undefined_table(other)),
+                other => crate::catalog::tables::build(other, &ctx)
+                    .ok_or_else(|| Error::undefined_table(other))?,
             };
             mem.add_table(schema);
             if with_rows {

@@ -1,5 +1,6 @@
 //! SQL names as PostgreSQL resolves them: unquoted identifiers fold to lower case, `public.`
-//! is the default schema, and `tessera.` holds the router's system views.
+//! is the default schema, `tessera.` holds the router's system views, and `pg_catalog.` /
+//! `information_schema.` the system catalogs (see `catalog`).
 
 use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
 
@@ -30,6 +31,8 @@ pub fn table_name(name: &ObjectName) -> String {
     }
 }
 
+/// A relation the router answers itself: a `tessera.*` view or a system catalog
+/// (`pg_catalog.*`, searched before `public` as in PostgreSQL, and `information_schema.*`).
 pub fn is_system(table: &str) -> bool {
-    table.starts_with("tessera.")
+    table.starts_with("tessera.") || crate::catalog::is_catalog(table)
 }

@@ -797,6 +797,16 @@ impl<'a> Planner<'a> {
     }
 
     fn plan_by_tables(&self, stmt: &Statement) -> Result<Plan> {
+        // A catalog query (or one without tables, which may call catalog functions) is planned
+        // as rewritten: its empty parts no longer read anything.
+        let rewritten;
+        let before = relations(stmt);
+        let stmt = if before.is_empty() || before.iter().any(|t| crate::catalog::is_catalog(t)) {
+            rewritten = crate::catalog::rewrite(stmt);
+            &rewritten
+        } else {
+            stmt
+        };
         let relations = relations(stmt);
         let ctes = cte_names(stmt);
         let tables: Vec<String> = relations

@@ -471,6 +471,27 @@ impl<'a> Binder<'a> {
                 (x, Some(to))
             }
             A::Function(f) => self.function(f)?,
+            // Tessera compares text bytewise, which is the "C" collation (and its default).
+            A::Collate { expr, collation } => {
+                let parts = name_parts(collation)?;
+                let name = match parts.as_slice() {
+                    [n] | [_, n] => n.as_str(),
+                    _ => "",
+                };
+                if !matches!(
+                    name,
+                    "default" | "C" | "POSIX" | "c" | "posix" | "ucs_basic"
+                ) {
+                    return Err(Error::new(
+                        "42704",
+                        format!(
+                            "collation \"{}\" for encoding \"UTF8\" does not exist",
+                            parts.join(".")
+                        ),
+                    ));
+                }
+                self.expr(expr)?
+            }
             A::Interval(iv) => self.interval_literal(iv)?,
             A::Extract { field, expr, .. } => {
                 let name = match field {
@@ -718,6 +739,43 @@ impl<'a> Binder<'a> {
     }
 
     fn binary(&mut self, l: &ast::Expr, op: &B, r: &ast::Expr) -> Result<(Expr, Ty)> {
+        // `OPERATOR(pg_catalog.~)` is the builtin operator `~`.
+        if let B::PGCustomBinaryOperator(parts) = op
+            && let [schema, name] = parts.as_slice()
+            && schema.eq_ignore_ascii_case("pg_catalog")
+        {
+            let builtin = match name.as_str() {
+                "~" => B::PGRegexMatch,
+                "~*" => B::PGRegexIMatch,
+                "!~" => B::PGRegexNotMatch,
+                "!~*" => B::PGRegexNotIMatch,
+                "=" => B::Eq,
+                "<>" => B::NotEq,
+                "<" => B::Lt,
+                "<=" => B::LtEq,
+                ">" => B::Gt,
+                ">=" => B::GtEq,
+                "+" => B::Plus,
+                "-" => B::Minus,
+                "*" => B::Multiply,
+                "/" => B::Divide,
+                "||" => B::StringConcat,
+                _ => op.clone(),
+            };
+            if builtin != *op {
+                return self.binary(l, &builtin, r);
+            }
+        }
+        let regex = match op {
+            B::PGRegexMatch => Some("textregexeq"),
+            B::PGRegexNotMatch => Some("textregexne"),
+            B::PGRegexIMatch => Some("texticregexeq"),
+            B::PGRegexNotIMatch => Some("texticregexne"),
+            _ => None,
+        };
+        if let Some(f) = regex {
+            return self.scalar_call(f, &[l.clone(), r.clone()]);
+        }
         let bool_ty = Some(DataType::Bool);
         let cmp = |op: &B| -> Option<CmpOp> {
             Some(match op {

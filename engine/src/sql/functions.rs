@@ -70,6 +70,19 @@ pub enum Func {
     },
     /// `@>`; `<@` with the arguments swapped.
     JsonContains,
+    // System catalog information (see the end of this file).
+    /// `~`, `~*`, `!~`, `!~*` (PostgreSQL's textregexeq and friends).
+    RegexMatch {
+        icase: bool,
+        negate: bool,
+    },
+    FormatType,
+    EncodingToChar,
+    ArrayToString,
+    /// obj_description and friends: Tessera stores no comments.
+    NoDescription,
+    CurrentSchema,
+    CurrentSchemas,
 }
 
 /// The kind of value an argument must be.
@@ -231,6 +244,40 @@ fn resolve_typed(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
                 return Err(no());
             }
             ok(Func::Age, vec![Some(T::Timestamp); args.len()], T::Interval)
+        }
+        ("textregexeq" | "textregexne" | "texticregexeq" | "texticregexne", 2) => {
+            if !text_ok(first) || !text_ok(second) {
+                return Err(no());
+            }
+            let func = Func::RegexMatch {
+                icase: name.starts_with("texticregex"),
+                negate: name.ends_with("ne"),
+            };
+            ok(func, vec![Some(T::Text), Some(T::Text)], T::Bool)
+        }
+        ("format_type", 2) if args.iter().all(int_ok) => ok(
+            Func::FormatType,
+            vec![Some(T::Int8), Some(T::Int4)],
+            T::Text,
+        ),
+        ("pg_encoding_to_char", 1) if int_ok(&first) => {
+            ok(Func::EncodingToChar, vec![Some(T::Int4)], T::Text)
+        }
+        ("array_to_string", 2 | 3) if args.iter().all(|t| text_ok(*t)) => ok(
+            Func::ArrayToString,
+            vec![Some(T::Text); args.len()],
+            T::Text,
+        ),
+        ("obj_description" | "shobj_description", 1 | 2) | ("col_description", 2)
+            if int_ok(&first) =>
+        {
+            let mut types = vec![Some(T::Int8)];
+            types.extend(args.iter().skip(1).map(|t| t.or(Some(T::Text))));
+            ok(Func::NoDescription, types, T::Text)
+        }
+        ("current_schema", 0) => ok(Func::CurrentSchema, vec![], T::Text),
+        ("current_schemas", 1) if first.is_none_or(|t| t == T::Bool) => {
+            ok(Func::CurrentSchemas, vec![Some(T::Bool)], T::Text)
         }
         ("jsonb_typeof" | "json_typeof" | "jsonb_array_length" | "json_array_length", 1) => {
             let want = if name.starts_with("jsonb") {
@@ -443,6 +490,17 @@ impl Func {
                     a
                 });
             }
+            Func::FormatType => {
+                let typmod = match args.get(1) {
+                    Some(Value::Int(t)) => Some(*t),
+                    _ => None,
+                };
+                return Ok(match args.first() {
+                    Some(Value::Int(oid)) => Value::Text(format_type(*oid, typmod)),
+                    _ => Value::Null,
+                });
+            }
+            Func::NoDescription => return Ok(Value::Null),
             _ => {}
         }
         if args.iter().any(Value::is_null) {
@@ -660,9 +718,48 @@ impl Func {
                 }
                 Value::Float(a.sqrt())
             }
-            Func::Concat | Func::ConcatWs | Func::Greatest | Func::Least | Func::NullIf => {
-                Value::Null
+            Func::Concat
+            | Func::ConcatWs
+            | Func::Greatest
+            | Func::Least
+            | Func::NullIf
+            | Func::FormatType
+            | Func::NoDescription => Value::Null,
+            Func::RegexMatch { icase, negate } => {
+                let (mut s, mut p) = (text(&arg(0)), text(&arg(1)));
+                if *icase {
+                    s = s.to_lowercase();
+                    p = p.to_lowercase();
+                }
+                Value::Bool(regex::is_match(&p, &s)? != *negate)
             }
+            Func::EncodingToChar => Value::Text(
+                match int(&arg(0))? {
+                    0 => "SQL_ASCII",
+                    6 => "UTF8",
+                    8 => "LATIN1",
+                    _ => "",
+                }
+                .into(),
+            ),
+            Func::ArrayToString => {
+                let items = parse_text_array(&text(&arg(0)))?;
+                let null = args.get(2).map(text);
+                let parts: Vec<String> = items
+                    .into_iter()
+                    .filter_map(|i| i.or_else(|| null.clone()))
+                    .collect();
+                Value::Text(parts.join(&text(&arg(1))))
+            }
+            Func::CurrentSchema => Value::Text("public".into()),
+            Func::CurrentSchemas => Value::Text(
+                if matches!(arg(0), Value::Bool(true)) {
+                    "{pg_catalog,public}"
+                } else {
+                    "{public}"
+                }
+                .into(),
+            ),
             Func::Now => Value::TimestampTz(dt::now_micros()),
             Func::LocalTimestamp => Value::Timestamp(dt::now_micros()),
             Func::CurrentDate => Value::Date(dt::now_micros().div_euclid(dt::USECS_PER_DAY) as i32),
@@ -770,5 +867,478 @@ impl Func {
                 Value::Bool(json::contains(&json::parse(&a)?, &json::parse(&b)?, true))
             }
         })
+    }
+}
+
+/// Element type OIDs of the array types `format_type` names, and the names of the non-SQL
+/// types the system catalogs use.
+const ARRAY_TYPES: &[(u32, u32)] = &[
+    (1000, 16),
+    (1001, 17),
+    (1002, 18),
+    (1003, 19),
+    (1016, 20),
+    (1005, 21),
+    (1007, 23),
+    (1009, 25),
+    (1028, 26),
+    (199, 114),
+    (1021, 700),
+    (1022, 701),
+    (1014, 1042),
+    (1015, 1043),
+    (1182, 1082),
+    (1183, 1083),
+    (1115, 1114),
+    (1185, 1184),
+    (1187, 1186),
+    (1231, 1700),
+    (2210, 2205),
+    (2211, 2206),
+    (2951, 2950),
+    (3807, 3802),
+];
+
+const OTHER_TYPES: &[(u32, &str)] = &[
+    (18, "\"char\""),
+    (19, "name"),
+    (22, "int2vector"),
+    (24, "regproc"),
+    (26, "oid"),
+    (30, "oidvector"),
+    (194, "pg_node_tree"),
+    (705, "unknown"),
+    (1033, "aclitem"),
+    (2205, "regclass"),
+    (2206, "regtype"),
+    (2249, "record"),
+    (2278, "void"),
+    (4089, "regnamespace"),
+];
+
+/// PostgreSQL's `format_type(oid, typmod)`: the SQL name of a type, with its modifier.
+pub fn format_type(oid: i64, typmod: Option<i64>) -> String {
+    let Ok(oid) = u32::try_from(oid) else {
+        return "???".into();
+    };
+    if let Some((_, elem)) = ARRAY_TYPES.iter().find(|(a, _)| *a == oid) {
+        return format!("{}[]", format_type(i64::from(*elem), typmod));
+    }
+    if let Some((_, name)) = OTHER_TYPES.iter().find(|(o, _)| *o == oid) {
+        return (*name).into();
+    }
+    let Some(base) = DataType::from_oid(oid) else {
+        return "???".into();
+    };
+    // A modifier below 4 (or none) means "no modifier"; PostgreSQL keeps VARHDRSZ in it.
+    let m = typmod
+        .filter(|t| *t >= 4)
+        .and_then(|t| u32::try_from(t - 4).ok());
+    let t = match (base, m) {
+        (DataType::Varchar(_), Some(n)) => DataType::Varchar(Some(n)),
+        (DataType::Bpchar(_), Some(n)) => DataType::Bpchar(Some(n)),
+        (DataType::Bpchar(_), None) if typmod.is_none() => return "character".into(),
+        (DataType::Numeric(_), Some(m)) => DataType::Numeric(Some((m >> 16, m & 0xffff))),
+        (t, _) => t,
+    };
+    t.name()
+}
+
+/// The elements of an array in PostgreSQL's text form (`{a,"b c",NULL}`); `None` is NULL.
+pub fn parse_text_array(s: &str) -> Result<Vec<Option<String>>> {
+    let bad = || {
+        Error::new(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("malformed array literal: \"{s}\""),
+        )
+    };
+    let inner = s
+        .trim()
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .ok_or_else(bad)?;
+    let mut out = Vec::new();
+    if inner.trim().is_empty() {
+        return Ok(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let mut quoted = false;
+        if chars.peek() == Some(&'"') {
+            quoted = true;
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => item.push(chars.next().ok_or_else(bad)?),
+                    Some(c) => item.push(c),
+                    None => return Err(bad()),
+                }
+            }
+        }
+        for c in chars.by_ref() {
+            if c == ',' {
+                break;
+            }
+            if !quoted {
+                item.push(c);
+            }
+        }
+        let item = if quoted {
+            Some(item)
+        } else {
+            let t = item.trim();
+            (!t.eq_ignore_ascii_case("null")).then(|| t.to_string())
+        };
+        out.push(item);
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// POSIX regular expressions as `~` uses them (search, not whole-string match): literals,
+/// `.`, bracket classes, `^`, `$`, groups with `|`, and the quantifiers `* + ? {m,n}`, with
+/// the escapes `\d \w \s` (and their negations). A backtracking matcher with a step budget.
+mod regex {
+    use protocol::{Error, Result};
+
+    const MAX_STEPS: usize = 1_000_000;
+    const MAX_INPUT: usize = 1_000_000;
+    /// Nested matching steps (each consumed character of a repetition nests one deeper).
+    const MAX_DEPTH: usize = 2_000;
+
+    enum Node {
+        Char(char),
+        Any,
+        Class(Vec<(char, char)>, bool),
+        Start,
+        End,
+        Group(Vec<Vec<Node>>),
+        Repeat(Box<Node>, usize, Option<usize>),
+    }
+
+    fn invalid(msg: &str) -> Error {
+        Error::new("2201B", format!("invalid regular expression: {msg}"))
+    }
+
+    fn class_escape(c: char) -> Option<(Vec<(char, char)>, bool)> {
+        let digit = vec![('0', '9')];
+        let word = vec![('a', 'z'), ('A', 'Z'), ('0', '9'), ('_', '_')];
+        let space = vec![(' ', ' '), ('\t', '\r')];
+        Some(match c {
+            'd' => (digit, false),
+            'D' => (digit, true),
+            'w' => (word, false),
+            'W' => (word, true),
+            's' => (space, false),
+            'S' => (space, true),
+            _ => return None,
+        })
+    }
+
+    struct Parser {
+        p: Vec<char>,
+        i: usize,
+        depth: usize,
+    }
+
+    impl Parser {
+        fn alt(&mut self) -> Result<Vec<Vec<Node>>> {
+            self.depth += 1;
+            if self.depth > 100 {
+                return Err(invalid("nesting too deep"));
+            }
+            let mut alts = vec![Vec::new()];
+            while let Some(&c) = self.p.get(self.i) {
+                if c == ')' {
+                    break;
+                }
+                self.i += 1;
+                let atom = match c {
+                    '|' => {
+                        alts.push(Vec::new());
+                        continue;
+                    }
+                    '.' => Node::Any,
+                    '^' => Node::Start,
+                    '$' => Node::End,
+                    '(' => {
+                        if self.p.get(self.i..self.i + 2) == Some(&['?', ':']) {
+                            self.i += 2;
+                        }
+                        let g = self.alt()?;
+                        if self.p.get(self.i) != Some(&')') {
+                            return Err(invalid("parentheses () not balanced"));
+                        }
+                        self.i += 1;
+                        Node::Group(g)
+                    }
+                    '[' => self.class()?,
+                    '\\' => {
+                        let e = *self
+                            .p
+                            .get(self.i)
+                            .ok_or_else(|| invalid("invalid escape \\ sequence"))?;
+                        self.i += 1;
+                        match class_escape(e) {
+                            Some((ranges, neg)) => Node::Class(ranges, neg),
+                            None => Node::Char(match e {
+                                'n' => '\n',
+                                't' => '\t',
+                                other => other,
+                            }),
+                        }
+                    }
+                    '*' | '+' | '?' | '{' => {
+                        return Err(invalid("quantifier operand invalid"));
+                    }
+                    c => Node::Char(c),
+                };
+                let atom = self.quantified(atom)?;
+                if let Some(seq) = alts.last_mut() {
+                    seq.push(atom);
+                }
+            }
+            self.depth -= 1;
+            Ok(alts)
+        }
+
+        fn quantified(&mut self, mut atom: Node) -> Result<Node> {
+            loop {
+                let (min, max) = match self.p.get(self.i) {
+                    Some('*') => (0, None),
+                    Some('+') => (1, None),
+                    Some('?') => (0, Some(1)),
+                    Some('{') => {
+                        let close = self.p[self.i..]
+                            .iter()
+                            .position(|&c| c == '}')
+                            .ok_or_else(|| invalid("braces {} not balanced"))?;
+                        let body: String = self.p[self.i + 1..self.i + close].iter().collect();
+                        let num = |s: &str| {
+                            s.trim()
+                                .parse::<usize>()
+                                .ok()
+                                .filter(|n| *n <= 255)
+                                .ok_or_else(|| invalid("invalid repetition count(s)"))
+                        };
+                        let bounds = match body.split_once(',') {
+                            None => (num(&body)?, Some(num(&body)?)),
+                            Some((a, b)) if b.trim().is_empty() => (num(a)?, None),
+                            Some((a, b)) => (num(a)?, Some(num(b)?)),
+                        };
+                        self.i += close;
+                        bounds
+                    }
+                    _ => return Ok(atom),
+                };
+                self.i += 1;
+                atom = Node::Repeat(Box::new(atom), min, max);
+            }
+        }
+
+        fn class(&mut self) -> Result<Node> {
+            let mut neg = false;
+            if self.p.get(self.i) == Some(&'^') {
+                neg = true;
+                self.i += 1;
+            }
+            let mut ranges = Vec::new();
+            let mut first = true;
+            loop {
+                let c = *self
+                    .p
+                    .get(self.i)
+                    .ok_or_else(|| invalid("brackets [] not balanced"))?;
+                self.i += 1;
+                if c == ']' && !first {
+                    return Ok(Node::Class(ranges, neg));
+                }
+                first = false;
+                let lo = if c == '\\' {
+                    let e = *self
+                        .p
+                        .get(self.i)
+                        .ok_or_else(|| invalid("brackets [] not balanced"))?;
+                    self.i += 1;
+                    if let Some((r, false)) = class_escape(e) {
+                        ranges.extend(r);
+                        continue;
+                    }
+                    e
+                } else {
+                    c
+                };
+                if self.p.get(self.i) == Some(&'-')
+                    && self.p.get(self.i + 1).is_some_and(|&c| c != ']')
+                {
+                    let hi = self.p[self.i + 1];
+                    self.i += 2;
+                    if hi < lo {
+                        return Err(invalid("invalid character range"));
+                    }
+                    ranges.push((lo, hi));
+                } else {
+                    ranges.push((lo, lo));
+                }
+            }
+        }
+    }
+
+    struct Matcher<'a> {
+        t: &'a [char],
+        steps: usize,
+        depth: usize,
+    }
+
+    impl Matcher<'_> {
+        fn seq(
+            &mut self,
+            nodes: &[Node],
+            i: usize,
+            k: &mut dyn FnMut(&mut Self, usize) -> Result<bool>,
+        ) -> Result<bool> {
+            match nodes.split_first() {
+                None => k(self, i),
+                Some((n, rest)) => self.node(n, i, &mut |m, j| m.seq(rest, j, k)),
+            }
+        }
+
+        fn node(
+            &mut self,
+            n: &Node,
+            i: usize,
+            k: &mut dyn FnMut(&mut Self, usize) -> Result<bool>,
+        ) -> Result<bool> {
+            self.steps += 1;
+            if self.steps > MAX_STEPS {
+                return Err(Error::new(
+                    "54001",
+                    "regular expression is too complex for this input",
+                ));
+            }
+            if self.depth > MAX_DEPTH {
+                return Err(Error::new(
+                    "54001",
+                    "regular expression is too complex for this input",
+                ));
+            }
+            self.depth += 1;
+            let r = self.node_inner(n, i, k);
+            self.depth -= 1;
+            r
+        }
+
+        fn node_inner(
+            &mut self,
+            n: &Node,
+            i: usize,
+            k: &mut dyn FnMut(&mut Self, usize) -> Result<bool>,
+        ) -> Result<bool> {
+            let c = self.t.get(i).copied();
+            match n {
+                Node::Char(x) => Ok(c == Some(*x) && k(self, i + 1)?),
+                Node::Any => Ok(c.is_some() && k(self, i + 1)?),
+                Node::Class(ranges, neg) => Ok(match c {
+                    Some(c) => {
+                        ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *neg
+                            && k(self, i + 1)?
+                    }
+                    None => false,
+                }),
+                Node::Start => Ok(i == 0 && k(self, i)?),
+                Node::End => Ok(i == self.t.len() && k(self, i)?),
+                Node::Group(alts) => {
+                    for seq in alts {
+                        if self.seq(seq, i, k)? {
+                            return Ok(true);
+                        }
+                    }
+                    Ok(false)
+                }
+                Node::Repeat(inner, min, max) => self.repeat(inner, *min, *max, 0, i, k),
+            }
+        }
+
+        fn repeat(
+            &mut self,
+            n: &Node,
+            min: usize,
+            max: Option<usize>,
+            count: usize,
+            i: usize,
+            k: &mut dyn FnMut(&mut Self, usize) -> Result<bool>,
+        ) -> Result<bool> {
+            if max.is_none_or(|m| count < m)
+                && self.node(n, i, &mut |m, j| {
+                    // An iteration that consumes nothing ends the repetition.
+                    Ok((j != i || count < min) && m.repeat(n, min, max, count + 1, j, k)?)
+                })?
+            {
+                return Ok(true);
+            }
+            Ok(count >= min && k(self, i)?)
+        }
+    }
+
+    /// Whether `pattern` matches anywhere in `text`.
+    pub fn is_match(pattern: &str, text: &str) -> Result<bool> {
+        let mut p = Parser {
+            p: pattern.chars().collect(),
+            i: 0,
+            depth: 0,
+        };
+        let alts = p.alt()?;
+        if p.i != p.p.len() {
+            return Err(invalid("parentheses () not balanced"));
+        }
+        // A pattern without operators is a substring search.
+        if !pattern.contains(|c: char| "\\.[]()|^$*+?{}".contains(c)) {
+            return Ok(text.contains(pattern));
+        }
+        let t: Vec<char> = text.chars().collect();
+        if t.len() > MAX_INPUT {
+            return Err(Error::new("54000", "regular expression input is too long"));
+        }
+        let mut m = Matcher {
+            t: &t,
+            steps: 0,
+            depth: 0,
+        };
+        let re = vec![Node::Group(alts)];
+        for start in 0..=t.len() {
+            if m.seq(&re, start, &mut |_, _| Ok(true))? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::is_match;
+
+        #[test]
+        fn psql_patterns() {
+            assert!(is_match("^(t)$", "t").unwrap());
+            assert!(!is_match("^(t)$", "t_pkey").unwrap());
+            assert!(is_match("^pg_", "pg_toast").unwrap());
+            assert!(!is_match("^pg_toast", "public").unwrap());
+            assert!(is_match("^(t.*)$", "tab").unwrap());
+            assert!(is_match("a[0-9]+b|x", "za12b").unwrap());
+            assert!(is_match("^a{2,3}$", "aaa").unwrap());
+            assert!(!is_match("^a{2,3}$", "aaaa").unwrap());
+            assert!(is_match("^(a*)*$", "aaaa").unwrap());
+            assert!(is_match("\\d", "x1").unwrap());
+            assert!(is_match("[^a-c]", "abcd").unwrap());
+            assert!(is_match("(x|)y", "y").unwrap());
+            assert!(is_match("(a|ab)(c|bcd)(d*)$", "abcd").unwrap());
+            assert!(is_match("(", "x").is_err());
+        }
     }
 }

@@ -1,0 +1,419 @@
+//! PostgreSQL's system catalogs (`pg_catalog`) and `information_schema`, answered by the
+//! router from the cluster map, like the `tessera.*` views: each relation a query reads is
+//! materialised in `MemTables` and the engine's executor runs the query over them.
+//!
+//! Before that, `rewrite` turns the catalog functions that need catalog data
+//! (`pg_get_userbyid`, `pg_table_is_visible`, `pg_get_indexdef`, `::regclass`, …) into
+//! subqueries over those relations, and replaces every query that inner-joins a relation
+//! Tessera keeps empty (policies, publications, inheritance, …) by an empty query of the
+//! same shape: its result is empty whatever its select list, which may use SQL the engine
+//! does not have (arrays, set-returning functions).
+
+pub mod tables;
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    self, Expr, FunctionArguments, ObjectNamePart, Query, SelectItem, SetExpr, Statement,
+    TableFactor, Value as AstValue, VisitMut, VisitorMut,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::names::{ident, table_name};
+
+/// The database and the role the catalogs report (Tessera has one of each).
+pub const DATABASE: &str = "tessera";
+pub const USER: &str = "tessera";
+
+/// True if `name` (as `names::table_name` returns it) is a catalog relation.
+pub fn is_catalog(name: &str) -> bool {
+    tables::lookup(name).is_some()
+}
+
+/// Rewrites catalog functions and casts into SQL the engine evaluates, and empty queries into
+/// trivially empty ones.
+pub fn rewrite(stmt: &Statement) -> Statement {
+    let mut stmt = stmt.clone();
+    let _ = stmt.visit(&mut Rewriter);
+    stmt
+}
+
+struct Rewriter;
+
+fn parse_expr(sql: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .ok()?
+        .parse_expr()
+        .ok()
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The unqualified, case-folded name of a function or type, if it is unqualified or in
+/// pg_catalog.
+fn catalog_name(name: &ast::ObjectName) -> Option<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => ident(i),
+            ObjectNamePart::Function(f) => ident(&f.name),
+        })
+        .collect();
+    match parts.as_slice() {
+        [n] => Some(n.clone()),
+        [s, n] if s == "pg_catalog" => Some(n.clone()),
+        _ => None,
+    }
+}
+
+fn string_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            AstValue::SingleQuotedString(s) | AstValue::EscapedStringLiteral(s) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn function_args(f: &ast::Function) -> Option<Vec<&Expr>> {
+    match &f.args {
+        FunctionArguments::None => Some(Vec::new()),
+        FunctionArguments::List(l) => l
+            .args
+            .iter()
+            .map(|a| match a {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            })
+            .collect(),
+        FunctionArguments::Subquery(_) => None,
+    }
+}
+
+/// The replacement SQL for a catalog function call.
+fn function_sql(name: &str, args: &[&Expr]) -> Option<String> {
+    let a = |i: usize| args.get(i).map(|e| format!("({e})"));
+    Some(match (name, args.len()) {
+        ("pg_get_userbyid", 1) => {
+            let x = a(0)?;
+            format!(
+                "COALESCE((SELECT tessera_u.rolname FROM pg_catalog.pg_authid tessera_u \
+                 WHERE tessera_u.oid = {x}), 'unknown (OID=' || CAST({x} AS TEXT) || ')')"
+            )
+        }
+        ("pg_table_is_visible", 1) => format!(
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_class tessera_v WHERE tessera_v.oid = {} \
+             AND tessera_v.relnamespace IN ({}, {}))",
+            a(0)?,
+            tables::PG_CATALOG,
+            tables::PUBLIC
+        ),
+        ("pg_type_is_visible", 1) => format!(
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_type tessera_v WHERE tessera_v.oid = {})",
+            a(0)?
+        ),
+        ("pg_get_expr", 2 | 3) => format!("CAST({} AS TEXT)", a(0)?),
+        ("pg_get_indexdef", 1 | 3) | ("pg_get_constraintdef", 1 | 2) => {
+            let pretty = args.len() > 1 && args.last().is_some_and(|p| p.to_string() != "false");
+            format!(
+                "(SELECT tessera_d.{} FROM pg_catalog.tessera_objdefs tessera_d \
+                 WHERE tessera_d.oid = {})",
+                if pretty { "pretty" } else { "def" },
+                a(0)?
+            )
+        }
+        ("pg_get_viewdef", 1 | 2) => "CAST(NULL AS TEXT)".into(),
+        ("pg_relation_is_publishable", 1) => "false".into(),
+        ("current_database", 0) => quote_literal(DATABASE),
+        ("current_user" | "session_user" | "user" | "current_role", 0) => quote_literal(USER),
+        _ => return None,
+    })
+}
+
+/// The replacement SQL for `x::type` with a catalog type.
+fn cast_sql(type_name: &str, x: &Expr) -> Option<String> {
+    let lit = string_literal(x);
+    let name_of = |s: &str| -> String {
+        // 'public.t' and '"T"' name relations as SQL does.
+        let last = s.rsplit('.').next().unwrap_or(s);
+        match last.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+            Some(q) => q.to_string(),
+            None => last.to_lowercase(),
+        }
+    };
+    Some(match (type_name, lit) {
+        ("regclass", Some(s)) => format!(
+            "(SELECT tessera_c.oid FROM pg_catalog.pg_class tessera_c \
+             WHERE tessera_c.relname = {})",
+            quote_literal(&name_of(s))
+        ),
+        ("regclass", None) => format!(
+            "COALESCE((SELECT tessera_c.relname FROM pg_catalog.pg_class tessera_c \
+             WHERE tessera_c.oid = ({x})), CAST(({x}) AS TEXT))"
+        ),
+        ("regtype", Some(s)) => format!(
+            "(SELECT tessera_t.oid FROM pg_catalog.pg_type tessera_t \
+             WHERE tessera_t.typname = {l} OR pg_catalog.format_type(tessera_t.oid, NULL) = {l})",
+            l = quote_literal(&s.trim().to_lowercase())
+        ),
+        ("regtype", None) => format!("pg_catalog.format_type(({x}), NULL)"),
+        ("regnamespace", Some(s)) => format!(
+            "(SELECT tessera_n.oid FROM pg_catalog.pg_namespace tessera_n \
+             WHERE tessera_n.nspname = {})",
+            quote_literal(&name_of(s))
+        ),
+        ("regnamespace", None) => format!(
+            "COALESCE((SELECT tessera_n.nspname FROM pg_catalog.pg_namespace tessera_n \
+             WHERE tessera_n.oid = ({x})), CAST(({x}) AS TEXT))"
+        ),
+        ("oid", _) => format!("CAST(({x}) AS BIGINT)"),
+        ("regproc" | "regprocedure" | "name" | "char" | "int2vector" | "oidvector", _) => {
+            format!("CAST(({x}) AS TEXT)")
+        }
+        _ => return None,
+    })
+}
+
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "string_agg",
+    "array_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+];
+
+/// True if the select list calls an aggregate (of this query level, not of a subquery).
+fn has_aggregate(items: &[SelectItem]) -> bool {
+    struct Finder {
+        depth: usize,
+        found: bool,
+    }
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if self.depth == 0
+                && let Expr::Function(f) = e
+                && catalog_name(&f.name).is_some_and(|n| AGGREGATES.contains(&n.as_str()))
+            {
+                self.found = true;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut finder = Finder {
+        depth: 0,
+        found: false,
+    };
+    let _ = ast::Visit::visit(&items.to_vec(), &mut finder);
+    finder.found
+}
+
+fn relation_is_empty(t: &TableFactor) -> bool {
+    match t {
+        TableFactor::Table { name, .. } => {
+            let n = table_name(name);
+            let rel = n.rsplit('.').next().unwrap_or(&n);
+            is_catalog(&n) && tables::ALWAYS_EMPTY.contains(&rel)
+        }
+        TableFactor::Derived { subquery, .. } => query_is_empty(subquery),
+        TableFactor::NestedJoin {
+            table_with_joins, ..
+        } => from_is_empty(table_with_joins),
+        _ => false,
+    }
+}
+
+fn from_is_empty(t: &ast::TableWithJoins) -> bool {
+    use ast::JoinOperator as J;
+    relation_is_empty(&t.relation)
+        || t.joins.iter().any(|j| {
+            matches!(j.join_operator, J::Join(_) | J::Inner(_) | J::CrossJoin(_))
+                && relation_is_empty(&j.relation)
+        })
+}
+
+fn is_false(e: &Option<Expr>) -> bool {
+    matches!(e, Some(Expr::Value(v)) if v.value == AstValue::Boolean(false))
+}
+
+fn set_is_empty(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(s) => {
+            if is_false(&s.selection) && s.from.is_empty() {
+                return true;
+            }
+            let grouped =
+                !matches!(&s.group_by, ast::GroupByExpr::Expressions(e, _) if e.is_empty());
+            if !grouped && (s.having.is_some() || has_aggregate(&s.projection)) {
+                return false;
+            }
+            s.from.iter().any(from_is_empty)
+        }
+        SetExpr::Query(q) => query_is_empty(q),
+        SetExpr::SetOperation {
+            op, left, right, ..
+        } => match op {
+            ast::SetOperator::Union => set_is_empty(left) && set_is_empty(right),
+            ast::SetOperator::Intersect => set_is_empty(left) || set_is_empty(right),
+            ast::SetOperator::Except | ast::SetOperator::Minus => set_is_empty(left),
+        },
+        _ => false,
+    }
+}
+
+fn query_is_empty(q: &Query) -> bool {
+    set_is_empty(&q.body)
+}
+
+/// The output column names of a query, or `None` if they cannot be told from its text.
+fn output_names(body: &SetExpr) -> Option<Vec<String>> {
+    match body {
+        SetExpr::Select(s) => s
+            .projection
+            .iter()
+            .map(|item| match item {
+                SelectItem::ExprWithAlias { alias, .. } => Some(ident(alias)),
+                SelectItem::UnnamedExpr(e) => Some(expr_name(e)),
+                _ => None,
+            })
+            .collect(),
+        SetExpr::Query(q) => output_names(&q.body),
+        SetExpr::SetOperation { left, .. } => output_names(left),
+        _ => None,
+    }
+}
+
+fn expr_name(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(i) => ident(i),
+        Expr::CompoundIdentifier(p) => p.last().map(ident).unwrap_or_default(),
+        Expr::Function(f) => catalog_name(&f.name).unwrap_or_else(|| "?column?".into()),
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => expr_name(expr),
+        _ => "?column?".into(),
+    }
+}
+
+impl VisitorMut for Rewriter {
+    type Break = ();
+
+    fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+        let trivially = matches!(q.body.as_ref(), SetExpr::Select(s) if s.from.is_empty() && is_false(&s.selection));
+        if trivially || !query_is_empty(q) {
+            return ControlFlow::Continue(());
+        }
+        let Some(names) = output_names(&q.body) else {
+            return ControlFlow::Continue(());
+        };
+        let cols: Vec<String> = names
+            .iter()
+            .map(|n| format!("NULL AS \"{}\"", n.replace('"', "\"\"")))
+            .collect();
+        let sql = format!("SELECT {} WHERE false", cols.join(", "));
+        if let Ok(Statement::Query(empty)) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_statement())
+        {
+            q.body = empty.body;
+            q.order_by = None;
+            q.limit_clause = None;
+            q.fetch = None;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        let replacement = match e {
+            Expr::Subquery(q) if query_is_empty(q) => Some("NULL".to_string()),
+            Expr::Exists { subquery, negated } if query_is_empty(subquery) => {
+                Some(negated.to_string())
+            }
+            Expr::In {
+                target: ast::InTarget::Subquery(subquery),
+                negated,
+                ..
+            } if query_is_empty(subquery) => Some(negated.to_string()),
+            Expr::Function(f) => match (&f.args, catalog_name(&f.name)) {
+                (FunctionArguments::Subquery(q), Some(n)) if n == "array" => {
+                    query_is_empty(q).then(|| "'{}'".to_string())
+                }
+                (_, Some(n)) => function_args(f).and_then(|args| function_sql(&n, &args)),
+                _ => None,
+            },
+            Expr::Cast {
+                expr, data_type, ..
+            } => match data_type {
+                ast::DataType::Regclass => cast_sql("regclass", expr),
+                ast::DataType::Custom(name, mods) if mods.is_empty() => {
+                    catalog_name(name).and_then(|n| cast_sql(&n, expr))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(new) = replacement.as_deref().and_then(parse_expr) {
+            *e = new;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(sql: &str) -> String {
+        let stmt = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_statement())
+            .unwrap();
+        rewrite(&stmt).to_string()
+    }
+
+    #[test]
+    fn empty_relations_prune_queries() {
+        assert_eq!(
+            rw(
+                "SELECT pubname, NULL FROM pg_catalog.pg_publication p JOIN pg_class c ON true ORDER BY 1"
+            ),
+            "SELECT NULL AS \"pubname\", NULL AS \"?column?\" WHERE false"
+        );
+        let out = rw(
+            "SELECT pubname, (SELECT string_agg(attname, ', ') FROM pg_catalog.generate_series(0, 1) s, pg_catalog.pg_attribute WHERE attnum = prattrs[s]) FROM pg_catalog.pg_publication p UNION SELECT pubname, NULL FROM pg_publication ORDER BY 1",
+        );
+        assert!(!out.contains("generate_series"), "{out}");
+        assert_eq!(
+            rw(
+                "SELECT ARRAY(SELECT b.rolname FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON (m.roleid = b.oid)) AS memberof FROM pg_roles"
+            ),
+            "SELECT '{}' AS memberof FROM pg_roles"
+        );
+        // Aggregates over an empty relation still produce a row.
+        assert_eq!(
+            rw("SELECT count(*) FROM pg_policy"),
+            "SELECT count(*) FROM pg_policy"
+        );
+    }
+}
