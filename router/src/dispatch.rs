@@ -163,6 +163,7 @@ impl Router {
             written: Default::default(),
             failed: false,
             savepoints: Vec::new(),
+            created: Vec::new(),
         };
         admit(&plan, &mut txn)?;
         let outcome = match plan {

@@ -223,7 +223,13 @@ impl Frontend {
             }
             Statement::ShowVariable { variable } => {
                 let name: Vec<String> = variable.iter().map(names::ident).collect();
-                let name = name.join(".");
+                let name = match name.join(".").as_str() {
+                    // SQL-standard spellings PostgreSQL accepts.
+                    "transaction.isolation.level" => "transaction_isolation".to_string(),
+                    "time.zone" => "timezone".to_string(),
+                    "session.authorization" => "session_authorization".to_string(),
+                    other => other.to_string(),
+                };
                 if name == "all" {
                     let rows = DEFAULTS
                         .iter()
@@ -254,6 +260,9 @@ impl Frontend {
                     affected: 1,
                 })
             }
+            Statement::Prepare { .. }
+            | Statement::Execute { name: Some(_), .. }
+            | Statement::Deallocate { .. } => self.sql_prepared(session, stmt).await,
             Statement::Discard { .. } => {
                 session.reset_all();
                 Ok(QueryResult::command("DISCARD ALL", 0))
@@ -294,6 +303,20 @@ impl Frontend {
                 match guard.as_mut() {
                     None => with_timeout(session, self.router.execute(stmt, params, None)).await,
                     Some(txn) if txn.failed => Err(Error::in_failed_transaction()),
+                    Some(txn)
+                        if matches!(
+                            stmt,
+                            Statement::CreateTable(_)
+                                | Statement::Drop { .. }
+                                | Statement::AlterTable(_)
+                        ) =>
+                    {
+                        let result = self.ddl_in_block(txn, stmt).await;
+                        if result.is_err() {
+                            txn.failed = true;
+                        }
+                        result
+                    }
                     Some(txn) => {
                         let result = with_timeout(
                             session,
@@ -350,6 +373,7 @@ impl Frontend {
             written: Default::default(),
             failed: false,
             savepoints: Vec::new(),
+            created: Vec::new(),
         });
         Ok(QueryResult::command("BEGIN", 0))
     }
@@ -407,6 +431,7 @@ impl Frontend {
             written: Default::default(),
             failed: false,
             savepoints: Vec::new(),
+            created: Vec::new(),
         };
         self.router.end_transaction(&partial, false).await?;
         self.router
@@ -457,10 +482,123 @@ impl Frontend {
         };
         if txn.failed || !commit {
             self.router.end_transaction(&txn, false).await?;
+            self.drop_created(&txn).await?;
             return Ok(QueryResult::command("ROLLBACK", 0));
         }
         self.router.end_transaction(&txn, true).await?;
         Ok(QueryResult::command("COMMIT", 0))
+    }
+
+    /// Undoes the CREATE TABLEs of a block that rolled back.
+    async fn drop_created(&self, txn: &SessionTxn) -> Result<()> {
+        for name in txn.created.iter().rev() {
+            let drop = engine::sql::parse(&format!(
+                "DROP TABLE IF EXISTS {}",
+                crate::plan::quote_ident(name)
+            ))?;
+            for stmt in &drop {
+                self.router.execute(stmt, &[], None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// CREATE TABLE inside a transaction block. DDL goes through meta and cannot join the
+    /// block's shard transactions, so the table is created at once and dropped again if the
+    /// block rolls back; other sessions may see the empty table before the block ends. A
+    /// DROP TABLE inside a block is accepted only for a table the block created (it could not
+    /// be undone otherwise); other DDL in a block is refused.
+    async fn ddl_in_block(&self, txn: &mut SessionTxn, stmt: &Statement) -> Result<QueryResult> {
+        match stmt {
+            Statement::CreateTable(ct) => {
+                let name = names::table_name(&ct.name);
+                let existed = self.router.meta.state().tables.contains_key(&name);
+                let result = self.router.execute(stmt, &[], None).await?;
+                if !existed && !txn.created.contains(&name) {
+                    txn.created.push(name);
+                }
+                Ok(result)
+            }
+            Statement::Drop {
+                object_type: ast::ObjectType::Table,
+                names: dropped,
+                ..
+            } if dropped
+                .iter()
+                .all(|n| txn.created.contains(&names::table_name(n))) =>
+            {
+                let result = self.router.execute(stmt, &[], None).await?;
+                txn.created
+                    .retain(|c| !dropped.iter().any(|n| names::table_name(n) == *c));
+                Ok(result)
+            }
+            _ => Err(Error::unsupported(
+                "inside a transaction block, only CREATE TABLE (and DROP TABLE of a table the block created) is supported; run other DDL outside the block",
+            )),
+        }
+    }
+
+    /// SQL-level PREPARE / EXECUTE / DEALLOCATE, kept in the session.
+    async fn sql_prepared(&self, session: &Session, stmt: &Statement) -> Result<QueryResult> {
+        match stmt {
+            Statement::Prepare {
+                name, statement, ..
+            } => {
+                let name = names::ident(name);
+                let mut prepared = session
+                    .prepared
+                    .lock()
+                    .map_err(|_| Error::internal("poisoned"))?;
+                if prepared.contains_key(&name) {
+                    return Err(Error::new(
+                        "42P05",
+                        format!("prepared statement \"{name}\" already exists"),
+                    ));
+                }
+                prepared.insert(name, (**statement).clone());
+                Ok(QueryResult::command("PREPARE", 0))
+            }
+            Statement::Execute {
+                name: Some(name),
+                parameters,
+                ..
+            } => {
+                let key = names::table_name(name);
+                let target = session
+                    .prepared
+                    .lock()
+                    .map_err(|_| Error::internal("poisoned"))?
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::new(
+                            "26000",
+                            format!("prepared statement \"{key}\" does not exist"),
+                        )
+                    })?;
+                let params = parameters
+                    .iter()
+                    .map(parameter_value)
+                    .collect::<Result<Vec<_>>>()?;
+                Box::pin(self.run(session, &target, &params)).await
+            }
+            Statement::Deallocate { name, .. } => {
+                let name = names::ident(name);
+                let mut prepared = session
+                    .prepared
+                    .lock()
+                    .map_err(|_| Error::internal("poisoned"))?;
+                if name == "all" {
+                    prepared.clear();
+                } else {
+                    // Names of protocol-level statements (which drivers also DEALLOCATE) live
+                    // in pgwire's store; unknown names are accepted rather than refused.
+                    prepared.remove(&name);
+                }
+                Ok(QueryResult::command("DEALLOCATE", 0))
+            }
+            _ => Err(Error::internal("not a PREPARE/EXECUTE/DEALLOCATE")),
+        }
     }
 
     fn set(&self, session: &Session, set: &ast::Set) -> Result<QueryResult> {
@@ -509,12 +647,30 @@ impl Frontend {
 
     async fn prepared_types(
         &self,
+        session: &Session,
         prepared: &Prepared,
     ) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
         if let Ok(guard) = prepared.described.lock()
             && let Some(d) = guard.as_ref()
         {
             return Ok(d.clone());
+        }
+        // EXECUTE of an SQL-prepared statement returns that statement's rows; not cached,
+        // as PREPARE and DEALLOCATE can change what the name means.
+        if let Some(Statement::Execute {
+            name: Some(name), ..
+        }) = &prepared.stmt
+        {
+            let target = session
+                .prepared
+                .lock()
+                .map_err(|_| Error::internal("poisoned"))?
+                .get(&names::table_name(name))
+                .cloned();
+            return match target {
+                Some(t) => Ok((Vec::new(), self.router.describe(&t).await?.1)),
+                None => Ok((Vec::new(), Vec::new())),
+            };
         }
         let described = match &prepared.stmt {
             // Statements the session answers itself return no rows and take no parameters.
@@ -526,7 +682,9 @@ impl Frontend {
                 | Statement::Rollback { .. }
                 | Statement::Savepoint { .. }
                 | Statement::ReleaseSavepoint { .. }
-                | Statement::Copy { .. },
+                | Statement::Copy { .. }
+                | Statement::Prepare { .. }
+                | Statement::Deallocate { .. },
             )
             | None => (Vec::new(), Vec::new()),
             Some(Statement::ShowVariable { variable }) => {
@@ -583,6 +741,41 @@ async fn with_timeout(
         Ok(result) => result,
         Err(_) => Err(Error::statement_timeout()),
     }
+}
+
+/// The value of an EXECUTE argument: a literal, maybe negated or cast (the statement's
+/// parameter types convert it, as for a bound parameter).
+fn parameter_value(e: &ast::Expr) -> Result<Value> {
+    Ok(match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => match n.parse::<i64>() {
+                Ok(i) => Value::Int(i),
+                Err(_) => Value::Text(n.clone()),
+            },
+            ast::Value::SingleQuotedString(s) => Value::Text(s.clone()),
+            ast::Value::Boolean(b) => Value::Bool(*b),
+            ast::Value::Null => Value::Null,
+            other => {
+                return Err(Error::unsupported(format!(
+                    "EXECUTE argument {other} is not supported"
+                )));
+            }
+        },
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Minus,
+            expr,
+        } => match parameter_value(expr)? {
+            Value::Int(i) => Value::Int(-i),
+            Value::Text(t) => Value::Text(format!("-{t}")),
+            other => other,
+        },
+        ast::Expr::Nested(e) | ast::Expr::Cast { expr: e, .. } => parameter_value(e)?,
+        other => {
+            return Err(Error::unsupported(format!(
+                "EXECUTE argument {other} must be a literal"
+            )));
+        }
+    })
 }
 
 /// Applies `ISOLATION LEVEL …` and `READ ONLY`/`READ WRITE` to a transaction.
@@ -809,7 +1002,10 @@ impl ExtendedQueryHandler for Frontend {
         if let Statement::Copy { .. } = stmt {
             return self.copy(&session, stmt).await.map_err(to_pg_error);
         }
-        let (described, _) = self.prepared_types(prepared).await.map_err(to_pg_error)?;
+        let (described, _) = self
+            .prepared_types(&session, prepared)
+            .await
+            .map_err(to_pg_error)?;
         let mut params = Vec::with_capacity(portal.parameter_len());
         for i in 0..portal.parameter_len() {
             let declared = portal
@@ -837,7 +1033,7 @@ impl ExtendedQueryHandler for Frontend {
 
     async fn do_describe_statement<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         target: &StoredStatement<Prepared>,
     ) -> PgWireResult<DescribeStatementResponse>
     where
@@ -846,8 +1042,9 @@ impl ExtendedQueryHandler for Frontend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let session = Self::session(client);
         let (params, columns) = self
-            .prepared_types(&target.statement)
+            .prepared_types(&session, &target.statement)
             .await
             .map_err(to_pg_error)?;
         let n = params.len().max(target.parameter_types.len());
@@ -870,7 +1067,7 @@ impl ExtendedQueryHandler for Frontend {
 
     async fn do_describe_portal<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         target: &Portal<Prepared>,
     ) -> PgWireResult<DescribePortalResponse>
     where
@@ -879,8 +1076,9 @@ impl ExtendedQueryHandler for Frontend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let session = Self::session(client);
         let (_, columns) = self
-            .prepared_types(&target.statement.statement)
+            .prepared_types(&session, &target.statement.statement)
             .await
             .map_err(to_pg_error)?;
         let format = &target.result_column_format;

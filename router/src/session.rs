@@ -45,6 +45,9 @@ pub struct SessionTxn {
     pub failed: bool,
     /// Open SAVEPOINTs, oldest first, with the shards touched and written when each was set.
     pub savepoints: Vec<SavepointMark>,
+    /// Tables CREATEd inside this block: created at once (DDL goes through meta) and dropped
+    /// again if the block rolls back.
+    pub created: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +66,8 @@ pub struct Session {
     /// Signalled by a CancelRequest for this session: the running statement (if any) ends
     /// with 57014. Waiters only, no stored permit: a cancel between statements does nothing.
     pub cancel: tokio::sync::Notify,
+    /// Statements prepared with SQL PREPARE, by name.
+    pub prepared: Mutex<BTreeMap<String, sqlparser::ast::Statement>>,
     /// A COPY FROM STDIN receiving data.
     pub copy: tokio::sync::Mutex<Option<crate::copy::CopyIn>>,
 }

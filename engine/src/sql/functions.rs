@@ -82,6 +82,7 @@ pub enum Func {
     /// obj_description and friends: Tessera stores no comments.
     NoDescription,
     CurrentSchema,
+    Version,
     CurrentSchemas,
 }
 
@@ -276,6 +277,7 @@ fn resolve_typed(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
             ok(Func::NoDescription, types, T::Text)
         }
         ("current_schema", 0) => ok(Func::CurrentSchema, vec![], T::Text),
+        ("version", 0) => ok(Func::Version, vec![], T::Text),
         ("current_schemas", 1) if first.is_none_or(|t| t == T::Bool) => {
             ok(Func::CurrentSchemas, vec![Some(T::Bool)], T::Text)
         }
@@ -752,6 +754,12 @@ impl Func {
                 Value::Text(parts.join(&text(&arg(1))))
             }
             Func::CurrentSchema => Value::Text("public".into()),
+            // Drivers and ORMs parse "PostgreSQL <major>.<minor>" from this to pick dialects.
+            Func::Version => Value::Text(format!(
+                "PostgreSQL 15.0 (Tessera {}) on {}-unknown-linux-gnu, compiled by rustc, 64-bit",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::ARCH
+            )),
             Func::CurrentSchemas => Value::Text(
                 if matches!(arg(0), Value::Bool(true)) {
                     "{pg_catalog,public}"

@@ -390,6 +390,7 @@ impl CopyIn {
             written: Default::default(),
             failed: false,
             savepoints: Vec::new(),
+            created: Vec::new(),
         });
         Ok(CopyIn {
             decoder: Decoder::new(cmd.opts.clone()),
