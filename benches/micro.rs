@@ -1,5 +1,6 @@
 //! Micro benchmarks of the hot paths: key and frame encoding, a shard's point read, a
-//! single-row commit and a 10k-row range scan. Run: `cargo bench --bench micro`.
+//! single-row commit, a 10k-row range scan, a 10k × 10k hash join, a 100k-row grouped
+//! aggregate, and the router's planning of a point query. Run: `cargo bench --bench micro`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -78,9 +79,100 @@ fn shard(c: &mut Criterion) {
             shard.execute(&insert, &[Value::Int(next)]).expect("runs")
         })
     });
+    // Two 10k-row tables joined on a non-key column (a hash join), and a 100k-row table
+    // grouped into 100 groups.
+    run("CREATE TABLE ja (id bigint PRIMARY KEY, g bigint, v text)");
+    run("CREATE TABLE jb (id bigint PRIMARY KEY, g bigint, w bigint)");
+    for t in ["ja", "jb"] {
+        let rows: Vec<String> = (0..10_000)
+            .map(|i| match t {
+                "ja" => format!("({i}, {}, 'v{i}')", (i * 7919) % 10_000),
+                _ => format!("({i}, {}, {})", (i * 7919) % 10_000, i % 97),
+            })
+            .collect();
+        for chunk in rows.chunks(1000) {
+            run(&format!("INSERT INTO {t} VALUES {}", chunk.join(", ")));
+        }
+    }
+    let join = engine::sql::parse("SELECT count(*), sum(jb.w) FROM ja JOIN jb ON ja.g = jb.g")
+        .expect("parses")
+        .remove(0);
+    c.bench_function("shard/hash_join_10k_x_10k", |b| {
+        b.iter(|| shard.execute(&join, &[]).expect("runs"))
+    });
+    run("CREATE TABLE grp (id bigint PRIMARY KEY, g bigint, v bigint)");
+    let rows: Vec<String> = (0..100_000)
+        .map(|i| format!("({i}, {}, {i})", i % 100))
+        .collect();
+    for chunk in rows.chunks(2000) {
+        run(&format!("INSERT INTO grp VALUES {}", chunk.join(", ")));
+    }
+    let group = engine::sql::parse("SELECT g, count(*), sum(v) FROM grp GROUP BY g")
+        .expect("parses")
+        .remove(0);
+    c.bench_function("shard/group_by_100k", |b| {
+        b.iter(|| shard.execute(&group, &[]).expect("runs"))
+    });
     drop(shard);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, encoding, shard);
+fn router_planning(c: &mut Criterion) {
+    use protocol::cluster::*;
+    let mut state = ClusterState::default();
+    state.nodes.insert(
+        1,
+        NodeInfo {
+            id: 1,
+            addr: "127.0.0.1:1".into(),
+        },
+    );
+    state.keyspaces.insert(
+        DEFAULT_KEYSPACE.into(),
+        KeyspaceInfo {
+            name: DEFAULT_KEYSPACE.into(),
+            shard_count: 4,
+            replication_factor: 1,
+        },
+    );
+    for (i, range) in protocol::hash::split_space(4).into_iter().enumerate() {
+        state.shards.insert(
+            i as u32,
+            ShardInfo {
+                id: i as u32,
+                keyspace: DEFAULT_KEYSPACE.into(),
+                range,
+                primary: 1,
+                replicas: vec![],
+                epoch: 1,
+            },
+        );
+    }
+    let create = engine::sql::parse("CREATE TABLE accounts (aid int PRIMARY KEY, abalance int)")
+        .expect("parses")
+        .remove(0);
+    let schema = engine::sql::schema_from_create(&create).expect("schema");
+    state.tables.insert(
+        "accounts".into(),
+        TableInfo {
+            schema,
+            keyspace: DEFAULT_KEYSPACE.into(),
+            distribution: Distribution::Sharded,
+            shard_key: vec![0],
+        },
+    );
+    let stmt = engine::sql::parse("SELECT abalance FROM accounts WHERE aid = $1")
+        .expect("parses")
+        .remove(0);
+    let params = [Value::Int(42)];
+    c.bench_function("router/plan_point_query", |b| {
+        b.iter(|| {
+            router::plan::Planner::new(&state, &params)
+                .plan(black_box(&stmt))
+                .expect("plans")
+        })
+    });
+}
+
+criterion_group!(benches, encoding, shard, router_planning);
 criterion_main!(benches);
