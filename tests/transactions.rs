@@ -398,3 +398,86 @@ async fn statement_and_lock_timeouts() {
         "neither timed-out write committed"
     );
 }
+
+/// SELECT … FOR UPDATE SKIP LOCKED, the job-queue pattern: each worker gets the first rows
+/// nobody else holds, without waiting, on one shard and across four (where a worker may lock
+/// up to LIMIT rows on every shard, more than it returns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_locked_hands_each_worker_different_rows() {
+    for shards in [1, 4] {
+        let cluster = start_cluster(2, shards, 1).await;
+        let a = cluster.client().await;
+        let b = cluster.client().await;
+        a.batch_execute(
+            "CREATE TABLE jobs (id int PRIMARY KEY, done bool); \
+             INSERT INTO jobs VALUES (1, false), (2, false), (3, false), (4, false), (5, false)",
+        )
+        .await
+        .unwrap();
+        let take = "SELECT id FROM jobs WHERE NOT done ORDER BY id LIMIT 2 FOR UPDATE SKIP LOCKED";
+        let ids = |rows: Vec<tokio_postgres::Row>| -> Vec<i32> {
+            rows.iter().map(|r| r.get(0)).collect()
+        };
+        a.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(
+            ids(a.query(take, &[]).await.unwrap()),
+            vec![1, 2],
+            "shards={shards}"
+        );
+        b.batch_execute("BEGIN").await.unwrap();
+        let started = std::time::Instant::now();
+        let second = ids(b.query(take, &[]).await.unwrap());
+        assert!(started.elapsed() < Duration::from_secs(2));
+        if shards == 1 {
+            assert_eq!(second, vec![3, 4]);
+        } else {
+            // Across shards each shard locks up to the limit of its own rows, so the first
+            // worker may hold more than it returned: the second gets only rows nobody holds.
+            assert!(second.iter().all(|id| *id > 2), "{second:?}");
+        }
+        // Plain FOR UPDATE NOWAIT on a row a holds still fails at once.
+        let err = b
+            .query("SELECT id FROM jobs WHERE id = 1 FOR UPDATE NOWAIT", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(code(&err), "55P03");
+        b.batch_execute("ROLLBACK").await.unwrap();
+        a.batch_execute("UPDATE jobs SET done = true WHERE id IN (1, 2); COMMIT")
+            .await
+            .unwrap();
+        assert_eq!(ids(b.query(take, &[]).await.unwrap()), vec![3, 4]);
+        drop(cluster);
+    }
+}
+
+/// FOR UPDATE on a table without a primary key locks rows by their hidden row id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_update_locks_rows_of_a_table_without_a_key() {
+    let cluster = start_cluster(1, 1, 1).await;
+    let a = cluster.client().await;
+    let b = cluster.client().await;
+    a.batch_execute("CREATE TABLE nk (v int); INSERT INTO nk VALUES (1), (1), (2)")
+        .await
+        .unwrap();
+    a.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(
+        a.query("SELECT v FROM nk WHERE v = 1 FOR UPDATE", &[])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let err = b
+        .query("SELECT v FROM nk WHERE v = 1 FOR UPDATE NOWAIT", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "55P03");
+    assert_eq!(
+        b.query("SELECT v FROM nk WHERE v = 2 FOR UPDATE NOWAIT", &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    a.batch_execute("ROLLBACK").await.unwrap();
+}

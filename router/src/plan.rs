@@ -969,7 +969,45 @@ impl<'a> Planner<'a> {
                         (_, Some(rel)) => format!("SELECT * FROM {rel}"),
                         _ => format!("SELECT * FROM {}", table.schema.name),
                     };
-                    let fetch_sql = format!("{fetch_sql}{locks}");
+                    // SKIP LOCKED takes rows in the query's order and stops at its limit on
+                    // each shard, so queue workers do not lock rows they will not return.
+                    let bounded = match stmt {
+                        Statement::Query(q)
+                            if q.locks
+                                .iter()
+                                .any(|l| matches!(l.nonblock, Some(ast::NonBlock::SkipLocked))) =>
+                        {
+                            let order = q
+                                .order_by
+                                .as_ref()
+                                .map(|o| format!(" {o}"))
+                                .unwrap_or_default();
+                            let limit = match &q.limit_clause {
+                                Some(ast::LimitClause::LimitOffset {
+                                    limit: Some(limit),
+                                    offset,
+                                    ..
+                                }) => {
+                                    let n = |e: &Expr| match e {
+                                        Expr::Value(v) => match &v.value {
+                                            ast::Value::Number(n, _) => n.parse::<u64>().ok(),
+                                            _ => None,
+                                        },
+                                        _ => None,
+                                    };
+                                    let off = offset.as_ref().map_or(Some(0), |o| n(&o.value));
+                                    match (n(limit), off) {
+                                        (Some(l), Some(o)) => format!(" LIMIT {}", l + o),
+                                        _ => String::new(),
+                                    }
+                                }
+                                _ => String::new(),
+                            };
+                            format!("{order}{limit}")
+                        }
+                        _ => String::new(),
+                    };
+                    let fetch_sql = format!("{fetch_sql}{bounded}{locks}");
                     let fetches = targets
                         .into_iter()
                         .map(|t| Fetch {

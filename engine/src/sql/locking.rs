@@ -10,8 +10,12 @@
 //!    4. run the query itself
 //! ```
 //! FOR SHARE takes the same exclusive row lock as FOR UPDATE: it serialises share lockers
-//! with each other too, which is stricter than PostgreSQL but never weaker. SKIP LOCKED and
-//! locking clauses over joins are refused.
+//! with each other too, which is stricter than PostgreSQL but never weaker. Locking clauses
+//! over joins are refused.
+//!
+//! SKIP LOCKED (the job-queue pattern): candidates are tried in the query's ORDER BY, without
+//! waiting; rows another transaction holds are skipped, and once LIMIT + OFFSET rows are
+//! locked no more are tried. The query then runs over exactly the rows this statement locked.
 
 use protocol::keycode::encode_key;
 use protocol::{Error, Result, Value, sqlstate};
@@ -31,14 +35,10 @@ pub fn run(
     params: &[Value],
     txn: &mut dyn WriteTxn,
 ) -> Result<protocol::schema::QueryResult> {
-    if q.locks
+    let skip_locked = q
+        .locks
         .iter()
-        .any(|l| matches!(l.nonblock, Some(NonBlock::SkipLocked)))
-    {
-        return Err(Error::unsupported(
-            "SELECT … SKIP LOCKED is not supported yet",
-        ));
-    }
+        .any(|l| matches!(l.nonblock, Some(NonBlock::SkipLocked)));
     let nowait = q
         .locks
         .iter()
@@ -66,10 +66,19 @@ pub fn run(
     let (schema, rows) = {
         let mut binder = Binder::new(&*txn);
         let schema = binder.table(name)?;
-        let fetch = match &select.selection {
-            Some(p) => format!("SELECT * FROM {} WHERE {p}", from.relation),
-            None => format!("SELECT * FROM {}", from.relation),
+        // Whole stored rows (with the hidden row id, if the table keys rows by one).
+        let columns = if schema.rowid().is_some() {
+            format!("*, {}", protocol::schema::ROWID_COLUMN)
+        } else {
+            "*".to_string()
         };
+        let mut fetch = match &select.selection {
+            Some(p) => format!("SELECT {columns} FROM {} WHERE {p}", from.relation),
+            None => format!("SELECT {columns} FROM {}", from.relation),
+        };
+        if skip_locked && let Some(order) = &q.order_by {
+            fetch.push_str(&format!(" {order}"));
+        }
         let fetch = super::parse(&fetch)?
             .into_iter()
             .next()
@@ -78,8 +87,26 @@ pub fn run(
         let params = prepare_params(params, &binder.param_types())?;
         (schema, run_plan_read(&plan, &params, &*txn)?.rows)
     };
+    let wanted = if skip_locked { row_limit(q) } else { None };
+    let mut locked: std::collections::HashSet<Vec<u8>> = Default::default();
     for row in &rows {
+        if wanted.is_some_and(|n| locked.len() >= n) {
+            break;
+        }
         let key = encode_key(&schema.key_of(row));
+        if skip_locked {
+            match txn.lock_row_nowait(&schema.name, &key) {
+                Ok(RowLock::Unchanged) => {
+                    locked.insert(key);
+                }
+                Ok(RowLock::Changed(_)) => {
+                    return Err(Error::new(RERUN, "row changed while waiting for its lock"));
+                }
+                Err(e) if e.code == sqlstate::LOCK_NOT_AVAILABLE => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
         let outcome = if nowait {
             txn.lock_row_nowait(&schema.name, &key)
         } else {
@@ -108,8 +135,79 @@ pub fn run(
         Statement::Query(_) => Statement::Query(Box::new(unlocked)),
         other => other.clone(),
     };
+    if skip_locked {
+        let only = OnlyRows {
+            inner: &*txn,
+            table: &schema.name,
+            keys: &locked,
+        };
+        let mut binder = Binder::new(&only);
+        let plan = bind(&stmt, &mut binder)?;
+        let params = prepare_params(params, &binder.param_types())?;
+        return run_plan_read(&plan, &params, &only);
+    }
     let mut binder = Binder::new(&*txn);
     let plan = bind(&stmt, &mut binder)?;
     let params = prepare_params(params, &binder.param_types())?;
     run_plan_read(&plan, &params, &*txn)
+}
+
+/// LIMIT + OFFSET when both are constants: how many rows SKIP LOCKED needs to lock.
+fn row_limit(q: &ast::Query) -> Option<usize> {
+    let number = |e: &ast::Expr| match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse::<usize>().ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    match &q.limit_clause {
+        Some(ast::LimitClause::LimitOffset {
+            limit: Some(limit),
+            offset,
+            ..
+        }) => {
+            let offset = match offset {
+                Some(o) => number(&o.value)?,
+                None => 0,
+            };
+            Some(number(limit)? + offset)
+        }
+        _ => None,
+    }
+}
+
+/// The transaction's data with one table narrowed to the rows a SKIP LOCKED statement locked.
+struct OnlyRows<'a> {
+    inner: &'a dyn crate::txn::ReadTxn,
+    table: &'a str,
+    keys: &'a std::collections::HashSet<Vec<u8>>,
+}
+
+impl crate::txn::ReadTxn for OnlyRows<'_> {
+    fn schema(&self, table: &str) -> Result<Option<protocol::schema::TableSchema>> {
+        self.inner.schema(table)
+    }
+
+    fn schemas(&self) -> Result<Vec<protocol::schema::TableSchema>> {
+        self.inner.schemas()
+    }
+
+    fn scan(&self, table: &str, range: crate::txn::KeyRange) -> Result<crate::txn::RowIter<'_>> {
+        let rows = self.inner.scan(table, range)?;
+        if table != self.table {
+            return Ok(rows);
+        }
+        Ok(Box::new(rows.filter(|r| match r {
+            Ok((k, _)) => self.keys.contains(k),
+            Err(_) => true,
+        })))
+    }
+
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>> {
+        if table == self.table && !self.keys.contains(key) {
+            return Ok(None);
+        }
+        self.inner.get(table, key)
+    }
 }
