@@ -79,6 +79,18 @@ pub enum DataType {
 }
 
 impl DataType {
+    /// The type modifier (pg_attribute.atttypmod, RowDescription's type modifier) as
+    /// PostgreSQL computes it: varchar(n)/char(n) n + 4, numeric(p,s) ((p << 16) | s) + 4,
+    /// -1 for none.
+    pub fn typmod(&self) -> i32 {
+        let m = match self {
+            DataType::Varchar(Some(n)) | DataType::Bpchar(Some(n)) => i64::from(*n) + 4,
+            DataType::Numeric(Some((p, s))) => ((i64::from(*p) << 16) | i64::from(*s)) + 4,
+            _ => -1,
+        };
+        i32::try_from(m).unwrap_or(-1)
+    }
+
     /// The PostgreSQL type OID (pg_type.oid) reported in RowDescription.
     pub fn oid(&self) -> u32 {
         match self {

@@ -32,6 +32,7 @@ pub fn field_infos(
                 pg_type(&c.data_type),
                 format_for(i),
             )
+            .with_type_modifier(c.data_type.typmod())
         })
         .collect()
 }
@@ -178,4 +179,29 @@ pub fn decode_param(bytes: Option<&Bytes>, t: &DataType, binary: bool) -> Result
             t.parse_text(text)?
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_description_carries_type_modifiers() {
+        let col = |data_type| ResultColumn {
+            name: "c".into(),
+            data_type,
+        };
+        let fields = field_infos(
+            &[
+                col(DataType::Numeric(Some((10, 2)))),
+                col(DataType::Varchar(Some(20))),
+                col(DataType::Bpchar(Some(3))),
+                col(DataType::Numeric(None)),
+                col(DataType::Int4),
+            ],
+            |_| FieldFormat::Text,
+        );
+        let mods: Vec<i32> = fields.iter().map(|f| f.type_modifier()).collect();
+        assert_eq!(mods, [655366, 24, 7, -1, -1]);
+    }
 }

@@ -84,6 +84,26 @@ pub struct Binder<'a> {
     pub now: i64,
 }
 
+/// True if the qualifier of a column reference (`t` of `t.c`, `s.t` of `s.t.c`) names the
+/// FROM item of `col`, as PostgreSQL matches them: an alias or a table's own name matches `t`,
+/// a table in FROM without an alias also by its unqualified name (`pg_class` of
+/// `pg_catalog.pg_class`) and by `schema.table` (`public.t`, `pg_catalog.pg_class`).
+fn qualifies(col: &ScopeColumn, qualifier: &[String]) -> bool {
+    let Some(table) = col.table.as_deref() else {
+        return false;
+    };
+    let unaliased = col.relation.as_deref() == Some(table);
+    match qualifier {
+        [t] => table == t || unaliased && table.rsplit_once('.').is_some_and(|(_, name)| name == t),
+        [s, t] => {
+            unaliased
+                && (table == format!("{s}.{t}")
+                    || (s == "public" || s == "pg_catalog") && table == t)
+        }
+        _ => false,
+    }
+}
+
 fn is_default_keyword(e: &ast::Expr) -> bool {
     matches!(e, ast::Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
 }
@@ -118,8 +138,8 @@ impl<'a> Binder<'a> {
     fn resolve(&mut self, parts: &[String]) -> Result<(Expr, Ty)> {
         let (table, name) = match parts {
             [c] => (None, c),
-            [t, c] => (Some(t), c),
-            [_, t, c] => (Some(t), c),
+            [_, c] => (Some(&parts[..1]), c),
+            [_, _, c] => (Some(&parts[..2]), c),
             _ => {
                 return Err(Error::unsupported(format!(
                     "column reference {} is not supported",
@@ -132,7 +152,7 @@ impl<'a> Binder<'a> {
             for (index, col) in scope.columns.iter().enumerate() {
                 let hit = match table {
                     None => !col.hidden && &col.name == name,
-                    Some(t) => col.table.as_ref() == Some(t) && &col.name == name,
+                    Some(t) => qualifies(col, t) && &col.name == name,
                 };
                 if hit {
                     if found.is_some() {
@@ -150,11 +170,12 @@ impl<'a> Binder<'a> {
                 return Ok((Expr::Column { depth, index }, Some(ty)));
             }
         }
-        if let Some(t) = table {
+        if let Some(q) = table {
+            let t = &q.join(".");
             let known = self
                 .scopes
                 .iter()
-                .any(|s| s.columns.iter().any(|c| c.table.as_ref() == Some(t)));
+                .any(|s| s.columns.iter().any(|c| qualifies(c, q)));
             if !known {
                 // A table that is in FROM under an alias may only be named by that alias.
                 let aliased = self
@@ -308,6 +329,17 @@ impl<'a> Binder<'a> {
                     Some(DataType::Bool),
                 )
             }
+            A::AnyOp {
+                left,
+                compare_op,
+                right,
+                ..
+            } => return self.quantified(left, compare_op, right, true),
+            A::AllOp {
+                left,
+                compare_op,
+                right,
+            } => return self.quantified(left, compare_op, right, false),
             A::In {
                 expr,
                 target: ast::InTarget::List(list),
@@ -582,6 +614,71 @@ impl<'a> Binder<'a> {
     }
 
     /// `INTERVAL '1 day'`, `INTERVAL '2' HOUR`.
+    /// `x op ANY (ARRAY[a, b])` / `x op ALL (ARRAY[a, b])`: `x = ANY` is `x IN (a, b)`,
+    /// `x <> ALL` is `x NOT IN (a, b)`, any other operator the OR (ANY) or AND (ALL) of the
+    /// element comparisons, which have PostgreSQL's NULL semantics; an empty array makes ANY
+    /// false and ALL true. `x = ANY (subquery)` is `x IN (subquery)`, `x <> ALL` its negation.
+    fn quantified(
+        &mut self,
+        left: &ast::Expr,
+        op: &B,
+        right: &ast::Expr,
+        any: bool,
+    ) -> Result<(Expr, Ty)> {
+        let mut right = right;
+        while let ast::Expr::Nested(inner) = right {
+            right = inner;
+        }
+        let in_form = match (op, any) {
+            (B::Eq, true) => Some(false),
+            (B::NotEq, false) => Some(true),
+            _ => None,
+        };
+        let quantifier = if any { "ANY" } else { "ALL" };
+        match right {
+            ast::Expr::Array(array) => {
+                if let Some(negated) = in_form
+                    && !array.elem.is_empty()
+                {
+                    return self.expr(&ast::Expr::In {
+                        expr: Box::new(left.clone()),
+                        target: ast::InTarget::List(array.elem.clone()),
+                        negated,
+                        global: false,
+                    });
+                }
+                let joined = array
+                    .elem
+                    .iter()
+                    .map(|el| {
+                        ast::Expr::Nested(Box::new(ast::Expr::BinaryOp {
+                            left: Box::new(left.clone()),
+                            op: op.clone(),
+                            right: Box::new(el.clone()),
+                        }))
+                    })
+                    .reduce(|a, b| ast::Expr::BinaryOp {
+                        left: Box::new(a),
+                        op: if any { B::Or } else { B::And },
+                        right: Box::new(b),
+                    });
+                match joined {
+                    Some(e) => self.expr(&e),
+                    None => Ok((Expr::Const(Value::Bool(!any)), Some(DataType::Bool))),
+                }
+            }
+            ast::Expr::Subquery(q) if in_form.is_some() => self.expr(&ast::Expr::In {
+                expr: Box::new(left.clone()),
+                target: ast::InTarget::Subquery(q.clone()),
+                negated: in_form == Some(true),
+                global: false,
+            }),
+            _ => Err(Error::unsupported(format!(
+                "{op} {quantifier} ({right}) is not supported"
+            ))),
+        }
+    }
+
     fn interval_literal(&mut self, iv: &ast::Interval) -> Result<(Expr, Ty)> {
         let text = match iv.value.as_ref() {
             ast::Expr::Value(v) => match &v.value {

@@ -78,6 +78,8 @@ pub enum Func {
     },
     FormatType,
     EncodingToChar,
+    /// `json_build_object(k1, v1, ...)`.
+    JsonBuildObject,
     ArrayToString,
     /// obj_description and friends: Tessera stores no comments.
     NoDescription,
@@ -261,6 +263,11 @@ fn resolve_typed(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
             vec![Some(T::Int8), Some(T::Int4)],
             T::Text,
         ),
+        ("json_build_object", n) if n % 2 == 0 => ok(
+            Func::JsonBuildObject,
+            args.iter().map(|t| t.or(Some(T::Text))).collect(),
+            T::Json,
+        ),
         ("pg_encoding_to_char", 1) if int_ok(&first) => {
             ok(Func::EncodingToChar, vec![Some(T::Int4)], T::Text)
         }
@@ -426,6 +433,72 @@ fn int(v: &Value) -> Result<i64> {
     }
 }
 
+/// `json_build_object`: `{"k1" : v1, "k2" : v2}` in PostgreSQL's json layout; a key must
+/// not be NULL.
+fn json_build_object(args: &[Value]) -> Result<Value> {
+    use protocol::value::json::quote;
+    let mut out = String::from("{");
+    for (i, pair) in args.chunks(2).enumerate() {
+        let [key, value] = pair else {
+            return Err(Error::internal("json_build_object without a value"));
+        };
+        if i > 0 {
+            out.push_str(", ");
+        }
+        match key {
+            Value::Null => {
+                return Err(Error::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("argument {}: key must not be null", 2 * i + 1),
+                ));
+            }
+            Value::Text(k) | Value::BpChar(k) => quote(k, &mut out),
+            Value::Int(n) => quote(&n.to_string(), &mut out),
+            Value::Bool(b) => quote(if *b { "true" } else { "false" }, &mut out),
+            Value::Numeric(n) => quote(&n.to_string(), &mut out),
+            other => {
+                return Err(Error::unsupported(format!(
+                    "json_build_object key of type {} is not supported",
+                    other.type_name()
+                )));
+            }
+        }
+        out.push_str(" : ");
+        match value {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(n) => out.push_str(&n.to_string()),
+            Value::Float(f) => {
+                let t = value.to_pg_text(&DataType::Float8).unwrap_or_default();
+                if f.is_finite() {
+                    out.push_str(&t);
+                } else {
+                    quote(&t, &mut out);
+                }
+            }
+            Value::Numeric(n) => out.push_str(&n.to_string()),
+            Value::Text(t) | Value::BpChar(t) => quote(t, &mut out),
+            Value::Json(j) | Value::Jsonb(j) => out.push_str(j),
+            Value::Uuid(_) | Value::Bytes(_) => {
+                let ty = if matches!(value, Value::Uuid(_)) {
+                    DataType::Uuid
+                } else {
+                    DataType::Bytea
+                };
+                quote(&value.to_pg_text(&ty).unwrap_or_default(), &mut out)
+            }
+            other => {
+                return Err(Error::unsupported(format!(
+                    "json_build_object value of type {} is not supported",
+                    other.type_name()
+                )));
+            }
+        }
+    }
+    out.push('}');
+    Ok(Value::Json(out))
+}
+
 fn float(v: &Value) -> Result<f64> {
     as_f64(v).ok_or_else(|| Error::internal(format!("expected a number, got {}", v.type_name())))
 }
@@ -503,6 +576,7 @@ impl Func {
                 });
             }
             Func::NoDescription => return Ok(Value::Null),
+            Func::JsonBuildObject => return json_build_object(&args),
             _ => {}
         }
         if args.iter().any(Value::is_null) {
@@ -726,6 +800,7 @@ impl Func {
             | Func::Least
             | Func::NullIf
             | Func::FormatType
+            | Func::JsonBuildObject
             | Func::NoDescription => Value::Null,
             Func::RegexMatch { icase, negate } => {
                 let (mut s, mut p) = (text(&arg(0)), text(&arg(1)));

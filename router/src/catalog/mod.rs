@@ -114,6 +114,13 @@ fn function_sql(name: &str, args: &[&Expr]) -> Option<String> {
             tables::PG_CATALOG,
             tables::PUBLIC
         ),
+        ("pg_collation_is_visible", 1) => format!(
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_collation tessera_v WHERE tessera_v.oid = {} \
+             AND tessera_v.collnamespace IN ({}, {}))",
+            a(0)?,
+            tables::PG_CATALOG,
+            tables::PUBLIC
+        ),
         ("pg_type_is_visible", 1) => format!(
             "EXISTS (SELECT 1 FROM pg_catalog.pg_type tessera_v WHERE tessera_v.oid = {})",
             a(0)?
@@ -128,12 +135,60 @@ fn function_sql(name: &str, args: &[&Expr]) -> Option<String> {
                 a(0)?
             )
         }
+        ("to_regtype", 1) => match args[0] {
+            e if string_literal(e).is_some() || is_placeholder(e) => regtype_of_text(e),
+            _ => return None,
+        },
+        ("to_regclass", 1) => match args[0] {
+            e if string_literal(e).is_some() || is_placeholder(e) => regclass_of_text(e),
+            _ => return None,
+        },
         ("pg_get_viewdef", 1 | 2) => "CAST(NULL AS TEXT)".into(),
         ("pg_relation_is_publishable", 1) => "false".into(),
         ("current_database", 0) => quote_literal(DATABASE),
         ("current_user" | "session_user" | "user" | "current_role", 0) => quote_literal(USER),
         _ => return None,
     })
+}
+
+fn is_placeholder(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(v.value, AstValue::Placeholder(_)))
+}
+
+/// The OID of the type a text names (a type name or its SQL spelling, any case), or NULL:
+/// `to_regtype(text)`, and `'name'::regtype`.
+fn regtype_of_text(x: &Expr) -> String {
+    format!(
+        "(SELECT tessera_t.oid FROM pg_catalog.pg_type tessera_t \
+         WHERE tessera_t.typname = lower(trim(CAST(({x}) AS TEXT))) \
+         OR pg_catalog.format_type(tessera_t.oid, NULL) = lower(trim(CAST(({x}) AS TEXT))) \
+         ORDER BY tessera_t.oid LIMIT 1)"
+    )
+}
+
+/// The OID of the relation a text names (`t`, `schema.t`, any case), or NULL:
+/// `to_regclass(text)`, and `$1::regclass`.
+fn regclass_of_text(x: &Expr) -> String {
+    if let Some(s) = string_literal(x) {
+        // 'public.t' and '"T"' name relations as SQL does.
+        let last = s.rsplit('.').next().unwrap_or(s);
+        let name = match last.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+            Some(q) => q.to_string(),
+            None => last.to_lowercase(),
+        };
+        return format!(
+            "(SELECT tessera_c.oid FROM pg_catalog.pg_class tessera_c \
+             WHERE tessera_c.relname = {})",
+            quote_literal(&name)
+        );
+    }
+    format!(
+        "(SELECT tessera_c.oid FROM pg_catalog.pg_class tessera_c \
+         JOIN pg_catalog.pg_namespace tessera_n ON tessera_n.oid = tessera_c.relnamespace \
+         WHERE tessera_c.relname = lower(CAST(({x}) AS TEXT)) \
+         OR tessera_n.nspname || '.' || tessera_c.relname = lower(CAST(({x}) AS TEXT)) \
+         ORDER BY tessera_c.oid LIMIT 1)"
+    )
 }
 
 /// The replacement SQL for `x::type` with a catalog type.
@@ -148,11 +203,7 @@ fn cast_sql(type_name: &str, x: &Expr) -> Option<String> {
         }
     };
     Some(match (type_name, lit) {
-        ("regclass", Some(s)) => format!(
-            "(SELECT tessera_c.oid FROM pg_catalog.pg_class tessera_c \
-             WHERE tessera_c.relname = {})",
-            quote_literal(&name_of(s))
-        ),
+        ("regclass", _) if lit.is_some() || is_placeholder(x) => regclass_of_text(x),
         ("regclass", None) => format!(
             "COALESCE((SELECT tessera_c.relname FROM pg_catalog.pg_class tessera_c \
              WHERE tessera_c.oid = ({x})), CAST(({x}) AS TEXT))"

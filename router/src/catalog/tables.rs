@@ -581,11 +581,7 @@ fn user_tables(state: &ClusterState) -> Vec<Table<'_>> {
 
 /// A type's typmod as pg_attribute stores it.
 fn typmod(t: &DataType) -> i64 {
-    match t {
-        DataType::Varchar(Some(n)) | DataType::Bpchar(Some(n)) => i64::from(*n) + 4,
-        DataType::Numeric(Some((p, s))) => ((i64::from(*p) << 16) | i64::from(*s)) + 4,
-        _ => -1,
-    }
+    i64::from(t.typmod())
 }
 
 fn type_row(oid: i64) -> Option<&'static TypeRow> {
