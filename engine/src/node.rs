@@ -67,6 +67,9 @@ pub struct NodeService {
     /// Parses of statements that came with parameters (prepared statements, whose text
     /// repeats), so a shard parses each such text once. Syntax only: no catalog state.
     parsed: Mutex<HashMap<String, Arc<Vec<sql::Statement>>>>,
+    /// The router connection that prepared each two-phase transaction, while it stays open:
+    /// a live router is still driving the commit, so the in-doubt resolver gives it longer.
+    preparers: Mutex<HashMap<(ShardId, u64), u64>>,
 }
 
 /// Parsed statement texts kept per node; the cache is emptied when it fills.
@@ -84,6 +87,7 @@ impl NodeService {
             shards: RwLock::default(),
             applied: RwLock::default(),
             parsed: Mutex::default(),
+            preparers: Mutex::default(),
         })
     }
 
@@ -294,6 +298,9 @@ impl NodeService {
         let Some(open) = open else {
             return Err(part_lost(id));
         };
+        if let Ok(mut p) = self.preparers.lock() {
+            p.insert((id, txn_id), open.conn);
+        }
         let now = self.hlc_millis();
         finish_open(open, move |shard, txn| match txn {
             Some(t) => shard.prepare(t, coordinator, now).map(|_| Response::Ok),
@@ -318,7 +325,24 @@ impl NodeService {
     }
 
     /// Rolls back every transaction a vanished connection left open.
+    /// True while the connection that prepared `txn` on `shard` is open (its router lives).
+    pub fn preparer_connected(&self, shard: ShardId, txn: u64) -> bool {
+        self.preparers
+            .lock()
+            .is_ok_and(|p| p.contains_key(&(shard, txn)))
+    }
+
+    /// Forgets preparers of transactions no longer prepared on `shard`.
+    pub fn prune_preparers(&self, shard: ShardId, still_prepared: &[u64]) {
+        if let Ok(mut p) = self.preparers.lock() {
+            p.retain(|(s, t), _| *s != shard || still_prepared.contains(t));
+        }
+    }
+
     fn abandon(&self, conn: u64) {
+        if let Ok(mut p) = self.preparers.lock() {
+            p.retain(|_, c| *c != conn);
+        }
         let orphans: Vec<OpenTxn> = match self.txns.lock() {
             Ok(mut txns) => {
                 let keys: Vec<(ShardId, u64)> = txns
@@ -563,6 +587,20 @@ impl Service for NodeService {
             Request::FinishPrepared { shard, txn, commit } => match self.hosted_entry(shard) {
                 Ok(h) => tokio::task::spawn_blocking(move || {
                     h.shard.finish_prepared(txn, commit).map(|_| Response::Ok)
+                })
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
+                Err(e) => Err(e),
+            },
+            Request::ReleasePrepared { shard, txn } => {
+                if let Ok(mut p) = self.preparers.lock() {
+                    p.remove(&(shard, txn));
+                }
+                Ok(Response::Ok)
+            }
+            Request::ForgetDecision { shard, txn } => match self.hosted_entry(shard) {
+                Ok(h) => tokio::task::spawn_blocking(move || {
+                    h.shard.forget_decision(txn).map(|_| Response::Ok)
                 })
                 .await
                 .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),

@@ -401,6 +401,28 @@ impl Shard {
         Ok(decided)
     }
 
+    /// Deletes a decision record once every participant has finished (see
+    /// `Request::ForgetDecision`), so decisions do not pile up under a steady workload. Not
+    /// synced: a record that survives a crash is only a few bytes of garbage, never wrong.
+    pub fn forget_decision(&self, id: TxnId) -> Result<()> {
+        let mut txn = self.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(storage_err)?;
+        txn.open_table(DECISIONS)
+            .map_err(storage_err)?
+            .remove(id)
+            .map_err(storage_err)?;
+        txn.commit().map_err(storage_err)?;
+        Ok(())
+    }
+
+    /// The number of decision records kept (for tests and stats).
+    pub fn decision_count(&self) -> Result<u64> {
+        let read = redb::ReadableDatabase::begin_read(&self.db).map_err(storage_err)?;
+        let table = read.open_table(DECISIONS).map_err(storage_err)?;
+        redb::ReadableTableMetadata::len(&table).map_err(storage_err)
+    }
+
     /// The recorded outcome of a transaction this shard coordinates.
     pub fn decision(&self, id: TxnId) -> Result<Option<bool>> {
         let read = redb::ReadableDatabase::begin_read(&self.db).map_err(storage_err)?;
@@ -1213,6 +1235,11 @@ mod tests {
         );
         assert_eq!(s.locked_rows(), 0);
         assert!(s.prepared().is_empty());
+        // Once every participant finished, the decision record is dropped.
+        assert_eq!(s.decision_count().unwrap(), 1);
+        s.forget_decision(77).unwrap();
+        assert_eq!(s.decision_count().unwrap(), 0);
+        assert_eq!(s.decision(77).unwrap(), None);
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -94,6 +94,12 @@ pub enum Request {
     /// its statement): stop it if it still runs. No response; the request still answers,
     /// with its real outcome (57014 if it stopped before committing).
     Cancel { id: u64 },
+    /// Node, on the coordinator shard: every participant finished transaction `txn`, so no
+    /// resolver will ask for its decision again and the record can go.
+    ForgetDecision { shard: ShardId, txn: u64 },
+    /// Node, on a participant: the router gave up driving transaction `txn` (its outcome
+    /// is unknown to it), so the in-doubt resolver should not wait for it any longer.
+    ReleasePrepared { shard: ShardId, txn: u64 },
 }
 
 /// A client transaction as a shard sees it.

@@ -176,8 +176,12 @@ fn reconcile(
 }
 
 /// How long a prepared transaction may wait for its router before the node asks the
-/// coordinator itself.
+/// coordinator itself, once the router's connection is gone (or this node restarted)...
 const IN_DOUBT_AFTER_MS: u64 = 3_000;
+/// ... and while the router that prepared it is still connected: a loaded cluster can take
+/// seconds between prepare and decision, and presuming abort then would fail a healthy
+/// commit.
+const IN_DOUBT_ROUTER_CONNECTED_MS: u64 = 30_000;
 
 /// Finishes prepared transactions whose router went quiet: the coordinator shard's recorded
 /// decision stands, and with none recorded the resolver records an abort there (presumed
@@ -188,8 +192,16 @@ async fn resolve_in_doubt(svc: &Arc<NodeService>, state: &ClusterState, pool: &P
         let Some(shard) = svc.shard(shard_id) else {
             continue;
         };
-        for (txn, p) in shard.prepared() {
-            if now_ms.saturating_sub(p.prepared_at_ms) < IN_DOUBT_AFTER_MS {
+        let prepared = shard.prepared();
+        let ids: Vec<u64> = prepared.iter().map(|(t, _)| *t).collect();
+        svc.prune_preparers(shard_id, &ids);
+        for (txn, p) in prepared {
+            let patience = if svc.preparer_connected(shard_id, txn) {
+                IN_DOUBT_ROUTER_CONNECTED_MS
+            } else {
+                IN_DOUBT_AFTER_MS
+            };
+            if now_ms.saturating_sub(p.prepared_at_ms) < patience {
                 continue;
             }
             let Some(addr) = state

@@ -805,6 +805,15 @@ impl Router {
             // Unknown: the coordinator may or may not have recorded it; the resolvers finish
             // the participants either way. The client must be told the outcome is unknown.
             _ => {
+                // Hand the participants to their in-doubt resolvers without delay.
+                for (shard, addr) in &written {
+                    let (pool, addr, shard) = (self.pool.clone(), addr.clone(), *shard);
+                    tokio::spawn(async move {
+                        let _ = pool
+                            .call(&addr, Request::ReleasePrepared { shard, txn: id })
+                            .await;
+                    });
+                }
                 return Err(Error::new(
                     sqlstate::CONNECTION_FAILURE,
                     "the outcome of this distributed commit is unknown (the coordinator shard did not answer)",
@@ -831,7 +840,23 @@ impl Router {
                 )
             });
         // A participant that misses this still learns the decision from the coordinator.
-        let _ = futures::future::join_all(finishes).await;
+        let finished = futures::future::join_all(finishes).await;
+        // Every participant is done: nobody will ask for the decision again, so the
+        // coordinator may drop its record (off the commit's path; a miss only leaves garbage).
+        if failure.is_none() && finished.iter().all(|r| r.is_ok()) {
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                let _ = pool
+                    .call(
+                        &coordinator_addr,
+                        Request::ForgetDecision {
+                            shard: coordinator,
+                            txn: id,
+                        },
+                    )
+                    .await;
+            });
+        }
         if let Some(e) = failure {
             return Err(e);
         }
