@@ -151,20 +151,8 @@ impl Router {
     /// Runs a statement that writes on several shards as its own distributed transaction, so
     /// it applies on all of them or on none (two-phase commit).
     async fn run_atomically(&self, plan: Plan, params: &[Value]) -> Result<QueryResult> {
-        let spec = TxnSpec {
-            id: rand::random::<u64>() | 1,
-            isolation: protocol::message::Isolation::ReadCommitted,
-            read_only: false,
-            lock_timeout_ms: 0,
-        };
-        let mut txn = SessionTxn {
-            spec,
-            touched: Default::default(),
-            written: Default::default(),
-            failed: false,
-            savepoints: Vec::new(),
-            created: Vec::new(),
-        };
+        let mut txn = SessionTxn::implicit();
+        let spec = txn.spec;
         admit(&plan, &mut txn)?;
         let outcome = match plan {
             Plan::MoveUpdate { .. } => self.run_move(plan, params, &mut txn).await,

@@ -173,13 +173,8 @@ impl Frontend {
             }
             (None, Ok(n)) => Ok(n),
             (None, Err(e)) => {
-                let mut guard = session.txn.lock().await;
-                if let Some(txn) = guard.as_mut() {
-                    txn.failed = true;
-                    if txn.savepoints.is_empty() {
-                        let _ = self.router.end_transaction(txn, false).await;
-                        txn.touched.clear();
-                    }
+                if let Some(txn) = session.txn.lock().await.as_mut() {
+                    self.abort_block(txn).await;
                 }
                 Err(e)
             }
@@ -313,7 +308,7 @@ impl Frontend {
                     {
                         let result = self.ddl_in_block(txn, stmt).await;
                         if result.is_err() {
-                            txn.failed = true;
+                            self.abort_block(txn).await;
                         }
                         result
                     }
@@ -324,13 +319,7 @@ impl Frontend {
                         )
                         .await;
                         if result.is_err() {
-                            txn.failed = true;
-                            if txn.savepoints.is_empty() {
-                                // The transaction is aborted: release its locks everywhere
-                                // now; the client still has to say ROLLBACK (or COMMIT).
-                                let _ = self.router.end_transaction(txn, false).await;
-                                txn.touched.clear();
-                            }
+                            self.abort_block(txn).await;
                         }
                         result
                     }
@@ -367,14 +356,7 @@ impl Frontend {
             lock_timeout_ms,
         };
         apply_modes(&mut spec, modes);
-        *guard = Some(SessionTxn {
-            spec,
-            touched: Default::default(),
-            written: Default::default(),
-            failed: false,
-            savepoints: Vec::new(),
-            created: Vec::new(),
-        });
+        *guard = Some(SessionTxn::new(spec));
         Ok(QueryResult::command("BEGIN", 0))
     }
 
@@ -426,12 +408,8 @@ impl Frontend {
             .map(|(s, a)| (*s, a.clone()))
             .collect();
         let partial = SessionTxn {
-            spec: txn.spec,
             touched: later,
-            written: Default::default(),
-            failed: false,
-            savepoints: Vec::new(),
-            created: Vec::new(),
+            ..SessionTxn::new(txn.spec)
         };
         self.router.end_transaction(&partial, false).await?;
         self.router
@@ -487,6 +465,17 @@ impl Frontend {
         }
         self.router.end_transaction(&txn, true).await?;
         Ok(QueryResult::command("COMMIT", 0))
+    }
+
+    /// Puts a block into the aborted state (25P02 until ROLLBACK) after a failed statement.
+    /// Without a savepoint to return to, nothing it did can be kept: its locks are released
+    /// everywhere now, and the client still has to say ROLLBACK (or COMMIT).
+    async fn abort_block(&self, txn: &mut SessionTxn) {
+        txn.failed = true;
+        if txn.savepoints.is_empty() {
+            let _ = self.router.end_transaction(txn, false).await;
+            txn.touched.clear();
+        }
     }
 
     /// Undoes the CREATE TABLEs of a block that rolled back.

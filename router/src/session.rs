@@ -50,6 +50,31 @@ pub struct SessionTxn {
     pub created: Vec<String>,
 }
 
+impl SessionTxn {
+    /// A transaction that has run nothing yet.
+    pub fn new(spec: TxnSpec) -> Self {
+        SessionTxn {
+            spec,
+            touched: Default::default(),
+            written: Default::default(),
+            failed: false,
+            savepoints: Vec::new(),
+            created: Vec::new(),
+        }
+    }
+
+    /// The distributed transaction of one statement run outside a block (a multi-shard
+    /// write, a COPY): READ COMMITTED, with a fresh random id.
+    pub fn implicit() -> Self {
+        SessionTxn::new(TxnSpec {
+            id: rand::random::<u64>() | 1,
+            isolation: protocol::message::Isolation::ReadCommitted,
+            read_only: false,
+            lock_timeout_ms: 0,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SavepointMark {
     pub name: String,

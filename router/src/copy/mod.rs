@@ -23,7 +23,6 @@ use bytes::Bytes;
 use protocol::cluster::{ShardId, TableInfo};
 use protocol::error::{Error, Result, sqlstate};
 use protocol::hash::shard_hash;
-use protocol::message::{Isolation, TxnSpec};
 use protocol::schema::QueryResult;
 use protocol::{DataType, Value};
 use sqlparser::ast::{self, CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource};
@@ -379,19 +378,7 @@ impl CopyIn {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let own = (!in_block).then(|| SessionTxn {
-            spec: TxnSpec {
-                id: rand::random::<u64>() | 1,
-                isolation: Isolation::ReadCommitted,
-                read_only: false,
-                lock_timeout_ms: 0,
-            },
-            touched: Default::default(),
-            written: Default::default(),
-            failed: false,
-            savepoints: Vec::new(),
-            created: Vec::new(),
-        });
+        let own = (!in_block).then(SessionTxn::implicit);
         Ok(CopyIn {
             decoder: Decoder::new(cmd.opts.clone()),
             binary: cmd.opts.format == Format::Binary,
