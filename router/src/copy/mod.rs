@@ -307,6 +307,9 @@ pub struct CopyIn {
     /// Index, within the copied columns, of the shard-key column.
     key: Option<usize>,
     targets: BTreeMap<ShardId, Target>,
+    /// The keyspace's hash ranges as the COPY started: every row routes by the same map as
+    /// `targets` (a newer map mid-COPY is met as a stale-epoch error at the shard).
+    ranges: Vec<(protocol::hash::HashRange, ShardId)>,
     batches: BTreeMap<ShardId, Vec<Value>>,
     sql: String,
     pub rows: u64,
@@ -356,8 +359,10 @@ impl CopyIn {
         let key_col = table.shard_key.first().copied();
         let key = key_col.and_then(|k| positions.iter().position(|&p| p == k));
         let mut targets = BTreeMap::new();
+        let mut ranges = Vec::new();
         for s in state.keyspace_shards(&table.keyspace) {
             targets.insert(s.id, target(&state, s)?);
+            ranges.push((s.range.clone(), s.id));
         }
         if targets.is_empty() {
             return Err(Error::new(
@@ -389,6 +394,7 @@ impl CopyIn {
             names,
             key,
             targets,
+            ranges,
             batches: BTreeMap::new(),
             sql,
             rows: 0,
@@ -433,11 +439,12 @@ impl CopyIn {
                     .coerce(row[k].clone())?,
                 None => Value::Null,
             };
-            let shard = router
-                .meta
-                .state()
-                .shard_for_hash(&self.table.keyspace, shard_hash(&key))
-                .map(|s| s.id)
+            let hash = shard_hash(&key);
+            let shard = self
+                .ranges
+                .iter()
+                .find(|(range, _)| range.contains(hash))
+                .map(|(_, id)| *id)
                 .ok_or_else(|| Error::internal("no shard covers a copied row"))?;
             let batch = self.batches.entry(shard).or_default();
             batch.extend(row);
