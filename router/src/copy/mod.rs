@@ -362,7 +362,7 @@ impl CopyIn {
         let mut ranges = Vec::new();
         for s in state.keyspace_shards(&table.keyspace) {
             targets.insert(s.id, target(&state, s)?);
-            ranges.push((s.range.clone(), s.id));
+            ranges.push((s.range, s.id));
         }
         if targets.is_empty() {
             return Err(Error::new(
