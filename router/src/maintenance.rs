@@ -13,6 +13,14 @@ use protocol::error::{Error, Result};
 /// The tables a VACUUM or ANALYZE statement names, or `None` if `sql` is neither.
 pub fn parse(sql: &str) -> Option<Result<(&'static str, Vec<String>)>> {
     let text = sql.trim().trim_end_matches(';').trim();
+    // Every simple query passes here: look at the first word before copying anything.
+    let head = text.get(..7).unwrap_or(text);
+    if !["vacuum", "analyze", "analyse"].iter().any(|w| {
+        head.get(..w.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(w))
+    }) {
+        return None;
+    }
     let lower = text.to_ascii_lowercase();
     let (tag, rest) = if let Some(r) = lower.strip_prefix("vacuum") {
         ("VACUUM", r)
