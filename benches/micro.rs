@@ -145,6 +145,7 @@ fn router_planning(c: &mut Criterion) {
                 primary: 1,
                 replicas: vec![],
                 epoch: 1,
+                frozen: false,
             },
         );
     }

@@ -36,6 +36,37 @@ struct Hosted {
     shard: Arc<Shard>,
     primary: bool,
     epoch: u64,
+    gate: Arc<Mutex<WriteGate>>,
+}
+
+/// Admission of new writes to a shard this node leads. A move freezes the gate, then waits
+/// until the writes already admitted are done (`writers` and the shard's open transactions
+/// at zero) before it compares and switches copies; nothing admitted later can slip past.
+#[derive(Default)]
+struct WriteGate {
+    frozen: bool,
+    /// Autocommit writing statements running now.
+    writers: u64,
+}
+
+/// Counts one admitted autocommit write until dropped.
+struct Admitted(Arc<Mutex<WriteGate>>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.0.lock() {
+            g.writers = g.writers.saturating_sub(1);
+        }
+    }
+}
+
+/// The refusal a router answers by holding the statement until the map moves on, then
+/// sending it again: it proves the statement did not run.
+pub fn moving(id: ShardId) -> Error {
+    Error::new(
+        sqlstate::CANNOT_CONNECT_NOW,
+        format!("shard {id} is being moved; new writes wait for the switch"),
+    )
 }
 
 /// Who sent a statement: the connection (owner of any transaction it opens) and the
@@ -91,8 +122,9 @@ impl NodeService {
         })
     }
 
-    /// Hosts a shard replica in the given role, opening its file on first use.
-    pub fn host(&self, id: ShardId, primary: bool, epoch: u64) -> Result<Arc<Shard>> {
+    /// Hosts a shard replica in the given role, opening its file on first use. `frozen`
+    /// closes the write gate of a primary for a move's switch.
+    pub fn host(&self, id: ShardId, primary: bool, epoch: u64, frozen: bool) -> Result<Arc<Shard>> {
         let mut shards = self
             .shards
             .write()
@@ -100,9 +132,12 @@ impl NodeService {
         if let Some(h) = shards.get_mut(&id) {
             h.primary = primary;
             h.epoch = epoch;
+            if let Ok(mut g) = h.gate.lock() {
+                g.frozen = frozen;
+            }
             return Ok(h.shard.clone());
         }
-        let path = self.data_dir.join(format!("shard-{id}.redb"));
+        let path = self.shard_path(id);
         let shard = Arc::new(Shard::open(
             &path,
             id,
@@ -116,6 +151,7 @@ impl NodeService {
                 shard: shard.clone(),
                 primary,
                 epoch,
+                gate: Arc::new(Mutex::new(WriteGate { frozen, writers: 0 })),
             },
         );
         Ok(shard)
@@ -126,6 +162,54 @@ impl NodeService {
         if let Ok(mut shards) = self.shards.write() {
             shards.remove(&id);
         }
+    }
+
+    /// Stops hosting a shard whose copy moved elsewhere and deletes its file. Open
+    /// transactions on it are rolled back (a move only switches once there are none).
+    pub fn drop_copy(&self, id: ShardId) -> Result<()> {
+        self.unhost(id);
+        if let Ok(mut txns) = self.txns.lock() {
+            txns.retain(|(s, _), _| *s != id);
+        }
+        self.remove_file(id)
+    }
+
+    fn shard_path(&self, id: ShardId) -> PathBuf {
+        self.data_dir.join(format!("shard-{id}.redb"))
+    }
+
+    fn remove_file(&self, id: ShardId) -> Result<()> {
+        match std::fs::remove_file(self.shard_path(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(e)),
+        }
+    }
+
+    /// Shard files in the data directory, hosted or not (a copy whose move finished while
+    /// this node was down is found here and removed).
+    pub fn shard_files(&self) -> Vec<ShardId> {
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("shard-")?
+                    .strip_suffix(".redb")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Deletes the file of a shard this node does not host.
+    pub fn remove_unhosted_file(&self, id: ShardId) -> Result<()> {
+        if self.shard(id).is_some() {
+            return Err(Error::internal(format!("shard {id} is hosted here")));
+        }
+        self.remove_file(id)
     }
 
     pub fn shard(&self, id: ShardId) -> Option<Arc<Shard>> {
@@ -147,7 +231,7 @@ impl NodeService {
             .cloned()
             .ok_or_else(|| {
                 Error::new(
-                    sqlstate::CONNECTION_FAILURE,
+                    sqlstate::CANNOT_CONNECT_NOW,
                     format!("shard {id} is not hosted on node {}", self.id),
                 )
             })
@@ -183,7 +267,21 @@ impl NodeService {
         }
         let shard = hosted.shard;
         let Some(spec) = spec else {
+            let admitted = if writes {
+                let mut g = hosted
+                    .gate
+                    .lock()
+                    .map_err(|_| Error::internal("poisoned lock"))?;
+                if g.frozen {
+                    return Err(moving(id));
+                }
+                g.writers += 1;
+                Some(Admitted(hosted.gate.clone()))
+            } else {
+                None
+            };
             let result = tokio::task::spawn_blocking(move || {
+                let _admitted = admitted;
                 let mut last = None;
                 for stmt in stmts.iter() {
                     last = Some(shard.execute_until(
@@ -204,6 +302,17 @@ impl NodeService {
                 .txns
                 .lock()
                 .map_err(|_| Error::internal("poisoned lock"))?;
+            // A new transaction on a frozen shard waits for the switch (a read-only one can
+            // go on: it will never write here).
+            if !spec.read_only && !txns.contains_key(&(id, spec.id)) {
+                let g = hosted
+                    .gate
+                    .lock()
+                    .map_err(|_| Error::internal("poisoned lock"))?;
+                if g.frozen {
+                    return Err(moving(id));
+                }
+            }
             let open = txns.entry((id, spec.id)).or_insert_with(|| {
                 let timeout =
                     (spec.lock_timeout_ms > 0).then(|| Duration::from_millis(spec.lock_timeout_ms));
@@ -630,10 +739,44 @@ impl Service for NodeService {
             }
             Request::ShardStats { shard } => match self.hosted_entry(shard) {
                 Ok(h) => {
-                    tokio::task::spawn_blocking(move || h.shard.stats().map(Response::ShardStats))
-                        .await
-                        .unwrap_or_else(|e| Err(Error::internal(e.to_string())))
+                    // Read the gate before counting: once frozen is seen, the counts can only
+                    // fall.
+                    let (frozen, writers) = h
+                        .gate
+                        .lock()
+                        .map(|g| (g.frozen, g.writers))
+                        .unwrap_or((false, 0));
+                    let open_txns = self
+                        .txns
+                        .lock()
+                        .map(|t| t.keys().filter(|(s, _)| *s == shard).count() as u64)
+                        .unwrap_or(0);
+                    let (primary, epoch) = (h.primary, h.epoch);
+                    tokio::task::spawn_blocking(move || {
+                        h.shard.stats().map(|mut st| {
+                            st.primary = primary;
+                            st.epoch = epoch;
+                            st.frozen = frozen;
+                            st.writers = writers;
+                            st.open_txns = open_txns;
+                            Response::ShardStats(st)
+                        })
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(Error::internal(e.to_string())))
                 }
+                Err(e) => Err(e),
+            },
+            Request::ShardDecisions { shard } => match self.hosted_entry(shard) {
+                Ok(h) => h.shard.decisions().map(Response::Decisions),
+                Err(e) => Err(e),
+            },
+            Request::ImportDecisions { shard, decisions } => match self.hosted_entry(shard) {
+                Ok(h) => tokio::task::spawn_blocking(move || {
+                    h.shard.import_decisions(&decisions).map(|_| Response::Ok)
+                })
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
                 Err(e) => Err(e),
             },
             Request::ShardChecksum { shard } => match self.hosted_entry(shard) {

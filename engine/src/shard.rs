@@ -423,6 +423,32 @@ impl Shard {
         redb::ReadableTableMetadata::len(&table).map_err(storage_err)
     }
 
+    /// Every recorded decision (a move copies them to the shard's new primary).
+    pub fn decisions(&self) -> Result<Vec<(TxnId, bool)>> {
+        let read = redb::ReadableDatabase::begin_read(&self.db).map_err(storage_err)?;
+        let table = read.open_table(DECISIONS).map_err(storage_err)?;
+        let mut out = Vec::new();
+        for entry in redb::ReadableTable::range::<TxnId>(&table, ..).map_err(storage_err)? {
+            let (k, v) = entry.map_err(storage_err)?;
+            out.push((k.value(), v.value() == 1));
+        }
+        Ok(out)
+    }
+
+    /// Records decisions made on another copy of this shard; one already recorded here stands.
+    pub fn import_decisions(&self, decisions: &[(TxnId, bool)]) -> Result<()> {
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(DECISIONS).map_err(storage_err)?;
+            for &(id, commit) in decisions {
+                if table.get(id).map_err(storage_err)?.is_none() {
+                    table.insert(id, commit as u8).map_err(storage_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(storage_err)
+    }
+
     /// The recorded outcome of a transaction this shard coordinates.
     pub fn decision(&self, id: TxnId) -> Result<Option<bool>> {
         let read = redb::ReadableDatabase::begin_read(&self.db).map_err(storage_err)?;
@@ -1001,6 +1027,12 @@ impl Shard {
             lsn,
             log_start,
             bytes,
+            primary: false,
+            epoch: 0,
+            frozen: false,
+            open_txns: 0,
+            writers: 0,
+            prepared: self.prepared.lock().map(|p| p.len() as u64).unwrap_or(0),
         })
     }
 

@@ -5,16 +5,19 @@
 //!  ├─ nodes:     id → address                     (service discovery)
 //!  ├─ keyspaces: name → shard count, replication factor
 //!  ├─ tables:    name → schema, keyspace, shard key, distribution
-//!  └─ shards:    id → keyspace, hash range, primary, replicas, epoch
+//!  ├─ shards:    id → keyspace, hash range, primary, replicas, epoch, frozen
+//!  ├─ draining:  nodes being emptied (no new copies land there)
+//!  └─ jobs:      id → shard move and its phase (see `jobs`)
 //! ```
 //! Every applied command bumps `version`; followers of the map ask meta to "watch after
 //! version n" and get the state as soon as it is newer, so they never miss a change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::hash::HashRange;
+use crate::jobs::{JobId, JobPhase, MoveJob};
 use crate::schema::TableSchema;
 
 pub type NodeId = u64;
@@ -63,6 +66,16 @@ pub struct ShardInfo {
     pub replicas: Vec<NodeId>,
     /// Bumped whenever the primary changes; a node refuses writes that carry an older epoch.
     pub epoch: u64,
+    /// A move is switching this shard: its primary opens no new write (or transaction) until
+    /// the flag is cleared; routers hold such statements and retry them.
+    pub frozen: bool,
+}
+
+impl ShardInfo {
+    /// Whether `node` holds a copy (primary or replica).
+    pub fn placed_on(&self, node: NodeId) -> bool {
+        self.primary == node || self.replicas.contains(&node)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -72,6 +85,8 @@ pub struct ClusterState {
     pub keyspaces: BTreeMap<String, KeyspaceInfo>,
     pub tables: BTreeMap<String, TableInfo>,
     pub shards: BTreeMap<ShardId, ShardInfo>,
+    pub draining: BTreeSet<NodeId>,
+    pub jobs: BTreeMap<JobId, MoveJob>,
 }
 
 /// A change to the cluster map, proposed through Raft.
@@ -95,6 +110,29 @@ pub enum MetaCommand {
     AlterTable {
         name: String,
         table: TableInfo,
+    },
+    /// Queues shard moves (ids are assigned here); refused whole if a move names an unknown
+    /// shard or node, or a shard that already has an active move.
+    SubmitJobs(Vec<MoveJob>),
+    /// Advances a job, and in the same entry replaces its shard's placement when `shard` is
+    /// set. Refused when the job is no longer active (a second runner lost the race).
+    JobStep {
+        id: JobId,
+        /// The phase the runner read; the step is refused if the job has moved on since.
+        expect: JobPhase,
+        phase: JobPhase,
+        progress: crate::jobs::JobProgress,
+        error: Option<String>,
+        shard: Option<ShardInfo>,
+    },
+    /// Marks a node as being emptied (or no longer).
+    SetDraining {
+        node: NodeId,
+        draining: bool,
+    },
+    /// Forgets a node; refused while any shard copy or active job still names it.
+    RemoveNode {
+        node: NodeId,
     },
 }
 
@@ -136,6 +174,57 @@ impl ClusterState {
             MetaCommand::UpdateShard(shard) => {
                 self.shards.insert(shard.id, shard.clone());
             }
+            MetaCommand::SubmitJobs(jobs) => self.submit_jobs(jobs)?,
+            MetaCommand::JobStep {
+                id,
+                expect,
+                phase,
+                progress,
+                error,
+                shard,
+            } => {
+                let job = self
+                    .jobs
+                    .get_mut(id)
+                    .filter(|j| j.phase.is_active() && j.phase == *expect)
+                    .ok_or_else(|| format!("job {id} is not {} any more", expect.name()))?;
+                job.phase = *phase;
+                job.progress = progress.clone();
+                job.error = error.clone();
+                if let Some(s) = shard {
+                    self.shards.insert(s.id, s.clone());
+                }
+            }
+            MetaCommand::SetDraining { node, draining } => {
+                if !self.nodes.contains_key(node) {
+                    return Err(format!("node {node} does not exist"));
+                }
+                if *draining {
+                    self.draining.insert(*node);
+                } else {
+                    self.draining.remove(node);
+                }
+            }
+            MetaCommand::RemoveNode { node } => {
+                if !self.nodes.contains_key(node) {
+                    return Err(format!("node {node} does not exist"));
+                }
+                let copies = self.copies_on(*node);
+                if copies > 0 {
+                    return Err(format!(
+                        "node {node} still holds {copies} shard copies; drain it first"
+                    ));
+                }
+                if self
+                    .jobs
+                    .values()
+                    .any(|j| j.phase.is_active() && (j.from == *node || j.to == *node))
+                {
+                    return Err(format!("node {node} is part of an active move"));
+                }
+                self.nodes.remove(node);
+                self.draining.remove(node);
+            }
             MetaCommand::AlterTable { name, table } => {
                 if !self.tables.contains_key(name) {
                     return Err(format!("table \"{name}\" does not exist"));
@@ -167,6 +256,74 @@ impl ClusterState {
         self.shards
             .values()
             .find(|s| s.keyspace == keyspace && s.range.contains(hash))
+    }
+
+    fn submit_jobs(&mut self, jobs: &[MoveJob]) -> Result<(), String> {
+        let mut next = self.jobs.keys().next_back().map_or(1, |id| id + 1);
+        let mut busy: BTreeSet<ShardId> = self
+            .jobs
+            .values()
+            .filter(|j| j.phase.is_active())
+            .map(|j| j.shard)
+            .collect();
+        let mut accepted = Vec::new();
+        for job in jobs {
+            let shard = self
+                .shards
+                .get(&job.shard)
+                .ok_or_else(|| format!("shard {} does not exist", job.shard))?;
+            for n in [job.from, job.to] {
+                if !self.nodes.contains_key(&n) {
+                    return Err(format!("node {n} does not exist"));
+                }
+            }
+            if !shard.placed_on(job.from) {
+                return Err(format!(
+                    "shard {} has no copy on node {}",
+                    job.shard, job.from
+                ));
+            }
+            if shard.placed_on(job.to) {
+                return Err(format!(
+                    "shard {} already has a copy on node {}",
+                    job.shard, job.to
+                ));
+            }
+            if !busy.insert(job.shard) {
+                return Err(format!("shard {} already has an active move", job.shard));
+            }
+            let mut job = job.clone();
+            job.id = next;
+            job.phase = JobPhase::Queued;
+            next += 1;
+            accepted.push(job);
+        }
+        for job in accepted {
+            self.jobs.insert(job.id, job);
+        }
+        // Finished jobs are history; keep the newest few hundred.
+        while self.jobs.len() > 500 {
+            let Some(old) = self
+                .jobs
+                .values()
+                .find(|j| !j.phase.is_active())
+                .map(|j| j.id)
+            else {
+                break;
+            };
+            self.jobs.remove(&old);
+        }
+        Ok(())
+    }
+
+    /// How many shard copies (primary or replica) a node holds.
+    pub fn copies_on(&self, node: NodeId) -> usize {
+        self.shards.values().filter(|s| s.placed_on(node)).count()
+    }
+
+    /// The first active job, in id order: the one the runner works on.
+    pub fn active_job(&self) -> Option<&MoveJob> {
+        self.jobs.values().find(|j| j.phase.is_active())
     }
 
     pub fn node_addr(&self, node: NodeId) -> Option<&str> {

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod error;
 pub mod frame;
 pub mod hash;
+pub mod jobs;
 pub mod keycode;
 pub mod message;
 pub mod net;

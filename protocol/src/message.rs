@@ -100,6 +100,14 @@ pub enum Request {
     /// Node, on a participant: the router gave up driving transaction `txn` (its outcome
     /// is unknown to it), so the in-doubt resolver should not wait for it any longer.
     ReleasePrepared { shard: ShardId, txn: u64 },
+    /// Node: the two-phase-commit decisions a shard's primary records as coordinator (they
+    /// live beside the rows, outside the change log, so a move carries them across).
+    ShardDecisions { shard: ShardId },
+    /// Node: records decisions (from `ShardDecisions` of the shard's old primary) on this copy.
+    ImportDecisions {
+        shard: ShardId,
+        decisions: Vec<(u64, bool)>,
+    },
 }
 
 /// A client transaction as a shard sees it.
@@ -161,6 +169,7 @@ pub enum Response {
     ShardStats(ShardStats),
     Checksum(u64),
     Decision(Option<bool>),
+    Decisions(Vec<(u64, bool)>),
     Described {
         params: Vec<crate::value::DataType>,
         columns: Vec<crate::schema::ResultColumn>,
@@ -206,6 +215,16 @@ pub struct ShardStats {
     /// Oldest LSN still in the change log (0 if empty).
     pub log_start: u64,
     pub bytes: u64,
+    /// What the hosting node holds of the shard's placement: role, epoch and whether it is
+    /// frozen for a move.
+    pub primary: bool,
+    pub epoch: u64,
+    pub frozen: bool,
+    /// Work a move must wait out before switching: open client transactions, autocommit
+    /// writes in flight, and prepared two-phase transactions.
+    pub open_txns: u64,
+    pub writers: u64,
+    pub prepared: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

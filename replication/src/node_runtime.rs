@@ -109,10 +109,15 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle> {
     tasks.push(tokio::spawn(async move {
         let mut followers: HashMap<ShardId, (String, JoinHandle<()>)> = HashMap::new();
         let mut rx = meta.subscribe();
+        let mut swept = false;
         loop {
             let state = rx.borrow_and_update().clone();
             if let Err(e) = reconcile(&svc, &state, &pool, &mut followers) {
                 tracing::warn!("reconcile failed: {e}");
+            }
+            if !swept && state.version > 0 {
+                sweep_orphans(&svc, &state);
+                swept = true;
             }
             if rx.changed().await.is_err() {
                 break;
@@ -136,12 +141,12 @@ fn reconcile(
     let me = svc.id;
     for shard in state.shards.values() {
         if shard.primary == me {
-            svc.host(shard.id, true, shard.epoch)?;
+            svc.host(shard.id, true, shard.epoch, shard.frozen)?;
             if let Some((_, task)) = followers.remove(&shard.id) {
                 task.abort();
             }
         } else if shard.replicas.contains(&me) {
-            let hosted = svc.host(shard.id, false, shard.epoch)?;
+            let hosted = svc.host(shard.id, false, shard.epoch, false)?;
             let Some(upstream) = state.node_addr(shard.primary) else {
                 continue;
             };
@@ -161,18 +166,47 @@ fn reconcile(
         }
     }
     for id in svc.hosted() {
-        let placed = state
-            .shards
-            .get(&id)
-            .is_some_and(|s| s.primary == me || s.replicas.contains(&me));
-        if !placed {
-            if let Some((_, task)) = followers.remove(&id) {
-                task.abort();
-            }
+        if state.shards.get(&id).is_some_and(|s| s.placed_on(me)) {
+            continue;
+        }
+        if let Some((_, task)) = followers.remove(&id) {
+            task.abort();
+        }
+        if moved_away(state, id, me) {
+            tracing::info!(
+                shard = id,
+                "shard copy moved to another node; dropping it here"
+            );
+            svc.drop_copy(id)?;
+        } else {
             svc.unhost(id);
         }
     }
     Ok(())
+}
+
+/// Whether this node's copy of `shard` is surplus: the shard lives on other nodes and no
+/// active move is copying it here. Only then may its file go.
+fn moved_away(state: &ClusterState, shard: ShardId, me: NodeId) -> bool {
+    state
+        .shards
+        .get(&shard)
+        .is_some_and(|s| !s.placed_on(me) && state.nodes.contains_key(&s.primary))
+}
+
+/// Removes shard files left behind by moves that finished while this node was down.
+fn sweep_orphans(svc: &NodeService, state: &ClusterState) {
+    for id in svc.shard_files() {
+        if svc.shard(id).is_none() && moved_away(state, id, svc.id) {
+            tracing::info!(
+                shard = id,
+                "removing a copy that moved away while this node was down"
+            );
+            if let Err(e) = svc.remove_unhosted_file(id) {
+                tracing::warn!(shard = id, "could not remove orphaned copy: {e}");
+            }
+        }
+    }
 }
 
 /// How long a prepared transaction may wait for its router before the node asks the

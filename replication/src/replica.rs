@@ -214,7 +214,7 @@ mod tests {
         };
         let node =
             Arc::new(NodeService::new(1, d.0.join("primary"), hlc.clone(), opts.clone()).unwrap());
-        let primary = node.host(0, true, 1).unwrap();
+        let primary = node.host(0, true, 1, false).unwrap();
         let listener = protocol::net::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let secret = ClusterSecret::new("s");

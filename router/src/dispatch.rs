@@ -277,7 +277,7 @@ impl Router {
             let target = Target {
                 shard: *shard,
                 node: 0,
-                addr: addr.clone(),
+                addr: self.live_addr(*shard, addr),
                 epoch,
             };
             self.send(&target, sql.to_string(), &[], Some(txn.spec))
@@ -362,6 +362,10 @@ impl Router {
         }
     }
 
+    /// Runs one statement on a shard's primary. A refusal that proves the statement did not
+    /// run — the shard is frozen for a move's switch, or the node is no longer its primary in
+    /// our epoch — holds the statement here until the map moves on, and sends it again to
+    /// the shard's primary then: during a move, clients see a pause, not an error.
     pub(crate) async fn send(
         &self,
         target: &Target,
@@ -369,20 +373,59 @@ impl Router {
         params: &[Value],
         txn: Option<TxnSpec>,
     ) -> Result<QueryResult> {
-        let req = Request::Execute {
-            shard: target.shard,
-            epoch: target.epoch,
-            sql,
-            params: params.to_vec(),
-            txn,
-            timeout_ms: STATEMENT_TIMEOUT_MS.try_with(|t| *t).unwrap_or(0),
-        };
-        match self.pool.call(&target.addr, req).await? {
-            Response::Result(r) => Ok(r),
-            other => Err(Error::protocol(format!(
-                "unexpected answer to Execute: {other:?}"
-            ))),
+        let timeout_ms = STATEMENT_TIMEOUT_MS.try_with(|t| *t).unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + HOLD_WAIT;
+        let mut target = target.clone();
+        loop {
+            let req = Request::Execute {
+                shard: target.shard,
+                epoch: target.epoch,
+                sql: sql.clone(),
+                params: params.to_vec(),
+                txn,
+                timeout_ms,
+            };
+            match self.pool.call(&target.addr, req).await {
+                Ok(Response::Result(r)) => return Ok(r),
+                Ok(other) => {
+                    return Err(Error::protocol(format!(
+                        "unexpected answer to Execute: {other:?}"
+                    )));
+                }
+                Err(e) if is_held(&e) && tokio::time::Instant::now() < deadline => {
+                    target = self.next_route(&target).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// Where to send a held statement next: the shard's primary in a newer map, waiting a
+    /// little for one when ours still names the node that refused.
+    async fn next_route(&self, held: &Target) -> Target {
+        let state = self.meta.state();
+        let current = route_of(&state, held.shard);
+        if current
+            .as_ref()
+            .is_some_and(|t| t.addr != held.addr || t.epoch != held.epoch)
+        {
+            // The map already moved on (the refusing node may not have caught up yet).
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            return current.unwrap_or_else(|| held.clone());
+        }
+        let _ = self
+            .meta
+            .wait_for_version(state.version + 1, HOLD_POLL)
+            .await;
+        route_of(&self.meta.state(), held.shard).unwrap_or_else(|| held.clone())
+    }
+
+    /// The address of a shard's primary now, for ending a transaction there: a shard never
+    /// switches primary while a transaction is open on it (a move waits for them), so the
+    /// current primary is where the transaction lives, even if it first reached the shard
+    /// after a switch that the recorded address predates.
+    fn live_addr(&self, shard: u32, recorded: &str) -> String {
+        route_of(&self.meta.state(), shard).map_or_else(|| recorded.to_string(), |t| t.addr)
     }
 
     async fn run(&self, plan: Plan, params: &[Value], txn: Option<TxnSpec>) -> Result<QueryResult> {
@@ -553,6 +596,30 @@ fn canonical_names(stmt: &Statement) -> Statement {
     stmt
 }
 
+/// How long a statement is held while its shard switches copies.
+const HOLD_WAIT: Duration = Duration::from_secs(10);
+/// How long one wait for a newer map lasts before the held statement is tried again.
+const HOLD_POLL: Duration = Duration::from_millis(50);
+
+/// The primary of `shard` in `state`.
+fn route_of(state: &protocol::cluster::ClusterState, shard: u32) -> Option<Target> {
+    let info = state.shards.get(&shard)?;
+    Some(Target {
+        shard,
+        node: info.primary,
+        addr: state.node_addr(info.primary)?.to_string(),
+        epoch: info.epoch,
+    })
+}
+
+/// Refusals that prove a statement did not run and that a newer map resolves.
+fn is_held(e: &Error) -> bool {
+    is_stale_route(e)
+        || (e.code == sqlstate::CANNOT_CONNECT_NOW
+            && (e.message.contains("is being moved")
+                || e.message.contains("is not hosted on node")))
+}
+
 fn is_stale_route(e: &Error) -> bool {
     // Only this refusal proves the statement did not run; a lost connection leaves a write's
     // outcome unknown, so it is never retried blindly.
@@ -694,6 +761,7 @@ impl Router {
         order.sort_by_key(|(shard, _)| txn.written.contains(shard));
         let mut first_err = None;
         for (shard, addr) in order {
+            let addr = &self.live_addr(*shard, addr);
             let req = Request::EndTxn {
                 shard: *shard,
                 txn: txn.spec.id,
@@ -726,6 +794,7 @@ impl Router {
         // validated, and a failure there must abort the whole transaction.
         let mut read_failure = None;
         for (shard, addr) in txn.touched.iter().filter(|(s, _)| !txn.written.contains(s)) {
+            let addr = &self.live_addr(*shard, addr);
             let req = Request::EndTxn {
                 shard: *shard,
                 txn: id,
@@ -741,7 +810,7 @@ impl Router {
                 let _ = self
                     .pool
                     .call(
-                        addr,
+                        &self.live_addr(*shard, addr),
                         Request::EndTxn {
                             shard: *shard,
                             txn: id,
@@ -756,7 +825,7 @@ impl Router {
         let written: Vec<(u32, String)> = txn
             .written
             .iter()
-            .filter_map(|s| txn.touched.get(s).map(|a| (*s, a.clone())))
+            .filter_map(|s| txn.touched.get(s).map(|a| (*s, self.live_addr(*s, a))))
             .collect();
         let (coordinator, coordinator_addr) = written
             .first()

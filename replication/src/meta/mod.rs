@@ -15,11 +15,15 @@
 //! - `network`: Raft RPCs as `Request::Raft` frames.
 //! - `server`: `MetaServer`, bootstrap and the request handler.
 //! - `placement`: default keyspace and shard placement, proposed by the leader.
+//! - `rebalance`: which shard copies to move so nodes hold even shares (a pure function).
+//! - `mover`: the leader's job runner, which carries out the moves.
 //! - `client`: `MetaClient`, the cached map and leader-following proposals.
 
 mod client;
+mod mover;
 mod network;
 mod placement;
+mod rebalance;
 mod server;
 mod store;
 mod types;
@@ -31,6 +35,7 @@ use protocol::{Error, sqlstate};
 
 pub use client::MetaClient;
 pub use placement::plan as plan_placement;
+pub use rebalance::{plan_drain, plan_rebalance};
 pub use server::MetaServer;
 pub use types::{MetaReply, TypeConfig};
 

@@ -25,7 +25,13 @@ use super::types::MetaRaft;
 
 /// The `PlaceShards` commands the current map calls for, in the order to propose them.
 pub fn plan(state: &ClusterState) -> Vec<MetaCommand> {
-    let nodes: Vec<NodeId> = state.nodes.keys().copied().collect();
+    // A node being drained takes no new copies.
+    let nodes: Vec<NodeId> = state
+        .nodes
+        .keys()
+        .copied()
+        .filter(|n| !state.draining.contains(n))
+        .collect();
     let mut next_id = state.shards.keys().next_back().map_or(0, |id| id + 1);
     let mut keyspaces: Vec<&KeyspaceInfo> = state.keyspaces.values().collect();
     // `default` first, then by name (the map's order), so ids are stable and default's start at 0.
@@ -49,6 +55,7 @@ pub fn plan(state: &ClusterState) -> Vec<MetaCommand> {
                     primary: nodes[i % nodes.len()],
                     replicas: (1..copies).map(|k| nodes[(i + k) % nodes.len()]).collect(),
                     epoch: 1,
+                    frozen: false,
                 }
             })
             .collect();

@@ -137,8 +137,16 @@ impl MetaServer {
             state_tx.subscribe(),
             service.shutdown.subscribe(),
         ));
+        let mover = tokio::spawn(super::mover::run(
+            server.raft.clone(),
+            cfg.id,
+            protocol::rpc::Pool::new(cfg.secret.clone()),
+            state_tx.subscribe(),
+            service.shutdown.subscribe(),
+        ));
         if let Ok(mut tasks) = server.tasks.lock() {
             tasks.push(placement);
+            tasks.push(mover);
         }
         tracing::info!(voter = cfg.id, addr = %server.addr, "meta voter started");
         Ok(Arc::new(server))

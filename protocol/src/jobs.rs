@@ -1,0 +1,103 @@
+//! Shard moves as jobs in the cluster map: what an operator asked for and how far it got.
+//!
+//! ```text
+//!  Queued ──► Copying ──────────► Frozen ──────────────► Done
+//!   (target added     (target caught   (writes drained, LSNs equal,
+//!    as a replica:     up: new writes   checksums equal: primary or
+//!    snapshot + log)   held)            replica switched, epoch + 1)
+//!                 ▲                │
+//!                 └── drain too slow (unfreeze, try again)
+//!  any phase ──► RolledBack (target copy removed, shard unfrozen, reason kept)
+//! ```
+//! A job lives in meta (Raft), so whichever meta voter leads runs it, and a restarted leader,
+//! source or target resumes it from the phase the map records. Every step that changes
+//! placement changes the job in the same Raft entry (`MetaCommand::JobStep`), so the map
+//! never shows a half-taken step.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{NodeId, ShardId};
+
+pub type JobId = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobPhase {
+    /// Accepted; waits for the jobs before it.
+    Queued,
+    /// The target follows the shard's primary as an extra replica (snapshot, then the log).
+    Copying,
+    /// The shard takes no new writes; the last records reach the target and both sides are
+    /// compared.
+    Frozen,
+    /// The target holds the copy and the source's copy is gone.
+    Done,
+    /// Undone: the target's copy is removed and the shard is as it was.
+    RolledBack,
+}
+
+impl JobPhase {
+    pub fn is_active(self) -> bool {
+        !matches!(self, JobPhase::Done | JobPhase::RolledBack)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobPhase::Queued => "queued",
+            JobPhase::Copying => "copying",
+            JobPhase::Frozen => "switching",
+            JobPhase::Done => "done",
+            JobPhase::RolledBack => "rolled back",
+        }
+    }
+}
+
+/// What the runner last saw of a job's copy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// Rows and file bytes at the target and at the source.
+    pub rows_copied: u64,
+    pub rows_total: u64,
+    pub bytes_copied: u64,
+    pub bytes_total: u64,
+    /// Change-log records the target still lacks.
+    pub lag: u64,
+    /// Times the switch was tried (a drain that took too long unfreezes and tries again).
+    pub attempts: u32,
+    /// Wall-clock milliseconds (of the meta leader) when the current freeze began.
+    pub frozen_at_ms: u64,
+    /// How long the last freeze held new writes, in milliseconds.
+    pub pause_ms: u64,
+    pub started_ms: u64,
+    pub finished_ms: u64,
+}
+
+/// Moves one copy of `shard` from node `from` to node `to`. If `from` is the primary, `to`
+/// becomes the primary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MoveJob {
+    pub id: JobId,
+    pub shard: ShardId,
+    pub from: NodeId,
+    pub to: NodeId,
+    /// Why it exists ("rebalance", "drain node 2"), for status output.
+    pub reason: String,
+    pub phase: JobPhase,
+    pub progress: JobProgress,
+    /// Why it rolled back.
+    pub error: Option<String>,
+}
+
+impl MoveJob {
+    pub fn new(shard: ShardId, from: NodeId, to: NodeId, reason: &str) -> MoveJob {
+        MoveJob {
+            id: 0,
+            shard,
+            from,
+            to,
+            reason: reason.to_string(),
+            phase: JobPhase::Queued,
+            progress: JobProgress::default(),
+            error: None,
+        }
+    }
+}

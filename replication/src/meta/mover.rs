@@ -1,0 +1,418 @@
+//! The job runner: the meta leader drives shard moves, one at a time, through their phases.
+//!
+//! ```text
+//!  Queued   ─► propose: target joins the shard's replicas          (snapshot, then the log)
+//!  Copying  ─► poll ShardStats of primary and target; record progress
+//!              target within CATCHUP_LAG records ─► propose: shard frozen
+//!  Frozen   ─► poll the primary until it has closed its write gate, nothing it admitted is
+//!              still open (writes, transactions, prepared), and the target's LSN equals its
+//!              own; compare checksums; carry the 2PC decisions across; propose, in one
+//!              entry: new primary or replica set, epoch + 1, unfrozen, job done
+//!              too slow (DRAIN_WAIT) ─► propose: unfrozen, back to Copying, try again
+//!  mismatch, vanished shard or node, too many tries ─► propose: target removed, unfrozen,
+//!              job rolled back
+//! ```
+//! Every decision is re-derived from the map and from what the nodes report now, so a new
+//! leader (after the old one died) simply continues from the recorded phase; a `JobStep` is
+//! refused unless the job is still in the phase the runner read, so two runners cannot both
+//! act. Nodes act on the map alone: the source drops its copy once the map no longer places
+//! it there, the target drops a rolled-back copy the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use protocol::cluster::{ClusterState, MetaCommand, ShardInfo};
+use protocol::jobs::{JobPhase, JobProgress, MoveJob};
+use protocol::message::{Request, Response, ShardStats};
+use protocol::rpc::Pool;
+use protocol::{Error, Result};
+use tokio::sync::watch;
+
+use super::types::MetaRaft;
+
+/// The target may lag this many change records when the freeze begins; the rest arrive
+/// while new writes wait.
+const CATCHUP_LAG: u64 = 64;
+/// How long a freeze may wait for admitted writes to finish before it lets go and tries again.
+const DRAIN_WAIT_MS: u64 = 1_000;
+/// Freezes tried before the move gives up and rolls back.
+const MAX_ATTEMPTS: u32 = 30;
+/// How often progress is written to the map while copying.
+const PROGRESS_EVERY_MS: u64 = 500;
+/// Bound on one call to a node.
+const CALL_WAIT: Duration = Duration::from_secs(3);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs on every voter; acts only while this voter leads.
+pub async fn run(
+    raft: MetaRaft,
+    id: u64,
+    pool: Pool,
+    state_rx: watch::Receiver<Arc<ClusterState>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut role = raft.server_metrics();
+    let mut runner = Runner {
+        raft,
+        pool,
+        last_progress_ms: 0,
+    };
+    let mut was_leading = false;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let leading = {
+            let m = role.borrow_and_update();
+            m.state == ServerState::Leader && m.current_leader == Some(id)
+        };
+        let mut pause = Duration::from_millis(500);
+        if leading {
+            // A new leader first applies everything committed before it acts on the map.
+            if !was_leading && runner.raft.ensure_linearizable().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let state = state_rx.borrow().clone();
+            if let Some(job) = state.active_job().cloned() {
+                pause = match runner.step(&state, &job).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::debug!(job = job.id, "move step failed: {e}");
+                        Duration::from_millis(100)
+                    }
+                };
+            }
+        }
+        was_leading = leading;
+        tokio::select! {
+            r = role.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => {},
+            _ = tokio::time::sleep(pause) => {},
+        }
+    }
+}
+
+struct Runner {
+    raft: MetaRaft,
+    pool: Pool,
+    last_progress_ms: u64,
+}
+
+impl Runner {
+    /// Takes one step of `job`; returns how soon to look again.
+    async fn step(&mut self, state: &ClusterState, job: &MoveJob) -> Result<Duration> {
+        let Some(shard) = state.shards.get(&job.shard).cloned() else {
+            return self
+                .finish(
+                    job,
+                    JobPhase::RolledBack,
+                    None,
+                    Some("the shard no longer exists"),
+                )
+                .await;
+        };
+        for n in [job.from, job.to, shard.primary] {
+            if !state.nodes.contains_key(&n) {
+                let why = format!("node {n} is no longer registered");
+                return self.roll_back(job, &shard, &why).await;
+            }
+        }
+        match job.phase {
+            JobPhase::Queued => self.start(job, shard).await,
+            JobPhase::Copying => self.copy(state, job, shard).await,
+            JobPhase::Frozen => self.switch(state, job, shard).await,
+            JobPhase::Done | JobPhase::RolledBack => Ok(Duration::from_millis(500)),
+        }
+    }
+
+    async fn start(&mut self, job: &MoveJob, mut shard: ShardInfo) -> Result<Duration> {
+        if !shard.placed_on(job.from) {
+            let why = format!("shard {} has no copy on node {}", shard.id, job.from);
+            return self
+                .finish(job, JobPhase::RolledBack, None, Some(&why))
+                .await;
+        }
+        if shard.placed_on(job.to) {
+            let why = format!("shard {} already has a copy on node {}", shard.id, job.to);
+            return self
+                .finish(job, JobPhase::RolledBack, None, Some(&why))
+                .await;
+        }
+        tracing::info!(
+            job = job.id,
+            shard = shard.id,
+            from = job.from,
+            to = job.to,
+            "move starts copying"
+        );
+        shard.replicas.push(job.to);
+        let progress = JobProgress {
+            started_ms: now_ms(),
+            ..job.progress.clone()
+        };
+        self.propose(job, JobPhase::Copying, progress, None, Some(shard))
+            .await?;
+        Ok(Duration::from_millis(50))
+    }
+
+    async fn copy(
+        &mut self,
+        state: &ClusterState,
+        job: &MoveJob,
+        mut shard: ShardInfo,
+    ) -> Result<Duration> {
+        let primary = self.stats(state, &shard, shard.primary).await?;
+        // The target answers once it hosts the copy; until then it has copied nothing.
+        let target = self.stats(state, &shard, job.to).await.ok();
+        let mut progress = job.progress.clone();
+        progress.rows_total = primary.rows;
+        progress.bytes_total = primary.bytes;
+        progress.rows_copied = target.as_ref().map_or(0, |t| t.rows);
+        progress.bytes_copied = target.as_ref().map_or(0, |t| t.bytes);
+        progress.lag = primary
+            .lsn
+            .saturating_sub(target.as_ref().map_or(0, |t| t.lsn));
+        let caught_up = target.is_some() && progress.lag <= CATCHUP_LAG;
+        if caught_up {
+            progress.attempts += 1;
+            progress.frozen_at_ms = now_ms();
+            shard.frozen = true;
+            tracing::info!(
+                job = job.id,
+                shard = shard.id,
+                attempt = progress.attempts,
+                "move freezes the shard for its switch"
+            );
+            self.propose(job, JobPhase::Frozen, progress, None, Some(shard))
+                .await?;
+            return Ok(Duration::from_millis(1));
+        }
+        let now = now_ms();
+        if progress != job.progress
+            && now.saturating_sub(self.last_progress_ms) >= PROGRESS_EVERY_MS
+        {
+            self.last_progress_ms = now;
+            self.propose(job, JobPhase::Copying, progress, None, None)
+                .await?;
+        }
+        Ok(Duration::from_millis(50))
+    }
+
+    async fn switch(
+        &mut self,
+        state: &ClusterState,
+        job: &MoveJob,
+        shard: ShardInfo,
+    ) -> Result<Duration> {
+        let waited = now_ms().saturating_sub(job.progress.frozen_at_ms);
+        let primary = self.stats(state, &shard, shard.primary).await;
+        let target = self.stats(state, &shard, job.to).await;
+        let ready = match (&primary, &target) {
+            (Ok(p), Ok(t)) => {
+                p.frozen
+                    && p.primary
+                    && p.epoch == shard.epoch
+                    && p.writers == 0
+                    && p.open_txns == 0
+                    && p.prepared == 0
+                    && t.lsn == p.lsn
+            }
+            _ => false,
+        };
+        if !ready {
+            if waited < DRAIN_WAIT_MS {
+                return Ok(Duration::from_millis(2));
+            }
+            return self.unfreeze(job, shard, waited).await;
+        }
+        let (Ok(p), Ok(_)) = (primary, target) else {
+            return Err(Error::internal("stats vanished"));
+        };
+        let primary_addr = addr(state, shard.primary)?;
+        let target_addr = addr(state, job.to)?;
+        let (sum_p, sum_t) = futures::future::join(
+            self.call(&primary_addr, Request::ShardChecksum { shard: shard.id }),
+            self.call(&target_addr, Request::ShardChecksum { shard: shard.id }),
+        )
+        .await;
+        let (Response::Checksum(sum_p), Response::Checksum(sum_t)) = (sum_p?, sum_t?) else {
+            return Err(Error::protocol("unexpected answer to ShardChecksum"));
+        };
+        // The LSN cannot have moved (the gate is closed), but a checksum only means something
+        // at a known position: make sure.
+        let after = self.stats(state, &shard, shard.primary).await?;
+        if after.lsn != p.lsn {
+            return Ok(Duration::from_millis(2));
+        }
+        if sum_p != sum_t {
+            let why = format!(
+                "checksums differ at LSN {}: primary {sum_p:016x}, target {sum_t:016x}",
+                p.lsn
+            );
+            return self.roll_back(job, &shard, &why).await;
+        }
+        let mut next = shard.clone();
+        if job.from == shard.primary {
+            // The new primary must answer for the transactions this shard coordinated.
+            let Response::Decisions(decisions) = self
+                .call(&primary_addr, Request::ShardDecisions { shard: shard.id })
+                .await?
+            else {
+                return Err(Error::protocol("unexpected answer to ShardDecisions"));
+            };
+            self.call(
+                &target_addr,
+                Request::ImportDecisions {
+                    shard: shard.id,
+                    decisions,
+                },
+            )
+            .await?;
+            next.primary = job.to;
+            next.replicas.retain(|n| *n != job.to);
+        } else {
+            next.replicas.retain(|n| *n != job.from);
+        }
+        next.epoch += 1;
+        next.frozen = false;
+        let now = now_ms();
+        let mut progress = job.progress.clone();
+        progress.pause_ms = now.saturating_sub(progress.frozen_at_ms);
+        progress.finished_ms = now;
+        progress.lag = 0;
+        progress.rows_copied = progress.rows_total.max(p.rows);
+        progress.rows_total = progress.rows_copied;
+        tracing::info!(
+            job = job.id,
+            shard = shard.id,
+            pause_ms = progress.pause_ms,
+            primary = next.primary,
+            epoch = next.epoch,
+            "move switched"
+        );
+        self.propose(job, JobPhase::Done, progress, None, Some(next))
+            .await?;
+        Ok(Duration::from_millis(10))
+    }
+
+    /// The drain took too long (a long transaction, a lock wait that crosses shards): let
+    /// the held writes go and try again after a pause, or give up after `MAX_ATTEMPTS`.
+    async fn unfreeze(
+        &mut self,
+        job: &MoveJob,
+        mut shard: ShardInfo,
+        waited: u64,
+    ) -> Result<Duration> {
+        if job.progress.attempts >= MAX_ATTEMPTS {
+            let why = format!(
+                "writes did not drain within {DRAIN_WAIT_MS} ms in {MAX_ATTEMPTS} attempts"
+            );
+            return self.roll_back(job, &shard, &why).await;
+        }
+        tracing::info!(
+            job = job.id,
+            shard = shard.id,
+            waited,
+            "freeze did not drain in time; unfreezing"
+        );
+        let mut progress = job.progress.clone();
+        progress.pause_ms = waited;
+        shard.frozen = false;
+        self.propose(job, JobPhase::Copying, progress, None, Some(shard))
+            .await?;
+        // Give the held statements time to run before freezing again.
+        Ok(Duration::from_millis(
+            200 + 50 * u64::from(job.progress.attempts),
+        ))
+    }
+
+    async fn roll_back(&mut self, job: &MoveJob, shard: &ShardInfo, why: &str) -> Result<Duration> {
+        tracing::warn!(job = job.id, shard = shard.id, "move rolls back: {why}");
+        let mut restored = shard.clone();
+        restored
+            .replicas
+            .retain(|n| *n != job.to || shard.primary == job.to);
+        restored.frozen = false;
+        self.finish(job, JobPhase::RolledBack, Some(restored), Some(why))
+            .await
+    }
+
+    async fn finish(
+        &mut self,
+        job: &MoveJob,
+        phase: JobPhase,
+        shard: Option<ShardInfo>,
+        why: Option<&str>,
+    ) -> Result<Duration> {
+        let mut progress = job.progress.clone();
+        progress.finished_ms = now_ms();
+        self.propose(job, phase, progress, why.map(str::to_string), shard)
+            .await?;
+        Ok(Duration::from_millis(10))
+    }
+
+    async fn propose(
+        &mut self,
+        job: &MoveJob,
+        phase: JobPhase,
+        progress: JobProgress,
+        error: Option<String>,
+        shard: Option<ShardInfo>,
+    ) -> Result<()> {
+        let cmd = MetaCommand::JobStep {
+            id: job.id,
+            expect: job.phase,
+            phase,
+            progress,
+            error,
+            shard,
+        };
+        let resp = self
+            .raft
+            .client_write(cmd)
+            .await
+            .map_err(|e| Error::connection(format!("proposing a job step: {e}")))?;
+        match resp.data.error {
+            Some(e) => Err(Error::internal(format!("job step refused: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    async fn stats(
+        &self,
+        state: &ClusterState,
+        shard: &ShardInfo,
+        node: u64,
+    ) -> Result<ShardStats> {
+        match self
+            .call(&addr(state, node)?, Request::ShardStats { shard: shard.id })
+            .await?
+        {
+            Response::ShardStats(s) => Ok(s),
+            other => Err(Error::protocol(format!(
+                "unexpected answer to ShardStats: {other:?}"
+            ))),
+        }
+    }
+
+    async fn call(&self, addr: &str, req: Request) -> Result<Response> {
+        tokio::time::timeout(CALL_WAIT, self.pool.call(addr, req))
+            .await
+            .map_err(|_| Error::connection(format!("node {addr} did not answer in time")))?
+    }
+}
+
+fn addr(state: &ClusterState, node: u64) -> Result<String> {
+    state
+        .node_addr(node)
+        .map(str::to_string)
+        .ok_or_else(|| Error::connection(format!("node {node} is not registered")))
+}
