@@ -5,11 +5,12 @@
 //!  tessera meta    a control-plane voter (Raft)
 //!  tessera node    a storage node hosting shard replicas
 //!  tessera router  the Postgres endpoint
-//!  tessera admin   operator commands (status)
+//!  tessera admin   operator commands (status, add-node, drain-node, rebalance, jobs)
 //! ```
 //! Each role takes flags, or a TOML file (`--config`) whose keys are the flags' long names
 //! with `_` for `-`; a flag given on the command line wins over the file.
 
+mod admin;
 mod config;
 mod dev;
 
@@ -73,6 +74,8 @@ enum AdminCommand {
         #[arg(long, default_value = "tessera")]
         user: String,
     },
+    #[command(flatten)]
+    Placement(admin::PlacementCommand),
 }
 
 fn init_logging() {
@@ -101,6 +104,9 @@ async fn main() -> Result<()> {
                     ..
                 },
         } => admin_status_via_router(&addr, &user).await,
+        Command::Admin {
+            command: AdminCommand::Placement(cmd),
+        } => admin::run(cmd).await,
         Command::Admin {
             command: AdminCommand::Status { meta, secret, .. },
         } => {

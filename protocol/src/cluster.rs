@@ -259,7 +259,7 @@ impl ClusterState {
     }
 
     fn submit_jobs(&mut self, jobs: &[MoveJob]) -> Result<(), String> {
-        let mut next = self.jobs.keys().next_back().map_or(1, |id| id + 1);
+        let first = self.jobs.keys().next_back().map_or(1, |id| id + 1);
         let mut busy: BTreeSet<ShardId> = self
             .jobs
             .values()
@@ -267,7 +267,7 @@ impl ClusterState {
             .map(|j| j.shard)
             .collect();
         let mut accepted = Vec::new();
-        for job in jobs {
+        for (id, job) in (first..).zip(jobs) {
             let shard = self
                 .shards
                 .get(&job.shard)
@@ -293,9 +293,8 @@ impl ClusterState {
                 return Err(format!("shard {} already has an active move", job.shard));
             }
             let mut job = job.clone();
-            job.id = next;
+            job.id = id;
             job.phase = JobPhase::Queued;
-            next += 1;
             accepted.push(job);
         }
         for job in accepted {

@@ -8,8 +8,10 @@
 //! ```
 //! `meta` is the Raft control plane and its client; `replica` applies an upstream's change log;
 //! `node_runtime` runs a storage node: it serves shards and follows the map to decide which
-//! it hosts and whom each replica follows.
+//! it hosts and whom each replica follows; `operations` are the operator's commands (add and
+//! drain nodes, rebalance) shared by `tessera admin` and the router's SQL functions.
 
 pub mod meta;
 pub mod node_runtime;
+pub mod operations;
 pub mod replica;

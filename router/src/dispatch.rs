@@ -75,6 +75,19 @@ impl Router {
                 tag: "EXPLAIN".into(),
             });
         }
+        if let Some(call) = crate::admin::parse(stmt, params) {
+            let call = call?;
+            if txn.is_some() {
+                return Err(Error::new(
+                    sqlstate::ACTIVE_SQL_TRANSACTION,
+                    format!(
+                        "tessera.{} cannot run inside a transaction block",
+                        call.name
+                    ),
+                ));
+            }
+            return self.admin(&call).await;
+        }
         let mut retried = false;
         loop {
             let state = self.meta.state();
@@ -295,6 +308,13 @@ impl Router {
                     name: "QUERY PLAN".into(),
                     data_type: DataType::Text,
                 }],
+            ));
+        }
+        if let Some(call) = crate::admin::parse(stmt, &[]) {
+            let call = call?;
+            return Ok((
+                vec![DataType::Text; call.params],
+                crate::admin::columns(&call),
             ));
         }
         // Every shard of a keyspace holds the catalog of all its tables, so any one of them
@@ -565,6 +585,7 @@ impl Router {
         for view in views {
             let (schema, rows) = match view.as_str() {
                 "tessera.nodes" => status::nodes_view(&state),
+                "tessera.jobs" => status::jobs_view(&state),
                 "tessera.shards" => status::shards_view(&live),
                 "tessera.replication" => status::replication_view(&live),
                 other => crate::catalog::tables::build(other, &ctx)

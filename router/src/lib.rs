@@ -9,6 +9,7 @@
 //! ```
 //! Routers keep no durable state: any number can run behind a TCP load balancer.
 
+pub mod admin;
 pub mod catalog;
 pub mod copy;
 pub mod dispatch;

@@ -114,6 +114,7 @@ pub fn nodes_view(state: &ClusterState) -> (TableSchema, Vec<Vec<Value>>) {
             col("addr", DataType::Text),
             col("primaries", DataType::Int8),
             col("replicas", DataType::Int8),
+            col("draining", DataType::Bool),
         ],
         primary_key: vec![0],
     };
@@ -132,6 +133,55 @@ pub fn nodes_view(state: &ClusterState) -> (TableSchema, Vec<Vec<Value>>) {
                 Value::Text(n.addr.clone()),
                 Value::Int(primaries as i64),
                 Value::Int(replicas as i64),
+                Value::Bool(state.draining.contains(&n.id)),
+            ]
+        })
+        .collect();
+    (schema, rows)
+}
+
+/// `tessera.jobs`: shard moves, newest last, with their phase and progress.
+pub fn jobs_view(state: &ClusterState) -> (TableSchema, Vec<Vec<Value>>) {
+    let schema = TableSchema {
+        name: "tessera.jobs".into(),
+        columns: vec![
+            col("job", DataType::Int8),
+            col("shard", DataType::Int8),
+            col("from_node", DataType::Int8),
+            col("to_node", DataType::Int8),
+            col("reason", DataType::Text),
+            col("phase", DataType::Text),
+            col("rows_copied", DataType::Int8),
+            col("rows_total", DataType::Int8),
+            col("bytes_copied", DataType::Int8),
+            col("bytes_total", DataType::Int8),
+            col("lag", DataType::Int8),
+            col("attempts", DataType::Int8),
+            col("pause_ms", DataType::Int8),
+            col("error", DataType::Text),
+        ],
+        primary_key: vec![0],
+    };
+    let rows = state
+        .jobs
+        .values()
+        .map(|j| {
+            let p = &j.progress;
+            vec![
+                Value::Int(j.id as i64),
+                Value::Int(i64::from(j.shard)),
+                Value::Int(j.from as i64),
+                Value::Int(j.to as i64),
+                Value::Text(j.reason.clone()),
+                Value::Text(j.phase.name().into()),
+                Value::Int(p.rows_copied as i64),
+                Value::Int(p.rows_total as i64),
+                Value::Int(p.bytes_copied as i64),
+                Value::Int(p.bytes_total as i64),
+                Value::Int(p.lag as i64),
+                Value::Int(i64::from(p.attempts)),
+                Value::Int(p.pause_ms as i64),
+                j.error.clone().map_or(Value::Null, Value::Text),
             ]
         })
         .collect();
@@ -241,7 +291,17 @@ pub fn render(state: &ClusterState, status: &[ShardStatus]) -> String {
         state.version
     ));
     for n in state.nodes.values() {
-        out.push_str(&format!("  node {:<3} {}\n", n.id, n.addr));
+        let draining = if state.draining.contains(&n.id) {
+            "  (draining)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "  node {:<3} {}  {} copies{draining}\n",
+            n.id,
+            n.addr,
+            state.copies_on(n.id)
+        ));
     }
     out.push_str("\nshards:\n");
     out.push_str(&format!(
@@ -274,6 +334,17 @@ pub fn render(state: &ClusterState, status: &[ShardStatus]) -> String {
             p.map(|p| p.lsn.to_string()).unwrap_or_else(|| "?".into()),
             reps.join("; ")
         ));
+    }
+    let recent: Vec<_> = state.jobs.values().rev().take(20).collect();
+    if !recent.is_empty() {
+        out.push_str("\njobs (newest last):\n");
+        for j in recent.into_iter().rev() {
+            out.push_str(&format!(
+                "  job {:<4} {}\n",
+                j.id,
+                replication::operations::describe(j, state)
+            ));
+        }
     }
     out
 }

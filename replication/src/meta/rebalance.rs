@@ -90,7 +90,10 @@ impl Placement {
     }
 }
 
-fn cost(loads: &BTreeMap<NodeId, Load>) -> (i64, i64, i128) {
+/// What a plan minimises, compared in order: Σ copies², Σ primaries², Σ KiB².
+type Cost = (i64, i64, i128);
+
+fn cost(loads: &BTreeMap<NodeId, Load>) -> Cost {
     loads.values().fold((0, 0, 0), |(c, p, b), l| {
         (
             c + l.copies * l.copies,
@@ -123,7 +126,7 @@ pub fn plan_rebalance(
     loop {
         let loads = plan.loads();
         let base = cost(&loads);
-        let mut best: Option<((i64, i64, i128), ShardId, NodeId, NodeId)> = None;
+        let mut best: Option<(Cost, ShardId, NodeId, NodeId)> = None;
         for (id, (primary, replicas)) in &plan.shards {
             if moved.contains(id) {
                 continue;
