@@ -561,6 +561,44 @@ impl NodeService {
 
 /// A transaction's part on a shard is gone (the node restarted, or its connection dropped):
 /// it did not commit, and retrying the whole transaction is safe.
+/// The checksum of a shard and the LSN it was taken at; with `lsn`, on a replica, first lets
+/// applying run up to exactly that LSN and holds it there, then lifts the hold.
+async fn checksum_at(shard: Arc<Shard>, lsn: Option<u64>) -> Result<Response> {
+    if let Some(l) = lsn {
+        shard.hold_apply(Some(l));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let at = shard.lsn();
+            if at == l {
+                break;
+            }
+            if at > l || std::time::Instant::now() > deadline {
+                shard.hold_apply(None);
+                return Err(Error::new(
+                    sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("shard {} is at LSN {at}, not {l}", shard.id),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let s = shard.clone();
+    let taken = tokio::task::spawn_blocking(move || s.checksum())
+        .await
+        .map_err(|e| Error::internal(format!("checksum task failed: {e}")));
+    if lsn.is_some() {
+        shard.hold_apply(None);
+    }
+    let (at, sum) = taken??;
+    if lsn.is_some_and(|l| l != at) {
+        return Err(Error::internal(format!(
+            "shard {} moved past the checksum's LSN",
+            shard.id
+        )));
+    }
+    Ok(Response::LsnChecksum { lsn: at, sum })
+}
+
 fn part_lost(shard: ShardId) -> Error {
     Error::new(
         sqlstate::SERIALIZATION_FAILURE,
@@ -765,6 +803,26 @@ impl Service for NodeService {
                     .await
                     .unwrap_or_else(|e| Err(Error::internal(e.to_string())))
                 }
+                Err(e) => Err(e),
+            },
+            Request::HoldApply { shard } => match self.hosted_entry(shard) {
+                Ok(h) if h.primary => Err(Error::internal(format!(
+                    "shard {shard} is primary on node {}: nothing to hold",
+                    self.id
+                ))),
+                Ok(h) => {
+                    // Hold first, then read where applying stopped: a batch in flight may
+                    // still land, so report the position once it has.
+                    h.shard.hold_apply(Some(h.shard.lsn()));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let lsn = h.shard.lsn();
+                    h.shard.hold_apply(Some(lsn));
+                    Ok(Response::Lsn(lsn))
+                }
+                Err(e) => Err(e),
+            },
+            Request::ChecksumAt { shard, lsn } => match self.hosted_entry(shard) {
+                Ok(h) => checksum_at(h.shard, lsn).await,
                 Err(e) => Err(e),
             },
             Request::ShardDecisions { shard } => match self.hosted_entry(shard) {

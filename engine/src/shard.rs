@@ -236,7 +236,13 @@ pub struct Shard {
     origin: NodeId,
     lsn: watch::Sender<u64>,
     opts: ShardOptions,
+    /// A replica applies nothing past this LSN until the instant passes (a move compares
+    /// checksums at one LSN on both sides while the primary keeps writing).
+    apply_hold: Mutex<Option<(u64, std::time::Instant)>>,
 }
+
+/// How long an apply hold lasts if nobody lifts it (its runner died).
+const APPLY_HOLD: Duration = Duration::from_secs(10);
 
 impl Shard {
     /// Opens (or creates) the shard file at `path`.
@@ -273,6 +279,7 @@ impl Shard {
             origin,
             lsn: tx,
             opts,
+            apply_hold: Mutex::new(None),
         };
         shard.recover_prepared()?;
         Ok(shard)
@@ -946,6 +953,27 @@ impl Shard {
                 .map_err(storage_err)?;
         }
         Ok(())
+    }
+
+    /// Holds this replica's applying at `lsn` (or lifts the hold with `None`); a hold lapses
+    /// by itself after `APPLY_HOLD`.
+    pub fn hold_apply(&self, lsn: Option<u64>) {
+        if let Ok(mut h) = self.apply_hold.lock() {
+            *h = lsn.map(|l| (l, std::time::Instant::now() + APPLY_HOLD));
+        }
+    }
+
+    /// The highest LSN the replica may apply now, if a hold is in force.
+    pub fn apply_limit(&self) -> Option<u64> {
+        let mut h = self.apply_hold.lock().ok()?;
+        match *h {
+            Some((lsn, until)) if std::time::Instant::now() < until => Some(lsn),
+            Some(_) => {
+                *h = None;
+                None
+            }
+            None => None,
+        }
     }
 
     /// Applies records received from the upstream, in LSN order, skipping ones already

@@ -2,9 +2,11 @@
 //!
 //! ```text
 //!  Queued ──► Copying ──────────► Frozen ──────────────► Done
-//!   (target added     (target caught   (writes drained, LSNs equal,
-//!    as a replica:     up: new writes   checksums equal: primary or
-//!    snapshot + log)   held)            replica switched, epoch + 1)
+//!   (target added     (target caught   (writes drained, LSNs and row
+//!    as a replica:     up, checksums    counts equal: primary or
+//!    snapshot + log)   equal at one     replica switched, epoch + 1)
+//!                      LSN: new writes
+//!                      held)
 //!                 ▲                │
 //!                 └── drain too slow (unfreeze, try again)
 //!  any phase ──► RolledBack (target copy removed, shard unfrozen, reason kept)
@@ -61,6 +63,8 @@ pub struct JobProgress {
     pub bytes_total: u64,
     /// Change-log records the target still lacks.
     pub lag: u64,
+    /// The LSN at which the target's checksum was found equal to the primary's (0: not yet).
+    pub verified_lsn: u64,
     /// Times the switch was tried (a drain that took too long unfreezes and tries again).
     pub attempts: u32,
     /// Wall-clock milliseconds (of the meta leader) when the current freeze began.

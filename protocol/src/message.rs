@@ -100,6 +100,13 @@ pub enum Request {
     /// Node, on a participant: the router gave up driving transaction `txn` (its outcome
     /// is unknown to it), so the in-doubt resolver should not wait for it any longer.
     ReleasePrepared { shard: ShardId, txn: u64 },
+    /// Node, on a replica: stop applying the shard's log where it stands (for at most a few
+    /// seconds); answers `Lsn` with that position.
+    HoldApply { shard: ShardId },
+    /// Node: the shard's checksum with the LSN it was taken at. `lsn: None` takes it now; on
+    /// a replica, `Some(l)` lets applying run up to exactly `l`, takes it there, and lifts
+    /// the hold. A move compares the two while the primary keeps writing.
+    ChecksumAt { shard: ShardId, lsn: Option<u64> },
     /// Node: the two-phase-commit decisions a shard's primary records as coordinator (they
     /// live beside the rows, outside the change log, so a move carries them across).
     ShardDecisions { shard: ShardId },
@@ -170,6 +177,11 @@ pub enum Response {
     Checksum(u64),
     Decision(Option<bool>),
     Decisions(Vec<(u64, bool)>),
+    Lsn(u64),
+    LsnChecksum {
+        lsn: u64,
+        sum: u64,
+    },
     Described {
         params: Vec<crate::value::DataType>,
         columns: Vec<crate::schema::ResultColumn>,

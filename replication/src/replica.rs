@@ -60,7 +60,23 @@ async fn follow_once(shard: &Arc<Shard>, me: NodeId, upstream: &str, pool: &Pool
             }
         };
         match item {
-            StreamItem::Changes(records) => {
+            StreamItem::Changes(mut records) => {
+                // A move's checksum holds applying at one LSN for a moment: apply up to it,
+                // keep the rest until the hold is lifted (the stream waits meanwhile).
+                while let Some(limit) = shard.apply_limit() {
+                    let cut = records.partition_point(|r| r.lsn <= limit);
+                    if cut == records.len() {
+                        break;
+                    }
+                    if cut > 0 {
+                        let head: Vec<_> = records.drain(..cut).collect();
+                        let s = shard.clone();
+                        tokio::task::spawn_blocking(move || s.apply(&head))
+                            .await
+                            .map_err(|e| Error::internal(format!("apply task failed: {e}")))??;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
                 let s = shard.clone();
                 let lsn = tokio::task::spawn_blocking(move || s.apply(&records))
                     .await
@@ -248,6 +264,28 @@ mod tests {
         // Streaming: new commits arrive without a new snapshot.
         run(&primary, "UPDATE t SET v = 'x' WHERE k < 3");
         run(&primary, "DELETE FROM t WHERE k = 19");
+        wait_equal(&primary, &replica).await;
+
+        // A hold stops applying at its LSN while the primary goes on; lifting it catches up.
+        let held = replica.lsn();
+        replica.hold_apply(Some(held));
+        run(&primary, "INSERT INTO t VALUES (50, 'held')");
+        run(&primary, "INSERT INTO t VALUES (51, 'held')");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(replica.lsn(), held, "nothing applied past the hold");
+        replica.hold_apply(Some(held + 1));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while replica.lsn() != held + 1 {
+            assert!(tokio::time::Instant::now() < deadline, "hold moved forward");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            replica.lsn(),
+            held + 1,
+            "applied exactly up to the new hold"
+        );
+        replica.hold_apply(None);
         wait_equal(&primary, &replica).await;
 
         // Away while the primary writes past its retention: resumes through a snapshot.

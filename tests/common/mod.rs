@@ -525,27 +525,7 @@ impl Cluster {
         let meta_addr = format!("127.0.0.1:{meta_port}");
         let mut nodes = Vec::new();
         for id in 1..=2u64 {
-            let port = free_port();
-            let node = Proc::start(
-                &format!("node{id}"),
-                vec![
-                    "node".into(),
-                    "--id".into(),
-                    id.to_string(),
-                    "--listen".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--data".into(),
-                    dir.join(&format!("node{id}")).display().to_string(),
-                    "--meta".into(),
-                    meta_addr.clone(),
-                    "--secret".into(),
-                    secret.clone(),
-                ],
-                &format!("node {id} listening on"),
-                dir.path(),
-            )
-            .await;
-            nodes.push(node);
+            nodes.push(start_node(&dir, id, &meta_addr, &secret).await);
         }
         let router_port = free_port();
         let router = Proc::start(
@@ -605,6 +585,18 @@ impl Cluster {
         }
     }
 
+    /// Starts node `id` (its own process and data directory); it registers itself in meta
+    /// and holds nothing until a move places copies on it.
+    pub async fn add_node(&mut self, id: u64) {
+        let node = start_node(&self.dir, id, &self.meta_addr, &self.secret).await;
+        self.nodes.push(node);
+    }
+
+    /// The data directory of node `id`.
+    pub fn node_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(&format!("node{id}"))
+    }
+
     pub async fn client(&self) -> Client {
         connect(self.router_port, Duration::from_secs(10)).await
     }
@@ -625,6 +617,29 @@ impl Cluster {
         }
         s
     }
+}
+
+async fn start_node(dir: &TempDir, id: u64, meta_addr: &str, secret: &str) -> Proc {
+    let port = free_port();
+    Proc::start(
+        &format!("node{id}"),
+        vec![
+            "node".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data".into(),
+            dir.join(&format!("node{id}")).display().to_string(),
+            "--meta".into(),
+            meta_addr.to_string(),
+            "--secret".into(),
+            secret.to_string(),
+        ],
+        &format!("node {id} listening on"),
+        dir.path(),
+    )
+    .await
 }
 
 /// Runs a test body with an overall deadline, so that a statement the product never answers

@@ -3,10 +3,12 @@
 //! ```text
 //!  Queued   ─► propose: target joins the shard's replicas          (snapshot, then the log)
 //!  Copying  ─► poll ShardStats of primary and target; record progress
-//!              target within CATCHUP_LAG records ─► propose: shard frozen
+//!              target within CATCHUP_LAG records ─► verify: hold the target's applying,
+//!              checksum the primary now (LSN L), let the target apply exactly to L and
+//!              checksum it there; equal ─► propose: shard frozen
 //!  Frozen   ─► poll the primary until it has closed its write gate, nothing it admitted is
-//!              still open (writes, transactions, prepared), and the target's LSN equals its
-//!              own; compare checksums; carry the 2PC decisions across; propose, in one
+//!              still open (writes, transactions, prepared), and the target's LSN (and row
+//!              count) equals its own; carry the 2PC decisions across; propose, in one
 //!              entry: new primary or replica set, epoch + 1, unfrozen, job done
 //!              too slow (DRAIN_WAIT) ─► propose: unfrozen, back to Copying, try again
 //!  mismatch, vanished shard or node, too many tries ─► propose: target removed, unfrozen,
@@ -181,6 +183,17 @@ impl Runner {
             .lsn
             .saturating_sub(target.as_ref().map_or(0, |t| t.lsn));
         let caught_up = target.is_some() && progress.lag <= CATCHUP_LAG;
+        if caught_up && progress.verified_lsn == 0 {
+            // Compared while writes go on, so the pause does not grow with the shard: from
+            // the verified LSN on, the log (applied gap-free, in order) keeps both equal.
+            match self.verify(state, &shard, job.to).await? {
+                Some(lsn) => progress.verified_lsn = lsn,
+                None => {
+                    let why = "the target's checksum differs from the primary's at the same LSN";
+                    return self.roll_back(job, &shard, why).await;
+                }
+            }
+        }
         if caught_up {
             progress.attempts += 1;
             progress.frozen_at_ms = now_ms();
@@ -233,32 +246,18 @@ impl Runner {
             }
             return self.unfreeze(job, shard, waited).await;
         }
-        let (Ok(p), Ok(_)) = (primary, target) else {
+        let (Ok(p), Ok(t)) = (primary, target) else {
             return Err(Error::internal("stats vanished"));
         };
-        let primary_addr = addr(state, shard.primary)?;
-        let target_addr = addr(state, job.to)?;
-        let (sum_p, sum_t) = futures::future::join(
-            self.call(&primary_addr, Request::ShardChecksum { shard: shard.id }),
-            self.call(&target_addr, Request::ShardChecksum { shard: shard.id }),
-        )
-        .await;
-        let (Response::Checksum(sum_p), Response::Checksum(sum_t)) = (sum_p?, sum_t?) else {
-            return Err(Error::protocol("unexpected answer to ShardChecksum"));
-        };
-        // The LSN cannot have moved (the gate is closed), but a checksum only means something
-        // at a known position: make sure.
-        let after = self.stats(state, &shard, shard.primary).await?;
-        if after.lsn != p.lsn {
-            return Ok(Duration::from_millis(2));
-        }
-        if sum_p != sum_t {
+        if p.rows != t.rows {
             let why = format!(
-                "checksums differ at LSN {}: primary {sum_p:016x}, target {sum_t:016x}",
-                p.lsn
+                "at LSN {} the primary has {} rows and the target {}",
+                p.lsn, p.rows, t.rows
             );
             return self.roll_back(job, &shard, &why).await;
         }
+        let primary_addr = addr(state, shard.primary)?;
+        let target_addr = addr(state, job.to)?;
         let mut next = shard.clone();
         if job.from == shard.primary {
             // The new primary must answer for the transactions this shard coordinated.
@@ -301,6 +300,65 @@ impl Runner {
         self.propose(job, JobPhase::Done, progress, None, Some(next))
             .await?;
         Ok(Duration::from_millis(10))
+    }
+
+    /// Compares the target's checksum with the primary's at one LSN while the primary keeps
+    /// writing: the target stops applying, the primary is checksummed at its LSN L, the target
+    /// applies exactly up to L and is checksummed there. `Some(L)` when they agree, `None`
+    /// when they differ; an error (a node away, the target past L) means try again.
+    async fn verify(
+        &self,
+        state: &ClusterState,
+        shard: &ShardInfo,
+        to: u64,
+    ) -> Result<Option<u64>> {
+        let primary_addr = addr(state, shard.primary)?;
+        let target_addr = addr(state, to)?;
+        self.call(&target_addr, Request::HoldApply { shard: shard.id })
+            .await?;
+        let at_primary = self
+            .call(
+                &primary_addr,
+                Request::ChecksumAt {
+                    shard: shard.id,
+                    lsn: None,
+                },
+            )
+            .await;
+        let Ok(Response::LsnChecksum { lsn, sum: sum_p }) = at_primary else {
+            // Lift the hold (it would lapse by itself in a few seconds).
+            let _ = self
+                .call(
+                    &target_addr,
+                    Request::ChecksumAt {
+                        shard: shard.id,
+                        lsn: Some(0),
+                    },
+                )
+                .await;
+            return Err(Error::connection(format!(
+                "checksum of the primary failed: {at_primary:?}"
+            )));
+        };
+        let Response::LsnChecksum { sum: sum_t, .. } = self
+            .call(
+                &target_addr,
+                Request::ChecksumAt {
+                    shard: shard.id,
+                    lsn: Some(lsn),
+                },
+            )
+            .await?
+        else {
+            return Err(Error::protocol("unexpected answer to ChecksumAt"));
+        };
+        tracing::info!(
+            shard = shard.id,
+            lsn,
+            equal = sum_p == sum_t,
+            "move compared checksums"
+        );
+        Ok((sum_p == sum_t).then_some(lsn))
     }
 
     /// The drain took too long (a long transaction, a lock wait that crosses shards): let
