@@ -218,6 +218,15 @@ fn serialization_failure() -> Error {
     .with_detail("Reason code: Canceled on identification as a pivot, during commit attempt.")
 }
 
+/// Whether `path` starts with redb's magic number still zeroed (see `Shard::open`).
+fn creation_never_finished(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 9];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head.iter().all(|b| *b == 0))
+}
+
 pub struct Shard {
     pub id: ShardId,
     path: PathBuf,
@@ -253,7 +262,22 @@ impl Shard {
         hlc: Arc<Hlc>,
         opts: ShardOptions,
     ) -> Result<Shard> {
-        let db = Database::create(path).map_err(storage_err)?;
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(e) if creation_never_finished(path) => {
+                // redb writes its magic number last when it creates a file: a file whose magic
+                // is still zero was cut short by a crash while being created and holds no
+                // committed data (a copy arriving by a move, a replica's first start).
+                tracing::warn!(
+                    shard = id,
+                    "shard file {} was never fully created ({e}); creating it again",
+                    path.display()
+                );
+                std::fs::remove_file(path).map_err(Error::io)?;
+                Database::create(path).map_err(storage_err)?
+            }
+            Err(e) => return Err(storage_err(e)),
+        };
         storage::init(&db)?;
         let snapshot = Snapshot::new(&db)?;
         let lsn = snapshot.state(STATE_LSN)?;
@@ -1215,6 +1239,28 @@ mod tests {
     fn run(s: &Shard, sql: &str) -> QueryResult {
         let stmt = sql::parse(sql).unwrap().remove(0);
         s.execute(&stmt, &[]).unwrap()
+    }
+
+    /// A file whose creation a crash cut short (redb's magic still zero) is created again;
+    /// a file with any other damage is refused, never replaced.
+    #[test]
+    fn half_created_file_is_recreated_but_damaged_one_refused() {
+        let (s, dir) = shard("halfcreated");
+        drop(s);
+        let path = dir.join("half.redb");
+        let mut bytes = vec![0u8; 4096];
+        bytes[9..13].copy_from_slice(&[0, 4, 0, 0]);
+        std::fs::write(&path, &bytes).unwrap();
+        let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
+        let opened = Shard::open(&path, 0, 1, hlc.clone(), ShardOptions::default()).unwrap();
+        run(&opened, "CREATE TABLE t (k int PRIMARY KEY)");
+        drop(opened);
+        let damaged = dir.join("damaged.redb");
+        bytes[0] = b'x';
+        std::fs::write(&damaged, &bytes).unwrap();
+        assert!(Shard::open(&damaged, 0, 1, hlc, ShardOptions::default()).is_err());
+        assert!(damaged.exists(), "a damaged file is left for the operator");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// READ COMMITTED increments from many threads: each waits for the row lock and re-reads
