@@ -146,6 +146,8 @@ fn router_planning(c: &mut Criterion) {
                 replicas: vec![],
                 epoch: 1,
                 frozen: false,
+                sealed: false,
+                split_from: None,
             },
         );
     }

@@ -1,4 +1,4 @@
-//! `tessera admin add-node | drain-node | remove-node | rebalance | jobs`: the operator's
+//! `tessera admin add-node | drain-node | remove-node | rebalance | split | jobs`: the operator's
 //! commands that change placement. They plan through `replication::operations` (the same
 //! code behind the `tessera.*()` SQL functions), queue moves as jobs in meta, and then follow
 //! the jobs with one progress bar per move until they end.
@@ -74,6 +74,20 @@ pub enum PlacementCommand {
         #[command(flatten)]
         conn: MetaConn,
     },
+    /// Split a shard's hash range in two online: a new shard takes the upper half.
+    Split {
+        /// The shard to split.
+        #[arg(long)]
+        shard: u32,
+        /// The node for the new shard's primary (default: the one holding the fewest copies).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Queue the split and return without following it.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: MetaConn,
+    },
     /// Follow the running moves with progress bars until they end.
     Jobs {
         #[command(flatten)]
@@ -123,6 +137,20 @@ pub async fn run(cmd: PlacementCommand) -> Result<()> {
             print_plan(&meta, &moves, dry_run);
             if !dry_run && !no_wait {
                 follow(&meta, moves.iter().map(|m| m.id).collect()).await?;
+            }
+            Ok(())
+        }
+        PlacementCommand::Split {
+            shard,
+            to,
+            no_wait,
+            conn,
+        } => {
+            let meta = connect(&conn).await?;
+            let job = operations::split(&meta, shard, to).await?;
+            print_plan(&meta, std::slice::from_ref(&job), false);
+            if !no_wait {
+                follow(&meta, [job.id].into()).await?;
             }
             Ok(())
         }
@@ -217,6 +245,7 @@ async fn follow(meta: &MetaClient, ids: BTreeSet<JobId>) -> Result<()> {
                     }
                 ),
                 JobPhase::Frozen => format!("lag {}  switching (writes held)", p.lag),
+                JobPhase::Trimming => "trimming both halves (statements held)".to_string(),
                 JobPhase::Done => format!("done, writes paused {} ms", p.pause_ms),
                 JobPhase::RolledBack => format!(
                     "rolled back: {}",

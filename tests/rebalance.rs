@@ -37,12 +37,14 @@ struct Load {
     /// (from, to, amount) of every acknowledged transfer.
     acked: Mutex<Vec<(i32, i32, i64)>>,
     errors: Mutex<Vec<String>>,
+    retries: Mutex<u64>,
     /// The longest single statement, in microseconds, and when it ended.
     longest: Mutex<(u128, String)>,
     stop: AtomicBool,
 }
 
-async fn timed(client: &Client, sql: &str, load: &Load) -> Result<u64, String> {
+/// Runs one statement, timing it; an error is (SQLSTATE or "", message).
+async fn timed(client: &Client, sql: &str, load: &Load) -> Result<u64, (String, String)> {
     let started = Instant::now();
     let r = tokio::time::timeout(STATEMENT_WAIT, client.simple_query(sql)).await;
     let took = started.elapsed().as_micros();
@@ -53,8 +55,13 @@ async fn timed(client: &Client, sql: &str, load: &Load) -> Result<u64, String> {
         }
     }
     match r {
-        Err(_) => Err(format!("{sql}: timed out")),
-        Ok(Err(e)) => Err(format!("{sql}: {e:?}")),
+        Err(_) => Err((String::new(), format!("{sql}: timed out"))),
+        Ok(Err(e)) => Err((
+            e.as_db_error()
+                .map(|d| d.code().code().to_string())
+                .unwrap_or_default(),
+            format!("{sql}: {e:?}"),
+        )),
         Ok(Ok(msgs)) => Ok(msgs
             .iter()
             .filter_map(|m| match m {
@@ -66,7 +73,10 @@ async fn timed(client: &Client, sql: &str, load: &Load) -> Result<u64, String> {
     }
 }
 
-async fn worker(port: u16, seed: u64, load: Arc<Load>) {
+/// Transfers until told to stop. With `retry_serialization`, a 40001 (a split re-planned
+/// a statement of an open transaction) rolls the transfer back and tries it again; any other
+/// error, or a 40001 without it, is recorded.
+async fn worker(port: u16, seed: u64, load: Arc<Load>, retry_serialization: bool) {
     let client = connect(port, Duration::from_secs(15)).await;
     let mut x = seed | 1;
     let mut next = move |n: u64| {
@@ -108,8 +118,12 @@ async fn worker(port: u16, seed: u64, load: Arc<Load>) {
                         load.acked.lock().unwrap().push((a, b, amount));
                     }
                 }
-                Err(e) => {
-                    load.errors.lock().unwrap().push(e);
+                Err((code, e)) => {
+                    if retry_serialization && code == "40001" {
+                        *load.retries.lock().unwrap() += 1;
+                    } else {
+                        load.errors.lock().unwrap().push(e);
+                    }
                     let _ = client.simple_query("ROLLBACK").await;
                     break;
                 }
@@ -226,6 +240,7 @@ async fn rebalance_and_drain_under_transfer_load() {
                 cluster.router_port,
                 0x9E37_79B9 * (i as u64 + 1),
                 load.clone(),
+                false,
             ))
         })
         .collect();
@@ -285,10 +300,27 @@ async fn rebalance_and_drain_under_transfer_load() {
     for w in workers {
         let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
     }
+    check_after_load(&cluster, &load, &admin, &[1, 2, 3]).await;
+    let acked = load.acked.lock().unwrap().clone();
+
+    let pauses = sql_lines(&admin, "SELECT max(pause_ms) FROM tessera.jobs").await;
+    let (longest_us, stmt) = load.longest.lock().unwrap().clone();
+    println!(
+        "{} transfers, 0 errors; longest statement before the moves {:.1} ms, during them {:.1} ms ({stmt}); longest freeze recorded by a job {} ms",
+        acked.len(),
+        baseline_us as f64 / 1000.0,
+        longest_us as f64 / 1000.0,
+        pauses.first().cloned().unwrap_or_default()
+    );
+}
+
+/// Checks the outcome of a workload: no client error, every acknowledged transfer applied
+/// exactly once, every copy of every shard equal, no orphaned shard file.
+async fn check_after_load(cluster: &Cluster, load: &Load, client: &Client, nodes: &[u64]) {
     let errors = load.errors.lock().unwrap().clone();
     assert!(
         errors.is_empty(),
-        "clients saw {} errors during the moves, first: {:?}\n{}",
+        "clients saw {} errors, first: {:?}\n{}",
         errors.len(),
         errors.first(),
         cluster.logs()
@@ -305,21 +337,88 @@ async fn rebalance_and_drain_under_transfer_load() {
         *expected.get_mut(&(*to as i64)).unwrap() += amount;
     }
     assert_eq!(
-        balances(&admin).await,
+        balances(client).await,
         expected,
         "every acknowledged transfer applied exactly once"
     );
-    wait_copies_agree(&cluster).await;
-    wait_no_orphans(&cluster, &[1, 2, 3]).await;
+    wait_copies_agree(cluster).await;
+    wait_no_orphans(cluster, nodes).await;
+}
 
-    let pauses = sql_lines(&admin, "SELECT max(pause_ms) FROM tessera.jobs").await;
+/// Two splits while 8 clients transfer: the shard count grows from 4 to 6, every row is in
+/// exactly one shard (a full count and a sum see each once), transfers keep working, and a
+/// table created afterwards spreads over all six.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn split_under_transfer_load() {
+    let cluster = Cluster::start("split").await;
+    let admin = cluster.client().await;
+    create_accounts(&admin, ACCOUNTS).await;
+    let load = Arc::new(Load::default());
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            tokio::spawn(worker(
+                cluster.router_port,
+                0x51_7CC1 * (i as u64 + 1),
+                load.clone(),
+                true,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    within(Duration::from_secs(90), "two splits", async {
+        for shard in [0, 1] {
+            let queued = sql_lines(&admin, &format!("SELECT tessera.split_shard({shard})")).await;
+            println!("{}", queued.join("\n"));
+            sql_lines(&admin, "SELECT tessera.wait_for_jobs(60)").await;
+        }
+        let done = sql_lines(
+            &admin,
+            "SELECT count(*) FROM tessera.jobs WHERE phase = 'done'",
+        )
+        .await;
+        assert_eq!(done, vec!["2".to_string()], "both splits finished");
+        let shards = sql_lines(&admin, "SELECT count(*) FROM tessera.shards").await;
+        assert_eq!(shards, vec!["6".to_string()]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+    load.stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+    }
+    let count = sql_lines(&admin, "SELECT count(*) FROM accounts").await;
+    assert_eq!(
+        count,
+        vec![ACCOUNTS.to_string()],
+        "each row in exactly one shard"
+    );
+    check_after_load(&cluster, &load, &admin, &[1, 2]).await;
+
+    admin
+        .simple_query("CREATE TABLE after_split (k int PRIMARY KEY, v text)")
+        .await
+        .expect("create after split");
+    let values: Vec<String> = (0..600).map(|i| format!("({i}, 'v{i}')")).collect();
+    admin
+        .simple_query(&format!(
+            "INSERT INTO after_split VALUES {}",
+            values.join(",")
+        ))
+        .await
+        .expect("insert after split");
+    let per_shard = query_text(&admin, "SELECT shard, rows FROM tessera.shards")
+        .await
+        .expect("shards view");
+    assert!(
+        per_shard.iter().all(|r| int(r, "rows").unwrap_or(0) > 0),
+        "rows land on every shard after the splits: {per_shard:?}"
+    );
     let (longest_us, stmt) = load.longest.lock().unwrap().clone();
     println!(
-        "{} transfers, 0 errors; longest statement before the moves {:.1} ms, during them {:.1} ms ({stmt}); longest freeze recorded by a job {} ms",
-        acked.len(),
-        baseline_us as f64 / 1000.0,
-        longest_us as f64 / 1000.0,
-        pauses.first().cloned().unwrap_or_default()
+        "{} transfers, {} retried after 40001; longest statement {:.1} ms ({stmt})",
+        load.acked.lock().unwrap().len(),
+        load.retries.lock().unwrap(),
+        longest_us as f64 / 1000.0
     );
 }
 

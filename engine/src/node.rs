@@ -45,6 +45,8 @@ struct Hosted {
 #[derive(Default)]
 struct WriteGate {
     frozen: bool,
+    /// A split trims the shard: nothing is answered, reads included.
+    sealed: bool,
     /// Autocommit writing statements running now.
     writers: u64,
 }
@@ -124,7 +126,14 @@ impl NodeService {
 
     /// Hosts a shard replica in the given role, opening its file on first use. `frozen`
     /// closes the write gate of a primary for a move's switch.
-    pub fn host(&self, id: ShardId, primary: bool, epoch: u64, frozen: bool) -> Result<Arc<Shard>> {
+    pub fn host(
+        &self,
+        id: ShardId,
+        primary: bool,
+        epoch: u64,
+        frozen: bool,
+        sealed: bool,
+    ) -> Result<Arc<Shard>> {
         let mut shards = self
             .shards
             .write()
@@ -134,6 +143,7 @@ impl NodeService {
             h.epoch = epoch;
             if let Ok(mut g) = h.gate.lock() {
                 g.frozen = frozen;
+                g.sealed = sealed;
             }
             return Ok(h.shard.clone());
         }
@@ -151,7 +161,11 @@ impl NodeService {
                 shard: shard.clone(),
                 primary,
                 epoch,
-                gate: Arc::new(Mutex::new(WriteGate { frozen, writers: 0 })),
+                gate: Arc::new(Mutex::new(WriteGate {
+                    frozen,
+                    sealed,
+                    writers: 0,
+                })),
             },
         );
         Ok(shard)
@@ -252,6 +266,9 @@ impl NodeService {
             cancelled,
         } = caller;
         let hosted = self.hosted_entry(id)?;
+        if hosted.gate.lock().is_ok_and(|g| g.sealed) {
+            return Err(moving(id));
+        }
         let stmts = self.parse(&sql_text, !params.is_empty())?;
         let writes = stmts.iter().any(|s| !sql::is_read_only(s));
         if writes && (!hosted.primary || hosted.epoch != epoch) {
@@ -779,11 +796,11 @@ impl Service for NodeService {
                 Ok(h) => {
                     // Read the gate before counting: once frozen is seen, the counts can only
                     // fall.
-                    let (frozen, writers) = h
+                    let (frozen, sealed, writers) = h
                         .gate
                         .lock()
-                        .map(|g| (g.frozen, g.writers))
-                        .unwrap_or((false, 0));
+                        .map(|g| (g.frozen, g.sealed, g.writers))
+                        .unwrap_or((false, false, 0));
                     let open_txns = self
                         .txns
                         .lock()
@@ -795,6 +812,7 @@ impl Service for NodeService {
                             st.primary = primary;
                             st.epoch = epoch;
                             st.frozen = frozen;
+                            st.sealed = sealed;
                             st.writers = writers;
                             st.open_txns = open_txns;
                             Response::ShardStats(st)
@@ -823,6 +841,18 @@ impl Service for NodeService {
             },
             Request::ChecksumAt { shard, lsn } => match self.hosted_entry(shard) {
                 Ok(h) => checksum_at(h.shard, lsn).await,
+                Err(e) => Err(e),
+            },
+            Request::TrimToRange { shard, range, keys } => match self.hosted_entry(shard) {
+                Ok(h) if !h.primary => Err(Error::internal(format!(
+                    "shard {shard} is not primary on node {}",
+                    self.id
+                ))),
+                Ok(h) => tokio::task::spawn_blocking(move || {
+                    h.shard.trim_to_range(&keys, range).map(Response::Lsn)
+                })
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
                 Err(e) => Err(e),
             },
             Request::ShardDecisions { shard } => match self.hosted_entry(shard) {

@@ -454,6 +454,43 @@ impl Shard {
         redb::ReadableTableMetadata::len(&table).map_err(storage_err)
     }
 
+    /// Deletes, in one commit, every row whose shard key hashes outside `range`: after a
+    /// split each half drops the rows of the other. `keys` gives each table's shard-key
+    /// column; a table it does not name is left alone. Returns the LSN afterwards.
+    pub fn trim_to_range(
+        &self,
+        keys: &[(String, usize)],
+        range: protocol::hash::HashRange,
+    ) -> Result<u64> {
+        let snap = self.snapshot()?;
+        let mut changes = Vec::new();
+        for schema in snap.schemas()? {
+            let Some((_, col)) = keys.iter().find(|(t, _)| *t == schema.name) else {
+                continue;
+            };
+            for entry in snap.raw_rows(&schema.name)? {
+                let (key, row) = entry?;
+                let row = protocol::row::decode_row(&row)?;
+                let value = row.get(*col).cloned().unwrap_or(Value::Null);
+                if !range.contains(protocol::hash::shard_hash(&value)) {
+                    changes.push(Change::Delete {
+                        table: schema.name.clone(),
+                        key,
+                    });
+                }
+            }
+        }
+        drop(snap);
+        if changes.is_empty() {
+            return Ok(self.lsn());
+        }
+        self.group_commit(Pending {
+            changes,
+            prepared: None,
+            validate: None,
+        })
+    }
+
     /// Every recorded decision (a move copies them to the shard's new primary).
     pub fn decisions(&self) -> Result<Vec<(TxnId, bool)>> {
         let read = redb::ReadableDatabase::begin_read(&self.db).map_err(storage_err)?;
@@ -1082,6 +1119,7 @@ impl Shard {
             primary: false,
             epoch: 0,
             frozen: false,
+            sealed: false,
             open_txns: 0,
             writers: 0,
             prepared: self.prepared.lock().map(|p| p.len() as u64).unwrap_or(0),

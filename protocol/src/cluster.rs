@@ -5,7 +5,7 @@
 //!  ├─ nodes:     id → address                     (service discovery)
 //!  ├─ keyspaces: name → shard count, replication factor
 //!  ├─ tables:    name → schema, keyspace, shard key, distribution
-//!  ├─ shards:    id → keyspace, hash range, primary, replicas, epoch, frozen
+//!  ├─ shards:    id → keyspace, hash range, primary, replicas, epoch, frozen/sealed, split_from
 //!  ├─ draining:  nodes being emptied (no new copies land there)
 //!  └─ jobs:      id → shard move and its phase (see `jobs`)
 //! ```
@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::hash::HashRange;
-use crate::jobs::{JobId, JobPhase, MoveJob};
+use crate::jobs::{JobId, JobKind, JobPhase, MoveJob};
 use crate::schema::TableSchema;
 
 pub type NodeId = u64;
@@ -69,6 +69,12 @@ pub struct ShardInfo {
     /// A move is switching this shard: its primary opens no new write (or transaction) until
     /// the flag is cleared; routers hold such statements and retry them.
     pub frozen: bool,
+    /// A split is trimming this shard to its new range: it answers nothing (reads included)
+    /// until the flag is cleared.
+    pub sealed: bool,
+    /// Set while this shard is being split off `split_from`: its copies follow that shard's
+    /// primary and hold all of its rows, and no statement is routed to it yet.
+    pub split_from: Option<ShardId>,
 }
 
 impl ShardInfo {
@@ -123,7 +129,10 @@ pub enum MetaCommand {
         phase: JobPhase,
         progress: crate::jobs::JobProgress,
         error: Option<String>,
-        shard: Option<ShardInfo>,
+        /// Placements replaced (or, for a split's new shard, added) in the same entry.
+        shards: Vec<ShardInfo>,
+        /// Shards removed in the same entry (a rolled-back split's new shard).
+        drop_shards: Vec<ShardId>,
     },
     /// Marks a node as being emptied (or no longer).
     SetDraining {
@@ -156,6 +165,9 @@ impl ClusterState {
                 if self.shards.values().any(|s| &s.keyspace == keyspace) {
                     return Ok(());
                 }
+                if let Some(s) = shards.iter().find(|s| self.shards.contains_key(&s.id)) {
+                    return Err(format!("shard id {} is already in use", s.id));
+                }
                 for s in shards {
                     self.shards.insert(s.id, s.clone());
                 }
@@ -181,18 +193,33 @@ impl ClusterState {
                 phase,
                 progress,
                 error,
-                shard,
+                shards,
+                drop_shards,
             } => {
                 let job = self
                     .jobs
-                    .get_mut(id)
+                    .get(id)
                     .filter(|j| j.phase.is_active() && j.phase == *expect)
                     .ok_or_else(|| format!("job {id} is not {} any more", expect.name()))?;
+                // A split's first step adds its new shard: the id must still be free (the
+                // placement task allocates ids too).
+                if let (JobPhase::Queued, JobKind::Split { new_shard }) = (expect, job.kind)
+                    && self.shards.contains_key(&new_shard)
+                {
+                    return Err(format!("shard id {new_shard} is already in use"));
+                }
+                let job = self
+                    .jobs
+                    .get_mut(id)
+                    .ok_or_else(|| format!("job {id} vanished"))?;
                 job.phase = *phase;
                 job.progress = progress.clone();
                 job.error = error.clone();
-                if let Some(s) = shard {
+                for s in shards {
                     self.shards.insert(s.id, s.clone());
+                }
+                for id in drop_shards {
+                    self.shards.remove(id);
                 }
             }
             MetaCommand::SetDraining { node, draining } => {
@@ -240,12 +267,13 @@ impl ClusterState {
         Ok(())
     }
 
-    /// The shards of a keyspace, in hash-range order.
+    /// The shards of a keyspace that statements are routed to, in hash-range order (a shard
+    /// still being split off another is not one of them).
     pub fn keyspace_shards(&self, keyspace: &str) -> Vec<&ShardInfo> {
         let mut shards: Vec<&ShardInfo> = self
             .shards
             .values()
-            .filter(|s| s.keyspace == keyspace)
+            .filter(|s| s.keyspace == keyspace && s.split_from.is_none())
             .collect();
         shards.sort_by_key(|s| s.range.start);
         shards
@@ -255,7 +283,7 @@ impl ClusterState {
     pub fn shard_for_hash(&self, keyspace: &str, hash: u64) -> Option<&ShardInfo> {
         self.shards
             .values()
-            .find(|s| s.keyspace == keyspace && s.range.contains(hash))
+            .find(|s| s.keyspace == keyspace && s.split_from.is_none() && s.range.contains(hash))
     }
 
     fn submit_jobs(&mut self, jobs: &[MoveJob]) -> Result<(), String> {
@@ -267,6 +295,16 @@ impl ClusterState {
             .map(|j| j.shard)
             .collect();
         let mut accepted = Vec::new();
+        let mut next_shard = self
+            .shards
+            .keys()
+            .copied()
+            .chain(self.jobs.values().filter_map(|j| match j.kind {
+                JobKind::Split { new_shard } => Some(new_shard),
+                JobKind::Move => None,
+            }))
+            .max()
+            .unwrap_or(0);
         for (id, job) in (first..).zip(jobs) {
             let shard = self
                 .shards
@@ -277,17 +315,26 @@ impl ClusterState {
                     return Err(format!("node {n} does not exist"));
                 }
             }
-            if !shard.placed_on(job.from) {
-                return Err(format!(
-                    "shard {} has no copy on node {}",
-                    job.shard, job.from
-                ));
-            }
-            if shard.placed_on(job.to) {
-                return Err(format!(
-                    "shard {} already has a copy on node {}",
-                    job.shard, job.to
-                ));
+            match job.kind {
+                JobKind::Move => {
+                    if !shard.placed_on(job.from) {
+                        return Err(format!(
+                            "shard {} has no copy on node {}",
+                            job.shard, job.from
+                        ));
+                    }
+                    if shard.placed_on(job.to) {
+                        return Err(format!(
+                            "shard {} already has a copy on node {}",
+                            job.shard, job.to
+                        ));
+                    }
+                }
+                JobKind::Split { .. } => {
+                    if shard.split_from.is_some() || shard.range.halves().is_none() {
+                        return Err(format!("shard {} cannot be split", job.shard));
+                    }
+                }
             }
             if !busy.insert(job.shard) {
                 return Err(format!("shard {} already has an active move", job.shard));
@@ -295,6 +342,13 @@ impl ClusterState {
             let mut job = job.clone();
             job.id = id;
             job.phase = JobPhase::Queued;
+            if let JobKind::Split { .. } = job.kind {
+                // The new shard's id: past every id in use and every split queued before.
+                next_shard += 1;
+                job.kind = JobKind::Split {
+                    new_shard: next_shard,
+                };
+            }
             accepted.push(job);
         }
         for job in accepted {

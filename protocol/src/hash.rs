@@ -137,6 +137,24 @@ impl HashRange {
     pub fn contains(&self, hash: u64) -> bool {
         self.start <= hash && hash <= self.end
     }
+
+    /// The two halves of the range, or `None` for a range of one point.
+    pub fn halves(&self) -> Option<(HashRange, HashRange)> {
+        if self.start == self.end {
+            return None;
+        }
+        let mid = self.start + (self.end - self.start) / 2;
+        Some((
+            HashRange {
+                start: self.start,
+                end: mid,
+            },
+            HashRange {
+                start: mid + 1,
+                end: self.end,
+            },
+        ))
+    }
 }
 
 impl std::fmt::Display for HashRange {

@@ -10,6 +10,10 @@
 //!                 ▲                │
 //!                 └── drain too slow (unfreeze, try again)
 //!  any phase ──► RolledBack (target copy removed, shard unfrozen, reason kept)
+//!
+//!  A split runs the same phases with a new shard as the target (its copies follow the
+//!  old shard's primary and hold all its rows); the switch gives each its half of the range
+//!  and seals both, then Trimming deletes from each the rows of the other half, then Done.
 //! ```
 //! A job lives in meta (Raft), so whichever meta voter leads runs it, and a restarted leader,
 //! source or target resumes it from the phase the map records. Every step that changes
@@ -22,6 +26,16 @@ use crate::cluster::{NodeId, ShardId};
 
 pub type JobId = u64;
 
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    /// Move one copy of `shard` from `from` to `to`.
+    Move,
+    /// Split `shard`'s hash range in two: `new_shard` (id assigned when queued) takes the
+    /// upper half, with its primary on `to`.
+    Split { new_shard: ShardId },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobPhase {
     /// Accepted; waits for the jobs before it.
@@ -31,6 +45,9 @@ pub enum JobPhase {
     /// The shard takes no new writes; the last records reach the target and both sides are
     /// compared.
     Frozen,
+    /// Split only: both shards have their new ranges and answer nothing while each deletes
+    /// the rows that now belong to the other.
+    Trimming,
     /// The target holds the copy and the source's copy is gone.
     Done,
     /// Undone: the target's copy is removed and the shard is as it was.
@@ -47,6 +64,7 @@ impl JobPhase {
             JobPhase::Queued => "queued",
             JobPhase::Copying => "copying",
             JobPhase::Frozen => "switching",
+            JobPhase::Trimming => "trimming",
             JobPhase::Done => "done",
             JobPhase::RolledBack => "rolled back",
         }
@@ -80,6 +98,7 @@ pub struct JobProgress {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MoveJob {
     pub id: JobId,
+    pub kind: JobKind,
     pub shard: ShardId,
     pub from: NodeId,
     pub to: NodeId,
@@ -92,9 +111,19 @@ pub struct MoveJob {
 }
 
 impl MoveJob {
+    /// Splits `shard`, putting the new shard's primary on node `to` (`from` is the shard's
+    /// primary when planned, for display).
+    pub fn split(shard: ShardId, from: NodeId, to: NodeId) -> MoveJob {
+        MoveJob {
+            kind: JobKind::Split { new_shard: 0 },
+            ..MoveJob::new(shard, from, to, "split")
+        }
+    }
+
     pub fn new(shard: ShardId, from: NodeId, to: NodeId, reason: &str) -> MoveJob {
         MoveJob {
             id: 0,
+            kind: JobKind::Move,
             shard,
             from,
             to,

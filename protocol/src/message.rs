@@ -107,6 +107,14 @@ pub enum Request {
     /// a replica, `Some(l)` lets applying run up to exactly `l`, takes it there, and lifts
     /// the hold. A move compares the two while the primary keeps writing.
     ChecksumAt { shard: ShardId, lsn: Option<u64> },
+    /// Node, on a shard's primary: delete every row whose shard key hashes outside `range`
+    /// (a split trims both halves). `keys` names each table's shard-key column position.
+    /// Runs past a sealed gate; answers `Lsn` with the shard's LSN afterwards.
+    TrimToRange {
+        shard: ShardId,
+        range: crate::hash::HashRange,
+        keys: Vec<(String, usize)>,
+    },
     /// Node: the two-phase-commit decisions a shard's primary records as coordinator (they
     /// live beside the rows, outside the change log, so a move carries them across).
     ShardDecisions { shard: ShardId },
@@ -232,6 +240,7 @@ pub struct ShardStats {
     pub primary: bool,
     pub epoch: u64,
     pub frozen: bool,
+    pub sealed: bool,
     /// Work a move must wait out before switching: open client transactions, autocommit
     /// writes in flight, and prepared two-phase transactions.
     pub open_txns: u64,

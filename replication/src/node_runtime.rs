@@ -19,6 +19,7 @@ use protocol::auth::ClusterSecret;
 use protocol::clock::{Clock, Hlc};
 use protocol::cluster::{ClusterState, MetaCommand, NodeId, NodeInfo, ShardId};
 use protocol::error::{Error, Result};
+use protocol::jobs::{JobKind, JobPhase};
 use protocol::rpc::Pool;
 use tokio::task::JoinHandle;
 
@@ -140,29 +141,40 @@ fn reconcile(
 ) -> Result<()> {
     let me = svc.id;
     for shard in state.shards.values() {
-        if shard.primary == me {
-            svc.host(shard.id, true, shard.epoch, shard.frozen)?;
+        if !shard.placed_on(me) {
+            continue;
+        }
+        if shard.primary == me && shard.split_from.is_none() {
+            svc.host(shard.id, true, shard.epoch, shard.frozen, shard.sealed)?;
             if let Some((_, task)) = followers.remove(&shard.id) {
                 task.abort();
             }
-        } else if shard.replicas.contains(&me) {
-            let hosted = svc.host(shard.id, false, shard.epoch, false)?;
-            let Some(upstream) = state.node_addr(shard.primary) else {
-                continue;
-            };
-            let current = followers.get(&shard.id).map(|(u, _)| u.as_str());
-            if current != Some(upstream) {
-                if let Some((_, task)) = followers.remove(&shard.id) {
-                    task.abort();
-                }
-                let task = tokio::spawn(replica::follow(
-                    hosted,
-                    me,
-                    upstream.to_string(),
-                    pool.clone(),
-                ));
-                followers.insert(shard.id, (upstream.to_string(), task));
+            continue;
+        }
+        // A replica follows its shard's primary; every copy of a shard being split off
+        // another follows that other shard's primary.
+        let source = shard.split_from.unwrap_or(shard.id);
+        let hosted = svc.host(shard.id, false, shard.epoch, false, false)?;
+        let Some(upstream) = state
+            .shards
+            .get(&source)
+            .and_then(|s| state.node_addr(s.primary))
+        else {
+            continue;
+        };
+        let follows = format!("{upstream}/{source}");
+        if followers.get(&shard.id).map(|(f, _)| f.as_str()) != Some(follows.as_str()) {
+            if let Some((_, task)) = followers.remove(&shard.id) {
+                task.abort();
             }
+            let task = tokio::spawn(replica::follow(
+                hosted,
+                source,
+                me,
+                upstream.to_string(),
+                pool.clone(),
+            ));
+            followers.insert(shard.id, (follows, task));
         }
     }
     for id in svc.hosted() {
@@ -188,10 +200,13 @@ fn reconcile(
 /// Whether this node's copy of `shard` is surplus: the shard lives on other nodes and no
 /// active move is copying it here. Only then may its file go.
 fn moved_away(state: &ClusterState, shard: ShardId, me: NodeId) -> bool {
-    state
-        .shards
-        .get(&shard)
-        .is_some_and(|s| !s.placed_on(me) && state.nodes.contains_key(&s.primary))
+    match state.shards.get(&shard) {
+        Some(s) => !s.placed_on(me) && state.nodes.contains_key(&s.primary),
+        // A split that rolled back removed the shard it was creating.
+        None => state.jobs.values().any(|j| {
+            j.phase == JobPhase::RolledBack && j.kind == JobKind::Split { new_shard: shard }
+        }),
+    }
 }
 
 /// Removes shard files left behind by moves that finished while this node was down.

@@ -113,6 +113,41 @@ pub async fn drain_node(
     submit(meta, moves).await
 }
 
+/// Splits `shard`'s hash range in two online; the new shard (upper half) gets its primary on
+/// `to`, or on the node holding the fewest copies. Returns the queued job.
+pub async fn split(meta: &MetaClient, shard: ShardId, to: Option<NodeId>) -> Result<MoveJob> {
+    let state = meta.state();
+    let info = state.shards.get(&shard).ok_or_else(|| {
+        Error::new(
+            sqlstate::UNDEFINED_OBJECT,
+            format!("shard {shard} does not exist"),
+        )
+    })?;
+    refuse_if_busy(&state)?;
+    let to = match to {
+        Some(n) if state.nodes.contains_key(&n) && !state.draining.contains(&n) => n,
+        Some(n) => {
+            return Err(Error::new(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("node {n} does not exist or is draining"),
+            ));
+        }
+        None => state
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| !state.draining.contains(n))
+            .min_by_key(|n| (state.copies_on(*n), *n))
+            .ok_or_else(|| Error::internal("no node to place the new shard on"))?,
+    };
+    let job = MoveJob::split(shard, info.primary, to);
+    submit(meta, vec![job])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::internal("the split was not queued"))
+}
+
 /// Registers a node by id and internal address (a node also registers itself when it starts).
 pub async fn add_node(meta: &MetaClient, id: NodeId, addr: &str) -> Result<()> {
     if addr.is_empty() || !addr.contains(':') {
@@ -174,15 +209,23 @@ pub fn describe(job: &MoveJob, state: &ClusterState) -> String {
         _ => "",
     };
     let p = &job.progress;
-    let mut line = format!(
-        "shard {} node {} -> node {}{role}: {}",
-        job.shard,
-        job.from,
-        job.to,
-        job.phase.name()
-    );
+    let mut line = match job.kind {
+        protocol::jobs::JobKind::Move => format!(
+            "shard {} node {} -> node {}{role}: {}",
+            job.shard,
+            job.from,
+            job.to,
+            job.phase.name()
+        ),
+        protocol::jobs::JobKind::Split { new_shard } => format!(
+            "split shard {} -> new shard {new_shard} (primary on node {}): {}",
+            job.shard,
+            job.to,
+            job.phase.name()
+        ),
+    };
     match job.phase {
-        JobPhase::Copying | JobPhase::Frozen => line.push_str(&format!(
+        JobPhase::Copying | JobPhase::Frozen | JobPhase::Trimming => line.push_str(&format!(
             ", {}/{} rows, {}/{} bytes, lag {}",
             p.rows_copied, p.rows_total, p.bytes_copied, p.bytes_total, p.lag
         )),

@@ -18,11 +18,18 @@ use protocol::error::{Error, Result};
 use protocol::message::{Request, Response, StreamItem};
 use protocol::rpc::Pool;
 
-/// Follows `upstream` for `shard` until the task is aborted.
-pub async fn follow(shard: Arc<Shard>, me: NodeId, upstream: String, pool: Pool) {
+/// Follows `upstream`'s copy of shard `source` into `shard` until the task is aborted.
+/// `source` is the shard's own id, except while `shard` is being split off `source`.
+pub async fn follow(
+    shard: Arc<Shard>,
+    source: protocol::cluster::ShardId,
+    me: NodeId,
+    upstream: String,
+    pool: Pool,
+) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match follow_once(&shard, me, &upstream, &pool).await {
+        match follow_once(&shard, source, me, &upstream, &pool).await {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(e) => {
                 tracing::debug!(shard = shard.id, %upstream, "replication stream ended: {e}");
@@ -33,13 +40,19 @@ pub async fn follow(shard: Arc<Shard>, me: NodeId, upstream: String, pool: Pool)
     }
 }
 
-async fn follow_once(shard: &Arc<Shard>, me: NodeId, upstream: &str, pool: &Pool) -> Result<()> {
+async fn follow_once(
+    shard: &Arc<Shard>,
+    source: protocol::cluster::ShardId,
+    me: NodeId,
+    upstream: &str,
+    pool: &Pool,
+) -> Result<()> {
     let client = pool.get(upstream).await?;
     let from_lsn = shard.lsn();
     let mut stream = client
         .stream(
             Request::Subscribe {
-                shard: shard.id,
+                shard: source,
                 from_lsn,
                 subscriber: me,
             },
@@ -90,7 +103,7 @@ async fn follow_once(shard: &Arc<Shard>, me: NodeId, upstream: &str, pool: &Pool
                 {
                     let c = client.clone();
                     let req = Request::ReportApplied {
-                        shard: shard.id,
+                        shard: source,
                         subscriber: me,
                         lsn,
                     };
@@ -230,7 +243,7 @@ mod tests {
         };
         let node =
             Arc::new(NodeService::new(1, d.0.join("primary"), hlc.clone(), opts.clone()).unwrap());
-        let primary = node.host(0, true, 1, false).unwrap();
+        let primary = node.host(0, true, 1, false, false).unwrap();
         let listener = protocol::net::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let secret = ClusterSecret::new("s");
@@ -257,7 +270,7 @@ mod tests {
             .unwrap(),
         );
         let pool = Pool::new(secret.clone());
-        let task = tokio::spawn(follow(replica.clone(), 2, addr.clone(), pool.clone()));
+        let task = tokio::spawn(follow(replica.clone(), 0, 2, addr.clone(), pool.clone()));
         wait_equal(&primary, &replica).await;
         assert_eq!(replica.lsn(), primary.lsn());
 
@@ -295,7 +308,7 @@ mod tests {
         }
         run(&primary, "CREATE TABLE u (k bigint PRIMARY KEY)");
         run(&primary, "INSERT INTO u VALUES (1), (2)");
-        let task = tokio::spawn(follow(replica.clone(), 2, addr, pool));
+        let task = tokio::spawn(follow(replica.clone(), 0, 2, addr, pool));
         wait_equal(&primary, &replica).await;
         assert_eq!(replica.stats().unwrap().rows, primary.stats().unwrap().rows);
         assert_eq!(replica.lsn(), primary.lsn());

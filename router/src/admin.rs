@@ -7,6 +7,7 @@
 //!  SELECT tessera.drain_node(2);             -- mark node 2 draining, queue moves off it
 //!  SELECT tessera.add_node(3, '10.0.0.3:7003');
 //!  SELECT tessera.remove_node(2);            -- once it holds nothing
+//!  SELECT tessera.split_shard(0);            -- halve shard 0's hash range into a new shard
 //!  SELECT tessera.wait_for_jobs(600);        -- until every move ended (seconds to wait)
 //!  SELECT * FROM tessera.jobs;               -- moves and their progress (a system view)
 //! ```
@@ -41,6 +42,7 @@ const FUNCTIONS: &[&str] = &[
     "add_node",
     "remove_node",
     "wait_for_jobs",
+    "split_shard",
 ];
 
 /// The call `stmt` makes, if it is `SELECT tessera.<function>(args)` and nothing else.
@@ -242,6 +244,24 @@ impl Router {
                 let node = node_id(call)?;
                 operations::remove_node(&self.meta, node).await?;
                 vec![format!("node {node} removed")]
+            }
+            "split_shard" => {
+                let shard = int_arg(call, 0, "a shard id")?;
+                let shard = u32::try_from(shard).map_err(|_| bad_arg(call, "a shard id"))?;
+                let to = match call.args.get(1) {
+                    None | Some(Value::Null) => None,
+                    Some(_) => Some(
+                        u64::try_from(int_arg(call, 1, "a node id")?)
+                            .map_err(|_| bad_arg(call, "a node id"))?,
+                    ),
+                };
+                let job = operations::split(&self.meta, shard, to).await?;
+                let state = self.meta.state();
+                vec![format!(
+                    "job {}: {}",
+                    job.id,
+                    operations::describe(&job, &state)
+                )]
             }
             "wait_for_jobs" => {
                 let secs = if call.args.is_empty() {

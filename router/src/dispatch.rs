@@ -117,7 +117,14 @@ impl Router {
                 };
             }
             if txn.is_none() && writes_several_shards(&plan) {
-                return self.run_atomically(plan, params).await;
+                match self.run_atomically(plan, params).await {
+                    // Rolled back everywhere: planning again is safe.
+                    Err(e) if is_resplit(&e) && !retried => {
+                        retried = true;
+                        continue;
+                    }
+                    other => return other,
+                }
             }
             if let Some(t) = txn.as_deref_mut() {
                 admit(&plan, t)?;
@@ -126,6 +133,9 @@ impl Router {
                 }
             }
             match self.run(plan, params, txn.as_deref().map(|t| t.spec)).await {
+                Err(e) if is_resplit(&e) && !retried && txn.is_none() => {
+                    retried = true;
+                }
                 Err(e) if is_stale_route(&e) && !retried => {
                     retried = true;
                     let _ = self
@@ -286,12 +296,13 @@ impl Router {
     ) -> Result<()> {
         let state = self.meta.state();
         for (shard, addr) in shards {
-            let epoch = state.shards.get(shard).map(|s| s.epoch).unwrap_or(0);
+            let info = state.shards.get(shard);
             let target = Target {
                 shard: *shard,
                 node: 0,
                 addr: self.live_addr(*shard, addr),
-                epoch,
+                epoch: info.map_or(0, |s| s.epoch),
+                range: info.map_or(protocol::hash::HashRange { start: 0, end: 0 }, |s| s.range),
             };
             self.send(&target, sql.to_string(), &[], Some(txn.spec))
                 .await?;
@@ -344,18 +355,7 @@ impl Router {
                     format!("keyspace \"{keyspace}\" has no shards placed yet"),
                 )
             })?;
-        let addr = state.node_addr(shard.primary).ok_or_else(|| {
-            Error::connection(format!(
-                "primary node {} of shard {} is unknown",
-                shard.primary, shard.id
-            ))
-        })?;
-        let target = Target {
-            shard: shard.id,
-            node: shard.primary,
-            addr: addr.to_string(),
-            epoch: shard.epoch,
-        };
+        let target = crate::plan::target(&state, &shard)?;
         self.describe_on(&target, stmt).await
     }
 
@@ -413,7 +413,13 @@ impl Router {
                     )));
                 }
                 Err(e) if is_held(&e) && tokio::time::Instant::now() < deadline => {
-                    target = self.next_route(&target).await;
+                    let next = self.next_route(&target).await;
+                    if next.range != target.range {
+                        // A split changed which rows live here: resending would reach the
+                        // wrong shard for some keys. Nothing ran; plan again.
+                        return Err(resplit(target.shard));
+                    }
+                    target = next;
                 }
                 Err(e) => return Err(e),
             }
@@ -630,6 +636,7 @@ fn route_of(state: &protocol::cluster::ClusterState, shard: u32) -> Option<Targe
         node: info.primary,
         addr: state.node_addr(info.primary)?.to_string(),
         epoch: info.epoch,
+        range: info.range,
     })
 }
 
@@ -639,6 +646,20 @@ fn is_held(e: &Error) -> bool {
         || (e.code == sqlstate::CANNOT_CONNECT_NOW
             && (e.message.contains("is being moved")
                 || e.message.contains("is not hosted on node")))
+}
+
+/// A statement held through a split of one of its shards: it did not run anywhere on that
+/// shard, and must be planned again against the new ranges. A client sees it only inside a
+/// transaction block (40001: retry the transaction); alone, the statement is re-planned.
+fn resplit(shard: u32) -> Error {
+    Error::new(
+        sqlstate::SERIALIZATION_FAILURE,
+        format!("shard {shard} was split while this statement waited; retry the transaction"),
+    )
+}
+
+fn is_resplit(e: &Error) -> bool {
+    e.code == sqlstate::SERIALIZATION_FAILURE && e.message.contains("was split while")
 }
 
 fn is_stale_route(e: &Error) -> bool {

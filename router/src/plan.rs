@@ -38,6 +38,9 @@ pub struct Target {
     pub node: u64,
     pub addr: String,
     pub epoch: u64,
+    /// The shard's hash range when the statement was planned: if a split changes it, the
+    /// statement must be planned again, not resent.
+    pub range: protocol::hash::HashRange,
 }
 
 /// How the router combines one column of per-shard partial aggregates.
@@ -245,6 +248,7 @@ pub(crate) fn target(state: &ClusterState, shard: &ShardInfo) -> Result<Target> 
         node: shard.primary,
         addr: addr.to_string(),
         epoch: shard.epoch,
+        range: shard.range,
     })
 }
 

@@ -13,6 +13,12 @@
 //!              too slow (DRAIN_WAIT) ─► propose: unfrozen, back to Copying, try again
 //!  mismatch, vanished shard or node, too many tries ─► propose: target removed, unfrozen,
 //!              job rolled back
+//!
+//!  split: Queued adds the new shard (split_from = the old one: its copies follow the old
+//!  primary, nothing routes to it); Copying and Frozen as above with the new shard as the
+//!  target; the switch gives the old shard the lower half of its range and the new shard the
+//!  upper half, both sealed (nothing answered, reads included); Trimming has each primary
+//!  delete the other half's rows (TrimToRange), then unseals both.
 //! ```
 //! Every decision is re-derived from the map and from what the nodes report now, so a new
 //! leader (after the old one died) simply continues from the recorded phase; a `JobStep` is
@@ -24,8 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
-use protocol::cluster::{ClusterState, MetaCommand, ShardInfo};
-use protocol::jobs::{JobPhase, JobProgress, MoveJob};
+use protocol::cluster::{ClusterState, MetaCommand, ShardId, ShardInfo};
+use protocol::jobs::{JobKind, JobPhase, JobProgress, MoveJob};
 use protocol::message::{Request, Response, ShardStats};
 use protocol::rpc::Pool;
 use protocol::{Error, Result};
@@ -108,6 +114,14 @@ struct Runner {
     last_progress_ms: u64,
 }
 
+/// The shard a job copies into: the moved shard itself, or a split's new shard.
+fn target_shard(job: &MoveJob) -> ShardId {
+    match job.kind {
+        JobKind::Move => job.shard,
+        JobKind::Split { new_shard } => new_shard,
+    }
+}
+
 impl Runner {
     /// Takes one step of `job`; returns how soon to look again.
     async fn step(&mut self, state: &ClusterState, job: &MoveJob) -> Result<Duration> {
@@ -116,51 +130,82 @@ impl Runner {
                 .finish(
                     job,
                     JobPhase::RolledBack,
-                    None,
+                    vec![],
+                    vec![],
                     Some("the shard no longer exists"),
                 )
                 .await;
         };
-        for n in [job.from, job.to, shard.primary] {
-            if !state.nodes.contains_key(&n) {
+        for n in [job.to, shard.primary] {
+            if !state.nodes.contains_key(&n) && job.phase != JobPhase::Trimming {
                 let why = format!("node {n} is no longer registered");
-                return self.roll_back(job, &shard, &why).await;
+                return self.roll_back(state, job, &shard, &why).await;
             }
         }
         match job.phase {
-            JobPhase::Queued => self.start(job, shard).await,
+            JobPhase::Queued => self.start(state, job, shard).await,
             JobPhase::Copying => self.copy(state, job, shard).await,
             JobPhase::Frozen => self.switch(state, job, shard).await,
+            JobPhase::Trimming => self.trim(state, job, shard).await,
             JobPhase::Done | JobPhase::RolledBack => Ok(Duration::from_millis(500)),
         }
     }
 
-    async fn start(&mut self, job: &MoveJob, mut shard: ShardInfo) -> Result<Duration> {
-        if !shard.placed_on(job.from) {
-            let why = format!("shard {} has no copy on node {}", shard.id, job.from);
-            return self
-                .finish(job, JobPhase::RolledBack, None, Some(&why))
-                .await;
-        }
-        if shard.placed_on(job.to) {
-            let why = format!("shard {} already has a copy on node {}", shard.id, job.to);
-            return self
-                .finish(job, JobPhase::RolledBack, None, Some(&why))
-                .await;
-        }
-        tracing::info!(
-            job = job.id,
-            shard = shard.id,
-            from = job.from,
-            to = job.to,
-            "move starts copying"
-        );
-        shard.replicas.push(job.to);
+    async fn start(
+        &mut self,
+        state: &ClusterState,
+        job: &MoveJob,
+        mut shard: ShardInfo,
+    ) -> Result<Duration> {
         let progress = JobProgress {
             started_ms: now_ms(),
             ..job.progress.clone()
         };
-        self.propose(job, JobPhase::Copying, progress, None, Some(shard))
+        let placed = match job.kind {
+            JobKind::Move => {
+                if !shard.placed_on(job.from) || shard.placed_on(job.to) {
+                    let why = format!(
+                        "shard {} no longer has a copy on node {} and none on node {}",
+                        shard.id, job.from, job.to
+                    );
+                    return self
+                        .finish(job, JobPhase::RolledBack, vec![], vec![], Some(&why))
+                        .await;
+                }
+                shard.replicas.push(job.to);
+                shard
+            }
+            JobKind::Split { new_shard } => {
+                let Some((_, upper)) = shard.range.halves() else {
+                    return self
+                        .finish(
+                            job,
+                            JobPhase::RolledBack,
+                            vec![],
+                            vec![],
+                            Some("the range cannot be halved"),
+                        )
+                        .await;
+                };
+                let copies = state
+                    .keyspaces
+                    .get(&shard.keyspace)
+                    .map_or(1, |k| k.replication_factor.max(1) as usize);
+                ShardInfo {
+                    id: new_shard,
+                    keyspace: shard.keyspace.clone(),
+                    range: upper,
+                    primary: job.to,
+                    replicas: least_loaded(state, job.to, copies - 1),
+                    epoch: 1,
+                    frozen: false,
+                    sealed: false,
+                    split_from: Some(shard.id),
+                }
+            }
+        };
+        tracing::info!(job = job.id, shard = job.shard, to = job.to, kind = ?job.kind, "job starts copying");
+        self.propose(job, JobPhase::Copying, progress, None, vec![placed], vec![])
             .await?;
         Ok(Duration::from_millis(50))
     }
@@ -171,9 +216,10 @@ impl Runner {
         job: &MoveJob,
         mut shard: ShardInfo,
     ) -> Result<Duration> {
-        let primary = self.stats(state, &shard, shard.primary).await?;
+        let target_id = target_shard(job);
+        let primary = self.stats(state, shard.id, shard.primary).await?;
         // The target answers once it hosts the copy; until then it has copied nothing.
-        let target = self.stats(state, &shard, job.to).await.ok();
+        let target = self.stats(state, target_id, job.to).await.ok();
         let mut progress = job.progress.clone();
         progress.rows_total = primary.rows;
         progress.bytes_total = primary.bytes;
@@ -186,11 +232,11 @@ impl Runner {
         if caught_up && progress.verified_lsn == 0 {
             // Compared while writes go on, so the pause does not grow with the shard: from
             // the verified LSN on, the log (applied gap-free, in order) keeps both equal.
-            match self.verify(state, &shard, job.to).await? {
+            match self.verify(state, &shard, target_id, job.to).await? {
                 Some(lsn) => progress.verified_lsn = lsn,
                 None => {
                     let why = "the target's checksum differs from the primary's at the same LSN";
-                    return self.roll_back(job, &shard, why).await;
+                    return self.roll_back(state, job, &shard, why).await;
                 }
             }
         }
@@ -202,9 +248,9 @@ impl Runner {
                 job = job.id,
                 shard = shard.id,
                 attempt = progress.attempts,
-                "move freezes the shard for its switch"
+                "job freezes the shard for its switch"
             );
-            self.propose(job, JobPhase::Frozen, progress, None, Some(shard))
+            self.propose(job, JobPhase::Frozen, progress, None, vec![shard], vec![])
                 .await?;
             return Ok(Duration::from_millis(1));
         }
@@ -213,7 +259,7 @@ impl Runner {
             && now.saturating_sub(self.last_progress_ms) >= PROGRESS_EVERY_MS
         {
             self.last_progress_ms = now;
-            self.propose(job, JobPhase::Copying, progress, None, None)
+            self.propose(job, JobPhase::Copying, progress, None, vec![], vec![])
                 .await?;
         }
         Ok(Duration::from_millis(50))
@@ -225,9 +271,10 @@ impl Runner {
         job: &MoveJob,
         shard: ShardInfo,
     ) -> Result<Duration> {
+        let target_id = target_shard(job);
         let waited = now_ms().saturating_sub(job.progress.frozen_at_ms);
-        let primary = self.stats(state, &shard, shard.primary).await;
-        let target = self.stats(state, &shard, job.to).await;
+        let primary = self.stats(state, shard.id, shard.primary).await;
+        let target = self.stats(state, target_id, job.to).await;
         let ready = match (&primary, &target) {
             (Ok(p), Ok(t)) => {
                 p.frozen
@@ -244,7 +291,7 @@ impl Runner {
             if waited < DRAIN_WAIT_MS {
                 return Ok(Duration::from_millis(2));
             }
-            return self.unfreeze(job, shard, waited).await;
+            return self.unfreeze(state, job, shard, waited).await;
         }
         let (Ok(p), Ok(t)) = (primary, target) else {
             return Err(Error::internal("stats vanished"));
@@ -254,41 +301,59 @@ impl Runner {
                 "at LSN {} the primary has {} rows and the target {}",
                 p.lsn, p.rows, t.rows
             );
-            return self.roll_back(job, &shard, &why).await;
+            return self.roll_back(state, job, &shard, &why).await;
         }
-        let primary_addr = addr(state, shard.primary)?;
-        let target_addr = addr(state, job.to)?;
+        let now = now_ms();
+        let mut progress = job.progress.clone();
+        progress.pause_ms = now.saturating_sub(progress.frozen_at_ms);
+        progress.lag = 0;
+        progress.rows_copied = p.rows;
+        progress.rows_total = p.rows;
         let mut next = shard.clone();
-        if job.from == shard.primary {
-            // The new primary must answer for the transactions this shard coordinated.
-            let Response::Decisions(decisions) = self
-                .call(&primary_addr, Request::ShardDecisions { shard: shard.id })
-                .await?
+        next.epoch += 1;
+        next.frozen = false;
+        if let JobKind::Split { .. } = job.kind {
+            let (Some((lower, upper)), Some(new)) =
+                (shard.range.halves(), state.shards.get(&target_id))
             else {
-                return Err(Error::protocol("unexpected answer to ShardDecisions"));
+                return self
+                    .roll_back(state, job, &shard, "the split's shards changed under it")
+                    .await;
             };
-            self.call(
-                &target_addr,
-                Request::ImportDecisions {
-                    shard: shard.id,
-                    decisions,
-                },
+            next.range = lower;
+            next.sealed = true;
+            let mut new = new.clone();
+            new.range = upper;
+            new.split_from = None;
+            new.sealed = true;
+            new.epoch = next.epoch;
+            tracing::info!(
+                job = job.id,
+                shard = shard.id,
+                new = new.id,
+                "split switched; trimming"
+            );
+            self.propose(
+                job,
+                JobPhase::Trimming,
+                progress,
+                None,
+                vec![next, new],
+                vec![],
             )
             .await?;
+            return Ok(Duration::from_millis(2));
+        }
+        if job.from == shard.primary {
+            // The new primary must answer for the transactions this shard coordinated.
+            self.carry_decisions(state, shard.id, shard.primary, job.to)
+                .await?;
             next.primary = job.to;
             next.replicas.retain(|n| *n != job.to);
         } else {
             next.replicas.retain(|n| *n != job.from);
         }
-        next.epoch += 1;
-        next.frozen = false;
-        let now = now_ms();
-        let mut progress = job.progress.clone();
-        progress.pause_ms = now.saturating_sub(progress.frozen_at_ms);
         progress.finished_ms = now;
-        progress.lag = 0;
-        progress.rows_copied = progress.rows_total.max(p.rows);
-        progress.rows_total = progress.rows_copied;
         tracing::info!(
             job = job.id,
             shard = shard.id,
@@ -297,9 +362,82 @@ impl Runner {
             epoch = next.epoch,
             "move switched"
         );
-        self.propose(job, JobPhase::Done, progress, None, Some(next))
+        self.propose(job, JobPhase::Done, progress, None, vec![next], vec![])
             .await?;
         Ok(Duration::from_millis(10))
+    }
+
+    /// Split, after the switch: each primary deletes the rows outside its new range, then
+    /// both shards answer again. Only forward from here (both halves are in the map).
+    async fn trim(
+        &mut self,
+        state: &ClusterState,
+        job: &MoveJob,
+        shard: ShardInfo,
+    ) -> Result<Duration> {
+        let Some(new) = state.shards.get(&target_shard(job)).cloned() else {
+            return Err(Error::internal("the split's new shard vanished"));
+        };
+        let keys: Vec<(String, usize)> = state
+            .tables
+            .values()
+            .filter(|t| t.keyspace == shard.keyspace)
+            .filter_map(|t| Some((t.schema.name.clone(), *t.shard_key.first()?)))
+            .collect();
+        for s in [&shard, &new] {
+            // The primary must hold the sealed placement before it trims.
+            let st = self.stats(state, s.id, s.primary).await?;
+            if !(st.primary && st.sealed && st.epoch == s.epoch) {
+                return Ok(Duration::from_millis(2));
+            }
+            self.call(
+                &addr(state, s.primary)?,
+                Request::TrimToRange {
+                    shard: s.id,
+                    range: s.range,
+                    keys: keys.clone(),
+                },
+            )
+            .await?;
+        }
+        let now = now_ms();
+        let mut progress = job.progress.clone();
+        progress.pause_ms = now.saturating_sub(progress.frozen_at_ms);
+        progress.finished_ms = now;
+        let (mut a, mut b) = (shard, new);
+        a.sealed = false;
+        b.sealed = false;
+        tracing::info!(
+            job = job.id,
+            shard = a.id,
+            new = b.id,
+            pause_ms = progress.pause_ms,
+            "split done"
+        );
+        self.propose(job, JobPhase::Done, progress, None, vec![a, b], vec![])
+            .await?;
+        Ok(Duration::from_millis(10))
+    }
+
+    async fn carry_decisions(
+        &self,
+        state: &ClusterState,
+        shard: ShardId,
+        from: u64,
+        to: u64,
+    ) -> Result<()> {
+        let Response::Decisions(decisions) = self
+            .call(&addr(state, from)?, Request::ShardDecisions { shard })
+            .await?
+        else {
+            return Err(Error::protocol("unexpected answer to ShardDecisions"));
+        };
+        self.call(
+            &addr(state, to)?,
+            Request::ImportDecisions { shard, decisions },
+        )
+        .await?;
+        Ok(())
     }
 
     /// Compares the target's checksum with the primary's at one LSN while the primary keeps
@@ -310,11 +448,12 @@ impl Runner {
         &self,
         state: &ClusterState,
         shard: &ShardInfo,
+        target_id: ShardId,
         to: u64,
     ) -> Result<Option<u64>> {
         let primary_addr = addr(state, shard.primary)?;
         let target_addr = addr(state, to)?;
-        self.call(&target_addr, Request::HoldApply { shard: shard.id })
+        self.call(&target_addr, Request::HoldApply { shard: target_id })
             .await?;
         let at_primary = self
             .call(
@@ -326,12 +465,12 @@ impl Runner {
             )
             .await;
         let Ok(Response::LsnChecksum { lsn, sum: sum_p }) = at_primary else {
-            // Lift the hold (it would lapse by itself in a few seconds).
+            // Lift the hold (LSN 0 is always behind it; it would also lapse in seconds).
             let _ = self
                 .call(
                     &target_addr,
                     Request::ChecksumAt {
-                        shard: shard.id,
+                        shard: target_id,
                         lsn: Some(0),
                     },
                 )
@@ -344,7 +483,7 @@ impl Runner {
             .call(
                 &target_addr,
                 Request::ChecksumAt {
-                    shard: shard.id,
+                    shard: target_id,
                     lsn: Some(lsn),
                 },
             )
@@ -356,7 +495,7 @@ impl Runner {
             shard = shard.id,
             lsn,
             equal = sum_p == sum_t,
-            "move compared checksums"
+            "job compared checksums"
         );
         Ok((sum_p == sum_t).then_some(lsn))
     }
@@ -365,6 +504,7 @@ impl Runner {
     /// the held writes go and try again after a pause, or give up after `MAX_ATTEMPTS`.
     async fn unfreeze(
         &mut self,
+        state: &ClusterState,
         job: &MoveJob,
         mut shard: ShardInfo,
         waited: u64,
@@ -373,7 +513,7 @@ impl Runner {
             let why = format!(
                 "writes did not drain within {DRAIN_WAIT_MS} ms in {MAX_ATTEMPTS} attempts"
             );
-            return self.roll_back(job, &shard, &why).await;
+            return self.roll_back(state, job, &shard, &why).await;
         }
         tracing::info!(
             job = job.id,
@@ -384,7 +524,7 @@ impl Runner {
         let mut progress = job.progress.clone();
         progress.pause_ms = waited;
         shard.frozen = false;
-        self.propose(job, JobPhase::Copying, progress, None, Some(shard))
+        self.propose(job, JobPhase::Copying, progress, None, vec![shard], vec![])
             .await?;
         // Give the held statements time to run before freezing again.
         Ok(Duration::from_millis(
@@ -392,28 +532,63 @@ impl Runner {
         ))
     }
 
-    async fn roll_back(&mut self, job: &MoveJob, shard: &ShardInfo, why: &str) -> Result<Duration> {
-        tracing::warn!(job = job.id, shard = shard.id, "move rolls back: {why}");
+    /// Undoes a job that has not switched: the target copy (or a split's new shard) goes,
+    /// the shard is unfrozen.
+    async fn roll_back(
+        &mut self,
+        state: &ClusterState,
+        job: &MoveJob,
+        shard: &ShardInfo,
+        why: &str,
+    ) -> Result<Duration> {
+        if job.phase == JobPhase::Trimming {
+            return Err(Error::internal(format!(
+                "a split past its switch cannot roll back: {why}"
+            )));
+        }
+        tracing::warn!(job = job.id, shard = shard.id, "job rolls back: {why}");
         let mut restored = shard.clone();
-        restored
-            .replicas
-            .retain(|n| *n != job.to || shard.primary == job.to);
         restored.frozen = false;
-        self.finish(job, JobPhase::RolledBack, Some(restored), Some(why))
-            .await
+        let mut dropped = Vec::new();
+        match job.kind {
+            JobKind::Move => restored
+                .replicas
+                .retain(|n| *n != job.to || shard.primary == job.to),
+            JobKind::Split { new_shard } => {
+                if state.shards.contains_key(&new_shard) {
+                    dropped.push(new_shard);
+                }
+            }
+        }
+        self.finish(
+            job,
+            JobPhase::RolledBack,
+            vec![restored],
+            dropped,
+            Some(why),
+        )
+        .await
     }
 
     async fn finish(
         &mut self,
         job: &MoveJob,
         phase: JobPhase,
-        shard: Option<ShardInfo>,
+        shards: Vec<ShardInfo>,
+        drop_shards: Vec<ShardId>,
         why: Option<&str>,
     ) -> Result<Duration> {
         let mut progress = job.progress.clone();
         progress.finished_ms = now_ms();
-        self.propose(job, phase, progress, why.map(str::to_string), shard)
-            .await?;
+        self.propose(
+            job,
+            phase,
+            progress,
+            why.map(str::to_string),
+            shards,
+            drop_shards,
+        )
+        .await?;
         Ok(Duration::from_millis(10))
     }
 
@@ -423,7 +598,8 @@ impl Runner {
         phase: JobPhase,
         progress: JobProgress,
         error: Option<String>,
-        shard: Option<ShardInfo>,
+        shards: Vec<ShardInfo>,
+        drop_shards: Vec<ShardId>,
     ) -> Result<()> {
         let cmd = MetaCommand::JobStep {
             id: job.id,
@@ -431,7 +607,8 @@ impl Runner {
             phase,
             progress,
             error,
-            shard,
+            shards,
+            drop_shards,
         };
         let resp = self
             .raft
@@ -444,14 +621,9 @@ impl Runner {
         }
     }
 
-    async fn stats(
-        &self,
-        state: &ClusterState,
-        shard: &ShardInfo,
-        node: u64,
-    ) -> Result<ShardStats> {
+    async fn stats(&self, state: &ClusterState, shard: ShardId, node: u64) -> Result<ShardStats> {
         match self
-            .call(&addr(state, node)?, Request::ShardStats { shard: shard.id })
+            .call(&addr(state, node)?, Request::ShardStats { shard })
             .await?
         {
             Response::ShardStats(s) => Ok(s),
@@ -466,6 +638,19 @@ impl Runner {
             .await
             .map_err(|_| Error::connection(format!("node {addr} did not answer in time")))?
     }
+}
+
+/// `n` nodes other than `except`, not draining, holding the fewest copies.
+fn least_loaded(state: &ClusterState, except: u64, n: usize) -> Vec<u64> {
+    let mut nodes: Vec<u64> = state
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != except && !state.draining.contains(id))
+        .collect();
+    nodes.sort_by_key(|id| (state.copies_on(*id), *id));
+    nodes.truncate(n);
+    nodes
 }
 
 fn addr(state: &ClusterState, node: u64) -> Result<String> {

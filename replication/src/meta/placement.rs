@@ -56,6 +56,8 @@ pub fn plan(state: &ClusterState) -> Vec<MetaCommand> {
                     replicas: (1..copies).map(|k| nodes[(i + k) % nodes.len()]).collect(),
                     epoch: 1,
                     frozen: false,
+                    sealed: false,
+                    split_from: None,
                 }
             })
             .collect();

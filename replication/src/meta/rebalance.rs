@@ -250,6 +250,8 @@ mod tests {
                     replicas: (1..copies).map(|k| on[(i + k) % on.len()]).collect(),
                     epoch: 1,
                     frozen: false,
+                    sealed: false,
+                    split_from: None,
                 },
             );
         }
