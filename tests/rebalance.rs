@@ -428,6 +428,8 @@ enum Victim {
     Target,
     Meta,
     Router,
+    /// The source of a split (the last round: afterwards there are five shards).
+    SplitSource,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -441,9 +443,15 @@ async fn moves_finish_or_roll_back_after_kill9() {
     drop(client);
     let meta = cluster.meta_client().await;
 
-    for (round, victim) in [Victim::Source, Victim::Target, Victim::Meta, Victim::Router]
-        .into_iter()
-        .enumerate()
+    for (round, victim) in [
+        Victim::Source,
+        Victim::Target,
+        Victim::Meta,
+        Victim::Router,
+        Victim::SplitSource,
+    ]
+    .into_iter()
+    .enumerate()
     {
         // Move some shard's primary to a node that holds no copy of it.
         let state = meta.state();
@@ -456,7 +464,10 @@ async fn moves_finish_or_roll_back_after_kill9() {
         let to = (1..=3u64)
             .find(|n| !shard.placed_on(*n))
             .expect("a node without a copy");
-        let job = MoveJob::new(shard.id, shard.primary, to, "kill test");
+        let job = match victim {
+            Victim::SplitSource => MoveJob::split(shard.id, shard.primary, to),
+            _ => MoveJob::new(shard.id, shard.primary, to, "kill test"),
+        };
         let queued = meta
             .propose(MetaCommand::SubmitJobs(vec![job]))
             .await
@@ -471,7 +482,9 @@ async fn moves_finish_or_roll_back_after_kill9() {
         .await;
         let phase_at_kill = meta.state().jobs.get(&id).map(|j| j.phase);
         let proc = match victim {
-            Victim::Source => &mut cluster.nodes[(shard.primary - 1) as usize],
+            Victim::Source | Victim::SplitSource => {
+                &mut cluster.nodes[(shard.primary - 1) as usize]
+            }
             Victim::Target => &mut cluster.nodes[(to - 1) as usize],
             Victim::Meta => &mut cluster.meta,
             Victim::Router => &mut cluster.router,
@@ -493,8 +506,16 @@ async fn moves_finish_or_roll_back_after_kill9() {
             assert!(matches!(job.phase, JobPhase::Done | JobPhase::RolledBack));
         })
         .await;
-        cluster.wait_ready(Duration::from_secs(30)).await;
+        if !matches!(victim, Victim::SplitSource) {
+            cluster.wait_ready(Duration::from_secs(30)).await;
+        }
         let client = cluster.client().await;
+        let count = sql_lines(&client, "SELECT count(*) FROM accounts").await;
+        assert_eq!(
+            count,
+            vec![before.len().to_string()],
+            "each row once after {victim:?}"
+        );
         assert_eq!(
             balances(&client).await,
             before,
