@@ -88,6 +88,13 @@ pub enum PlacementCommand {
         #[command(flatten)]
         conn: MetaConn,
     },
+    /// Roll a running move or split back (a split already trimming finishes instead).
+    Cancel {
+        /// The job id (see `tessera admin status`).
+        job: u64,
+        #[command(flatten)]
+        conn: MetaConn,
+    },
     /// Follow the running moves with progress bars until they end.
     Jobs {
         #[command(flatten)]
@@ -153,6 +160,12 @@ pub async fn run(cmd: PlacementCommand) -> Result<()> {
                 follow(&meta, [job.id].into()).await?;
             }
             Ok(())
+        }
+        PlacementCommand::Cancel { job, conn } => {
+            let meta = connect(&conn).await?;
+            operations::cancel_job(&meta, job).await?;
+            println!("job {job} will roll back");
+            follow(&meta, [job].into()).await
         }
         PlacementCommand::Jobs { conn } => {
             let meta = connect(&conn).await?;

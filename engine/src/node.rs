@@ -44,6 +44,9 @@ struct Hosted {
 /// at zero) before it compares and switches copies; nothing admitted later can slip past.
 #[derive(Default)]
 struct WriteGate {
+    /// The shard's placement epoch, as in `Hosted` (here too so a split's log stream can
+    /// watch it).
+    epoch: u64,
     frozen: bool,
     /// A split trims the shard: nothing is answered, reads included.
     sealed: bool,
@@ -142,9 +145,11 @@ impl NodeService {
             h.primary = primary;
             h.epoch = epoch;
             if let Ok(mut g) = h.gate.lock() {
+                g.epoch = epoch;
                 g.frozen = frozen;
                 g.sealed = sealed;
             }
+            h.shard.record_placement_epoch(epoch)?;
             return Ok(h.shard.clone());
         }
         let path = self.shard_path(id);
@@ -155,6 +160,7 @@ impl NodeService {
             self.hlc.clone(),
             self.opts.clone(),
         )?);
+        shard.record_placement_epoch(epoch)?;
         shards.insert(
             id,
             Hosted {
@@ -162,6 +168,7 @@ impl NodeService {
                 primary,
                 epoch,
                 gate: Arc::new(Mutex::new(WriteGate {
+                    epoch,
                     frozen,
                     sealed,
                     writers: 0,
@@ -218,6 +225,21 @@ impl NodeService {
             .collect()
     }
 
+    /// The placement epoch recorded in a copy's file, hosted or not.
+    pub fn stored_epoch(&self, id: ShardId) -> Result<u64> {
+        if let Some(s) = self.shard(id) {
+            return Ok(s.placement_epoch());
+        }
+        let shard = Shard::open(
+            &self.shard_path(id),
+            id,
+            self.id,
+            self.hlc.clone(),
+            self.opts.clone(),
+        )?;
+        Ok(shard.placement_epoch())
+    }
+
     /// Deletes the file of a shard this node does not host.
     pub fn remove_unhosted_file(&self, id: ShardId) -> Result<()> {
         if self.shard(id).is_some() {
@@ -271,7 +293,10 @@ impl NodeService {
         }
         let stmts = self.parse(&sql_text, !params.is_empty())?;
         let writes = stmts.iter().any(|s| !sql::is_read_only(s));
-        if writes && (!hosted.primary || hosted.epoch != epoch) {
+        // Reads too: a router whose map is older (or newer) than ours may have planned for
+        // other hash ranges (a split) or another primary; it holds the statement and plans
+        // or routes it again.
+        if hosted.epoch != epoch || (writes && !hosted.primary) {
             return Err(Error::new(
                 sqlstate::READ_ONLY_SQL_TRANSACTION,
                 format!(
@@ -390,6 +415,9 @@ impl NodeService {
         commit: bool,
         writes_elsewhere: bool,
     ) -> Result<Response> {
+        // Counted before the transaction leaves the open table, so a move's drain never sees
+        // neither while the commit is running.
+        let _admitted = self.admit_finish(id);
         let open = self.take_open(id, txn_id)?;
         let Some(open) = open else {
             return if commit {
@@ -420,6 +448,7 @@ impl NodeService {
         txn_id: u64,
         coordinator: ShardId,
     ) -> Result<Response> {
+        let _admitted = self.admit_finish(id);
         let open = self.take_open(id, txn_id)?;
         let Some(open) = open else {
             return Err(part_lost(id));
@@ -436,6 +465,16 @@ impl NodeService {
             )),
         })
         .await
+    }
+
+    /// Counts a COMMIT or PREPARE of an open transaction as a write in flight until dropped
+    /// (it passes a frozen gate: the transaction was admitted before the freeze).
+    fn admit_finish(&self, id: ShardId) -> Option<Admitted> {
+        let hosted = self.hosted_entry(id).ok()?;
+        let mut g = hosted.gate.lock().ok()?;
+        g.writers += 1;
+        drop(g);
+        Some(Admitted(hosted.gate.clone()))
     }
 
     fn hlc_millis(&self) -> u64 {
@@ -522,8 +561,25 @@ impl NodeService {
     }
 
     /// Streams the change log to a subscriber until it goes away.
-    async fn subscribe(&self, id: ShardId, from_lsn: u64, reply: &Replier) -> Result<()> {
-        let shard = self.hosted_entry(id)?.shard;
+    async fn subscribe(
+        &self,
+        id: ShardId,
+        from_lsn: u64,
+        split_epoch: Option<u64>,
+        reply: &Replier,
+    ) -> Result<()> {
+        let hosted = self.hosted_entry(id)?;
+        let shard = hosted.shard;
+        // A shard being split off this one follows it only while this shard's epoch is the
+        // one the follower's map names: the split's switch bumps it, and the trim that
+        // follows must never reach the new shard's copies (checked after every read of the
+        // log or a snapshot, before sending).
+        let gate = hosted.gate.clone();
+        let valid: Arc<dyn Fn() -> bool + Send + Sync> =
+            Arc::new(move || split_epoch.is_none_or(|e| gate.lock().is_ok_and(|g| g.epoch == e)));
+        if !valid() {
+            return Err(stale_split_source(id));
+        }
         let mut lsn_rx = shard.watch_lsn();
         let mut pos = from_lsn;
         let mut need_snapshot = false;
@@ -531,7 +587,7 @@ impl NodeService {
             if need_snapshot || pos > shard.lsn() {
                 // The log no longer reaches back to `pos` (or the subscriber is ahead of us,
                 // which only a divergent history explains): start it over from a snapshot.
-                pos = send_snapshot(shard.clone(), reply).await?;
+                pos = send_snapshot(shard.clone(), valid.clone(), reply).await?;
                 need_snapshot = false;
             }
             let s = shard.clone();
@@ -550,6 +606,7 @@ impl NodeService {
                 Some(records) if records.first().is_some_and(|r| r.lsn != pos + 1) => {
                     need_snapshot = true
                 }
+                Some(_) if !valid() => return Err(stale_split_source(id)),
                 Some(records) if !records.is_empty() => {
                     pos = records.last().map(|r| r.lsn).unwrap_or(pos);
                     if !reply
@@ -574,6 +631,14 @@ impl NodeService {
             }
         }
     }
+}
+
+/// A split follower's map is behind: the shard it follows has switched (its epoch moved on).
+fn stale_split_source(id: ShardId) -> Error {
+    Error::new(
+        sqlstate::CANNOT_CONNECT_NOW,
+        format!("shard {id} is no longer being split at the epoch the subscriber knows"),
+    )
 }
 
 /// A transaction's part on a shard is gone (the node restarted, or its connection dropped):
@@ -644,11 +709,19 @@ async fn finish_open(
 }
 
 /// Sends a consistent snapshot of the shard; returns the LSN it stands at.
-async fn send_snapshot(shard: Arc<Shard>, reply: &Replier) -> Result<u64> {
+async fn send_snapshot(
+    shard: Arc<Shard>,
+    valid: Arc<dyn Fn() -> bool + Send + Sync>,
+    reply: &Replier,
+) -> Result<u64> {
     let (tx, mut rx) = mpsc::channel::<Result<StreamItem>>(4);
+    let id = shard.id;
     tokio::task::spawn_blocking(move || {
         let produce = || -> Result<()> {
             let snap = shard.snapshot()?;
+            if !valid() {
+                return Err(stale_split_source(id));
+            }
             let lsn = snap.state(crate::storage::STATE_LSN)?;
             let tables = snap.schemas()?;
             let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
@@ -775,9 +848,10 @@ impl Service for NodeService {
                 shard,
                 from_lsn,
                 subscriber,
+                split_epoch,
             } => {
                 tracing::debug!(shard, from_lsn, subscriber, "replica subscribed");
-                match self.subscribe(shard, from_lsn, &reply).await {
+                match self.subscribe(shard, from_lsn, split_epoch, &reply).await {
                     Ok(()) => Ok(Response::End),
                     Err(e) => Err(e),
                 }

@@ -38,8 +38,8 @@ use crate::buffer::{Locking, ReadSet, TxnView, WriteSet};
 use crate::locks::{LockTable, TxnId};
 use crate::sql::{self, Statement};
 use crate::storage::{
-    self, CATALOG, CHANGELOG, DECISIONS, PREPARED, STATE, STATE_LOG_START, STATE_LSN, STATE_TXN,
-    Snapshot, storage_err,
+    self, CATALOG, CHANGELOG, DECISIONS, PREPARED, STATE, STATE_LOG_START, STATE_LSN,
+    STATE_PLACEMENT_EPOCH, STATE_TXN, Snapshot, storage_err,
 };
 use crate::txn::ReadTxn;
 
@@ -248,10 +248,13 @@ pub struct Shard {
     /// A replica applies nothing past this LSN until the instant passes (a move compares
     /// checksums at one LSN on both sides while the primary keeps writing).
     apply_hold: Mutex<Option<(u64, std::time::Instant)>>,
+    /// See `record_placement_epoch`.
+    placement_epoch: AtomicU64,
 }
 
-/// How long an apply hold lasts if nobody lifts it (its runner died).
-const APPLY_HOLD: Duration = Duration::from_secs(10);
+/// How long an apply hold lasts if nobody lifts it (its runner died). Long, because the
+/// primary's checksum of a big shard runs meanwhile; only a copy being moved in is held.
+const APPLY_HOLD: Duration = Duration::from_secs(600);
 
 impl Shard {
     /// Opens (or creates) the shard file at `path`.
@@ -281,6 +284,7 @@ impl Shard {
         storage::init(&db)?;
         let snapshot = Snapshot::new(&db)?;
         let lsn = snapshot.state(STATE_LSN)?;
+        let placement_epoch = snapshot.state(STATE_PLACEMENT_EPOCH)?;
         // Restart the clock past the newest commit: timestamps, and the row ids drawn from
         // them, must never repeat even if the wall clock stepped back while we were down.
         if let Some(last) = snapshot.changes_after(lsn.saturating_sub(1), 1)?.first() {
@@ -304,6 +308,7 @@ impl Shard {
             lsn: tx,
             opts,
             apply_hold: Mutex::new(None),
+            placement_epoch: AtomicU64::new(placement_epoch),
         };
         shard.recover_prepared()?;
         Ok(shard)
@@ -1013,6 +1018,28 @@ impl Shard {
                 .insert(STATE_LOG_START, cutoff + 1)
                 .map_err(storage_err)?;
         }
+        Ok(())
+    }
+
+    /// The highest placement epoch recorded for this copy.
+    pub fn placement_epoch(&self) -> u64 {
+        self.placement_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Records, durably, that this node holds the copy under placement `epoch`. A node deletes
+    /// a copy the map no longer places on it only when the map's epoch for the shard is
+    /// newer than this: a stale map (from a lagging meta voter) never deletes a live copy.
+    pub fn record_placement_epoch(&self, epoch: u64) -> Result<()> {
+        if epoch <= self.placement_epoch() {
+            return Ok(());
+        }
+        let txn = self.begin_write()?;
+        txn.open_table(STATE)
+            .map_err(storage_err)?
+            .insert(STATE_PLACEMENT_EPOCH, epoch)
+            .map_err(storage_err)?;
+        txn.commit().map_err(storage_err)?;
+        self.placement_epoch.fetch_max(epoch, Ordering::SeqCst);
         Ok(())
     }
 

@@ -38,6 +38,9 @@ pub const DECISIONS: TableDefinition<u64, u8> = TableDefinition::new("decisions"
 pub const STATE_LSN: &str = "lsn";
 pub const STATE_LOG_START: &str = "log_start";
 pub const STATE_TXN: &str = "txn";
+/// The highest placement epoch under which this node held the copy (see
+/// `Shard::record_placement_epoch`).
+pub const STATE_PLACEMENT_EPOCH: &str = "placement_epoch";
 
 /// The redb table name that holds a SQL table's rows.
 pub fn data_table_name(table: &str) -> String {

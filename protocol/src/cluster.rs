@@ -134,6 +134,10 @@ pub enum MetaCommand {
         /// Shards removed in the same entry (a rolled-back split's new shard).
         drop_shards: Vec<ShardId>,
     },
+    /// Asks the runner to roll an active job back.
+    CancelJob {
+        id: JobId,
+    },
     /// Marks a node as being emptied (or no longer).
     SetDraining {
         node: NodeId,
@@ -221,6 +225,14 @@ impl ClusterState {
                 for id in drop_shards {
                     self.shards.remove(id);
                 }
+            }
+            MetaCommand::CancelJob { id } => {
+                let job = self
+                    .jobs
+                    .get_mut(id)
+                    .filter(|j| j.phase.is_active())
+                    .ok_or_else(|| format!("job {id} is not running"))?;
+                job.cancel_requested = true;
             }
             MetaCommand::SetDraining { node, draining } => {
                 if !self.nodes.contains_key(node) {

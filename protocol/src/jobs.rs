@@ -108,6 +108,9 @@ pub struct MoveJob {
     pub progress: JobProgress,
     /// Why it rolled back.
     pub error: Option<String>,
+    /// An operator asked to undo it; honoured before the switch (a split past its switch
+    /// finishes instead).
+    pub cancel_requested: bool,
 }
 
 impl MoveJob {
@@ -131,6 +134,7 @@ impl MoveJob {
             phase: JobPhase::Queued,
             progress: JobProgress::default(),
             error: None,
+            cancel_requested: false,
         }
     }
 }

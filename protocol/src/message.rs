@@ -64,6 +64,9 @@ pub enum Request {
         shard: ShardId,
         from_lsn: u64,
         subscriber: NodeId,
+        /// Set by the copies of a shard being split off `shard`: the epoch of `shard` in the
+        /// subscriber's map. The stream is refused, or ends, once `shard`'s epoch differs.
+        split_epoch: Option<u64>,
     },
     /// Node: a replica reports how far it has durably applied a shard's log.
     ReportApplied {

@@ -153,16 +153,22 @@ fn reconcile(
         }
         // A replica follows its shard's primary; every copy of a shard being split off
         // another follows that other shard's primary.
-        let source = shard.split_from.unwrap_or(shard.id);
+        let source = match shard.split_from {
+            Some(from) => replica::Source {
+                shard: from,
+                split_epoch: state.shards.get(&from).map(|s| s.epoch),
+            },
+            None => replica::Source::own(shard.id),
+        };
         let hosted = svc.host(shard.id, false, shard.epoch, false, false)?;
         let Some(upstream) = state
             .shards
-            .get(&source)
+            .get(&source.shard)
             .and_then(|s| state.node_addr(s.primary))
         else {
             continue;
         };
-        let follows = format!("{upstream}/{source}");
+        let follows = format!("{upstream}/{source:?}");
         if followers.get(&shard.id).map(|(f, _)| f.as_str()) != Some(follows.as_str()) {
             if let Some((_, task)) = followers.remove(&shard.id) {
                 task.abort();
@@ -184,7 +190,10 @@ fn reconcile(
         if let Some((_, task)) = followers.remove(&id) {
             task.abort();
         }
-        if moved_away(state, id, me) {
+        if svc
+            .stored_epoch(id)
+            .is_ok_and(|epoch| moved_away(state, id, me, epoch))
+        {
             tracing::info!(
                 shard = id,
                 "shard copy moved to another node; dropping it here"
@@ -197,11 +206,12 @@ fn reconcile(
     Ok(())
 }
 
-/// Whether this node's copy of `shard` is surplus: the shard lives on other nodes and no
-/// active move is copying it here. Only then may its file go.
-fn moved_away(state: &ClusterState, shard: ShardId, me: NodeId) -> bool {
+/// Whether this node's copy of `shard`, last held under placement epoch `held`, is surplus:
+/// a newer placement puts the shard on other nodes only. Only then may its file go; a map
+/// no newer than what this copy saw (a lagging meta voter's) never deletes it.
+fn moved_away(state: &ClusterState, shard: ShardId, me: NodeId, held: u64) -> bool {
     match state.shards.get(&shard) {
-        Some(s) => !s.placed_on(me) && state.nodes.contains_key(&s.primary),
+        Some(s) => !s.placed_on(me) && state.nodes.contains_key(&s.primary) && s.epoch > held,
         // A split that rolled back removed the shard it was creating.
         None => state.jobs.values().any(|j| {
             j.phase == JobPhase::RolledBack && j.kind == JobKind::Split { new_shard: shard }
@@ -212,7 +222,11 @@ fn moved_away(state: &ClusterState, shard: ShardId, me: NodeId) -> bool {
 /// Removes shard files left behind by moves that finished while this node was down.
 fn sweep_orphans(svc: &NodeService, state: &ClusterState) {
     for id in svc.shard_files() {
-        if svc.shard(id).is_none() && moved_away(state, id, svc.id) {
+        if svc.shard(id).is_none()
+            && svc
+                .stored_epoch(id)
+                .is_ok_and(|epoch| moved_away(state, id, svc.id, epoch))
+        {
             tracing::info!(
                 shard = id,
                 "removing a copy that moved away while this node was down"
@@ -278,5 +292,68 @@ async fn resolve_in_doubt(svc: &Arc<NodeService>, state: &ClusterState, pool: &P
             let s = shard.clone();
             let _ = tokio::task::spawn_blocking(move || s.finish_prepared(txn, decided)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::cluster::{NodeInfo, ShardInfo};
+    use protocol::hash::HashRange;
+    use protocol::jobs::MoveJob;
+
+    use super::*;
+
+    fn state(primary: NodeId, epoch: u64) -> ClusterState {
+        let mut s = ClusterState::default();
+        for id in [1, 2] {
+            s.nodes.insert(
+                id,
+                NodeInfo {
+                    id,
+                    addr: format!("n{id}:1"),
+                },
+            );
+        }
+        s.shards.insert(
+            0,
+            ShardInfo {
+                id: 0,
+                keyspace: "default".into(),
+                range: HashRange {
+                    start: 0,
+                    end: u64::MAX,
+                },
+                primary,
+                replicas: vec![],
+                epoch,
+                frozen: false,
+                sealed: false,
+                split_from: None,
+            },
+        );
+        s
+    }
+
+    /// A copy goes only when a placement newer than any this node held it under leaves it
+    /// out: a stale map from a lagging voter never deletes it.
+    #[test]
+    fn only_a_newer_placement_removes_a_copy() {
+        let moved = state(2, 5);
+        assert!(moved_away(&moved, 0, 1, 4), "moved away under epoch 5");
+        assert!(
+            !moved_away(&moved, 0, 1, 5),
+            "a map no newer than our copy's"
+        );
+        assert!(!moved_away(&moved, 0, 2, 1), "placed here");
+        assert!(
+            !moved_away(&moved, 7, 1, 0),
+            "unknown shard, no rolled-back split"
+        );
+        let mut rolled = moved.clone();
+        let mut job = MoveJob::split(0, 1, 2);
+        job.kind = JobKind::Split { new_shard: 7 };
+        job.phase = JobPhase::RolledBack;
+        rolled.jobs.insert(1, job);
+        assert!(moved_away(&rolled, 7, 1, 0), "a rolled-back split's shard");
     }
 }

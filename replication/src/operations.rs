@@ -172,6 +172,12 @@ pub async fn add_node(meta: &MetaClient, id: NodeId, addr: &str) -> Result<()> {
     Ok(())
 }
 
+/// Asks for a running job to be rolled back (a split already trimming finishes instead).
+pub async fn cancel_job(meta: &MetaClient, id: u64) -> Result<()> {
+    meta.propose(MetaCommand::CancelJob { id }).await?;
+    Ok(())
+}
+
 /// Forgets a node that holds nothing any more.
 pub async fn remove_node(meta: &MetaClient, id: NodeId) -> Result<()> {
     meta.propose(MetaCommand::RemoveNode { node: id }).await?;

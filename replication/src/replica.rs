@@ -18,15 +18,25 @@ use protocol::error::{Error, Result};
 use protocol::message::{Request, Response, StreamItem};
 use protocol::rpc::Pool;
 
-/// Follows `upstream`'s copy of shard `source` into `shard` until the task is aborted.
-/// `source` is the shard's own id, except while `shard` is being split off `source`.
-pub async fn follow(
-    shard: Arc<Shard>,
-    source: protocol::cluster::ShardId,
-    me: NodeId,
-    upstream: String,
-    pool: Pool,
-) {
+/// Which shard's log a copy follows: its own, or, while it is being split off another
+/// shard, that shard's (as long as that shard's epoch is `split_epoch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub shard: protocol::cluster::ShardId,
+    pub split_epoch: Option<u64>,
+}
+
+impl Source {
+    pub fn own(shard: protocol::cluster::ShardId) -> Source {
+        Source {
+            shard,
+            split_epoch: None,
+        }
+    }
+}
+
+/// Follows `upstream`'s copy of `source` into `shard` until the task is aborted.
+pub async fn follow(shard: Arc<Shard>, source: Source, me: NodeId, upstream: String, pool: Pool) {
     let mut backoff = Duration::from_millis(50);
     loop {
         match follow_once(&shard, source, me, &upstream, &pool).await {
@@ -42,7 +52,7 @@ pub async fn follow(
 
 async fn follow_once(
     shard: &Arc<Shard>,
-    source: protocol::cluster::ShardId,
+    source: Source,
     me: NodeId,
     upstream: &str,
     pool: &Pool,
@@ -52,9 +62,10 @@ async fn follow_once(
     let mut stream = client
         .stream(
             Request::Subscribe {
-                shard: source,
+                shard: source.shard,
                 from_lsn,
                 subscriber: me,
+                split_epoch: source.split_epoch,
             },
             8,
         )
@@ -103,7 +114,7 @@ async fn follow_once(
                 {
                     let c = client.clone();
                     let req = Request::ReportApplied {
-                        shard: source,
+                        shard: source.shard,
                         subscriber: me,
                         lsn,
                     };
@@ -270,7 +281,13 @@ mod tests {
             .unwrap(),
         );
         let pool = Pool::new(secret.clone());
-        let task = tokio::spawn(follow(replica.clone(), 0, 2, addr.clone(), pool.clone()));
+        let task = tokio::spawn(follow(
+            replica.clone(),
+            super::Source::own(0),
+            2,
+            addr.clone(),
+            pool.clone(),
+        ));
         wait_equal(&primary, &replica).await;
         assert_eq!(replica.lsn(), primary.lsn());
 
@@ -308,7 +325,13 @@ mod tests {
         }
         run(&primary, "CREATE TABLE u (k bigint PRIMARY KEY)");
         run(&primary, "INSERT INTO u VALUES (1), (2)");
-        let task = tokio::spawn(follow(replica.clone(), 0, 2, addr, pool));
+        let task = tokio::spawn(follow(
+            replica.clone(),
+            super::Source::own(0),
+            2,
+            addr,
+            pool,
+        ));
         wait_equal(&primary, &replica).await;
         assert_eq!(replica.stats().unwrap().rows, primary.stats().unwrap().rows);
         assert_eq!(replica.lsn(), primary.lsn());

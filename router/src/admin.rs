@@ -9,6 +9,7 @@
 //!  SELECT tessera.remove_node(2);            -- once it holds nothing
 //!  SELECT tessera.split_shard(0);            -- halve shard 0's hash range into a new shard
 //!  SELECT tessera.wait_for_jobs(600);        -- until every move ended (seconds to wait)
+//!  SELECT tessera.cancel_job(7);             -- roll a running move back
 //!  SELECT * FROM tessera.jobs;               -- moves and their progress (a system view)
 //! ```
 //! Each is a whole `SELECT` of one call with constant arguments (or bound parameters); they
@@ -43,6 +44,7 @@ const FUNCTIONS: &[&str] = &[
     "remove_node",
     "wait_for_jobs",
     "split_shard",
+    "cancel_job",
 ];
 
 /// The call `stmt` makes, if it is `SELECT tessera.<function>(args)` and nothing else.
@@ -262,6 +264,12 @@ impl Router {
                     job.id,
                     operations::describe(&job, &state)
                 )]
+            }
+            "cancel_job" => {
+                let id = u64::try_from(int_arg(call, 0, "a job id")?)
+                    .map_err(|_| bad_arg(call, "a job id"))?;
+                operations::cancel_job(&self.meta, id).await?;
+                vec![format!("job {id} will roll back")]
             }
             "wait_for_jobs" => {
                 let secs = if call.args.is_empty() {

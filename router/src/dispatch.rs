@@ -426,6 +426,42 @@ impl Router {
         }
     }
 
+    /// Sends a catalog statement whose meta part is already done (CREATE/DROP TABLE) to a
+    /// shard. If a split took part of the shard's range while it waited, it goes to every
+    /// shard that now covers that range instead: planning it again would redo the meta part.
+    fn send_ddl(
+        &self,
+        target: Target,
+        sql: String,
+    ) -> futures::future::BoxFuture<'_, Result<QueryResult>> {
+        Box::pin(async move {
+            match self.send(&target, sql.clone(), &[], None).await {
+                Err(e) if is_resplit(&e) => {
+                    let state = self.meta.state();
+                    let keyspace = state
+                        .shards
+                        .get(&target.shard)
+                        .map(|s| s.keyspace.clone())
+                        .unwrap_or_default();
+                    let covering: Vec<Target> = state
+                        .keyspace_shards(&keyspace)
+                        .into_iter()
+                        .filter(|s| {
+                            s.range.start <= target.range.end && target.range.start <= s.range.end
+                        })
+                        .filter_map(|s| route_of(&state, s.id))
+                        .collect();
+                    let mut last = Err(e);
+                    for t in covering {
+                        last = Ok(self.send_ddl(t, sql.clone()).await?);
+                    }
+                    last
+                }
+                other => other,
+            }
+        })
+    }
+
     /// Where to send a held statement next: the shard's primary in a newer map, waiting a
     /// little for one when ours still names the node that refused.
     async fn next_route(&self, held: &Target) -> Target {
@@ -518,7 +554,9 @@ impl Router {
                     }
                     Err(e) => return Err(e),
                 }
-                let calls = targets.iter().map(|t| self.send(t, sql.clone(), &[], None));
+                let calls = targets
+                    .iter()
+                    .map(|t| self.send_ddl(t.clone(), sql.clone()));
                 for r in futures::future::join_all(calls).await {
                     r?;
                 }
@@ -547,7 +585,9 @@ impl Router {
                     }
                 }
                 let sql = format!("DROP TABLE IF EXISTS {}", names.join(", "));
-                let calls = targets.iter().map(|t| self.send(t, sql.clone(), &[], None));
+                let calls = targets
+                    .iter()
+                    .map(|t| self.send_ddl(t.clone(), sql.clone()));
                 for r in futures::future::join_all(calls).await {
                     r?;
                 }

@@ -50,6 +50,8 @@ const MAX_ATTEMPTS: u32 = 30;
 const PROGRESS_EVERY_MS: u64 = 500;
 /// Bound on one call to a node.
 const CALL_WAIT: Duration = Duration::from_secs(3);
+/// Bound on a call that scans a shard.
+const SCAN_WAIT: Duration = Duration::from_secs(600);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -142,6 +144,11 @@ impl Runner {
                 return self.roll_back(state, job, &shard, &why).await;
             }
         }
+        if job.cancel_requested && job.phase != JobPhase::Trimming {
+            return self
+                .roll_back(state, job, &shard, "cancelled by the operator")
+                .await;
+        }
         match job.phase {
             JobPhase::Queued => self.start(state, job, shard).await,
             JobPhase::Copying => self.copy(state, job, shard).await,
@@ -176,6 +183,12 @@ impl Runner {
                 shard
             }
             JobKind::Split { new_shard } => {
+                if state.shards.contains_key(&new_shard) {
+                    let why = format!("shard id {new_shard} was taken meanwhile");
+                    return self
+                        .finish(job, JobPhase::RolledBack, vec![], vec![], Some(&why))
+                        .await;
+                }
                 let Some((_, upper)) = shard.range.halves() else {
                     return self
                         .finish(
@@ -551,9 +564,13 @@ impl Runner {
         restored.frozen = false;
         let mut dropped = Vec::new();
         match job.kind {
-            JobKind::Move => restored
-                .replicas
-                .retain(|n| *n != job.to || shard.primary == job.to),
+            JobKind::Move => {
+                restored
+                    .replicas
+                    .retain(|n| *n != job.to || shard.primary == job.to);
+                // A new epoch tells the target its copy may go (see node_runtime::moved_away).
+                restored.epoch += 1;
+            }
             JobKind::Split { new_shard } => {
                 if state.shards.contains_key(&new_shard) {
                     dropped.push(new_shard);
@@ -634,7 +651,12 @@ impl Runner {
     }
 
     async fn call(&self, addr: &str, req: Request) -> Result<Response> {
-        tokio::time::timeout(CALL_WAIT, self.pool.call(addr, req))
+        // A checksum or trim scans a whole shard: give it as long as a big one takes.
+        let wait = match req {
+            Request::ChecksumAt { .. } | Request::TrimToRange { .. } => SCAN_WAIT,
+            _ => CALL_WAIT,
+        };
+        tokio::time::timeout(wait, self.pool.call(addr, req))
             .await
             .map_err(|_| Error::connection(format!("node {addr} did not answer in time")))?
     }

@@ -32,7 +32,18 @@ pub fn plan(state: &ClusterState) -> Vec<MetaCommand> {
         .copied()
         .filter(|n| !state.draining.contains(n))
         .collect();
-    let mut next_id = state.shards.keys().next_back().map_or(0, |id| id + 1);
+    // Past every shard id in use and every id a split has taken (ids are never reused: a
+    // node may still hold a file of a rolled-back split's shard).
+    let mut next_id = state
+        .shards
+        .keys()
+        .copied()
+        .chain(state.jobs.values().filter_map(|j| match j.kind {
+            protocol::jobs::JobKind::Split { new_shard } => Some(new_shard),
+            protocol::jobs::JobKind::Move => None,
+        }))
+        .max()
+        .map_or(0, |id| id + 1);
     let mut keyspaces: Vec<&KeyspaceInfo> = state.keyspaces.values().collect();
     // `default` first, then by name (the map's order), so ids are stable and default's start at 0.
     keyspaces.sort_by_key(|ks| (ks.name != DEFAULT_KEYSPACE, ks.name.clone()));
