@@ -206,3 +206,40 @@ async fn failing_copy_leaves_nothing_and_session_goes_on() {
     copy_in(&c, "COPY cpf FROM STDIN", b"7\t7\n").await.unwrap();
     assert_eq!(count(&c, "cpf").await, 1);
 }
+
+/// COPY that leaves out a SERIAL key: the router fills each row's value from the sequence,
+/// so rows route by their new keys and no value repeats across shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_fills_serial_columns_across_shards() {
+    let cluster = start_cluster(2, 4, 1).await;
+    let c = cluster.client().await;
+    c.batch_execute("CREATE TABLE cps (id bigserial PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO cps (v) VALUES ('first')")
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..500)
+        .flat_map(|i| format!("row{i}\n").into_bytes())
+        .collect();
+    assert_eq!(
+        copy_in(&c, "COPY cps (v) FROM STDIN", &data).await.unwrap(),
+        500
+    );
+    let row = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM cps",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (n, distinct, min, max): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!((n, distinct, min, max), (501, 501, 1, 501));
+    let shards: i64 = c
+        .query_one("SELECT count(*) FROM tessera.shards WHERE rows > 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shards, 4, "rows on all 4 shards");
+}

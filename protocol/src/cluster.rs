@@ -93,6 +93,63 @@ pub struct ClusterState {
     pub shards: BTreeMap<ShardId, ShardInfo>,
     pub draining: BTreeSet<NodeId>,
     pub jobs: BTreeMap<JobId, MoveJob>,
+    pub sequences: BTreeMap<String, SequenceInfo>,
+}
+
+/// A sequence (CREATE SEQUENCE, or behind a SERIAL/IDENTITY column). Its values are handed
+/// out by meta in blocks (`MetaCommand::AllocSequence`), so no two callers anywhere in the
+/// cluster ever get the same value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SequenceInfo {
+    pub name: String,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub start: i64,
+    pub cycle: bool,
+    /// Values a router takes per allocation (CACHE).
+    pub cache: i64,
+    /// The next value to hand out; `None` once a non-cycling sequence is exhausted.
+    pub next: Option<i64>,
+    /// Bumped by setval: routers drop values they took before it.
+    pub generation: u64,
+    /// The table and column a SERIAL/IDENTITY sequence belongs to (dropped with the table).
+    pub owned_by: Option<(String, String)>,
+}
+
+impl SequenceInfo {
+    /// The next `count` values (fewer at a non-cycling end) and the `next` that follows
+    /// them; an error when there is none left (2200H, as PostgreSQL words it).
+    pub fn take(&self, count: i64) -> Result<(Vec<i64>, Option<i64>), String> {
+        let mut out = Vec::new();
+        let mut next = self.next;
+        while (out.len() as i64) < count.max(1) {
+            let Some(v) = next else { break };
+            out.push(v);
+            next = v
+                .checked_add(self.increment)
+                .filter(|n| (self.min..=self.max).contains(n));
+            if next.is_none() && self.cycle {
+                next = Some(if self.increment > 0 {
+                    self.min
+                } else {
+                    self.max
+                });
+            }
+        }
+        if out.is_empty() {
+            let (which, limit) = if self.increment > 0 {
+                ("maximum", self.max)
+            } else {
+                ("minimum", self.min)
+            };
+            return Err(format!(
+                "nextval: reached {which} value of sequence \"{}\" ({limit})",
+                self.name
+            ));
+        }
+        Ok((out, next))
+    }
 }
 
 /// A change to the cluster map, proposed through Raft.
@@ -133,6 +190,24 @@ pub enum MetaCommand {
         shards: Vec<ShardInfo>,
         /// Shards removed in the same entry (a rolled-back split's new shard).
         drop_shards: Vec<ShardId>,
+    },
+    CreateSequence(SequenceInfo),
+    DropSequence {
+        name: String,
+    },
+    /// Takes `count` values of a sequence, if its `next` is still `expect` (the proposer
+    /// computed the same block with `SequenceInfo::take`; otherwise it reads the map again
+    /// and retries).
+    AllocSequence {
+        name: String,
+        expect: Option<i64>,
+        generation: u64,
+        count: i64,
+    },
+    /// setval: the next value to hand out (`None`: exhausted).
+    SetSequence {
+        name: String,
+        next: Option<i64>,
     },
     /// Asks the runner to roll an active job back.
     CancelJob {
@@ -186,6 +261,9 @@ impl ClusterState {
                 if self.tables.remove(name).is_none() {
                     return Err(format!("table \"{name}\" does not exist"));
                 }
+                // SERIAL and IDENTITY sequences go with their table.
+                self.sequences
+                    .retain(|_, s| s.owned_by.as_ref().is_none_or(|(t, _)| t != name));
             }
             MetaCommand::UpdateShard(shard) => {
                 self.shards.insert(shard.id, shard.clone());
@@ -225,6 +303,41 @@ impl ClusterState {
                 for id in drop_shards {
                     self.shards.remove(id);
                 }
+            }
+            MetaCommand::CreateSequence(seq) => {
+                if self.sequences.contains_key(&seq.name) || self.tables.contains_key(&seq.name) {
+                    return Err(format!("relation \"{}\" already exists", seq.name));
+                }
+                self.sequences.insert(seq.name.clone(), seq.clone());
+            }
+            MetaCommand::DropSequence { name } => {
+                if self.sequences.remove(name).is_none() {
+                    return Err(format!("sequence \"{name}\" does not exist"));
+                }
+            }
+            MetaCommand::AllocSequence {
+                name,
+                expect,
+                generation,
+                count,
+            } => {
+                let seq = self
+                    .sequences
+                    .get_mut(name)
+                    .ok_or_else(|| format!("relation \"{name}\" does not exist"))?;
+                if seq.next != *expect || seq.generation != *generation {
+                    return Err(format!("sequence \"{name}\" moved on; retry"));
+                }
+                let (_, next) = seq.take(*count)?;
+                seq.next = next;
+            }
+            MetaCommand::SetSequence { name, next } => {
+                let seq = self
+                    .sequences
+                    .get_mut(name)
+                    .ok_or_else(|| format!("relation \"{name}\" does not exist"))?;
+                seq.next = *next;
+                seq.generation += 1;
             }
             MetaCommand::CancelJob { id } => {
                 let job = self
@@ -273,6 +386,15 @@ impl ClusterState {
                 }
                 self.tables.remove(name);
                 self.tables.insert(table.schema.name.clone(), table.clone());
+                if *name != table.schema.name {
+                    for s in self.sequences.values_mut() {
+                        if let Some((t, _)) = &mut s.owned_by
+                            && t == name
+                        {
+                            *t = table.schema.name.clone();
+                        }
+                    }
+                }
             }
         }
         self.version += 1;

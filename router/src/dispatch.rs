@@ -38,6 +38,7 @@ pub struct Router {
     pub meta: MetaClient,
     pub pool: Pool,
     pub row_budget: usize,
+    pub sequences: crate::sequences::SequenceCache,
 }
 
 impl Router {
@@ -46,6 +47,7 @@ impl Router {
             meta,
             pool,
             row_budget,
+            sequences: Default::default(),
         })
     }
 
@@ -88,6 +90,15 @@ impl Router {
             }
             return self.admin(&call).await;
         }
+        let prepared;
+        let stmt = match self.prepare_sequences(stmt, params).await? {
+            crate::sequences::Prepared::Done(result) => return Ok(result),
+            crate::sequences::Prepared::Rewritten(s) => {
+                prepared = *s;
+                &prepared
+            }
+            crate::sequences::Prepared::Unchanged => stmt,
+        };
         let mut retried = false;
         loop {
             let state = self.meta.state();
@@ -312,6 +323,12 @@ impl Router {
 
     /// Parameter types and result columns of a statement.
     pub async fn describe(&self, stmt: &Statement) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
+        if let Some(form) = crate::sequences::describe_form(stmt) {
+            return Box::pin(self.describe(&form)).await;
+        }
+        if let Statement::CreateSequence { .. } = stmt {
+            return Ok((Vec::new(), Vec::new()));
+        }
         if let Statement::Explain { .. } = stmt {
             return Ok((
                 Vec::new(),
@@ -547,6 +564,7 @@ impl Router {
                 sql,
                 targets,
             } => {
+                let name = info.schema.name.clone();
                 match self.meta.propose(MetaCommand::CreateTable(info)).await {
                     Ok(_) => {}
                     Err(e) if e.code == sqlstate::DUPLICATE_TABLE && if_not_exists => {
@@ -557,8 +575,23 @@ impl Router {
                 let calls = targets
                     .iter()
                     .map(|t| self.send_ddl(t.clone(), sql.clone()));
-                for r in futures::future::join_all(calls).await {
-                    r?;
+                let failed = futures::future::join_all(calls)
+                    .await
+                    .into_iter()
+                    .find_map(|r| r.err());
+                if let Some(e) = failed {
+                    // A shard refused the definition: take the table back out of meta, so it
+                    // is not listed while the shards do not have it.
+                    let _ = self
+                        .meta
+                        .propose(MetaCommand::DropTable { name: name.clone() })
+                        .await;
+                    let drop = format!("DROP TABLE IF EXISTS {}", crate::plan::quote_ident(&name));
+                    let calls = targets
+                        .iter()
+                        .map(|t| self.send_ddl(t.clone(), drop.clone()));
+                    let _ = futures::future::join_all(calls).await;
+                    return Err(e);
                 }
                 Ok(QueryResult::command("CREATE TABLE", 0))
             }

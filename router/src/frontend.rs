@@ -703,6 +703,7 @@ async fn with_timeout(
     let signal = Arc::new(protocol::rpc::CancelSignal::default());
     let cancelled = session.cancel.notified();
     let run = protocol::rpc::CANCEL.scope(signal.clone(), run);
+    let run = crate::sequences::SESSION_SEQUENCES.scope(session.sequences.clone(), run);
     let run = async {
         tokio::pin!(cancelled);
         tokio::pin!(run);

@@ -20,6 +20,7 @@ pub mod maintenance;
 pub mod memtxn;
 pub mod names;
 pub mod plan;
+pub mod sequences;
 pub mod session;
 pub mod status;
 

@@ -95,6 +95,8 @@ pub struct Session {
     pub prepared: Mutex<BTreeMap<String, sqlparser::ast::Statement>>,
     /// A COPY FROM STDIN receiving data.
     pub copy: tokio::sync::Mutex<Option<crate::copy::CopyIn>>,
+    /// currval/lastval state.
+    pub sequences: std::sync::Arc<Mutex<crate::sequences::SessionSequences>>,
 }
 
 impl Session {

@@ -57,6 +57,10 @@ pub enum Func {
     ToTimestamp,
     Age,
     GenRandomUuid,
+    /// nextval/currval/setval/lastval: the router replaces every call by its value (the
+    /// sequences live in meta), so a shard only binds them, in column defaults; evaluating
+    /// one here (a default reached by another path) is refused.
+    RouterSequence,
     // json and jsonb.
     JsonTypeof,
     JsonArrayLength,
@@ -201,6 +205,18 @@ fn resolve_typed(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
         ("localtimestamp", 0) => ok(Func::LocalTimestamp, vec![], T::Timestamp),
         ("localtime", 0) => ok(Func::LocalTime, vec![], T::Time),
         ("gen_random_uuid", 0) => ok(Func::GenRandomUuid, vec![], T::Uuid),
+        ("nextval" | "currval", 1) => ok(Func::RouterSequence, vec![Some(T::Text)], T::Int8),
+        ("setval", 2) => ok(
+            Func::RouterSequence,
+            vec![Some(T::Text), Some(T::Int8)],
+            T::Int8,
+        ),
+        ("setval", 3) => ok(
+            Func::RouterSequence,
+            vec![Some(T::Text), Some(T::Int8), Some(T::Bool)],
+            T::Int8,
+        ),
+        ("lastval", 0) => ok(Func::RouterSequence, vec![], T::Int8),
         ("date_trunc", 2) => {
             if !text_ok(first) || !when(second) || second == Some(T::Time) {
                 return Err(no());
@@ -847,6 +863,11 @@ impl Func {
             Func::LocalTimestamp => Value::Timestamp(dt::now_micros()),
             Func::CurrentDate => Value::Date(dt::now_micros().div_euclid(dt::USECS_PER_DAY) as i32),
             Func::LocalTime => Value::Time(dt::now_micros().rem_euclid(dt::USECS_PER_DAY)),
+            Func::RouterSequence => {
+                return Err(Error::unsupported(
+                    "a sequence default can only be filled in by the router here: name the column's value, or leave it out of an INSERT … VALUES",
+                ));
+            }
             Func::GenRandomUuid => {
                 let mut u: [u8; 16] = rand::random();
                 u[6] = (u[6] & 0x0f) | 0x40;

@@ -304,8 +304,11 @@ pub struct CopyIn {
     /// Types of the copied columns, in data order.
     types: Vec<DataType>,
     names: Vec<String>,
-    /// Index, within the copied columns, of the shard-key column.
+    /// Index, within the copied columns and then the `serial` ones, of the shard-key column.
     key: Option<usize>,
+    /// Sequences of the SERIAL/IDENTITY columns the data leaves out: each row gets their next
+    /// values here, after its own columns.
+    serial: Vec<String>,
     targets: BTreeMap<ShardId, Target>,
     /// The keyspace's hash ranges as the COPY started: every row routes by the same map as
     /// `targets` (a newer map mid-COPY is met as a stale-epoch error at the shard).
@@ -356,8 +359,20 @@ impl CopyIn {
             }
             out
         };
+        let serial: Vec<(usize, String)> = schema
+            .user_columns()
+            .filter(|(i, _)| !positions.contains(i))
+            .filter_map(|(i, c)| {
+                Some((i, crate::sequences::serial_sequence(c.default.as_deref()?)?))
+            })
+            .collect();
+        let sent: Vec<usize> = positions
+            .iter()
+            .copied()
+            .chain(serial.iter().map(|(i, _)| *i))
+            .collect();
         let key_col = table.shard_key.first().copied();
-        let key = key_col.and_then(|k| positions.iter().position(|&p| p == k));
+        let key = key_col.and_then(|k| sent.iter().position(|&p| p == k));
         let mut targets = BTreeMap::new();
         let mut ranges = Vec::new();
         for s in state.keyspace_shards(&table.keyspace) {
@@ -377,9 +392,8 @@ impl CopyIn {
         let sql = format!(
             "COPY {} ({}) FROM STDIN",
             quote_ident(&schema.name),
-            names
-                .iter()
-                .map(|n| quote_ident(n))
+            sent.iter()
+                .map(|&i| quote_ident(&schema.columns[i].name))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -393,6 +407,7 @@ impl CopyIn {
                 .collect(),
             names,
             key,
+            serial: serial.into_iter().map(|(_, s)| s).collect(),
             targets,
             ranges,
             batches: BTreeMap::new(),
@@ -432,7 +447,10 @@ impl CopyIn {
 
     async fn drain(&mut self, router: &Router, txn: &mut SessionTxn, at_end: bool) -> Result<()> {
         while let Some(raw) = self.decoder.next_row(at_end)? {
-            let row = self.convert(raw)?;
+            let mut row = self.convert(raw)?;
+            for seq in self.serial.clone() {
+                row.push(Value::Int(router.next_value(&seq).await?));
+            }
             let key = match self.key {
                 Some(k) => self.table.schema.columns[self.table.shard_key[0]]
                     .data_type
@@ -449,7 +467,7 @@ impl CopyIn {
             let batch = self.batches.entry(shard).or_default();
             batch.extend(row);
             self.rows += 1;
-            if batch.len() >= BATCH_ROWS * self.types.len().max(1) {
+            if batch.len() >= BATCH_ROWS * (self.types.len() + self.serial.len()).max(1) {
                 self.flush(router, txn, &[shard]).await?;
             }
         }
