@@ -65,8 +65,30 @@ impl Router {
         } = stmt
         {
             let state = self.meta.state();
-            let plan = Planner::new(&state, params).plan(statement)?;
-            let lines = plan.explain();
+            let lines = match statement.as_ref() {
+                Statement::Insert(insert)
+                    if crate::insert_select::runs_at_router(&state, insert) =>
+                {
+                    let query = Statement::Query(
+                        insert
+                            .source
+                            .clone()
+                            .ok_or_else(|| Error::internal("INSERT … SELECT without a query"))?,
+                    );
+                    let mut lines = vec![
+                        "Router: run the query below, then insert its rows in VALUES batches split by shard, in one transaction".to_string(),
+                    ];
+                    lines.extend(
+                        Planner::new(&state, params)
+                            .plan(&query)?
+                            .explain()
+                            .into_iter()
+                            .map(|l| format!("  {l}")),
+                    );
+                    lines
+                }
+                _ => Planner::new(&state, params).plan(statement)?.explain(),
+            };
             return Ok(QueryResult {
                 columns: vec![ResultColumn {
                     name: "QUERY PLAN".into(),
@@ -99,6 +121,11 @@ impl Router {
             }
             crate::sequences::Prepared::Unchanged => stmt,
         };
+        if let Statement::Insert(insert) = stmt
+            && crate::insert_select::runs_at_router(&self.meta.state(), insert)
+        {
+            return self.insert_select(insert, params, txn).await;
+        }
         let mut retried = false;
         loop {
             let state = self.meta.state();

@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod encode;
 pub mod frontend;
 pub mod guard;
+pub mod insert_select;
 pub mod maintenance;
 pub mod memtxn;
 pub mod names;

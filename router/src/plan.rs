@@ -557,8 +557,9 @@ impl<'a> Planner<'a> {
             // DEFAULT VALUES: the shard key takes its default, which must be a constant to route.
             None => return self.plan_default_values(stmt, table),
             _ => {
-                return Err(Error::unsupported(
-                    "INSERT … SELECT into a table sharded over several shards is not supported yet",
+                // Run at the router (crate::insert_select) before planning.
+                return Err(Error::internal(
+                    "INSERT … SELECT over several shards reached the planner",
                 ));
             }
         };
