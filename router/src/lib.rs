@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod memtxn;
 pub mod names;
 pub mod plan;
+pub mod pushdown;
 pub mod sequences;
 pub mod session;
 pub mod status;

@@ -955,6 +955,21 @@ impl<'a> Planner<'a> {
                     });
                 }
                 Statement::Query(_) => {
+                    if let Some(g) = crate::pushdown::grouped(stmt, table) {
+                        let fetches = targets
+                            .into_iter()
+                            .map(|t| Fetch {
+                                table: table.schema.name.clone(),
+                                target: t,
+                                sql: g.shard_sql.clone(),
+                            })
+                            .collect();
+                        return Ok(Plan::Gather {
+                            fetches,
+                            tables: vec![g.partials],
+                            stmt: Box::new(g.final_stmt),
+                        });
+                    }
                     if let Some(combine) = partial_aggregates(stmt) {
                         return Ok(Plan::Partial {
                             targets,
@@ -1114,7 +1129,7 @@ fn assigns_column(a: &ast::Assignment, name: &str) -> bool {
     }
 }
 
-fn has_subquery(expr: &Expr) -> bool {
+pub(crate) fn has_subquery(expr: &Expr) -> bool {
     let mut found = false;
     let _ = ast::visit_expressions(expr, |e| {
         if matches!(
