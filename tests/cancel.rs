@@ -73,3 +73,48 @@ async fn cancel_stops_a_lock_wait_and_the_write_never_lands() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(idle.query("SELECT 1", &[]).await.unwrap().len(), 1);
 }
+
+/// `pg_backend_pid()` names a session and `pg_cancel_backend(pid)` from another session
+/// cancels its running statement with 57014, as in PostgreSQL; an unknown pid answers false.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_cancel_backend_cancels_another_session() {
+    let cluster = start_cluster(2, 4, 1).await;
+    let holder = cluster.client().await;
+    holder
+        .batch_execute("CREATE TABLE cb (id int PRIMARY KEY, v int); INSERT INTO cb VALUES (1, 1)")
+        .await
+        .unwrap();
+    holder
+        .batch_execute("BEGIN; UPDATE cb SET v = 2 WHERE id = 1")
+        .await
+        .unwrap();
+    let waiter = cluster.client().await;
+    let row = waiter
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.columns()[0].name(), "pg_backend_pid");
+    let pid: i32 = row.get(0);
+    let admin = cluster.client().await;
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cancelled: bool = admin
+            .query_one(&format!("SELECT pg_cancel_backend({pid})"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        let unknown: bool = admin
+            .query_one("SELECT pg_cancel_backend(1)", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (cancelled, unknown)
+    });
+    let err = waiter
+        .execute("UPDATE cb SET v = 3 WHERE id = 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "57014", "{err:?}");
+    assert_eq!(canceller.await.unwrap(), (true, false));
+    holder.batch_execute("ROLLBACK").await.unwrap();
+}

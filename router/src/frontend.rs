@@ -203,6 +203,106 @@ impl Frontend {
         Ok(QueryResult::command(tag, 0))
     }
 
+    /// `pg_backend_pid()` and `pg_cancel_backend(pid)` with constant arguments, replaced by
+    /// their values: both are about this router's sessions, which only the frontend knows.
+    /// With `run` false (Describe), nothing is cancelled and the calls become typed NULLs.
+    fn backend_functions(
+        &self,
+        session: &Session,
+        stmt: &Statement,
+        run: bool,
+    ) -> Option<Statement> {
+        use std::ops::ControlFlow;
+        let is_backend_fn = |f: &ast::Function| {
+            let name = f.name.to_string().to_lowercase();
+            matches!(
+                name.trim_start_matches("pg_catalog."),
+                "pg_backend_pid" | "pg_cancel_backend"
+            )
+        };
+        let found = ast::visit_expressions(stmt, |e| match e {
+            ast::Expr::Function(f) if is_backend_fn(f) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        });
+        if found.is_continue() {
+            return None;
+        }
+        let mut stmt = stmt.clone();
+        // `SELECT pg_backend_pid()` keeps the column name PostgreSQL gives it.
+        if let Statement::Query(q) = &mut stmt
+            && let ast::SetExpr::Select(s) = q.body.as_mut()
+        {
+            for item in s.projection.iter_mut() {
+                if let ast::SelectItem::UnnamedExpr(ast::Expr::Function(f)) = item
+                    && is_backend_fn(f)
+                {
+                    let alias = ast::Ident::new(
+                        f.name
+                            .to_string()
+                            .to_lowercase()
+                            .trim_start_matches("pg_catalog."),
+                    );
+                    let expr = ast::Expr::Function(f.clone());
+                    *item = ast::SelectItem::ExprWithAlias { expr, alias };
+                }
+            }
+        }
+        let _ = ast::visit_expressions_mut(&mut stmt, |e| {
+            let ast::Expr::Function(f) = e else {
+                return ControlFlow::<()>::Continue(());
+            };
+            if !is_backend_fn(f) {
+                return ControlFlow::Continue(());
+            }
+            let name = f.name.to_string().to_lowercase();
+            if !run {
+                let data_type = if name.ends_with("pg_backend_pid") {
+                    ast::DataType::Integer(None)
+                } else {
+                    ast::DataType::Boolean
+                };
+                *e = ast::Expr::Cast {
+                    kind: ast::CastKind::DoubleColon,
+                    expr: Box::new(ast::Expr::value(ast::Value::Null)),
+                    data_type,
+                    format: None,
+                };
+                return ControlFlow::Continue(());
+            }
+            let arg = match &f.args {
+                ast::FunctionArguments::List(l) => match l.args.as_slice() {
+                    [
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(v))),
+                    ] => match &v.value {
+                        ast::Value::Number(n, _) => n.parse::<i32>().ok(),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                _ => None,
+            };
+            let value = if name.ends_with("pg_backend_pid") {
+                let pid = session.pid.load(std::sync::atomic::Ordering::Relaxed);
+                ast::Value::Number(pid.to_string(), false)
+            } else if let Some(pid) = arg {
+                let target = self
+                    .cancels
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(&pid).and_then(|(_, s)| s.upgrade()));
+                if let Some(s) = &target {
+                    s.cancel.notify_waiters();
+                }
+                ast::Value::Boolean(target.is_some())
+            } else {
+                return ControlFlow::Continue(());
+            };
+            *e = ast::Expr::value(value);
+            ControlFlow::Continue(())
+        });
+        Some(stmt)
+    }
+
     /// Runs one statement for a session: session commands here, everything else routed.
     async fn run(
         &self,
@@ -210,6 +310,8 @@ impl Frontend {
         stmt: &Statement,
         params: &[Value],
     ) -> Result<QueryResult> {
+        let replaced = self.backend_functions(session, stmt, true);
+        let stmt = replaced.as_ref().unwrap_or(stmt);
         match stmt {
             Statement::Set(set)
                 if !matches!(set, ast::Set::SetTransaction { session: false, .. }) =>
@@ -680,7 +782,10 @@ impl Frontend {
                 let name: Vec<String> = variable.iter().map(names::ident).collect();
                 (Vec::new(), vec![text_col(&name.join("."))])
             }
-            Some(stmt) => self.router.describe(stmt).await?,
+            Some(stmt) => match self.backend_functions(&Session::default(), stmt, false) {
+                Some(form) => self.router.describe(&form).await?,
+                None => self.router.describe(stmt).await?,
+            },
         };
         if let Ok(mut guard) = prepared.described.lock() {
             *guard = Some(described.clone());
@@ -1104,6 +1209,9 @@ impl StartupHandler for Frontend {
                     (secret.to_bytes(), Arc::downgrade(&Self::session(client))),
                 );
             }
+            Self::session(client)
+                .pid
+                .store(pid, std::sync::atomic::Ordering::Relaxed);
             client.set_pid_and_secret_key(pid, secret);
             let mut params = DefaultServerParameterProvider::default();
             params.server_version = "15.0 (Tessera)".to_string();

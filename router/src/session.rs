@@ -97,6 +97,8 @@ pub struct Session {
     pub copy: tokio::sync::Mutex<Option<crate::copy::CopyIn>>,
     /// currval/lastval state.
     pub sequences: std::sync::Arc<Mutex<crate::sequences::SessionSequences>>,
+    /// The backend pid this session announced in BackendKeyData (`pg_backend_pid()`).
+    pub pid: std::sync::atomic::AtomicI32,
 }
 
 impl Session {
