@@ -9,12 +9,13 @@
 //! Prints mean, p50 and p99 latency for both paths and the difference, which is what the
 //! router adds: pgwire decoding, bind, planning (pruning by the key), one RPC, encoding.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::Value;
-use protocol::auth::ClusterSecret;
 use protocol::hash::shard_hash;
+
+#[path = "../tests/inproc/mod.rs"]
+mod inproc;
 use protocol::message::{Request, Response};
 
 const ROWS: i64 = 10_000;
@@ -41,47 +42,8 @@ fn main() {
 }
 
 async fn run(lookups: usize) {
-    let dir = std::env::temp_dir().join(format!("tessera-router-overhead-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let secret = ClusterSecret::new("router-overhead-bench");
-    let meta = replication::meta::MetaServer::start(replication::meta::MetaConfig {
-        id: 1,
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.join("meta"),
-        voters: Vec::new(),
-        secret: secret.clone(),
-        default_shards: 4,
-        replication_factor: 2,
-    })
-    .await
-    .expect("meta");
-    let mut nodes = Vec::new();
-    for id in 1..=2 {
-        nodes.push(
-            replication::node_runtime::start_node(replication::node_runtime::NodeConfig {
-                id,
-                listen: "127.0.0.1:0".into(),
-                advertise: None,
-                data_dir: dir.join(format!("node-{id}")),
-                meta: vec![meta.addr()],
-                secret: secret.clone(),
-                shard: engine::shard::ShardOptions::default(),
-                clock: Arc::new(protocol::clock::SystemClock),
-            })
-            .await
-            .expect("node"),
-        );
-    }
-    let router = router::start_router(router::RouterConfig {
-        listen: "127.0.0.1:0".into(),
-        meta: vec![meta.addr()],
-        secret: secret.clone(),
-        max_connections: 100,
-        row_budget: router::memtxn::DEFAULT_ROW_BUDGET,
-        limits: router::guard::GuardLimits::default(),
-    })
-    .await
-    .expect("router");
+    let cluster = inproc::start_cluster(2, 4, 2).await;
+    let router = &cluster.router;
     let conn = format!(
         "host=127.0.0.1 port={} user=tessera dbname=tessera",
         router.addr.port()
@@ -128,7 +90,8 @@ async fn run(lookups: usize) {
 
     // Straight to the shard's primary: the same statement and parameter.
     let state = router.router.meta.state();
-    let pool = protocol::rpc::Pool::new(secret);
+    // The router's own connection pool to the nodes: the same authenticated connections.
+    let pool = router.router.pool.clone();
     let mut direct = Vec::with_capacity(lookups);
     for i in 0..lookups {
         let k = (i as i64 * 7919) % ROWS;
@@ -162,10 +125,4 @@ async fn run(lookups: usize) {
         tm - dm,
         tm / dm
     );
-    router.shutdown();
-    for n in &nodes {
-        n.shutdown();
-    }
-    meta.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

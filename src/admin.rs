@@ -126,11 +126,7 @@ pub async fn run(cmd: PlacementCommand) -> Result<()> {
             let meta = connect(&conn).await?;
             let pool = protocol::rpc::Pool::new(ClusterSecret::new(conn.secret.clone()));
             let moves = operations::drain_node(&meta, &pool, node, dry_run).await?;
-            print_plan(&meta, &moves, dry_run);
-            if !dry_run && !no_wait {
-                follow(&meta, moves.iter().map(|m| m.id).collect()).await?;
-            }
-            Ok(())
+            show_and_follow(&meta, &moves, dry_run, no_wait).await
         }
         PlacementCommand::Rebalance {
             keyspace,
@@ -141,11 +137,7 @@ pub async fn run(cmd: PlacementCommand) -> Result<()> {
             let meta = connect(&conn).await?;
             let pool = protocol::rpc::Pool::new(ClusterSecret::new(conn.secret.clone()));
             let moves = operations::rebalance(&meta, &pool, keyspace.as_deref(), dry_run).await?;
-            print_plan(&meta, &moves, dry_run);
-            if !dry_run && !no_wait {
-                follow(&meta, moves.iter().map(|m| m.id).collect()).await?;
-            }
-            Ok(())
+            show_and_follow(&meta, &moves, dry_run, no_wait).await
         }
         PlacementCommand::Split {
             shard,
@@ -155,11 +147,7 @@ pub async fn run(cmd: PlacementCommand) -> Result<()> {
         } => {
             let meta = connect(&conn).await?;
             let job = operations::split(&meta, shard, to).await?;
-            print_plan(&meta, std::slice::from_ref(&job), false);
-            if !no_wait {
-                follow(&meta, [job.id].into()).await?;
-            }
-            Ok(())
+            show_and_follow(&meta, std::slice::from_ref(&job), false, no_wait).await
         }
         PlacementCommand::Cancel { job, conn } => {
             let meta = connect(&conn).await?;
@@ -189,6 +177,21 @@ async fn connect(conn: &MetaConn) -> Result<MetaClient> {
         bail!("meta has no cluster map yet");
     }
     Ok(meta)
+}
+
+/// Prints the plan, then (unless it was only a plan, or the caller does not wait) follows
+/// the queued jobs to their end.
+async fn show_and_follow(
+    meta: &MetaClient,
+    moves: &[MoveJob],
+    dry_run: bool,
+    no_wait: bool,
+) -> Result<()> {
+    print_plan(meta, moves, dry_run);
+    if dry_run || no_wait {
+        return Ok(());
+    }
+    follow(meta, moves.iter().map(|m| m.id).collect()).await
 }
 
 fn print_plan(meta: &MetaClient, moves: &[MoveJob], dry_run: bool) {

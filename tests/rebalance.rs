@@ -132,6 +132,26 @@ async fn worker(port: u16, seed: u64, load: Arc<Load>, retry_serialization: bool
     }
 }
 
+/// `CLIENTS` transfer workers sharing one record of what they did.
+fn start_load(
+    port: u16,
+    seed: u64,
+    retry_serialization: bool,
+) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
+    let load = Arc::new(Load::default());
+    let workers = (0..CLIENTS)
+        .map(|i| {
+            tokio::spawn(worker(
+                port,
+                seed * (i as u64 + 1),
+                load.clone(),
+                retry_serialization,
+            ))
+        })
+        .collect();
+    (load, workers)
+}
+
 async fn create_accounts(client: &Client, accounts: i32) {
     client
         .simple_query("CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)")
@@ -233,17 +253,7 @@ async fn rebalance_and_drain_under_transfer_load() {
     let admin = cluster.client().await;
     create_accounts(&admin, ACCOUNTS).await;
 
-    let load = Arc::new(Load::default());
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            tokio::spawn(worker(
-                cluster.router_port,
-                0x9E37_79B9 * (i as u64 + 1),
-                load.clone(),
-                false,
-            ))
-        })
-        .collect();
+    let (load, workers) = start_load(cluster.router_port, 0x9E37_79B9, false);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (baseline_us, _) = std::mem::take(&mut *load.longest.lock().unwrap());
 
@@ -353,17 +363,7 @@ async fn split_under_transfer_load() {
     let cluster = Cluster::start("split").await;
     let admin = cluster.client().await;
     create_accounts(&admin, ACCOUNTS).await;
-    let load = Arc::new(Load::default());
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            tokio::spawn(worker(
-                cluster.router_port,
-                0x51_7CC1 * (i as u64 + 1),
-                load.clone(),
-                true,
-            ))
-        })
-        .collect();
+    let (load, workers) = start_load(cluster.router_port, 0x51_7CC1, true);
     tokio::time::sleep(Duration::from_millis(500)).await;
     within(Duration::from_secs(90), "two splits", async {
         for shard in [0, 1] {

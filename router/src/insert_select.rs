@@ -109,20 +109,12 @@ impl Router {
                 .collect();
             let mut batch = insert.clone();
             batch.source = Some(Box::new(ast::Query {
-                with: None,
                 body: Box::new(SetExpr::Values(ast::Values {
                     explicit_row: false,
                     value_keyword: false,
                     rows: values,
                 })),
-                order_by: None,
-                limit_clause: None,
-                fetch: None,
-                locks: vec![],
-                for_clause: None,
-                settings: None,
-                format_clause: None,
-                pipe_operators: vec![],
+                ..crate::sequences::empty_query()
             }));
             let flat: Vec<Value> = chunk.iter().flatten().cloned().collect();
             let r = Box::pin(self.execute(&Statement::Insert(batch), &flat, Some(txn))).await?;

@@ -830,7 +830,8 @@ fn serial_columns(ct: &ast::CreateTable) -> Result<Option<(Statement, Vec<Sequen
     Ok(Some((Statement::CreateTable(ct), sequences)))
 }
 
-fn empty_query() -> ast::Query {
+/// A query with nothing but an empty VALUES body, to build others from.
+pub(crate) fn empty_query() -> ast::Query {
     ast::Query {
         with: None,
         body: Box::new(SetExpr::Values(ast::Values {

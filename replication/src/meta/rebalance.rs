@@ -103,6 +103,16 @@ fn cost(loads: &BTreeMap<NodeId, Load>) -> Cost {
     })
 }
 
+/// The nodes that may take copies: registered, not draining, not `except`.
+fn eligible(state: &ClusterState, except: Option<NodeId>) -> BTreeSet<NodeId> {
+    state
+        .nodes
+        .keys()
+        .copied()
+        .filter(|n| Some(*n) != except && !state.draining.contains(n))
+        .collect()
+}
+
 /// Moves that even out copies, then primaries, then bytes over the nodes that are not
 /// draining, after moving every copy off draining nodes. `keyspace` limits the plan to one
 /// keyspace's shards; `shard_bytes` is each shard's size (missing: 0).
@@ -111,13 +121,7 @@ pub fn plan_rebalance(
     keyspace: Option<&str>,
     shard_bytes: &BTreeMap<ShardId, u64>,
 ) -> Vec<MoveJob> {
-    let eligible: BTreeSet<NodeId> = state
-        .nodes
-        .keys()
-        .copied()
-        .filter(|n| !state.draining.contains(n))
-        .collect();
-    let mut plan = Placement::new(state, keyspace, eligible, shard_bytes);
+    let mut plan = Placement::new(state, keyspace, eligible(state, None), shard_bytes);
     let mut moves = Vec::new();
     let mut moved = BTreeSet::new();
     for drained in &state.draining {
@@ -173,13 +177,7 @@ pub fn plan_drain(
     node: NodeId,
     shard_bytes: &BTreeMap<ShardId, u64>,
 ) -> Vec<MoveJob> {
-    let eligible: BTreeSet<NodeId> = state
-        .nodes
-        .keys()
-        .copied()
-        .filter(|n| *n != node && !state.draining.contains(n))
-        .collect();
-    let mut plan = Placement::new(state, None, eligible, shard_bytes);
+    let mut plan = Placement::new(state, None, eligible(state, Some(node)), shard_bytes);
     let mut moves = Vec::new();
     let mut moved = BTreeSet::new();
     drain_into(
