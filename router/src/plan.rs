@@ -1025,7 +1025,7 @@ impl<'a> Planner<'a> {
                             };
                             format!("{order}{limit}")
                         }
-                        _ => String::new(),
+                        _ => crate::pushdown::top_n(stmt, table).unwrap_or_default(),
                     };
                     let fetch_sql = format!("{fetch_sql}{bounded}{locks}");
                     let fetches = targets

@@ -358,6 +358,108 @@ pub fn grouped(stmt: &Statement, table: &TableInfo) -> Option<Grouped> {
     })
 }
 
+/// `ORDER BY … LIMIT n` for each shard's fetch of a single-table query without grouping,
+/// aggregates, windows or DISTINCT, ordered by expressions over its own columns with a
+/// constant LIMIT (and OFFSET): each shard returns only its first LIMIT + OFFSET rows in that
+/// order, which hold the query's answer; the router sorts them and applies the query whole.
+pub fn top_n(stmt: &Statement, table: &TableInfo) -> Option<String> {
+    let Statement::Query(q) = stmt else {
+        return None;
+    };
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let order = q.order_by.as_ref()?;
+    // The fetch carries the WHERE only for one plain table without subqueries in it: without
+    // the filter, a shard's first rows would not be the first matching ones.
+    if s.from.len() != 1
+        || !s.from[0].joins.is_empty()
+        || !matches!(s.from[0].relation, ast::TableFactor::Table { .. })
+        || s.selection.as_ref().is_some_and(crate::plan::has_subquery)
+    {
+        return None;
+    }
+    let ast::OrderByKind::Expressions(keys) = &order.kind else {
+        return None;
+    };
+    if keys.is_empty() || order.interpolate.is_some() || keys.iter().any(|k| k.with_fill.is_some())
+    {
+        return None;
+    }
+    let no_group =
+        matches!(&s.group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    if !no_group
+        || s.having.is_some()
+        || s.distinct.is_some()
+        || q.with.is_some()
+        || q.fetch.is_some()
+    {
+        return None;
+    }
+    // No aggregate or window anywhere (they would see only the first rows).
+    let aggregated = ast::visit_expressions(stmt, |e| match e {
+        Expr::Function(f)
+            if f.over.is_some()
+                || function_name(f).is_some_and(|n| AGGREGATES.contains(&n.as_str())) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    if aggregated.is_break() {
+        return None;
+    }
+    // Every ORDER BY key over the table's own columns (not an alias or an ordinal).
+    for key in keys {
+        let mut own = true;
+        let mut any_column = false;
+        let _ = ast::visit_expressions(&key.expr, |e| {
+            match e {
+                Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
+                    if column_of(e, table).is_some() {
+                        any_column = true;
+                    } else {
+                        own = false;
+                    }
+                }
+                Expr::Value(_) if std::ptr::eq(e, &key.expr) => own = false,
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        if !own || !any_column {
+            return None;
+        }
+    }
+    let number = |e: &Expr| match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse::<u64>().ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (limit, offset) = match &q.limit_clause {
+        Some(ast::LimitClause::LimitOffset {
+            limit: Some(limit),
+            offset,
+            limit_by,
+        }) if limit_by.is_empty() => (
+            number(limit)?,
+            match offset {
+                Some(o) => number(&o.value)?,
+                None => 0,
+            },
+        ),
+        _ => return None,
+    };
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    Some(format!(
+        " ORDER BY {} LIMIT {}",
+        keys.join(", "),
+        limit.checked_add(offset)?
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +495,33 @@ mod tests {
         assert!(fin.contains("CAST(sum(tessera_p1) AS BIGINT)"), "{fin}");
         assert!(!fin.contains("WHERE"), "{fin}");
         assert_eq!(g.partials.columns.len(), 5);
+    }
+
+    #[test]
+    fn top_n_bounds_each_shard_only_when_it_is_safe() {
+        let t = |sql: &str| top_n(&engine::sql::parse(sql).unwrap().remove(0), &table());
+        assert_eq!(
+            t("SELECT * FROM t WHERE x > 1 ORDER BY x DESC, g LIMIT 10 OFFSET 5").as_deref(),
+            Some(" ORDER BY x DESC, g LIMIT 15")
+        );
+        assert_eq!(
+            t("SELECT g FROM t ORDER BY x + 1 LIMIT 3").as_deref(),
+            Some(" ORDER BY x + 1 LIMIT 3")
+        );
+        for sql in [
+            "SELECT * FROM t ORDER BY x",
+            "SELECT x AS y FROM t ORDER BY y LIMIT 3",
+            "SELECT x FROM t ORDER BY 1 LIMIT 3",
+            "SELECT count(*) FROM t ORDER BY 1 LIMIT 3",
+            "SELECT DISTINCT g FROM t ORDER BY g LIMIT 3",
+            "SELECT g, row_number() OVER () FROM t ORDER BY g LIMIT 3",
+            "SELECT g FROM t GROUP BY g ORDER BY g LIMIT 3",
+            "SELECT * FROM t ORDER BY x LIMIT $1",
+            "SELECT * FROM t WHERE x IN (SELECT x FROM t) ORDER BY x LIMIT 3",
+            "SELECT * FROM t, t AS u ORDER BY t.x LIMIT 3",
+        ] {
+            assert!(t(sql).is_none(), "{sql}");
+        }
     }
 
     #[test]
