@@ -206,12 +206,7 @@ impl Frontend {
     /// `pg_backend_pid()` and `pg_cancel_backend(pid)` with constant arguments, replaced by
     /// their values: both are about this router's sessions, which only the frontend knows.
     /// With `run` false (Describe), nothing is cancelled and the calls become typed NULLs.
-    fn backend_functions(
-        &self,
-        session: &Session,
-        stmt: &Statement,
-        run: bool,
-    ) -> Option<Statement> {
+    fn backend_functions(&self, pid: i32, stmt: &Statement, run: bool) -> Option<Statement> {
         use std::ops::ControlFlow;
         let is_backend_fn = |f: &ast::Function| {
             let name = f.name.to_string().to_lowercase();
@@ -282,7 +277,6 @@ impl Frontend {
                 _ => None,
             };
             let value = if name.ends_with("pg_backend_pid") {
-                let pid = session.pid.load(std::sync::atomic::Ordering::Relaxed);
                 ast::Value::Number(pid.to_string(), false)
             } else if let Some(pid) = arg {
                 let target = self
@@ -310,7 +304,8 @@ impl Frontend {
         stmt: &Statement,
         params: &[Value],
     ) -> Result<QueryResult> {
-        let replaced = self.backend_functions(session, stmt, true);
+        let pid = session.pid.load(std::sync::atomic::Ordering::Relaxed);
+        let replaced = self.backend_functions(pid, stmt, true);
         let stmt = replaced.as_ref().unwrap_or(stmt);
         match stmt {
             Statement::Set(set)
@@ -782,7 +777,7 @@ impl Frontend {
                 let name: Vec<String> = variable.iter().map(names::ident).collect();
                 (Vec::new(), vec![text_col(&name.join("."))])
             }
-            Some(stmt) => match self.backend_functions(&Session::default(), stmt, false) {
+            Some(stmt) => match self.backend_functions(0, stmt, false) {
                 Some(form) => self.router.describe(&form).await?,
                 None => self.router.describe(stmt).await?,
             },

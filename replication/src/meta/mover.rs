@@ -29,7 +29,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ServerState;
 use protocol::cluster::{ClusterState, MetaCommand, ShardId, ShardInfo};
 use protocol::jobs::{JobKind, JobPhase, JobProgress, MoveJob};
 use protocol::message::{Request, Response, ShardStats};
@@ -79,10 +78,7 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let leading = {
-            let m = role.borrow_and_update();
-            m.state == ServerState::Leader && m.current_leader == Some(id)
-        };
+        let leading = super::types::leads(&mut role, id);
         let mut pause = Duration::from_millis(500);
         if leading {
             // A new leader first applies everything committed before it acts on the map.

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ServerState;
 use protocol::cluster::{
     ClusterState, DEFAULT_KEYSPACE, KeyspaceInfo, MetaCommand, NodeId, ShardInfo,
 };
@@ -112,10 +111,7 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let leading = {
-            let m = role.borrow_and_update();
-            m.state == ServerState::Leader && m.current_leader == Some(id)
-        };
+        let leading = super::types::leads(&mut role, id);
         let _ = state_rx.borrow_and_update();
         let mut failed = false;
         if leading && next_command(&state_rx.borrow().clone(), &boot).is_some() {

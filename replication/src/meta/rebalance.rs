@@ -299,18 +299,33 @@ mod tests {
         );
     }
 
+    /// Among moves that even out copies equally, the one that evens out bytes wins: node 1
+    /// holds shards 0, 2 and 4 (shard 4 is ten times the size of the others), node 2 holds
+    /// 1, 3 and 5, node 3 is new. By copies alone the first shard of node 1 would go; by
+    /// bytes it is the big one.
     #[test]
-    fn bytes_break_ties() {
-        // 2 nodes, 4 single-copy shards, all even by count; shard 0 is huge.
-        let s = cluster(&[1, 2], 2, 4, 1);
-        let bytes: BTreeMap<ShardId, u64> =
-            [(0, 100 << 20), (1, 1 << 20), (2, 1 << 20), (3, 1 << 20)].into();
-        // Node 1 holds shards 0 and 2 (101 MiB), node 2 holds 1 and 3 (2 MiB): counts are
-        // even and no single move evens bytes without unbalancing counts more.
+    fn bytes_pick_which_copy_moves() {
+        let mut s = cluster(&[1, 2], 2, 6, 1);
+        s.apply(&MetaCommand::RegisterNode(NodeInfo {
+            id: 3,
+            addr: "n3:1".into(),
+        }))
+        .unwrap();
+        let bytes: BTreeMap<ShardId, u64> = (0..6)
+            .map(|id| (id, if id == 4 { 10 << 20 } else { 1 << 20 }))
+            .collect();
         let moves = plan_rebalance(&s, None, &bytes);
-        for m in &moves {
-            assert_ne!(m.shard, 0, "{moves:?}");
-        }
+        assert_eq!(
+            (moves[0].shard, moves[0].from, moves[0].to),
+            (4, 1, 3),
+            "{moves:?}"
+        );
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        let even = plan_rebalance(&s, None, &BTreeMap::new());
+        assert_eq!(
+            even[0].shard, 0,
+            "without sizes the first candidate goes: {even:?}"
+        );
     }
 
     #[test]

@@ -36,6 +36,16 @@ pub struct MetaReply {
 }
 
 pub type MetaRaft = openraft::Raft<TypeConfig>;
+
+/// Whether voter `id` leads, by its latest Raft metrics (the leader-only tasks, placement and
+/// the job runner, ask this on every wake-up).
+pub fn leads(
+    role: &mut tokio::sync::watch::Receiver<openraft::metrics::RaftServerMetrics<u64, BasicNode>>,
+    id: u64,
+) -> bool {
+    let m = role.borrow_and_update();
+    m.state == openraft::ServerState::Leader && m.current_leader == Some(id)
+}
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type LogId = openraft::LogId<u64>;
 pub type Vote = openraft::Vote<u64>;

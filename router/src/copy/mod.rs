@@ -448,8 +448,8 @@ impl CopyIn {
     async fn drain(&mut self, router: &Router, txn: &mut SessionTxn, at_end: bool) -> Result<()> {
         while let Some(raw) = self.decoder.next_row(at_end)? {
             let mut row = self.convert(raw)?;
-            for seq in self.serial.clone() {
-                row.push(Value::Int(router.next_value(&seq).await?));
+            for seq in &self.serial {
+                row.push(Value::Int(router.next_value(seq).await?));
             }
             let key = match self.key {
                 Some(k) => self.table.schema.columns[self.table.shard_key[0]]
