@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::iter::Peekable;
+use std::ops::Bound;
 use std::time::Duration;
 
 use protocol::changes::Change;
@@ -20,6 +21,7 @@ use protocol::message::Isolation;
 use protocol::schema::TableSchema;
 use protocol::{Value, row};
 
+use crate::index;
 use crate::locks::{LockTable, TxnId};
 use crate::storage::Snapshot;
 use crate::txn::{KeyRange, ReadTxn, RowIter, RowLock, WriteTxn};
@@ -36,6 +38,9 @@ pub struct WriteSet {
     ddl: BTreeMap<String, Option<TableSchema>>,
     /// Tables whose snapshot rows are hidden because this transaction (re)created them.
     fresh: BTreeSet<String>,
+    /// Index entries of the rows this transaction wrote (their current versions), by index
+    /// table name (`index::index_table_name`): what the snapshot's indexes cannot know.
+    index_entries: BTreeMap<String, BTreeSet<Vec<u8>>>,
     changes: Vec<Change>,
 }
 
@@ -64,6 +69,9 @@ pub struct ReadSet {
 /// Reads the newest committed bytes of a row (table, key), outside any snapshot.
 pub type LatestRow<'a> = dyn Fn(&str, &[u8]) -> Result<Option<Vec<u8>>> + 'a;
 
+/// Reads the primary keys in the newest committed entries of an index (table, index, range).
+pub type LatestIndex<'a> = dyn Fn(&str, &str, &KeyRange) -> Result<Vec<Vec<u8>>> + 'a;
+
 /// How a view locks rows and learns their newest committed version.
 pub struct Locking<'a> {
     pub locks: &'a LockTable,
@@ -72,6 +80,8 @@ pub struct Locking<'a> {
     pub timeout: Option<Duration>,
     /// The newest committed bytes of a row, read outside the snapshot.
     pub latest: &'a LatestRow<'a>,
+    /// The newest committed entries of an index, read outside the snapshot (UNIQUE checks).
+    pub latest_index: &'a LatestIndex<'a>,
     /// The shard's clock, which also hands out row ids (see `WriteTxn::next_rowid`).
     pub hlc: &'a protocol::clock::Hlc,
     /// Set when the client cancels the running statement: lock waits end with 57014.
@@ -168,6 +178,29 @@ impl ReadTxn for TxnView<'_> {
         }))
     }
 
+    fn index_scan(
+        &self,
+        table: &str,
+        index: &str,
+        range: KeyRange,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        self.require_table(table)?;
+        if let Some(reads) = &self.reads {
+            reads.borrow_mut().tables.insert(table.to_string());
+        }
+        let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+        if !self.set.fresh.contains(table) {
+            keys.extend(self.base.index_keys(table, index, &range)?);
+        }
+        let name = index::index_table_name(table, index);
+        if let Some(entries) = self.set.index_entries.get(&name) {
+            for entry in entries.range::<Vec<u8>, _>((range.0.as_ref(), range.1.as_ref())) {
+                keys.insert(entry_pk(table, index, entry, self)?);
+            }
+        }
+        Ok(Some(keys.into_iter().collect()))
+    }
+
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>> {
         self.require_table(table)?;
         if let Some(reads) = &self.reads {
@@ -205,8 +238,21 @@ impl WriteTxn for TxnView<'_> {
     }
 
     fn put(&mut self, table: &str, key: Vec<u8>, values: Vec<Value>) -> Result<()> {
-        self.require_table(table)?;
+        let schema = self
+            .schema(table)?
+            .ok_or_else(|| Error::undefined_table(table))?;
         self.lock(table, &key)?;
+        if !schema.indexes.is_empty() {
+            self.check_unique(&schema, &key, &values)?;
+            self.unindex_overlay(&schema, &key);
+            for idx in &schema.indexes {
+                self.set
+                    .index_entries
+                    .entry(index::index_table_name(table, &idx.name))
+                    .or_default()
+                    .insert(index::entry_key(&schema, idx, &values, &key));
+            }
+        }
         self.set.changes.push(Change::Put {
             table: table.to_string(),
             key: key.clone(),
@@ -221,8 +267,11 @@ impl WriteTxn for TxnView<'_> {
     }
 
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<()> {
-        self.require_table(table)?;
+        let schema = self
+            .schema(table)?
+            .ok_or_else(|| Error::undefined_table(table))?;
         self.lock(table, key)?;
+        self.unindex_overlay(&schema, key);
         self.set.changes.push(Change::Delete {
             table: table.to_string(),
             key: key.to_vec(),
@@ -246,6 +295,7 @@ impl WriteTxn for TxnView<'_> {
         self.set.changes.push(Change::CreateTable {
             schema: schema.clone(),
         });
+        self.forget_index_entries(&name);
         self.set.ddl.insert(name.clone(), Some(schema));
         self.set.writes.remove(&name);
         self.set.fresh.insert(name);
@@ -257,6 +307,22 @@ impl WriteTxn for TxnView<'_> {
         self.set.changes.push(Change::AlterTable {
             schema: schema.clone(),
         });
+        // The overlay's entries follow the new definition (new indexes, moved columns).
+        self.forget_index_entries(&schema.name);
+        if let Some(rows) = self.set.writes.get(&schema.name) {
+            for idx in &schema.indexes {
+                let entries = self
+                    .set
+                    .index_entries
+                    .entry(index::index_table_name(&schema.name, &idx.name))
+                    .or_default();
+                for (key, row) in rows {
+                    if let Some(row) = row {
+                        entries.insert(index::entry_key(&schema, idx, row, key));
+                    }
+                }
+            }
+        }
         self.set.ddl.insert(schema.name.clone(), Some(schema));
         Ok(())
     }
@@ -266,11 +332,127 @@ impl WriteTxn for TxnView<'_> {
         self.set.changes.push(Change::DropTable {
             name: name.to_string(),
         });
+        self.forget_index_entries(name);
         self.set.ddl.insert(name.to_string(), None);
         self.set.writes.remove(name);
         self.set.fresh.insert(name.to_string());
         Ok(())
     }
+}
+
+/// The primary key an index entry points at: the entry key minus its index-values prefix.
+fn entry_pk(table: &str, index: &str, entry: &[u8], view: &TxnView<'_>) -> Result<Vec<u8>> {
+    let schema = view
+        .schema(table)?
+        .ok_or_else(|| Error::undefined_table(table))?;
+    let idx = schema
+        .index(index)
+        .ok_or_else(|| Error::internal(format!("index \"{index}\" is not defined")))?;
+    let values = protocol::keycode::decode_key(entry)?;
+    let prefix = protocol::keycode::encode_key(&values[..idx.columns.len().min(values.len())]);
+    Ok(entry[prefix.len().min(entry.len())..].to_vec())
+}
+
+impl TxnView<'_> {
+    /// Drops the overlay's index entries of a table (it is being dropped or redefined).
+    fn forget_index_entries(&mut self, table: &str) {
+        let prefix = index::index_table_name(table, "");
+        self.set
+            .index_entries
+            .retain(|name, _| !name.starts_with(&prefix));
+    }
+
+    /// Removes the overlay index entries of the version of row `key` this transaction wrote.
+    fn unindex_overlay(&mut self, schema: &TableSchema, key: &[u8]) {
+        let Some(Some(old)) = self.set.writes.get(&schema.name).and_then(|w| w.get(key)) else {
+            return;
+        };
+        for idx in &schema.indexes {
+            let entry = index::entry_key(schema, idx, old, key);
+            if let Some(entries) = self
+                .set
+                .index_entries
+                .get_mut(&index::index_table_name(&schema.name, &idx.name))
+            {
+                entries.remove(&entry);
+            }
+        }
+    }
+
+    /// Fails with 23505 if storing `values` under `key` would give a unique index two rows
+    /// with equal, non-NULL values. The values are locked first, so two transactions that
+    /// insert the same value queue on the lock and the second sees the first's commit.
+    fn check_unique(&self, schema: &TableSchema, key: &[u8], values: &[Value]) -> Result<()> {
+        for idx in schema.indexes.iter().filter(|i| i.unique) {
+            let index_values = schema.index_values(idx, values);
+            if index_values.iter().any(|v| v.is_null()) {
+                continue;
+            }
+            let prefix = protocol::keycode::encode_key(&index_values);
+            let range: KeyRange = (
+                Bound::Included(prefix.clone()),
+                match index::prefix_successor(&prefix) {
+                    Some(end) => Bound::Excluded(end),
+                    None => Bound::Unbounded,
+                },
+            );
+            let name = index::index_table_name(&schema.name, &idx.name);
+            let taken_here = self.set.index_entries.get(&name).is_some_and(|entries| {
+                entries
+                    .range::<Vec<u8>, _>((range.0.as_ref(), range.1.as_ref()))
+                    .any(|e| &e[prefix.len().min(e.len())..] != key)
+            });
+            let mut taken = taken_here;
+            if !taken && !self.set.fresh.contains(&schema.name) {
+                self.lock(&name, &prefix)?;
+                let committed = match &self.locking {
+                    Some(l) => (l.latest_index)(&schema.name, &idx.name, &range)?,
+                    None => self.base.index_keys(&schema.name, &idx.name, &range)?,
+                };
+                // A committed holder that this transaction changed is judged by its overlay
+                // version, which the overlay entries above already cover.
+                taken = committed
+                    .iter()
+                    .any(|pk| pk.as_slice() != key && !self.set.wrote(&schema.name, pk));
+            }
+            if taken {
+                return Err(unique_violation(schema, idx, &index_values));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// PostgreSQL's 23505 for a unique index.
+pub fn unique_violation(
+    schema: &TableSchema,
+    idx: &protocol::schema::IndexDef,
+    values: &[Value],
+) -> Error {
+    let columns: Vec<&str> = idx
+        .columns
+        .iter()
+        .map(|&c| {
+            schema
+                .columns
+                .get(c)
+                .map(|c| c.name.as_str())
+                .unwrap_or("?")
+        })
+        .collect();
+    let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    Error::new(
+        sqlstate::UNIQUE_VIOLATION,
+        format!(
+            "duplicate key value violates unique constraint \"{}\"",
+            idx.name
+        ),
+    )
+    .with_detail(format!(
+        "Key ({})=({}) already exists.",
+        columns.join(", "),
+        values.join(", ")
+    ))
 }
 
 impl TxnView<'_> {

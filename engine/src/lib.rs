@@ -5,11 +5,12 @@
 //!       │                                    reads: storage::Snapshot                │
 //!       └─ Subscribe ◄── change log (storage "changelog" table) ◄────────────────────┘
 //! ```
-//! `txn` is the seam between SQL and storage; `storage` is the on-disk layout; `shard` owns a
+//! `txn` is the seam between SQL and storage; `storage` is the on-disk layout (`index`: secondary indexes, derived from rows); `shard` owns a
 //! replica's file, commits and change log; `node` serves the internal protocol for every shard
 //! replica a node hosts.
 
 pub mod buffer;
+pub mod index;
 pub mod locks;
 pub mod node;
 pub mod shard;

@@ -35,6 +35,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::watch;
 
 use crate::buffer::{Locking, ReadSet, TxnView, WriteSet};
+use crate::index;
 use crate::locks::{LockTable, TxnId};
 use crate::sql::{self, Statement};
 use crate::storage::{
@@ -674,6 +675,9 @@ impl Shard {
             }
         };
         let latest = |table: &str, key: &[u8]| self.snapshot()?.get_raw(table, key);
+        let latest_index = |table: &str, index: &str, range: &crate::txn::KeyRange| {
+            self.snapshot()?.index_keys(table, index, range)
+        };
         let user_timeout = t.lock_timeout;
         let deadline = t.deadline;
         let mut wait = t.lock_timeout.unwrap_or(DEADLOCK_TIMEOUT);
@@ -686,6 +690,7 @@ impl Shard {
             isolation: t.isolation,
             timeout: Some(wait),
             latest: &latest,
+            latest_index: &latest_index,
             hlc: &self.hlc,
             cancelled: t.cancelled.as_deref(),
         };
@@ -1113,6 +1118,9 @@ impl Shard {
                 .collect::<std::result::Result<_, _>>()
                 .map_err(storage_err)?;
             for name in old {
+                if let Some(bytes) = catalog.get(name.as_str()).map_err(storage_err)? {
+                    index::drop_indexes(&txn, &storage::decode_schema(bytes.value())?)?;
+                }
                 catalog.remove(name.as_str()).map_err(storage_err)?;
                 let table = storage::data_table_name(&name);
                 txn.delete_table(storage::data_table(&table))
@@ -1198,6 +1206,14 @@ impl SnapshotLoad<'_> {
     /// Commits the snapshot as of `lsn`; the change log restarts after it.
     pub fn finish(self, lsn: u64) -> Result<()> {
         {
+            // Indexes are not shipped: each replica builds its own from the rows.
+            let catalog = self.txn.open_table(CATALOG).map_err(storage_err)?;
+            for entry in catalog.range::<&str>(..).map_err(storage_err)? {
+                let (_, v) = entry.map_err(storage_err)?;
+                index::build_indexes(&self.txn, &storage::decode_schema(v.value())?)?;
+            }
+        }
+        {
             let mut state = self.txn.open_table(STATE).map_err(storage_err)?;
             state.insert(STATE_LSN, lsn).map_err(storage_err)?;
             state
@@ -1227,6 +1243,14 @@ fn create_table(
 /// Applies a record's changes and appends it to the change log, in the caller's transaction.
 fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
     let mut catalog = txn.open_table(CATALOG).map_err(storage_err)?;
+    let mut indexes = index::Upkeep::default();
+    let schema_of =
+        |catalog: &redb::Table<&str, &[u8]>, name: &str| -> Result<Option<TableSchema>> {
+            match catalog.get(name).map_err(storage_err)? {
+                Some(bytes) => Ok(Some(storage::decode_schema(bytes.value())?)),
+                None => Ok(None),
+            }
+        };
     for change in &record.changes {
         match change {
             Change::Put { table, key, row } => {
@@ -1234,31 +1258,48 @@ fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
                 let mut t = txn
                     .open_table(storage::data_table(&name))
                     .map_err(storage_err)?;
-                t.insert(key.as_slice(), row.as_slice())
+                let old = t
+                    .insert(key.as_slice(), row.as_slice())
                     .map_err(storage_err)?;
+                if indexes.tracks(&catalog, table)? {
+                    let old = old.map(|g| g.value().to_vec());
+                    indexes.put(txn, &catalog, table, key, old.as_deref(), row)?;
+                }
             }
             Change::Delete { table, key } => {
                 let name = storage::data_table_name(table);
                 let mut t = txn
                     .open_table(storage::data_table(&name))
                     .map_err(storage_err)?;
-                t.remove(key.as_slice()).map_err(storage_err)?;
+                let old = t.remove(key.as_slice()).map_err(storage_err)?;
+                if indexes.tracks(&catalog, table)? {
+                    let old = old.map(|g| g.value().to_vec());
+                    indexes.delete(txn, &catalog, table, key, old.as_deref())?;
+                }
             }
-            Change::CreateTable { schema } => create_table(&mut catalog, txn, schema)?,
+            Change::CreateTable { schema } => {
+                create_table(&mut catalog, txn, schema)?;
+                indexes.redefine(txn, None, Some(schema))?;
+            }
             Change::AlterTable { schema } => {
+                let old = schema_of(&catalog, &schema.name)?;
                 catalog
                     .insert(schema.name.as_str(), frame::encode(schema)?.as_slice())
                     .map_err(storage_err)?;
+                indexes.redefine(txn, old.as_ref(), Some(schema))?;
             }
             Change::DropTable { name } => {
+                let old = schema_of(&catalog, name)?;
                 catalog.remove(name.as_str()).map_err(storage_err)?;
                 let table = storage::data_table_name(name);
                 txn.delete_table(storage::data_table(&table))
                     .map_err(storage_err)?;
+                indexes.redefine(txn, old.as_ref(), None)?;
             }
         }
     }
     drop(catalog);
+    indexes.finish(txn)?;
     let bytes = frame::encode(record)?;
     txn.open_table(CHANGELOG)
         .map_err(storage_err)?

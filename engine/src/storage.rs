@@ -4,6 +4,7 @@
 //! shard-<id>.redb
 //!  ├─ "catalog"     &str  → bincode(TableSchema)      one entry per SQL table
 //!  ├─ "t/<table>"   key   → row                        keycode(primary key) → bincode(Vec<Value>)
+//!  ├─ "x/<table>/<index>"  entry → key                 keycode(index values) ‖ keycode(pk) → keycode(pk)
 //!  ├─ "changelog"   u64   → bincode(ChangeRecord)      LSN → committed transaction
 //!  ├─ "prepared"    u64   → bincode(PreparedTxn)      2PC: prepared, undecided transactions
 //!  ├─ "decisions"   u64   → u8                        2PC: outcomes this shard coordinates
@@ -140,6 +141,26 @@ impl Snapshot {
         Ok(t.get(key).map_err(storage_err)?.map(|v| v.value().to_vec()))
     }
 
+    /// Primary keys stored in the entries of an index within `range`, in entry order.
+    pub fn index_keys(&self, table: &str, index: &str, range: &KeyRange) -> Result<Vec<Vec<u8>>> {
+        let name = crate::index::index_table_name(table, index);
+        let t = match self.txn.open_table(crate::index::index_table(&name)) {
+            Ok(t) => t,
+            // Created with the first entry: no table, no entries.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage_err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in t
+            .range::<&[u8]>(to_redb_bounds(range))
+            .map_err(storage_err)?
+        {
+            let (_, pk) = entry.map_err(storage_err)?;
+            out.push(pk.value().to_vec());
+        }
+        Ok(out)
+    }
+
     /// Number of rows in a table.
     pub fn row_count(&self, table: &str) -> Result<u64> {
         use redb::ReadableTableMetadata;
@@ -208,6 +229,15 @@ impl ReadTxn for Snapshot {
             let (k, v) = r.map_err(storage_err)?;
             Ok((k.value().to_vec(), row::decode_row(v.value())?))
         })))
+    }
+
+    fn index_scan(
+        &self,
+        table: &str,
+        index: &str,
+        range: KeyRange,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        Ok(Some(self.index_keys(table, index, &range)?))
     }
 
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>> {

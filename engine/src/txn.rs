@@ -26,6 +26,19 @@ pub trait ReadTxn {
     fn scan(&self, table: &str, range: KeyRange) -> Result<RowIter<'_>>;
     /// The row stored under `key`.
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>>;
+    /// Primary keys of the rows whose entries in secondary index `index` lie in `range`
+    /// (entry keys begin with the encoded index values; see `crate::index`), or `None` when
+    /// this reader keeps no indexes and the caller must scan the table instead. The keys
+    /// may include rows that no longer match: callers re-check the row they fetch.
+    fn index_scan(
+        &self,
+        table: &str,
+        index: &str,
+        range: KeyRange,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let _ = (table, index, range);
+        Ok(None)
+    }
 }
 
 /// What locking a row found: whether a transaction that committed after this statement's

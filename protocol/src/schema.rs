@@ -14,6 +14,21 @@ pub struct ColumnDef {
     pub default: Option<String>,
 }
 
+/// A secondary index: a sorted copy of some columns of every row, pointing at the row's key.
+/// A UNIQUE constraint is a unique index that belongs to a constraint of the same name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IndexDef {
+    /// Unique among the relations of the database (tables, indexes, sequences, views).
+    pub name: String,
+    /// Positions of the indexed columns in the table's `columns`, in index order.
+    pub columns: Vec<usize>,
+    /// Per column: declared DESC (kept for display; storage order is always ascending).
+    pub descending: Vec<bool>,
+    pub unique: bool,
+    /// Created by a UNIQUE constraint (dropped with it, not with DROP INDEX).
+    pub constraint: bool,
+}
+
 /// A table as the shard's catalog and meta know it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TableSchema {
@@ -21,6 +36,8 @@ pub struct TableSchema {
     pub columns: Vec<ColumnDef>,
     /// Positions of the primary-key columns in `columns`, in key order.
     pub primary_key: Vec<usize>,
+    /// Secondary indexes and UNIQUE constraints.
+    pub indexes: Vec<IndexDef>,
 }
 
 /// The system column that keys a table declared without a PRIMARY KEY: a bigint the shard
@@ -52,6 +69,24 @@ impl TableSchema {
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
+    }
+
+    pub fn index(&self, name: &str) -> Option<&IndexDef> {
+        self.indexes.iter().find(|i| i.name == name)
+    }
+
+    /// The name of the index that holds the primary key, as PostgreSQL names it.
+    pub fn primary_key_name(&self) -> String {
+        format!("{}_pkey", self.name)
+    }
+
+    /// The values a row contributes to an index, in index column order.
+    pub fn index_values(&self, index: &IndexDef, row: &[Value]) -> Vec<Value> {
+        index
+            .columns
+            .iter()
+            .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
+            .collect()
     }
 
     pub fn key_of(&self, row: &[Value]) -> Vec<Value> {

@@ -126,11 +126,39 @@ impl Router {
         {
             return self.insert_select(insert, params, txn).await;
         }
+        if let Statement::Drop {
+            object_type: ast::ObjectType::Index,
+            names,
+            ..
+        } = stmt
+            && names.len() > 1
+            && txn.is_none()
+        {
+            // Each index changes its own table's definition: one at a time, after checking
+            // that every one exists, so a missing name changes nothing.
+            let state = self.meta.state();
+            for n in names {
+                let mut one = stmt.clone();
+                if let Statement::Drop { names, .. } = &mut one {
+                    *names = vec![n.clone()];
+                }
+                Planner::new(&state, params).plan(&one)?;
+            }
+            for n in names {
+                let mut one = stmt.clone();
+                if let Statement::Drop { names, .. } = &mut one {
+                    *names = vec![n.clone()];
+                }
+                Box::pin(self.execute(&one, params, None)).await?;
+            }
+            return Ok(QueryResult::command("DROP INDEX", 0));
+        }
         let mut retried = false;
         loop {
             let state = self.meta.state();
             let plan = Planner::new(&state, params).plan(stmt)?;
             if let Plan::AlterTable {
+                tag,
                 name,
                 info,
                 targets,
@@ -140,6 +168,7 @@ impl Router {
                 if let Some(t) = txn.as_deref_mut() {
                     admit(
                         &Plan::AlterTable {
+                            tag,
                             name,
                             info,
                             targets,
@@ -150,8 +179,11 @@ impl Router {
                     return Err(Error::internal("admit let DDL into a transaction"));
                 }
                 return match info {
-                    Some(info) => self.alter_table(name, *info, targets, sql).await,
-                    None => Ok(QueryResult::command("ALTER TABLE", 0)),
+                    Some(info) => self
+                        .alter_table(name, *info, targets, sql)
+                        .await
+                        .map(|_| QueryResult::command(tag, 0)),
+                    None => Ok(QueryResult::command(tag, 0)),
                 };
             }
             if txn.is_none() && writes_several_shards(&plan) {

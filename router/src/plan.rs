@@ -103,9 +103,12 @@ pub enum Plan {
         if_exists: bool,
         targets: Vec<Target>,
     },
-    /// ALTER TABLE: every shard of the keyspace alters its copy (atomically, with 2PC), then
-    /// meta records the new definition.
+    /// ALTER TABLE (also CREATE INDEX and DROP INDEX, which change a table's definition):
+    /// every shard of the keyspace alters its copy (atomically, with 2PC), then meta records
+    /// the new definition.
     AlterTable {
+        /// The command tag: "ALTER TABLE", "CREATE INDEX" or "DROP INDEX".
+        tag: &'static str,
         name: String,
         /// `None` for ALTER TABLE IF EXISTS of a table that does not exist: nothing to do.
         info: Option<Box<TableInfo>>,
@@ -207,9 +210,13 @@ impl Plan {
                 out.push("  then each row whose new key belongs elsewhere: DELETE at its source, INSERT at its new shard".into());
             }
             Plan::AlterTable {
-                name, targets, sql, ..
+                tag,
+                name,
+                targets,
+                sql,
+                ..
             } => {
-                out.push(format!("Alter table {name}"));
+                out.push(format!("{} on table {name}", tag.to_lowercase()));
                 for t in targets {
                     out.push(format!("  {}: {sql}", shard(t)));
                 }
@@ -312,6 +319,13 @@ impl<'a> Planner<'a> {
             }
             Statement::Insert(insert) => self.plan_insert(stmt, insert),
             Statement::AlterTable(at) => self.plan_alter(stmt, at),
+            Statement::CreateIndex(ci) => self.plan_create_index(ci),
+            Statement::Drop {
+                object_type: ast::ObjectType::Index,
+                if_exists,
+                names,
+                ..
+            } => self.plan_drop_index(names, *if_exists),
             Statement::Truncate(t) => {
                 // Every shard of the tables' keyspace deletes its rows, atomically.
                 let mut keyspaces = BTreeSet::new();
@@ -458,21 +472,148 @@ impl<'a> Planner<'a> {
                 "Uniqueness is enforced within a shard, so the key must decide the shard.",
             ));
         }
+        let info = TableInfo {
+            schema,
+            keyspace,
+            distribution,
+            shard_key: key_cols,
+        };
+        for idx in &info.schema.indexes {
+            self.check_unique_shardable(&info, idx)?;
+            if self.relation_taken(&idx.name) {
+                return Err(Error::new(
+                    sqlstate::DUPLICATE_TABLE,
+                    format!("relation \"{}\" already exists", idx.name),
+                ));
+            }
+        }
         // Shards get the table without Tessera's storage parameters.
         let mut plain = create.clone();
         plain.table_options = CreateTableOptions::None;
         plain.if_not_exists = true;
-        let targets = self.keyspace_targets(&keyspace)?;
+        let targets = self.keyspace_targets(&info.keyspace)?;
         Ok(Plan::CreateTable {
-            info: TableInfo {
-                schema,
-                keyspace,
-                distribution,
-                shard_key: key_cols,
-            },
+            info,
             if_not_exists: create.if_not_exists,
             sql: Statement::CreateTable(plain).to_string(),
             targets,
+        })
+    }
+
+    /// True if a relation (table, index, sequence) of that name exists.
+    fn relation_taken(&self, name: &str) -> bool {
+        self.state.sequences.contains_key(name)
+            || self.state.tables.values().any(|t| {
+                t.schema.name == name
+                    || (t.schema.rowid().is_none() && t.schema.primary_key_name() == name)
+                    || t.schema.index(name).is_some()
+            })
+    }
+
+    /// A unique index can only be enforced by shards if its values decide the shard.
+    fn check_unique_shardable(
+        &self,
+        info: &TableInfo,
+        idx: &protocol::schema::IndexDef,
+    ) -> Result<()> {
+        if !idx.unique
+            || self.state.keyspace_shards(&info.keyspace).len() <= 1
+            || info.shard_key.iter().all(|k| idx.columns.contains(k))
+        {
+            return Ok(());
+        }
+        let key: Vec<&str> = info
+            .shard_key
+            .iter()
+            .filter_map(|&k| info.schema.columns.get(k).map(|c| c.name.as_str()))
+            .collect();
+        Err(Error::unsupported(format!(
+            "unique index \"{}\" on sharded table \"{}\" must include its shard key ({})",
+            idx.name,
+            info.schema.name,
+            key.join(", ")
+        ))
+        .with_detail(
+            "Uniqueness is enforced within a shard, so the indexed values must decide the shard.",
+        ))
+    }
+
+    fn plan_create_index(&self, ci: &ast::CreateIndex) -> Result<Plan> {
+        let name = table_name(&ci.table_name);
+        let table = self.table(&name)?;
+        let Some(schema) = engine::sql::index_ddl::schema_with_index(&table.schema, ci, &|n| {
+            self.relation_taken(n)
+        })?
+        else {
+            return Ok(Plan::AlterTable {
+                tag: "CREATE INDEX",
+                name,
+                info: None,
+                targets: Vec::new(),
+                sql: String::new(),
+            });
+        };
+        let idx = schema
+            .indexes
+            .last()
+            .ok_or_else(|| Error::internal("CREATE INDEX added no index"))?;
+        let info = TableInfo {
+            schema: schema.clone(),
+            ..table.clone()
+        };
+        self.check_unique_shardable(&info, idx)?;
+        // Shards get the name the router chose, so every copy and meta agree on it.
+        let mut named = ci.clone();
+        named.name = Some(ast::ObjectName::from(vec![ast::Ident::new(&idx.name)]));
+        named.if_not_exists = false;
+        named.concurrently = false;
+        Ok(Plan::AlterTable {
+            tag: "CREATE INDEX",
+            name,
+            info: Some(Box::new(info)),
+            targets: self.keyspace_targets(&table.keyspace)?,
+            sql: Statement::CreateIndex(named).to_string(),
+        })
+    }
+
+    /// DROP INDEX of one index (the dispatcher runs a list one name at a time).
+    fn plan_drop_index(&self, names: &[ast::ObjectName], if_exists: bool) -> Result<Plan> {
+        let [object] = names else {
+            return Err(Error::internal("DROP INDEX plans one index at a time"));
+        };
+        let index = table_name(object);
+        let owner = self.state.tables.values().find(|t| {
+            t.schema.index(&index).is_some()
+                || (t.schema.rowid().is_none() && t.schema.primary_key_name() == index)
+        });
+        let Some(table) = owner else {
+            if self.state.tables.contains_key(&index) || self.state.sequences.contains_key(&index) {
+                return Err(Error::new(
+                    sqlstate::WRONG_OBJECT_TYPE,
+                    format!("\"{index}\" is not an index"),
+                ));
+            }
+            if if_exists {
+                return Ok(Plan::AlterTable {
+                    tag: "DROP INDEX",
+                    name: index,
+                    info: None,
+                    targets: Vec::new(),
+                    sql: String::new(),
+                });
+            }
+            return Err(engine::sql::index_ddl::undefined_index(&index));
+        };
+        let schema = engine::sql::index_ddl::schema_without_index(&table.schema, &index)?;
+        Ok(Plan::AlterTable {
+            tag: "DROP INDEX",
+            name: table.schema.name.clone(),
+            info: Some(Box::new(TableInfo {
+                schema,
+                ..table.clone()
+            })),
+            targets: self.keyspace_targets(&table.keyspace)?,
+            sql: format!("DROP INDEX {object}"),
         })
     }
 
@@ -481,6 +622,7 @@ impl<'a> Planner<'a> {
         let Some(table) = self.state.tables.get(&name) else {
             if at.if_exists {
                 return Ok(Plan::AlterTable {
+                    tag: "ALTER TABLE",
                     name,
                     info: None,
                     targets: Vec::new(),
@@ -529,6 +671,7 @@ impl<'a> Planner<'a> {
             shard_key,
         };
         Ok(Plan::AlterTable {
+            tag: "ALTER TABLE",
             name,
             info: Some(Box::new(info)),
             targets: self.keyspace_targets(&table.keyspace)?,

@@ -353,6 +353,7 @@ pub fn grouped(stmt: &Statement, table: &TableInfo) -> Option<Grouped> {
             name: table.schema.name.clone(),
             columns,
             primary_key: vec![],
+            indexes: Vec::new(),
         },
         final_stmt,
     })

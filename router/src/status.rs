@@ -117,6 +117,7 @@ pub fn nodes_view(state: &ClusterState) -> (TableSchema, Vec<Vec<Value>>) {
             col("draining", DataType::Bool),
         ],
         primary_key: vec![0],
+        indexes: Vec::new(),
     };
     let rows = state
         .nodes
@@ -161,6 +162,7 @@ pub fn jobs_view(state: &ClusterState) -> (TableSchema, Vec<Vec<Value>>) {
             col("error", DataType::Text),
         ],
         primary_key: vec![0],
+        indexes: Vec::new(),
     };
     let rows = state
         .jobs
@@ -208,6 +210,7 @@ pub fn shards_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>) {
             col("lag_lsn", DataType::Int8),
         ],
         primary_key: vec![0],
+        indexes: Vec::new(),
     };
     let rows = status
         .iter()
@@ -260,6 +263,7 @@ pub fn replication_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>
             col("lag_lsn", DataType::Int8),
         ],
         primary_key: vec![0, 1],
+        indexes: Vec::new(),
     };
     let mut rows = Vec::new();
     for s in status {

@@ -239,6 +239,12 @@ class ParseError(Exception):
     pass
 
 
+# The labels skipif/onlyif lines are read against. PostgreSQL is one server, so records
+# for a one-shard Tessera (`onlyif single-shard`) hold for it too.
+ENGINE = "postgres"
+LABELS = {"postgres", "single-shard"}
+
+
 def parse(path):
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
@@ -269,8 +275,8 @@ def parse(path):
             raise ParseError(f"{path}:{i+1}: invalid line: {line!r}")
         rec = Record(toks[0], i, line)
         for kind, label in conditions:
-            if (kind == "skipif" and label == "postgres") or (
-                kind == "onlyif" and label != "postgres"
+            if (kind == "skipif" and label in LABELS) or (
+                kind == "onlyif" and label not in LABELS
             ):
                 rec.skip = True
         conditions = []
@@ -371,11 +377,16 @@ class FileChecker:
         dbname = "slt_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(self.path))[0])
         if self.pending:
             dbname += "_pending"
-        admin = Conn(self.args.host, self.args.port, self.args.user, "postgres")
-        admin.execute(f'drop database if exists "{dbname}" with (force)')
-        admin.execute(f'create database "{dbname}" template template0 '
-                      "encoding 'UTF8' lc_collate 'C' lc_ctype 'C'")
-        conn = Conn(self.args.host, self.args.port, self.args.user, dbname)
+        if self.args.tessera:
+            # A running `tessera dev`: one database, the file cleans up after itself.
+            admin = None
+            conn = Conn(self.args.host, self.args.port, "tessera", "tessera")
+        else:
+            admin = Conn(self.args.host, self.args.port, self.args.user, "postgres")
+            admin.execute(f'drop database if exists "{dbname}" with (force)')
+            admin.execute(f'create database "{dbname}" template template0 '
+                          "encoding 'UTF8' lc_collate 'C' lc_ctype 'C'")
+            conn = Conn(self.args.host, self.args.port, self.args.user, dbname)
         try:
             for rec in records:
                 if not rec.skip:
@@ -389,8 +400,9 @@ class FileChecker:
                 self.fail(None, "file ends inside an open transaction")
         finally:
             conn.close()
-            admin.execute(f'drop database if exists "{dbname}" with (force)')
-            admin.close()
+            if admin is not None:
+                admin.execute(f'drop database if exists "{dbname}" with (force)')
+                admin.close()
         if self.args.rewrite and self.replacements:
             out = []
             i = 0
@@ -518,7 +530,17 @@ def main():
     ap.add_argument("--user", default="postgres")
     ap.add_argument("--rewrite", action="store_true",
                     help="write PostgreSQL's results into the files")
+    ap.add_argument("--tessera", action="store_true",
+                    help="run against a `tessera dev` router instead (no database per file; "
+                         "skipif/onlyif read the label 'tessera'); never with --rewrite")
     args = ap.parse_args()
+    global ENGINE, LABELS
+    if args.tessera:
+        if args.rewrite:
+            sys.exit("--rewrite takes PostgreSQL's answers, not Tessera's")
+        ENGINE = "tessera"
+        LABELS.clear()
+        LABELS.update({"tessera", "single-shard"})
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("refusing to connect anywhere but the loopback address")
     LIBPQ = load_libpq()

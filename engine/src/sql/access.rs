@@ -38,21 +38,84 @@ fn column_comparison(e: &Expr) -> Option<(usize, CmpOp, &Expr)> {
     }
 }
 
-/// Picks the access path for a scan of `schema` filtered by `filter`.
+/// The values `=` pins the leading `columns` to, as far as they are pinned.
+fn pinned(columns: &[usize], comparisons: &[(usize, CmpOp, &Expr)]) -> Vec<Expr> {
+    let mut out = Vec::new();
+    for col in columns {
+        match comparisons
+            .iter()
+            .find(|(c, op, _)| c == col && *op == CmpOp::Eq)
+        {
+            Some((_, _, v)) => out.push((*v).clone()),
+            None => break,
+        }
+    }
+    out
+}
+
+type Bounds = (Option<(Expr, bool)>, Option<(Expr, bool)>);
+
+/// The first lower and upper bounds `<`, `<=`, `>`, `>=` put on a column.
+fn bounds(column: usize, comparisons: &[(usize, CmpOp, &Expr)]) -> Bounds {
+    let mut lower = None;
+    let mut upper = None;
+    for (c, op, v) in comparisons {
+        if *c != column {
+            continue;
+        }
+        match op {
+            CmpOp::Gt if lower.is_none() => lower = Some(((*v).clone(), false)),
+            CmpOp::GtEq if lower.is_none() => lower = Some(((*v).clone(), true)),
+            CmpOp::Lt if upper.is_none() => upper = Some(((*v).clone(), false)),
+            CmpOp::LtEq if upper.is_none() => upper = Some(((*v).clone(), true)),
+            _ => {}
+        }
+    }
+    (lower, upper)
+}
+
+/// The best secondary index for the comparisons: most leading columns pinned by `=`, then a
+/// bounded next column. `min_pinned` 1 asks for equality on at least the first column.
+fn best_index(
+    schema: &TableSchema,
+    comparisons: &[(usize, CmpOp, &Expr)],
+    min_pinned: usize,
+) -> Option<Access> {
+    let mut best: Option<(usize, Access)> = None;
+    for idx in &schema.indexes {
+        let eq = pinned(&idx.columns, comparisons);
+        let (lower, upper) = match idx.columns.get(eq.len()) {
+            Some(&next) => bounds(next, comparisons),
+            None => (None, None),
+        };
+        let ranged = lower.is_some() || upper.is_some();
+        if eq.len() < min_pinned || (eq.is_empty() && !ranged) {
+            continue;
+        }
+        let score = eq.len() * 2 + usize::from(ranged);
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
+            best = Some((
+                score,
+                Access::Index {
+                    name: idx.name.clone(),
+                    eq,
+                    lower,
+                    upper,
+                },
+            ));
+        }
+    }
+    best.map(|(_, a)| a)
+}
+
+/// Picks the access path for a scan of `schema` filtered by `filter`: the primary key pinned
+/// by `=`, else a secondary index pinned by `=`, else a range of an integer primary key,
+/// else a range of an index's first column, else the whole table.
 pub fn choose(schema: &TableSchema, filter: &Expr) -> Access {
     let parts = conjuncts(filter);
     let comparisons: Vec<(usize, CmpOp, &Expr)> =
         parts.iter().filter_map(|e| column_comparison(e)).collect();
-    let mut pinned = Vec::new();
-    for pk in &schema.primary_key {
-        match comparisons
-            .iter()
-            .find(|(c, op, _)| c == pk && *op == CmpOp::Eq)
-        {
-            Some((_, _, v)) => pinned.push((*v).clone()),
-            None => break,
-        }
-    }
+    let pinned = pinned(&schema.primary_key, &comparisons);
     if !pinned.is_empty() {
         return if pinned.len() == schema.primary_key.len() {
             Access::Key(pinned)
@@ -60,32 +123,22 @@ pub fn choose(schema: &TableSchema, filter: &Expr) -> Access {
             Access::Prefix(pinned)
         };
     }
+    if let Some(index) = best_index(schema, &comparisons, 1) {
+        return index;
+    }
     if let [pk] = schema.primary_key.as_slice() {
         let is_int = schema
             .columns
             .get(*pk)
             .is_some_and(|c| c.data_type.is_integer());
         if is_int {
-            let mut lower = None;
-            let mut upper = None;
-            for (c, op, v) in &comparisons {
-                if c != pk {
-                    continue;
-                }
-                match op {
-                    CmpOp::Gt if lower.is_none() => lower = Some(((*v).clone(), false)),
-                    CmpOp::GtEq if lower.is_none() => lower = Some(((*v).clone(), true)),
-                    CmpOp::Lt if upper.is_none() => upper = Some(((*v).clone(), false)),
-                    CmpOp::LtEq if upper.is_none() => upper = Some(((*v).clone(), true)),
-                    _ => {}
-                }
-            }
+            let (lower, upper) = bounds(*pk, &comparisons);
             if lower.is_some() || upper.is_some() {
                 return Access::Range { lower, upper };
             }
         }
     }
-    Access::Full
+    best_index(schema, &comparisons, 0).unwrap_or(Access::Full)
 }
 
 /// Which side of a join an expression reads: `Some(true)` left only, `Some(false)` right

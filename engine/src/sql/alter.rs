@@ -256,6 +256,9 @@ pub fn altered_schema(old: &TableSchema, at: &ast::AlterTable) -> Result<Alterat
             }
         }
     }
+    schema.indexes = super::index_ddl::remap_indexes(&old.indexes, |c| {
+        layout.iter().position(|s| *s == Source::Old(c))
+    });
     let check_not_null = check_not_null
         .iter()
         .filter_map(|n| schema.column_index(n))

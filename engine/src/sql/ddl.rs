@@ -1,9 +1,10 @@
 //! CREATE TABLE and DROP TABLE.
 //!
 //! Tessera stores rows by primary key; a table declared without one gets a hidden `ctid`
-//! row id as its storage key (see `protocol::schema::ROWID_COLUMN`). Constraints the
-//! engine cannot enforce yet (UNIQUE on other columns, CHECK, FOREIGN KEY) are refused
-//! rather than silently ignored: accepting them would promise integrity that is not there.
+//! row id as its storage key (see `protocol::schema::ROWID_COLUMN`). UNIQUE constraints
+//! become unique indexes (`index_ddl`). Constraints the engine cannot enforce yet (CHECK,
+//! FOREIGN KEY) are refused rather than silently ignored: accepting them would promise
+//! integrity that is not there.
 //! Storage parameters in `WITH (...)` (shard key, distribution, keyspace) belong to the
 //! router and meta; the shard-local executor ignores them.
 
@@ -83,11 +84,8 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
                     def.default = Some(text);
                 }
                 ColumnOption::PrimaryKey(_) => set_pk(vec![cname.clone()], &mut primary_key)?,
-                ColumnOption::Unique(_) => {
-                    return Err(Error::unsupported(format!(
-                        "UNIQUE constraint on column \"{cname}\" is not supported yet (only the primary key is unique)"
-                    )));
-                }
+                // Collected with the table-level ones once every column is known.
+                ColumnOption::Unique(_) => {}
                 ColumnOption::ForeignKey(_) => {
                     return Err(Error::unsupported(
                         "FOREIGN KEY constraints are not supported",
@@ -113,11 +111,7 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
     for constraint in &ct.constraints {
         match constraint {
             TableConstraint::PrimaryKey(pk) => set_pk(key_columns(&pk.columns)?, &mut primary_key)?,
-            TableConstraint::Unique(_) => {
-                return Err(Error::unsupported(
-                    "UNIQUE constraints are not supported yet (only the primary key is unique)",
-                ));
-            }
+            TableConstraint::Unique(_) => {}
             TableConstraint::ForeignKey(_) => {
                 return Err(Error::unsupported(
                     "FOREIGN KEY constraints are not supported",
@@ -153,11 +147,14 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
             default: None,
         });
         let rowid = columns.len() - 1;
-        return Ok(TableSchema {
+        let mut schema = TableSchema {
             name,
             columns,
             primary_key: vec![rowid],
-        });
+            indexes: Vec::new(),
+        };
+        schema.indexes = super::index_ddl::unique_constraints(&schema, ct)?;
+        return Ok(schema);
     };
     let mut pk = Vec::with_capacity(pk_names.len());
     for n in &pk_names {
@@ -177,11 +174,14 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
         columns[i].nullable = false;
         pk.push(i);
     }
-    Ok(TableSchema {
+    let mut schema = TableSchema {
         name,
         columns,
         primary_key: pk,
-    })
+        indexes: Vec::new(),
+    };
+    schema.indexes = super::index_ddl::unique_constraints(&schema, ct)?;
+    Ok(schema)
 }
 
 pub fn create_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<QueryResult> {
@@ -254,6 +254,9 @@ pub fn drop_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Query
     else {
         return Err(Error::internal("drop_table needs a DROP statement"));
     };
+    if *object_type == ast::ObjectType::Index {
+        return super::index_ddl::drop_index(names, *if_exists, txn);
+    }
     if *object_type != ast::ObjectType::Table {
         return Err(Error::unsupported(format!(
             "DROP {object_type} is not supported"

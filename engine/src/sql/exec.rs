@@ -9,6 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 
 use protocol::keycode::encode_key;
+
+use crate::index::prefix_successor;
 use protocol::schema::TableSchema;
 use protocol::{DataType, Error, Result, Value};
 
@@ -279,6 +281,26 @@ pub fn scan(schema: &TableSchema, access: &Access, ctx: &Ctx, outer: Option<&Env
         KeyAccess::Point(key) => return Ok(ctx.txn.get(&schema.name, &key)?.into_iter().collect()),
         KeyAccess::Range(r) => r,
         KeyAccess::Empty => return Ok(vec![]),
+        KeyAccess::Index(name, range) => {
+            if inverted(&range.0, &range.1) {
+                return Ok(vec![]);
+            }
+            match ctx.txn.index_scan(&schema.name, &name, range)? {
+                Some(mut keys) => {
+                    // Key order, as every other access path returns.
+                    keys.sort_unstable();
+                    keys.dedup();
+                    let mut rows = Vec::with_capacity(keys.len());
+                    for k in keys {
+                        if let Some(row) = ctx.txn.get(&schema.name, &k)? {
+                            rows.push(row);
+                        }
+                    }
+                    return Ok(rows);
+                }
+                None => crate::txn::full_range(),
+            }
+        }
     };
     ctx.txn
         .scan(&schema.name, range)?
@@ -291,6 +313,8 @@ enum KeyAccess {
     Range(crate::txn::KeyRange),
     /// The bounds exclude every key (`id > 5 AND id < 3`).
     Empty,
+    /// A range of a secondary index's entries.
+    Index(String, crate::txn::KeyRange),
 }
 
 /// Computes the key or key range for an access path, or the whole table when a key value
@@ -325,6 +349,15 @@ fn key_range(schema: &TableSchema, access: &Access, env: &Env) -> Result<KeyAcce
                 };
                 KeyAccess::Range((Bound::Included(start), end))
             }
+            None => full,
+        },
+        Access::Index {
+            name,
+            eq,
+            lower,
+            upper,
+        } => match index_range(schema, name, eq, lower, upper, env)? {
+            Some(range) => KeyAccess::Index(name.clone(), range),
             None => full,
         },
         Access::Range { lower, upper } => {
@@ -403,16 +436,78 @@ fn key_value(ty: &DataType, v: Value) -> Option<Value> {
     }
 }
 
-/// The smallest byte string greater than every string that starts with `prefix`.
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut out = prefix.to_vec();
-    while let Some(last) = out.pop() {
-        if last < 0xFF {
-            out.push(last + 1);
-            return Some(out);
+/// The entry-key range of an index holding `eq` on its leading columns and the next column
+/// within the bounds, or `None` when a value does not convert exactly to its column's type.
+fn index_range(
+    schema: &TableSchema,
+    name: &str,
+    eq: &[Expr],
+    lower: &Option<(Expr, bool)>,
+    upper: &Option<(Expr, bool)>,
+    env: &Env,
+) -> Result<Option<crate::txn::KeyRange>> {
+    let Some(idx) = schema.index(name) else {
+        return Ok(None);
+    };
+    let column_type = |i: usize| {
+        idx.columns
+            .get(i)
+            .and_then(|&c| schema.columns.get(c))
+            .map(|c| c.data_type)
+    };
+    let mut values = Vec::with_capacity(eq.len() + 1);
+    for (i, e) in eq.iter().enumerate() {
+        let Some(ty) = column_type(i) else {
+            return Ok(None);
+        };
+        match key_value(&ty, e.eval(env)?) {
+            Some(v) => values.push(v),
+            None => return Ok(None),
         }
     }
-    None
+    let prefix = encode_key(&values);
+    let after = |key: &[u8]| match prefix_successor(key) {
+        Some(k) => Bound::Excluded(k),
+        None => Bound::Unbounded,
+    };
+    // Entries are the index values followed by the primary key, so "after v" means after
+    // every entry that starts with v.
+    let bound = |b: &Option<(Expr, bool)>, is_lower: bool| -> Result<Option<Bound<Vec<u8>>>> {
+        let Some((e, inclusive)) = b else {
+            return Ok(Some(if is_lower {
+                Bound::Included(prefix.clone())
+            } else {
+                after(&prefix)
+            }));
+        };
+        let Some(ty) = column_type(eq.len()) else {
+            return Ok(None);
+        };
+        let v = e.eval(env)?;
+        if v.is_null() {
+            // `col < NULL` holds for no row.
+            return Ok(Some(Bound::Excluded(prefix.clone())));
+        }
+        let Some(v) = key_value(&ty, v) else {
+            return Ok(None);
+        };
+        let mut with = values.clone();
+        with.push(v);
+        let k = encode_key(&with);
+        Ok(Some(match (is_lower, inclusive) {
+            (true, true) => Bound::Included(k),
+            (true, false) => match prefix_successor(&k) {
+                Some(s) => Bound::Included(s),
+                None => Bound::Unbounded,
+            },
+            (false, true) => after(&k),
+            (false, false) => Bound::Excluded(k),
+        }))
+    };
+    match (bound(lower, true)?, bound(upper, false)?) {
+        (Some(l), Some(u)) => Ok(Some((l, u))),
+        _ => Ok(None),
+    }
 }
 
 /// Joins two sources: a hash join on the equality keys if there are any, else nested loops.

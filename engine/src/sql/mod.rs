@@ -23,6 +23,7 @@ mod dml;
 mod exec;
 mod expr;
 mod functions;
+pub mod index_ddl;
 pub mod locking;
 mod parse;
 mod plan;
@@ -94,6 +95,7 @@ fn bind(stmt: &Statement, binder: &mut Binder) -> Result<Plan> {
         Statement::CreateTable(_)
         | Statement::Drop { .. }
         | Statement::AlterTable(_)
+        | Statement::CreateIndex(_)
         | Statement::Truncate(_) => Plan::Ddl,
         other => return Err(unsupported_statement(other)),
     })
@@ -180,6 +182,7 @@ pub fn execute(stmt: &Statement, params: &[Value], txn: &mut dyn WriteTxn) -> Re
         Statement::Drop { .. } => return ddl::drop_table(stmt, txn),
         Statement::Truncate(_) => return ddl::truncate(stmt, txn),
         Statement::AlterTable(_) => return alter::alter_table(stmt, txn),
+        Statement::CreateIndex(ci) => return index_ddl::create_index(ci, txn),
         Statement::Copy { .. } => return copy::copy_rows(stmt, params, txn),
         Statement::Query(q) if !q.locks.is_empty() => return locking::run(stmt, q, params, txn),
         _ => {}

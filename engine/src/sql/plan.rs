@@ -109,6 +109,14 @@ pub enum Access {
         lower: Option<(Expr, bool)>,
         upper: Option<(Expr, bool)>,
     },
+    /// A secondary index: its leading columns pinned by `=` (`eq`), and the next one
+    /// optionally bounded (bool: inclusive). Rows are fetched by the keys its entries hold.
+    Index {
+        name: String,
+        eq: Vec<Expr>,
+        lower: Option<(Expr, bool)>,
+        upper: Option<(Expr, bool)>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
