@@ -94,6 +94,41 @@ pub struct ClusterState {
     pub draining: BTreeSet<NodeId>,
     pub jobs: BTreeMap<JobId, MoveJob>,
     pub sequences: BTreeMap<String, SequenceInfo>,
+    pub views: BTreeMap<String, ViewInfo>,
+}
+
+/// A view (CREATE VIEW): a stored query the router expands wherever the view is read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewInfo {
+    pub name: String,
+    /// The defining query, as SQL text.
+    pub query: String,
+    /// The view's columns: the declared names, else the query's output names.
+    pub columns: Vec<crate::schema::ResultColumn>,
+    /// The tables and views the query reads (they cannot be dropped while the view exists).
+    pub depends_on: Vec<String>,
+}
+
+impl ClusterState {
+    /// True if a table, index, sequence or view has this name.
+    pub fn relation_exists(&self, name: &str) -> bool {
+        self.sequences.contains_key(name)
+            || self.views.contains_key(name)
+            || self.tables.values().any(|t| {
+                t.schema.name == name
+                    || (t.schema.rowid().is_none() && t.schema.primary_key_name() == name)
+                    || t.schema.index(name).is_some()
+            })
+    }
+
+    /// The views that read `name` directly.
+    pub fn dependent_views(&self, name: &str) -> Vec<&str> {
+        self.views
+            .values()
+            .filter(|v| v.depends_on.iter().any(|d| d == name))
+            .map(|v| v.name.as_str())
+            .collect()
+    }
 }
 
 /// A sequence (CREATE SEQUENCE, or behind a SERIAL/IDENTITY column). Its values are handed
@@ -222,6 +257,14 @@ pub enum MetaCommand {
     RemoveNode {
         node: NodeId,
     },
+    /// CREATE [OR REPLACE] VIEW.
+    CreateView {
+        view: ViewInfo,
+        replace: bool,
+    },
+    DropView {
+        name: String,
+    },
 }
 
 impl ClusterState {
@@ -252,12 +295,19 @@ impl ClusterState {
                 }
             }
             MetaCommand::CreateTable(table) => {
-                if self.tables.contains_key(&table.schema.name) {
+                if self.tables.contains_key(&table.schema.name)
+                    || self.views.contains_key(&table.schema.name)
+                {
                     return Err(format!("relation \"{}\" already exists", table.schema.name));
                 }
                 self.tables.insert(table.schema.name.clone(), table.clone());
             }
             MetaCommand::DropTable { name } => {
+                if !self.dependent_views(name).is_empty() {
+                    return Err(format!(
+                        "cannot drop table {name} because other objects depend on it"
+                    ));
+                }
                 if self.tables.remove(name).is_none() {
                     return Err(format!("table \"{name}\" does not exist"));
                 }
@@ -376,6 +426,30 @@ impl ClusterState {
                 }
                 self.nodes.remove(node);
                 self.draining.remove(node);
+            }
+            MetaCommand::CreateView { view, replace } => {
+                let is_view = self.views.contains_key(&view.name);
+                if (is_view && !replace) || (!is_view && self.relation_exists(&view.name)) {
+                    return Err(format!("relation \"{}\" already exists", view.name));
+                }
+                if let Some(missing) = view
+                    .depends_on
+                    .iter()
+                    .find(|d| !self.tables.contains_key(*d) && !self.views.contains_key(*d))
+                {
+                    return Err(format!("relation \"{missing}\" does not exist"));
+                }
+                self.views.insert(view.name.clone(), view.clone());
+            }
+            MetaCommand::DropView { name } => {
+                if !self.dependent_views(name).is_empty() {
+                    return Err(format!(
+                        "cannot drop view {name} because other objects depend on it"
+                    ));
+                }
+                if self.views.remove(name).is_none() {
+                    return Err(format!("view \"{name}\" does not exist"));
+                }
             }
             MetaCommand::AlterTable { name, table } => {
                 if !self.tables.contains_key(name) {

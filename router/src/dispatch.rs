@@ -58,6 +58,17 @@ impl Router {
         params: &[Value],
         mut txn: Option<&mut SessionTxn>,
     ) -> Result<QueryResult> {
+        if let Some(result) = self.view_ddl(stmt, txn.is_some()).await? {
+            return Ok(result);
+        }
+        let expanded;
+        let stmt = match crate::views::expand(stmt, &self.meta.state())? {
+            Some(s) => {
+                expanded = s;
+                &expanded
+            }
+            None => stmt,
+        };
         if let Statement::Explain {
             statement,
             analyze: false,
@@ -215,6 +226,126 @@ impl Router {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// CREATE VIEW and DROP VIEW: meta only (`crate::views`); `None` for other statements.
+    async fn view_ddl(&self, stmt: &Statement, in_block: bool) -> Result<Option<QueryResult>> {
+        match stmt {
+            Statement::CreateView(cv) => {
+                if in_block {
+                    return Err(Error::unsupported(
+                        "CREATE VIEW inside a transaction block is not supported; run it outside the block",
+                    ));
+                }
+                if cv.materialized {
+                    return Err(Error::unsupported("materialized views are not supported"));
+                }
+                let name = crate::names::table_name(&cv.name);
+                let state = self.meta.state();
+                let old = state.views.get(&name).cloned();
+                if cv.if_not_exists && state.relation_exists(&name) {
+                    return Ok(Some(QueryResult::command("CREATE VIEW", 0)));
+                }
+                if old.is_none() && state.relation_exists(&name) {
+                    return Err(Error::new(
+                        sqlstate::DUPLICATE_TABLE,
+                        format!("relation \"{name}\" already exists"),
+                    ));
+                }
+                if old.is_some() && !cv.or_replace {
+                    return Err(Error::new(
+                        sqlstate::DUPLICATE_TABLE,
+                        format!("relation \"{name}\" already exists"),
+                    ));
+                }
+                // Describing the query checks it (tables, columns, types) and names its columns.
+                let query = Statement::Query(cv.query.clone());
+                let (params, columns) = self.describe(&query).await?;
+                if !params.is_empty() {
+                    return Err(Error::new(
+                        sqlstate::UNDEFINED_PARAMETER,
+                        "there is no parameter $1",
+                    ));
+                }
+                let columns = crate::views::view_columns(&name, &cv.columns, columns)?;
+                if let Some(old) = &old {
+                    crate::views::check_replacement(old, &columns)?;
+                }
+                let depends_on = crate::views::dependencies(&cv.query, &state);
+                if depends_on.contains(&name) {
+                    return Err(Error::new(
+                        sqlstate::INVALID_TABLE_DEFINITION,
+                        format!("infinite recursion detected in rules for relation \"{name}\""),
+                    ));
+                }
+                let view = protocol::cluster::ViewInfo {
+                    name,
+                    query: cv.query.to_string(),
+                    columns,
+                    depends_on,
+                };
+                self.meta
+                    .propose(MetaCommand::CreateView {
+                        view,
+                        replace: cv.or_replace,
+                    })
+                    .await?;
+                Ok(Some(QueryResult::command("CREATE VIEW", 0)))
+            }
+            Statement::Drop {
+                object_type: ast::ObjectType::View,
+                if_exists,
+                names,
+                ..
+            } => {
+                if in_block {
+                    return Err(Error::unsupported(
+                        "DROP VIEW inside a transaction block is not supported; run it outside the block",
+                    ));
+                }
+                let state = self.meta.state();
+                let mut drop = Vec::new();
+                for n in names {
+                    let name = crate::names::table_name(n);
+                    if state.views.contains_key(&name) {
+                        drop.push(name);
+                    } else if state.relation_exists(&name) {
+                        return Err(Error::new(
+                            sqlstate::WRONG_OBJECT_TYPE,
+                            format!("\"{name}\" is not a view"),
+                        ));
+                    } else if !*if_exists {
+                        return Err(Error::new(
+                            sqlstate::UNDEFINED_TABLE,
+                            format!("view \"{name}\" does not exist"),
+                        ));
+                    }
+                }
+                // Dependents first, when several named views depend on each other.
+                drop.sort_by_key(|n| std::cmp::Reverse(state.dependent_views(n).len()));
+                let mut pending = drop;
+                while !pending.is_empty() {
+                    let state = self.meta.state();
+                    let Some(pos) = pending.iter().position(|n| {
+                        state
+                            .dependent_views(n)
+                            .iter()
+                            .all(|d| !pending.iter().any(|p| p == d))
+                    }) else {
+                        break;
+                    };
+                    let name = pending.remove(pos);
+                    self.meta.propose(MetaCommand::DropView { name }).await?;
+                }
+                if let Some(name) = pending.first() {
+                    self.meta
+                        .propose(MetaCommand::DropView { name: name.clone() })
+                        .await?;
+                }
+                Ok(Some(QueryResult::command("DROP VIEW", 0)))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -382,6 +513,20 @@ impl Router {
 
     /// Parameter types and result columns of a statement.
     pub async fn describe(&self, stmt: &Statement) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
+        if matches!(stmt, Statement::CreateView(_))
+            || matches!(
+                stmt,
+                Statement::Drop {
+                    object_type: ast::ObjectType::View,
+                    ..
+                }
+            )
+        {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        if let Some(expanded) = crate::views::expand(stmt, &self.meta.state())? {
+            return Box::pin(self.describe(&expanded)).await;
+        }
         if let Some(form) = crate::sequences::describe_form(stmt) {
             return Box::pin(self.describe(&form)).await;
         }

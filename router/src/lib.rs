@@ -25,6 +25,7 @@ pub mod pushdown;
 pub mod sequences;
 pub mod session;
 pub mod status;
+pub mod views;
 
 use std::sync::Arc;
 

@@ -298,6 +298,12 @@ impl<'a> Planner<'a> {
                         Some(t) => {
                             keyspaces.insert(t.keyspace.clone());
                         }
+                        None if self.state.relation_exists(n) => {
+                            return Err(Error::new(
+                                sqlstate::WRONG_OBJECT_TYPE,
+                                format!("\"{n}\" is not a table"),
+                            ));
+                        }
                         None if *if_exists => {}
                         None => {
                             return Err(Error::new(
@@ -500,14 +506,9 @@ impl<'a> Planner<'a> {
         })
     }
 
-    /// True if a relation (table, index, sequence) of that name exists.
+    /// True if a relation (table, index, sequence, view) of that name exists.
     fn relation_taken(&self, name: &str) -> bool {
-        self.state.sequences.contains_key(name)
-            || self.state.tables.values().any(|t| {
-                t.schema.name == name
-                    || (t.schema.rowid().is_none() && t.schema.primary_key_name() == name)
-                    || t.schema.index(name).is_some()
-            })
+        self.state.relation_exists(name)
     }
 
     /// A unique index can only be enforced by shards if its values decide the shard.

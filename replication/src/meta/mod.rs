@@ -60,7 +60,9 @@ pub struct MetaConfig {
 /// would give the equivalent statement.
 pub(crate) fn command_error(text: &str) -> Error {
     let relation = text.starts_with("relation") || text.starts_with("table");
-    let code = if text.contains("already exists") {
+    let code = if text.contains("depend on it") {
+        sqlstate::DEPENDENT_OBJECTS_STILL_EXIST
+    } else if text.contains("already exists") {
         if relation {
             sqlstate::DUPLICATE_TABLE
         } else {
