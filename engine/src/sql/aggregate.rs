@@ -134,6 +134,7 @@ pub fn resolve(name: &str, star: bool, args: &[Ty]) -> Result<(AggFunc, DataType
 }
 
 /// The running state of one aggregate over one group.
+#[derive(Clone)]
 pub struct Accumulator {
     func: AggFunc,
     ty: DataType,

@@ -15,6 +15,7 @@ use super::parse::{
     data_type, ident, internal_type_name, name_parts, object_name, placeholder_index,
 };
 use super::types::{self, Ty};
+use super::window::{WindowCall, WindowFunc};
 use crate::txn::ReadTxn;
 
 #[derive(Clone, Debug)]
@@ -73,6 +74,11 @@ pub struct Binder<'a> {
     pub aggregates: Option<Vec<AggCall>>,
     /// Where aggregates are not allowed, the clause to name in the error.
     pub no_aggregates_in: &'static str,
+    /// Window calls of the SELECT list and ORDER BY being bound; `None` where window
+    /// functions are not allowed (the error then names `no_aggregates_in`).
+    pub windows: Option<Vec<WindowCall>>,
+    /// The WINDOW clause of the SELECT being bound.
+    pub named_windows: Vec<(String, ast::WindowSpec)>,
     /// The outermost scope any column reference resolved to since the last reset; tells a
     /// subquery whether it is correlated.
     pub lowest_scope: usize,
@@ -117,6 +123,8 @@ impl<'a> Binder<'a> {
             ctes: Vec::new(),
             aggregates: None,
             no_aggregates_in: "WHERE",
+            windows: None,
+            named_windows: Vec::new(),
             lowest_scope: usize::MAX,
             last_select_scope: None,
             now: protocol::value::datetime::now_micros(),
@@ -1127,9 +1135,6 @@ impl<'a> Binder<'a> {
                 }
             }
         };
-        if f.over.is_some() {
-            return Err(Error::unsupported("window functions are not supported"));
-        }
         if !f.within_group.is_empty() {
             return Err(Error::unsupported(format!("{f} is not supported")));
         }
@@ -1169,6 +1174,15 @@ impl<'a> Binder<'a> {
                     }
                 }
             }
+        }
+        if let Some(over) = &f.over {
+            return self.window_call(&name, over, star, distinct, f.filter.as_deref(), &exprs);
+        }
+        if WindowFunc::by_name(&name).is_some() {
+            return Err(Error::new(
+                sqlstate::WRONG_OBJECT_TYPE,
+                format!("window function {name} requires an OVER clause"),
+            ));
         }
         if aggregate::is_aggregate(&name) {
             return self.aggregate(&name, star, distinct, f.filter.as_deref(), &exprs);
@@ -1270,9 +1284,11 @@ impl<'a> Binder<'a> {
         // Arguments are bound with aggregates disallowed (they cannot nest); the collected
         // calls go back in place before anything can fail.
         let saved_clause = std::mem::replace(&mut self.no_aggregates_in, "aggregate");
+        let saved_windows = self.windows.take();
         let bound: Result<Vec<(Expr, Ty)>> = args.iter().map(|a| self.expr(a)).collect();
         let filter = filter.map(|f| self.condition(f, "FILTER")).transpose();
         self.no_aggregates_in = saved_clause;
+        self.windows = saved_windows;
         self.aggregates = Some(collected);
         let (bound, filter) = (bound?, filter?);
         let tys: Vec<Ty> = bound.iter().map(|(_, t)| *t).collect();
@@ -1298,6 +1314,8 @@ impl<'a> Binder<'a> {
     /// Binds a subquery in a new scope level, noting whether it reads the enclosing rows.
     pub fn subquery(&mut self, q: &ast::Query) -> Result<SubqueryExpr> {
         let saved_aggs = self.aggregates.take();
+        let saved_windows = self.windows.take();
+        let saved_named = std::mem::take(&mut self.named_windows);
         let saved_clause = self.no_aggregates_in;
         let saved_lowest = std::mem::replace(&mut self.lowest_scope, usize::MAX);
         let level = self.scopes.len();
@@ -1305,6 +1323,8 @@ impl<'a> Binder<'a> {
         let correlated = self.lowest_scope < level;
         self.lowest_scope = saved_lowest.min(self.lowest_scope);
         self.aggregates = saved_aggs;
+        self.windows = saved_windows;
+        self.named_windows = saved_named;
         self.no_aggregates_in = saved_clause;
         Ok(SubqueryExpr::new(plan?, correlated))
     }

@@ -252,6 +252,17 @@ fn run_select(s: &SelectNode, ctx: &Ctx, outer: Option<&Env>) -> Result<Rows> {
         }
         rows = kept;
     }
+    if !s.windows.is_empty() {
+        let mut columns = Vec::with_capacity(s.windows.len());
+        for call in &s.windows {
+            columns.push(super::window::compute(call, &rows, outer, ctx)?);
+        }
+        for (i, r) in rows.iter_mut().enumerate() {
+            for c in &mut columns {
+                r.push(std::mem::replace(&mut c[i], Value::Null));
+            }
+        }
+    }
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let env = Env::new(r, outer, ctx);

@@ -154,6 +154,9 @@ pub enum Expr {
     /// The i-th aggregate of the enclosing SELECT; exists only during binding, which rewrites
     /// it into a column of the aggregated row.
     Aggregate(usize),
+    /// The i-th window call of the enclosing SELECT; binding rewrites it into the column the
+    /// window's values are appended as.
+    Window(usize),
 }
 
 /// What evaluation needs from the statement: its snapshot (for subqueries) and parameters.
@@ -220,7 +223,7 @@ impl Expr {
             | Expr::Subquery(_)
             | Expr::Exists { .. }
             | Expr::InSubquery { .. } => independent = false,
-            Expr::Aggregate(_) => independent = false,
+            Expr::Aggregate(_) | Expr::Window(_) => independent = false,
             _ => {}
         });
         independent
@@ -230,7 +233,11 @@ impl Expr {
     pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
         f(self);
         match self {
-            Expr::Const(_) | Expr::Column { .. } | Expr::Param(_) | Expr::Aggregate(_) => {}
+            Expr::Const(_)
+            | Expr::Column { .. }
+            | Expr::Param(_)
+            | Expr::Aggregate(_)
+            | Expr::Window(_) => {}
             Expr::Subquery(_) | Expr::Exists { .. } => {}
             Expr::Negate { expr, .. }
             | Expr::Not(expr)
@@ -584,6 +591,11 @@ impl Expr {
             }
             Expr::Aggregate(_) => {
                 return Err(Error::internal("aggregate evaluated outside aggregation"));
+            }
+            Expr::Window(_) => {
+                return Err(Error::internal(
+                    "window function evaluated outside its SELECT",
+                ));
             }
         })
     }

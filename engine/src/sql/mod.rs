@@ -16,6 +16,7 @@ mod access;
 mod aggregate;
 pub mod alter;
 mod bind;
+mod bind_window;
 mod copy;
 mod datetime;
 mod ddl;
@@ -31,6 +32,7 @@ mod query;
 #[cfg(test)]
 mod tests;
 mod types;
+mod window;
 
 use protocol::schema::{QueryResult, ResultColumn, TableSchema};
 use protocol::{DataType, Error, Result, Value, sqlstate};

@@ -10,6 +10,7 @@ use protocol::schema::{ResultColumn, TableSchema};
 
 use super::aggregate::AggCall;
 use super::expr::Expr;
+use super::window::WindowCall;
 
 /// A query: a body, then the clauses that apply to its output rows.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +62,9 @@ pub struct SelectNode {
     /// row: the group key values followed by the aggregate results.
     pub grouping: Option<Grouping>,
     pub having: Option<Expr>,
+    /// Window calls, computed after HAVING over the (grouped) rows and appended to each row
+    /// as extra columns, which `projection` reads.
+    pub windows: Vec<WindowCall>,
     /// Output expressions, visible ones first, then hidden sort keys.
     pub projection: Vec<Expr>,
 }

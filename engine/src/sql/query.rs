@@ -323,7 +323,6 @@ impl Binder<'_> {
             || !s.cluster_by.is_empty()
             || !s.distribute_by.is_empty()
             || !s.sort_by.is_empty()
-            || !s.named_window.is_empty()
             || s.qualify.is_some()
             || s.exclude.is_some()
         {
@@ -338,7 +337,13 @@ impl Binder<'_> {
         };
         let (source, scope) = self.from(&s.from)?;
         self.scopes.push(scope);
-        let result = self.select_in_scope(s, source, order, distinct);
+        let saved_windows = self.windows.take();
+        let saved_named = std::mem::take(&mut self.named_windows);
+        let result = self
+            .define_windows(&s.named_window)
+            .and_then(|()| self.select_in_scope(s, source, order, distinct));
+        self.windows = saved_windows;
+        self.named_windows = saved_named;
         self.last_select_scope = self.scopes.pop();
         result
     }
@@ -384,6 +389,7 @@ impl Binder<'_> {
         }
 
         self.aggregates = Some(Vec::new());
+        self.windows = Some(Vec::new());
         let mut projection = Vec::with_capacity(items.len());
         let mut columns = Vec::with_capacity(items.len());
         for item in &items {
@@ -397,11 +403,16 @@ impl Binder<'_> {
                 data_type: ty,
             });
         }
+        let windows_so_far = self.windows.take();
+        let saved_for_having = std::mem::replace(&mut self.no_aggregates_in, "HAVING");
         let having = s
             .having
             .as_ref()
             .map(|h| self.condition(h, "HAVING"))
-            .transpose()?;
+            .transpose();
+        self.no_aggregates_in = saved_for_having;
+        self.windows = windows_so_far;
+        let having = having?;
 
         let mut sort = Vec::with_capacity(order.len());
         let mut hidden = Vec::new();
@@ -426,6 +437,7 @@ impl Binder<'_> {
             });
         }
         let aggregates = self.aggregates.take().unwrap_or_default();
+        let windows = self.windows.take().unwrap_or_default();
         self.aggregates = saved_aggs;
         self.no_aggregates_in = saved_clause;
 
@@ -439,7 +451,12 @@ impl Binder<'_> {
         projection.extend(hidden);
 
         let grouped = !keys.is_empty() || !aggregates.is_empty() || having.is_some();
-        let (projection, having, grouping) = if grouped {
+        let width = if grouped {
+            keys.len() + aggregates.len()
+        } else {
+            source.width()
+        };
+        let (projection, having, windows, grouping) = if grouped {
             let scope = self.scopes.last().cloned().unwrap_or_default();
             let rewrite = |e: Expr| regroup(e, &keys, &scope);
             let projection = projection
@@ -447,15 +464,30 @@ impl Binder<'_> {
                 .map(rewrite)
                 .collect::<Result<Vec<_>>>()?;
             let having = having.map(rewrite).transpose()?;
-            (projection, having, Some(Grouping { keys, aggregates }))
+            let windows = windows
+                .into_iter()
+                .map(|w| w.map_exprs(&mut |e| regroup(e, &keys, &scope)))
+                .collect::<Result<Vec<_>>>()?;
+            (
+                projection,
+                having,
+                windows,
+                Some(Grouping { keys, aggregates }),
+            )
         } else {
-            (projection, having, None)
+            (projection, having, windows, None)
         };
+        // Window values are appended to the row after its `width` columns.
+        let projection = projection
+            .into_iter()
+            .map(|e| place_windows(e, width))
+            .collect::<Result<Vec<_>>>()?;
         let body = Node::Select(Box::new(SelectNode {
             source,
             filter,
             grouping,
             having,
+            windows,
             projection,
         }));
         Ok(QueryPlan {
@@ -900,6 +932,17 @@ fn rename_columns(scope: &mut Scope, alias: &ast::TableAlias) -> Result<()> {
         c.name = ident(&a.name);
     }
     Ok(())
+}
+
+/// Rewrites window placeholders into the columns their values are appended as.
+fn place_windows(e: Expr, width: usize) -> Result<Expr> {
+    match e {
+        Expr::Window(i) => Ok(Expr::Column {
+            depth: 0,
+            index: width + i,
+        }),
+        other => other.map_children(&mut |c| place_windows(c, width)),
+    }
 }
 
 /// Rewrites an expression of an aggregating SELECT to read the aggregated row: a group key
