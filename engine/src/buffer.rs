@@ -41,6 +41,14 @@ pub struct WriteSet {
     /// Index entries of the rows this transaction wrote (their current versions), by index
     /// table name (`index::index_table_name`): what the snapshot's indexes cannot know.
     index_entries: BTreeMap<String, BTreeSet<Vec<u8>>>,
+    /// The encoded definition of each existing table this transaction wrote or altered, as
+    /// it first saw it: commit refuses the transaction if a concurrent DDL changed it since
+    /// (its rows and index entries were computed for that definition).
+    schemas: BTreeMap<String, Vec<u8>>,
+    /// The snapshot LSN of the first statement that redefined an existing table: the
+    /// redefinition (a new unique index checked, rows rewritten) holds only if no other
+    /// commit wrote those tables after it.
+    ddl_snapshot: Option<u64>,
     changes: Vec<Change>,
 }
 
@@ -52,6 +60,16 @@ impl WriteSet {
     /// The transaction's changes in the order they were made.
     pub fn into_changes(self) -> Vec<Change> {
         self.changes
+    }
+
+    /// The changes, and the table definitions they were made against.
+    pub fn into_parts(self) -> (Vec<Change>, Vec<(String, Vec<u8>)>) {
+        (self.changes, self.schemas.into_iter().collect())
+    }
+
+    /// See `ddl_snapshot`.
+    pub fn ddl_snapshot(&self) -> Option<u64> {
+        self.ddl_snapshot
     }
 
     fn wrote(&self, table: &str, key: &[u8]) -> bool {
@@ -242,6 +260,7 @@ impl WriteTxn for TxnView<'_> {
             .schema(table)?
             .ok_or_else(|| Error::undefined_table(table))?;
         self.lock(table, &key)?;
+        self.note_schema(table)?;
         if !schema.indexes.is_empty() {
             self.check_unique(&schema, &key, &values)?;
             self.unindex_overlay(&schema, &key);
@@ -271,6 +290,7 @@ impl WriteTxn for TxnView<'_> {
             .schema(table)?
             .ok_or_else(|| Error::undefined_table(table))?;
         self.lock(table, key)?;
+        self.note_schema(table)?;
         self.unindex_overlay(&schema, key);
         self.set.changes.push(Change::Delete {
             table: table.to_string(),
@@ -304,6 +324,10 @@ impl WriteTxn for TxnView<'_> {
 
     fn alter_table(&mut self, schema: TableSchema) -> Result<()> {
         self.require_table(&schema.name)?;
+        self.note_schema(&schema.name)?;
+        if self.set.ddl_snapshot.is_none() && !self.set.fresh.contains(&schema.name) {
+            self.set.ddl_snapshot = Some(self.base.state(crate::storage::STATE_LSN)?);
+        }
         self.set.changes.push(Change::AlterTable {
             schema: schema.clone(),
         });
@@ -329,6 +353,7 @@ impl WriteTxn for TxnView<'_> {
 
     fn drop_table(&mut self, name: &str) -> Result<()> {
         self.require_table(name)?;
+        self.note_schema(name)?;
         self.set.changes.push(Change::DropTable {
             name: name.to_string(),
         });
@@ -354,6 +379,23 @@ fn entry_pk(table: &str, index: &str, entry: &[u8], view: &TxnView<'_>) -> Resul
 }
 
 impl TxnView<'_> {
+    /// Remembers the committed definition of `table` the first time this transaction writes
+    /// or alters it (not for tables it created itself).
+    fn note_schema(&mut self, table: &str) -> Result<()> {
+        if self.set.schemas.contains_key(table)
+            || self.set.fresh.contains(table)
+            || self.set.ddl.contains_key(table)
+        {
+            return Ok(());
+        }
+        if let Some(schema) = self.base.schema(table)? {
+            self.set
+                .schemas
+                .insert(table.to_string(), protocol::frame::encode(&schema)?);
+        }
+        Ok(())
+    }
+
     /// Drops the overlay's index entries of a table (it is being dropped or redefined).
     fn forget_index_entries(&mut self, table: &str) {
         let prefix = index::index_table_name(table, "");

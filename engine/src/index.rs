@@ -64,6 +64,8 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 pub struct Upkeep {
     schemas: HashMap<String, Option<TableSchema>>,
     rebuild: BTreeSet<String>,
+    /// Single new indexes of tables whose layout stayed the same (table, index).
+    build: BTreeSet<(String, String)>,
 }
 
 impl Upkeep {
@@ -158,6 +160,21 @@ impl Upkeep {
         old: Option<&TableSchema>,
         new: Option<&TableSchema>,
     ) -> Result<()> {
+        if let (Some(o), Some(n)) = (old, new)
+            && same_layout(o, n)
+        {
+            // Rows keep their layout: indexes that did not change stay as they are.
+            for idx in o.indexes.iter().filter(|i| !n.indexes.contains(i)) {
+                let name = index_table_name(&o.name, &idx.name);
+                txn.delete_table(index_table(&name)).map_err(storage_err)?;
+                self.build.remove(&(o.name.clone(), idx.name.clone()));
+            }
+            for idx in n.indexes.iter().filter(|i| !o.indexes.contains(i)) {
+                self.build.insert((n.name.clone(), idx.name.clone()));
+            }
+            self.schemas.remove(&n.name);
+            return Ok(());
+        }
         if let Some(old) = old {
             drop_indexes(txn, old)?;
         }
@@ -190,8 +207,31 @@ impl Upkeep {
                 build_indexes(txn, &schema)?;
             }
         }
+        for (table, index) in &self.build {
+            if self.rebuild.contains(table) {
+                continue;
+            }
+            if let Some(bytes) = catalog.get(table.as_str()).map_err(storage_err)? {
+                let mut schema = crate::storage::decode_schema(bytes.value())?;
+                schema.indexes.retain(|i| &i.name == index);
+                build_indexes(txn, &schema)?;
+            }
+        }
         Ok(())
     }
+}
+
+/// True if rows of `old` are laid out as rows of `new` (same name, key and column types), so
+/// index entries computed for one hold for the other.
+fn same_layout(old: &TableSchema, new: &TableSchema) -> bool {
+    old.name == new.name
+        && old.primary_key == new.primary_key
+        && old.columns.len() == new.columns.len()
+        && old
+            .columns
+            .iter()
+            .zip(&new.columns)
+            .all(|(a, b)| a.data_type == b.data_type)
 }
 
 /// Deletes every index table of a table.

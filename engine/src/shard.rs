@@ -124,6 +124,8 @@ pub struct PreparedTxn {
 /// A commit waiting in the group-commit queue.
 struct Pending {
     changes: Vec<Change>,
+    /// The table definitions the changes were made against (see `check_schemas`).
+    schemas: Vec<(String, Vec<u8>)>,
     /// A prepared transaction being committed: its `prepared` entry goes in the same write.
     prepared: Option<TxnId>,
     /// SERIALIZABLE: the snapshot LSN and what was read.
@@ -324,13 +326,37 @@ impl Shard {
             .prepared
             .lock()
             .map_err(|_| Error::internal("poisoned"))?;
+        let catalog = read.open_table(CATALOG).map_err(storage_err)?;
+        let mut schemas: HashMap<String, Option<TableSchema>> = HashMap::new();
         for entry in table.range::<u64>(..).map_err(storage_err)? {
             let (id, bytes) = entry.map_err(storage_err)?;
             let p: PreparedTxn = frame::decode(bytes.value())?;
+            let wait = Some(Duration::from_secs(1));
             for c in &p.changes {
                 if let Change::Put { table, key, .. } | Change::Delete { table, key } = c {
-                    self.locks
-                        .acquire(id.value(), table, key, Some(Duration::from_secs(1)))?;
+                    self.locks.acquire(id.value(), table, key, wait)?;
+                }
+                // The unique values it writes stay taken too (see `TxnView::check_unique`).
+                if let Change::Put { table, row, .. } = c {
+                    if !schemas.contains_key(table) {
+                        let schema = match catalog.get(table.as_str()).map_err(storage_err)? {
+                            Some(b) => Some(storage::decode_schema(b.value())?),
+                            None => None,
+                        };
+                        schemas.insert(table.clone(), schema);
+                    }
+                    let Some(Some(schema)) = schemas.get(table) else {
+                        continue;
+                    };
+                    if !schema.indexes.iter().any(|i| i.unique) {
+                        continue;
+                    }
+                    let values = protocol::row::decode_row(row)?;
+                    for idx in schema.indexes.iter().filter(|i| i.unique) {
+                        let name = index::index_table_name(table, &idx.name);
+                        let prefix = index::values_prefix(schema, idx, &values);
+                        self.locks.acquire(id.value(), &name, &prefix, wait)?;
+                    }
                 }
             }
             prepared.insert(id.value(), p);
@@ -348,13 +374,29 @@ impl Shard {
             self.locks.release_all(t.id);
             return Err(serialization_failure());
         }
+        let ddl_snapshot = t.set.ddl_snapshot();
+        let (changes, schemas) = t.set.into_parts();
+        if let Some((lsn, reads)) = with_ddl_validation(None, ddl_snapshot, &changes)
+            && self.read_conflict(lsn, &reads, &[t.id])?
+        {
+            self.locks.release_all(t.id);
+            return Err(serialization_failure());
+        }
         let p = PreparedTxn {
-            changes: t.set.into_changes(),
+            changes,
             coordinator,
             prepared_at_ms: now_ms,
         };
+        // Listed before it is written, so a DDL commit that starts after this write can see
+        // it (`crosses_prepared`); a DDL commit before it shows in the catalog checked here.
+        self.prepared
+            .lock()
+            .map_err(|_| Error::internal("poisoned"))?
+            .insert(t.id, p.clone());
         let write = || -> Result<()> {
+            self.crosses_prepared(&p.changes, Some(t.id))?;
             let txn = self.begin_write()?;
+            check_schemas(&txn, &schemas)?;
             txn.open_table(PREPARED)
                 .map_err(storage_err)?
                 .insert(t.id, frame::encode(&p)?.as_slice())
@@ -362,13 +404,12 @@ impl Shard {
             txn.commit().map_err(storage_err)
         };
         if let Err(e) = write() {
+            if let Ok(mut prepared) = self.prepared.lock() {
+                prepared.remove(&t.id);
+            }
             self.locks.release_all(t.id);
             return Err(e);
         }
-        self.prepared
-            .lock()
-            .map_err(|_| Error::internal("poisoned"))?
-            .insert(t.id, p);
         Ok(())
     }
 
@@ -387,6 +428,8 @@ impl Shard {
         let result = if commit && !p.changes.is_empty() {
             self.group_commit(Pending {
                 changes: p.changes,
+                // Checked when it was prepared; DDL since then waits for its decision.
+                schemas: Vec::new(),
                 validate: None,
                 prepared: Some(id),
             })
@@ -408,6 +451,39 @@ impl Shard {
             self.locks.release_all(id);
         }
         result
+    }
+
+    /// 40001 if these changes and a prepared transaction (other than `except`) cross: one
+    /// redefines a table the other writes. The prepared one's rows were made for the old
+    /// definition and must commit under it, so the other goes.
+    fn crosses_prepared(&self, changes: &[Change], except: Option<TxnId>) -> Result<()> {
+        let prepared = self
+            .prepared
+            .lock()
+            .map_err(|_| Error::internal("poisoned"))?;
+        if prepared.is_empty() || (prepared.len() == 1 && except.is_some()) {
+            return Ok(());
+        }
+        let mine_ddl = ddl_tables(changes);
+        for (id, p) in prepared.iter() {
+            if Some(*id) == except {
+                continue;
+            }
+            let theirs_ddl = ddl_tables(&p.changes);
+            if mine_ddl.is_empty() && theirs_ddl.is_empty() {
+                continue;
+            }
+            let touches = |list: &[Change], tables: &[&str]| {
+                list.iter().any(|c| tables.contains(&change_table(c)))
+            };
+            if touches(&p.changes, &mine_ddl) || touches(changes, &theirs_ddl) {
+                return Err(Error::new(
+                    sqlstate::SERIALIZATION_FAILURE,
+                    "could not serialize access: a table definition changed by one transaction is written by another that is being committed",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Prepared transactions and the shard coordinating each.
@@ -492,6 +568,7 @@ impl Shard {
         }
         self.group_commit(Pending {
             changes,
+            schemas: Vec::new(),
             prepared: None,
             validate: None,
         })
@@ -760,8 +837,12 @@ impl Shard {
                 (Isolation::Serializable, Some((_, lsn))) => Some((*lsn, t.reads)),
                 _ => None,
             };
+            let ddl_snapshot = t.set.ddl_snapshot();
+            let (changes, schemas) = t.set.into_parts();
+            let validate = with_ddl_validation(validate, ddl_snapshot, &changes);
             self.group_commit(Pending {
-                changes: t.set.into_changes(),
+                changes,
+                schemas,
                 validate,
                 prepared: None,
             })
@@ -920,6 +1001,14 @@ impl Shard {
                 (lsn, id)
             };
             for (ticket, p) in batch {
+                if p.prepared.is_none() {
+                    let checked = check_schemas(&txn, &p.schemas)
+                        .and_then(|()| self.crosses_prepared(&p.changes, None));
+                    if let Err(e) = checked {
+                        out.push((ticket, Err(e), None));
+                        continue;
+                    }
+                }
                 if let Some((snapshot_lsn, reads)) = &p.validate
                     && conflicts(
                         *snapshot_lsn,
@@ -1237,6 +1326,69 @@ fn create_table(
     let name = storage::data_table_name(&schema.name);
     txn.open_table(storage::data_table(&name))
         .map_err(storage_err)?;
+    Ok(())
+}
+
+/// Adds to a commit's validation the tables it redefined, as read since `ddl_snapshot`: a
+/// concurrent write to them (a row a new unique index did not see, a row in the old layout)
+/// fails the DDL with 40001 instead of committing beside it.
+fn with_ddl_validation(
+    validate: Option<(u64, ReadSet)>,
+    ddl_snapshot: Option<u64>,
+    changes: &[Change],
+) -> Option<(u64, ReadSet)> {
+    let Some(since) = ddl_snapshot else {
+        return validate;
+    };
+    let (lsn, mut reads) = validate.unwrap_or((since, ReadSet::default()));
+    for t in ddl_tables(changes) {
+        reads.tables.insert(t.to_string());
+    }
+    Some((lsn.min(since), reads))
+}
+
+/// The table a change is about.
+fn change_table(c: &Change) -> &str {
+    match c {
+        Change::Put { table, .. } | Change::Delete { table, .. } => table,
+        Change::CreateTable { schema } | Change::AlterTable { schema } => &schema.name,
+        Change::DropTable { name } => name,
+    }
+}
+
+/// Tables whose definition the changes create, alter or drop.
+fn ddl_tables(changes: &[Change]) -> Vec<&str> {
+    let mut out: Vec<&str> = changes
+        .iter()
+        .filter(|c| !matches!(c, Change::Put { .. } | Change::Delete { .. }))
+        .map(change_table)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// 40001 unless every table still has the committed definition a transaction made its
+/// changes against: rows and index entries computed for another layout must not land.
+fn check_schemas(txn: &WriteTransaction, schemas: &[(String, Vec<u8>)]) -> Result<()> {
+    if schemas.is_empty() {
+        return Ok(());
+    }
+    let catalog = txn.open_table(CATALOG).map_err(storage_err)?;
+    for (name, bytes) in schemas {
+        let same = catalog
+            .get(name.as_str())
+            .map_err(storage_err)?
+            .is_some_and(|v| v.value() == bytes.as_slice());
+        if !same {
+            return Err(Error::new(
+                sqlstate::SERIALIZATION_FAILURE,
+                format!(
+                    "could not serialize access: table \"{name}\" was altered by a concurrent transaction"
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -124,6 +124,26 @@ pub async fn split(meta: &MetaClient, shard: ShardId, to: Option<NodeId>) -> Res
         )
     })?;
     refuse_if_busy(&state)?;
+    // A unique index is enforced by each shard alone: after a split, equal values that do
+    // not decide the shard could sit on two shards unnoticed.
+    for t in state
+        .tables
+        .values()
+        .filter(|t| t.keyspace == info.keyspace)
+    {
+        if let Some(idx) = t
+            .schema
+            .indexes
+            .iter()
+            .find(|i| i.unique && !t.shard_key.iter().all(|k| i.columns.contains(k)))
+        {
+            return Err(Error::unsupported(format!(
+                "cannot split shard {shard}: unique index \"{}\" on table \"{}\" does not include the shard key",
+                idx.name, t.schema.name
+            ))
+            .with_detail("Each shard enforces uniqueness only among its own rows."));
+        }
+    }
     let to = match to {
         Some(n) if state.nodes.contains_key(&n) && !state.draining.contains(&n) => n,
         Some(n) => {

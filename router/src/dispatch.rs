@@ -58,7 +58,8 @@ impl Router {
         params: &[Value],
         mut txn: Option<&mut SessionTxn>,
     ) -> Result<QueryResult> {
-        if let Some(result) = self.view_ddl(stmt, txn.is_some()).await? {
+        // Boxed: its futures would otherwise swell every statement's future.
+        if let Some(result) = Box::pin(self.view_ddl(stmt, txn.is_some())).await? {
             return Ok(result);
         }
         let expanded;

@@ -565,7 +565,10 @@ impl<'a> Planner<'a> {
         self.check_unique_shardable(&info, idx)?;
         // Shards get the name the router chose, so every copy and meta agree on it.
         let mut named = ci.clone();
-        named.name = Some(ast::ObjectName::from(vec![ast::Ident::new(&idx.name)]));
+        named.name = Some(ast::ObjectName::from(vec![ast::Ident::with_quote(
+            '"',
+            idx.name.clone(),
+        )]));
         named.if_not_exists = false;
         named.concurrently = false;
         Ok(Plan::AlterTable {
@@ -614,7 +617,7 @@ impl<'a> Planner<'a> {
                 ..table.clone()
             })),
             targets: self.keyspace_targets(&table.keyspace)?,
-            sql: format!("DROP INDEX {object}"),
+            sql: format!("DROP INDEX {}", ast::Ident::with_quote('"', index.clone())),
         })
     }
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use protocol::schema::{IndexDef, QueryResult, TableSchema};
-use protocol::{Error, Result, Value, sqlstate};
+use protocol::{DataType, Error, Result, Value, sqlstate};
 use sqlparser::ast;
 
 use super::parse::{ident, object_name};
@@ -82,6 +82,25 @@ fn index_columns(
     Ok((positions, descending))
 }
 
+/// Interval and json(b) values that SQL calls equal can have different encodings (`1 month`
+/// and `30 days`; `1` and `1.0`), so a unique index could not see them as duplicates.
+fn refuse_unique_on_inexact(schema: &TableSchema, columns: &[usize]) -> Result<()> {
+    for &c in columns {
+        let col = &schema.columns[c];
+        if matches!(
+            col.data_type,
+            DataType::Interval | DataType::Json | DataType::Jsonb
+        ) {
+            return Err(Error::unsupported(format!(
+                "a unique index on column \"{}\" of type {} is not supported",
+                col.name,
+                col.data_type.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// True if `name` is taken by a table or an index among `schemas`.
 pub fn name_taken(schemas: &[TableSchema], name: &str) -> bool {
     schemas.iter().any(|s| {
@@ -128,6 +147,7 @@ pub fn unique_constraints(schema: &TableSchema, ct: &ast::CreateTable) -> Result
             ));
         }
         let (positions, descending) = index_columns(schema, &columns)?;
+        refuse_unique_on_inexact(schema, &positions)?;
         let name = match name {
             Some(n) => n,
             None => {
@@ -190,6 +210,9 @@ pub fn schema_with_index(
         }
     }
     let (columns, descending) = index_columns(schema, &ci.columns)?;
+    if ci.unique {
+        refuse_unique_on_inexact(schema, &columns)?;
+    }
     let name = match &ci.name {
         Some(n) => object_name(n)?,
         None => {
