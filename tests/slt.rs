@@ -181,6 +181,11 @@ fn slt_files() -> Vec<PathBuf> {
         .expect("tests/slt exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+        // SLT_FILTER=name runs only the files whose name contains it (while debugging).
+        .filter(|p| match std::env::var("SLT_FILTER") {
+            Ok(f) => p.to_string_lossy().contains(&f),
+            Err(_) => true,
+        })
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());

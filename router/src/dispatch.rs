@@ -56,9 +56,19 @@ impl Router {
         &self,
         stmt: &Statement,
         params: &[Value],
+        txn: Option<&mut SessionTxn>,
+    ) -> Result<QueryResult> {
+        // Boxed once here: the statement's whole state machine lives on the heap, so callers
+        // (the frontend's several paths, SQL-level EXECUTE) keep small futures on the stack.
+        Box::pin(self.execute_boxed(stmt, params, txn)).await
+    }
+
+    async fn execute_boxed(
+        &self,
+        stmt: &Statement,
+        params: &[Value],
         mut txn: Option<&mut SessionTxn>,
     ) -> Result<QueryResult> {
-        // Boxed: its futures would otherwise swell every statement's future.
         if let Some(result) = Box::pin(self.view_ddl(stmt, txn.is_some())).await? {
             return Ok(result);
         }
@@ -514,6 +524,10 @@ impl Router {
 
     /// Parameter types and result columns of a statement.
     pub async fn describe(&self, stmt: &Statement) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
+        Box::pin(self.describe_boxed(stmt)).await
+    }
+
+    async fn describe_boxed(&self, stmt: &Statement) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
         if matches!(stmt, Statement::CreateView(_))
             || matches!(
                 stmt,

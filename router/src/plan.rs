@@ -1334,8 +1334,15 @@ fn collect_ctes(q: &ast::Query, out: &mut BTreeSet<String>) {
 /// The WHERE of a statement over exactly one table with no joins.
 fn single_table_selection(stmt: &Statement) -> Option<&Expr> {
     match stmt {
+        // The WHERE must filter the table itself: not a CTE's or a derived table's rows,
+        // which may be computed from every shard.
+        Statement::Query(q) if q.with.is_some() => None,
         Statement::Query(q) => match q.body.as_ref() {
-            SetExpr::Select(s) if s.from.len() == 1 && s.from[0].joins.is_empty() => {
+            SetExpr::Select(s)
+                if s.from.len() == 1
+                    && s.from[0].joins.is_empty()
+                    && matches!(s.from[0].relation, TableFactor::Table { .. }) =>
+            {
                 s.selection.as_ref()
             }
             _ => None,
@@ -1350,6 +1357,8 @@ fn single_table_selection(stmt: &Statement) -> Option<&Expr> {
 
 fn single_table_factor(stmt: &Statement) -> Option<&TableFactor> {
     match stmt {
+        // With a WITH clause the FROM item may name a CTE, not the table.
+        Statement::Query(q) if q.with.is_some() => None,
         Statement::Query(q) => match q.body.as_ref() {
             SetExpr::Select(s) if s.from.len() == 1 && s.from[0].joins.is_empty() => {
                 matches!(s.from[0].relation, TableFactor::Table { .. })
@@ -1388,6 +1397,8 @@ fn partial_aggregates(stmt: &Statement) -> Option<Vec<Combine>> {
         || s.distinct.is_some()
         || s.from.len() != 1
         || !s.from[0].joins.is_empty()
+        // A derived table (`FROM (SELECT …) s`) must see every shard's rows at once.
+        || !matches!(s.from[0].relation, ast::TableFactor::Table { .. })
     {
         return None;
     }

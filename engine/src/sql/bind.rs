@@ -1109,7 +1109,7 @@ impl<'a> Binder<'a> {
     }
 
     /// Converts a branch of CASE/COALESCE to the construct's common type.
-    fn unify(&mut self, e: Expr, t: Ty, target: DataType) -> Result<Expr> {
+    pub(super) fn unify(&mut self, e: Expr, t: Ty, target: DataType) -> Result<Expr> {
         match t {
             None => self.coerce(e, t, target),
             Some(t) if t == target || (t.is_text() && target.is_text()) => Ok(e),

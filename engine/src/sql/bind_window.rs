@@ -332,7 +332,8 @@ impl Binder<'_> {
                     (Some((_, Some(dt))), None) => *dt,
                     _ => DataType::Text,
                 };
-                out.push(self.coerce(x, xt, ty)?);
+                // unify: an integer argument with a numeric default becomes numeric values.
+                out.push(self.unify(x, xt, ty)?);
                 if let Some(o) = offset {
                     out.push(int_arg(self, o)?);
                 }
@@ -340,7 +341,7 @@ impl Binder<'_> {
                     if offset_missing(&out) {
                         return Err(no_such());
                     }
-                    out.push(self.coerce(d, dt, ty)?);
+                    out.push(self.unify(d, dt, ty)?);
                 }
                 Ok((out, ty))
             }
