@@ -255,6 +255,22 @@ impl WriteTxn for TxnView<'_> {
         i64::try_from(hlc.now()).map_err(|_| Error::internal("row id space exhausted"))
     }
 
+    fn unique_holder(
+        &mut self,
+        table: &str,
+        index: &str,
+        values: &[Value],
+    ) -> Result<Option<Vec<u8>>> {
+        let schema = self
+            .schema(table)?
+            .ok_or_else(|| Error::undefined_table(table))?;
+        let idx = schema
+            .index(index)
+            .filter(|i| i.unique)
+            .ok_or_else(|| Error::internal(format!("no unique index \"{index}\"")))?;
+        self.holder_of(&schema, idx, None, values)
+    }
+
     fn put(&mut self, table: &str, key: Vec<u8>, values: Vec<Value>) -> Result<()> {
         let schema = self
             .schema(table)?
@@ -430,7 +446,28 @@ impl TxnView<'_> {
             if index_values.iter().any(|v| v.is_null()) {
                 continue;
             }
-            let prefix = protocol::keycode::encode_key(&index_values);
+            if self
+                .holder_of(schema, idx, Some(key), &index_values)?
+                .is_some()
+            {
+                return Err(unique_violation(schema, idx, &index_values));
+            }
+        }
+        Ok(())
+    }
+
+    /// The key of a row other than `except` whose values in unique index `idx` are
+    /// `index_values`: one this transaction wrote, or a committed one (after locking the
+    /// values, so a concurrent writer of them has committed or waits for us).
+    fn holder_of(
+        &self,
+        schema: &TableSchema,
+        idx: &protocol::schema::IndexDef,
+        except: Option<&[u8]>,
+        index_values: &[Value],
+    ) -> Result<Option<Vec<u8>>> {
+        {
+            let prefix = protocol::keycode::encode_key(index_values);
             let range: KeyRange = (
                 Bound::Included(prefix.clone()),
                 match index::prefix_successor(&prefix) {
@@ -439,29 +476,27 @@ impl TxnView<'_> {
                 },
             );
             let name = index::index_table_name(&schema.name, &idx.name);
-            let taken_here = self.set.index_entries.get(&name).is_some_and(|entries| {
+            let other = |pk: &[u8]| except != Some(pk);
+            let here = self.set.index_entries.get(&name).and_then(|entries| {
                 entries
                     .range::<Vec<u8>, _>((range.0.as_ref(), range.1.as_ref()))
-                    .any(|e| &e[prefix.len().min(e.len())..] != key)
+                    .map(|e| e[prefix.len().min(e.len())..].to_vec())
+                    .find(|pk| other(pk))
             });
-            let mut taken = taken_here;
-            if !taken && !self.set.fresh.contains(&schema.name) {
-                self.lock(&name, &prefix)?;
-                let committed = match &self.locking {
-                    Some(l) => (l.latest_index)(&schema.name, &idx.name, &range)?,
-                    None => self.base.index_keys(&schema.name, &idx.name, &range)?,
-                };
-                // A committed holder that this transaction changed is judged by its overlay
-                // version, which the overlay entries above already cover.
-                taken = committed
-                    .iter()
-                    .any(|pk| pk.as_slice() != key && !self.set.wrote(&schema.name, pk));
+            if here.is_some() || self.set.fresh.contains(&schema.name) {
+                return Ok(here);
             }
-            if taken {
-                return Err(unique_violation(schema, idx, &index_values));
-            }
+            self.lock(&name, &prefix)?;
+            let committed = match &self.locking {
+                Some(l) => (l.latest_index)(&schema.name, &idx.name, &range)?,
+                None => self.base.index_keys(&schema.name, &idx.name, &range)?,
+            };
+            // A committed holder that this transaction changed is judged by its overlay
+            // version, which the overlay entries above already cover.
+            Ok(committed
+                .into_iter()
+                .find(|pk| other(pk) && !self.set.wrote(&schema.name, pk)))
         }
-        Ok(())
     }
 }
 

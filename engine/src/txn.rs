@@ -75,6 +75,20 @@ pub trait WriteTxn: ReadTxn {
         ))
     }
 
+    /// The key of the row that holds `values` in unique index `index` (in this transaction's
+    /// view, or committed by another since), locking the values so the answer stays true.
+    fn unique_holder(
+        &mut self,
+        table: &str,
+        index: &str,
+        values: &[Value],
+    ) -> Result<Option<Vec<u8>>> {
+        let _ = (table, index, values);
+        Err(protocol::Error::unsupported(
+            "this transaction cannot look up unique indexes",
+        ))
+    }
+
     /// Stores `row` under `key`, replacing any row there.
     fn put(&mut self, table: &str, key: Vec<u8>, row: Vec<Value>) -> Result<()>;
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<()>;

@@ -695,6 +695,31 @@ impl<'a> Planner<'a> {
                 sql: stmt.to_string(),
             });
         }
+        // Each shard resolves the conflicts of its own rows; an update may not move a row.
+        if let Some(ast::OnInsert::OnConflict(oc)) = &insert.on
+            && let ast::OnConflictAction::DoUpdate(u) = &oc.action
+        {
+            let key_names: Vec<&str> = table
+                .shard_key
+                .iter()
+                .filter_map(|&k| table.schema.columns.get(k).map(|c| c.name.as_str()))
+                .collect();
+            let assigns_key = u.assignments.iter().any(|a| {
+                let names: Vec<&ast::ObjectName> = match &a.target {
+                    ast::AssignmentTarget::ColumnName(n) => vec![n],
+                    ast::AssignmentTarget::Tuple(ns) => ns.iter().collect(),
+                };
+                names
+                    .iter()
+                    .any(|n| key_names.contains(&table_name(n).as_str()))
+            });
+            if assigns_key {
+                return Err(Error::unsupported(format!(
+                    "ON CONFLICT DO UPDATE cannot assign the shard key of table \"{}\"",
+                    table.schema.name
+                )));
+            }
+        }
         let rows = match insert.source.as_deref().map(|q| q.body.as_ref()) {
             Some(SetExpr::Values(values))
                 if insert.source.as_ref().is_some_and(|q| q.with.is_none()) =>

@@ -28,6 +28,7 @@ pub struct InsertPlan {
     /// Each column's DEFAULT, bound; `None` means NULL.
     pub defaults: Vec<Option<Expr>>,
     pub returning: Projection,
+    pub on_conflict: Option<super::upsert::OnConflict>,
 }
 
 pub enum InsertSource {
@@ -56,7 +57,12 @@ pub struct DeletePlan {
 /// Checks that an expression can be stored in `col` and converts it where PostgreSQL's
 /// assignment rules do: unknown literals parse as the column type, numbers convert between
 /// widths, and anything may be stored in a text column.
-fn assign(b: &mut Binder, e: Expr, ty: Option<DataType>, col: &ColumnDef) -> Result<Expr> {
+pub(super) fn assign(
+    b: &mut Binder,
+    e: Expr,
+    ty: Option<DataType>,
+    col: &ColumnDef,
+) -> Result<Expr> {
     let target = col.data_type;
     match ty {
         None => b.coerce(e, None, target),
@@ -128,7 +134,7 @@ fn table_name(t: &ast::TableObject) -> Result<&ast::ObjectName> {
 }
 
 /// The position of a column a statement assigns to; system columns cannot be assigned.
-fn column_position(schema: &TableSchema, name: &str) -> Result<usize> {
+pub(super) fn column_position(schema: &TableSchema, name: &str) -> Result<usize> {
     if let Some(i) = schema.column_index(name)
         && schema.is_system(i)
     {
@@ -159,11 +165,6 @@ pub fn bind_insert(b: &mut Binder, ins: &ast::Insert) -> Result<InsertPlan> {
         || ins.output.is_some()
     {
         return Err(Error::unsupported("INSERT form is not supported"));
-    }
-    if ins.on.is_some() {
-        return Err(Error::unsupported(
-            "INSERT ... ON CONFLICT is not supported yet",
-        ));
     }
     let schema = b.table(table_name(&ins.table)?)?;
     let mut targets = Vec::new();
@@ -265,6 +266,11 @@ pub fn bind_insert(b: &mut Binder, ins: &ast::Insert) -> Result<InsertPlan> {
         .as_ref()
         .map(|a| ident(&a.alias))
         .unwrap_or_else(|| schema.name.clone());
+    let on_conflict = ins
+        .on
+        .as_ref()
+        .map(|on| super::upsert::bind(b, &schema, &qualifier, on))
+        .transpose()?;
     b.scopes.push(Scope::of_table(&schema, &qualifier));
     let returning = b.returning(ins.returning.as_ref());
     b.scopes.pop();
@@ -274,11 +280,12 @@ pub fn bind_insert(b: &mut Binder, ins: &ast::Insert) -> Result<InsertPlan> {
         source,
         defaults,
         returning: returning?,
+        on_conflict,
     })
 }
 
 /// Converts a new row to the table's column types and checks NOT NULL.
-fn finish_row(schema: &TableSchema, row: Vec<Value>) -> Result<Vec<Value>> {
+pub(super) fn finish_row(schema: &TableSchema, row: Vec<Value>) -> Result<Vec<Value>> {
     let mut out = Vec::with_capacity(row.len());
     for (v, col) in row.into_iter().zip(&schema.columns) {
         let v = match v {
@@ -321,7 +328,7 @@ fn show_values(values: &[Value], schema: &TableSchema) -> String {
         .join(", ")
 }
 
-fn duplicate_key(schema: &TableSchema, row: &[Value]) -> Error {
+pub(super) fn duplicate_key(schema: &TableSchema, row: &[Value]) -> Error {
     let names: Vec<&str> = schema
         .primary_key
         .iter()
@@ -353,7 +360,7 @@ fn duplicate_key(schema: &TableSchema, row: &[Value]) -> Error {
     ))
 }
 
-fn eval_default(defaults: &[Option<Expr>], col: usize, env: &Env) -> Result<Value> {
+pub(super) fn eval_default(defaults: &[Option<Expr>], col: usize, env: &Env) -> Result<Value> {
     match defaults.get(col) {
         Some(Some(e)) => e.eval(env),
         _ => Ok(Value::Null),
@@ -438,6 +445,10 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
                 *slot = Value::Int(txn.next_rowid()?);
             }
         }
+    }
+    if let Some(oc) = &p.on_conflict {
+        let written = super::upsert::run(p, oc, new_rows, txn, params)?;
+        return result("INSERT", &p.returning, &written, &*txn, params);
     }
     // Check every key before writing any, so a failing statement leaves nothing behind.
     let mut keys = Vec::with_capacity(new_rows.len());

@@ -32,6 +32,7 @@ mod query;
 #[cfg(test)]
 mod tests;
 mod types;
+mod upsert;
 mod window;
 
 use protocol::schema::{QueryResult, ResultColumn, TableSchema};
