@@ -1114,13 +1114,14 @@ impl<'a> Planner<'a> {
                 None => self.keyspace_targets(&table.keyspace)?,
             };
             match stmt {
-                Statement::Update(_) => {
-                    return Ok(Plan::Direct {
-                        targets,
-                        sql: stmt.to_string(),
-                    });
-                }
-                Statement::Delete(_) => {
+                Statement::Update(_) | Statement::Delete(_) => {
+                    // Each shard would run the subquery over its own rows only.
+                    if self.subquery_reads_spread_table(stmt) {
+                        return Err(Error::unsupported(
+                            "UPDATE or DELETE with a subquery that reads a table spread over several shards is not supported",
+                        )
+                        .with_detail("Run the subquery first and pass its values, or use a transaction: SELECT the keys, then UPDATE/DELETE by key."));
+                    }
                     return Ok(Plan::Direct {
                         targets,
                         sql: stmt.to_string(),
@@ -1301,6 +1302,37 @@ fn assigns_column(a: &ast::Assignment, name: &str) -> bool {
     }
 }
 
+impl Planner<'_> {
+    /// True if a subquery in the statement reads a table of a keyspace with several shards.
+    fn subquery_reads_spread_table(&self, stmt: &Statement) -> bool {
+        let mut found = false;
+        let _ = ast::visit_expressions(stmt, |e| {
+            let q = match e {
+                Expr::Subquery(q) | Expr::Exists { subquery: q, .. } => Some(q),
+                Expr::In {
+                    target: ast::InTarget::Subquery(q),
+                    ..
+                } => Some(q),
+                _ => None,
+            };
+            if let Some(q) = q {
+                let stmt = Statement::Query(q.clone());
+                let ctes = cte_names(&stmt);
+                found |= relations(&stmt).iter().any(|r| {
+                    !ctes.contains(r)
+                        && self
+                            .state
+                            .tables
+                            .get(r)
+                            .is_some_and(|t| self.state.keyspace_shards(&t.keyspace).len() > 1)
+                });
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        found
+    }
+}
+
 pub(crate) fn has_subquery(expr: &Expr) -> bool {
     let mut found = false;
     let _ = ast::visit_expressions(expr, |e| {
@@ -1334,26 +1366,9 @@ pub fn relations(stmt: &Statement) -> Vec<String> {
     out
 }
 
+/// Names that WITH clauses define anywhere in the statement (subqueries included).
 fn cte_names(stmt: &Statement) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let _ = ast::visit_statements(stmt, |s| {
-        if let Statement::Query(q) = s {
-            collect_ctes(q, &mut out);
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    if let Statement::Query(q) = stmt {
-        collect_ctes(q, &mut out);
-    }
-    out
-}
-
-fn collect_ctes(q: &ast::Query, out: &mut BTreeSet<String>) {
-    if let Some(with) = &q.with {
-        for cte in &with.cte_tables {
-            out.insert(names::ident(&cte.alias.name));
-        }
-    }
+    crate::views::cte_names(stmt)
 }
 
 /// The WHERE of a statement over exactly one table with no joins.

@@ -60,7 +60,7 @@ pub fn expand(stmt: &Statement, state: &ClusterState) -> Result<Option<Statement
 }
 
 /// Names that WITH clauses define anywhere in the statement: they hide views of that name.
-fn cte_names(stmt: &Statement) -> BTreeSet<String> {
+pub fn cte_names(stmt: &Statement) -> BTreeSet<String> {
     struct Ctes(BTreeSet<String>);
     impl ast::Visitor for Ctes {
         type Break = ();

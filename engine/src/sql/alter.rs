@@ -327,7 +327,7 @@ type RewrittenRow = (Vec<u8>, Vec<u8>, Vec<Value>);
 /// Every row of the table in its new layout, with its old and new key; fails on a NULL in a
 /// column that must have none, or on a duplicate of the new primary key.
 fn new_rows(old: &TableSchema, alt: &Alteration, txn: &dyn WriteTxn) -> Result<Vec<RewrittenRow>> {
-    let ctx = Ctx { txn, params: &[] };
+    let ctx = Ctx::new(txn, &[]);
     let mut binder = Binder::new(txn);
     let mut defaults = Vec::with_capacity(alt.layout.len());
     for (i, s) in alt.layout.iter().enumerate() {

@@ -62,6 +62,10 @@ pub struct Cte {
     pub name: String,
     pub query: ast::Query,
     pub columns: Vec<String>,
+    /// Declared under WITH RECURSIVE and reads itself.
+    pub recursive: bool,
+    /// Inside its own recursive term: the working table's id and columns.
+    pub working: Option<(usize, Vec<protocol::schema::ResultColumn>)>,
 }
 
 pub struct Binder<'a> {
@@ -79,6 +83,8 @@ pub struct Binder<'a> {
     pub windows: Option<Vec<WindowCall>>,
     /// The WINDOW clause of the SELECT being bound.
     pub named_windows: Vec<(String, ast::WindowSpec)>,
+    /// The next WITH RECURSIVE working-table id.
+    pub next_working: usize,
     /// The outermost scope any column reference resolved to since the last reset; tells a
     /// subquery whether it is correlated.
     pub lowest_scope: usize,
@@ -125,6 +131,7 @@ impl<'a> Binder<'a> {
             no_aggregates_in: "WHERE",
             windows: None,
             named_windows: Vec::new(),
+            next_working: 0,
             lowest_scope: usize::MAX,
             last_select_scope: None,
             now: protocol::value::datetime::now_micros(),

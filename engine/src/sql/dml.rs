@@ -373,7 +373,7 @@ fn returning_rows(
     txn: &dyn ReadTxn,
     params: &[Value],
 ) -> Result<Rows> {
-    let ctx = Ctx { txn, params };
+    let ctx = Ctx::new(txn, params);
     rows.iter()
         .map(|r| {
             let env = Env::new(r, None, &ctx);
@@ -405,7 +405,7 @@ fn result(
 pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> Result<QueryResult> {
     let width = p.schema.columns.len();
     let new_rows = {
-        let ctx = Ctx { txn: &*txn, params };
+        let ctx = Ctx::new(&*txn, params);
         let empty = Env::new(&[], None, &ctx);
         let sources: Vec<Vec<Option<Value>>> = match &p.source {
             InsertSource::Values(rows) => rows
@@ -604,7 +604,7 @@ fn lock_rows(
             RowLock::Unchanged => current.push(row),
             RowLock::Changed(None) => {}
             RowLock::Changed(Some(latest)) => {
-                let ctx = Ctx { txn: &*txn, params };
+                let ctx = Ctx::new(&*txn, params);
                 let still = match filter {
                     Some(f) => f.is_true(&Env::new(&latest, None, &ctx))?,
                     None => true,
@@ -620,12 +620,12 @@ fn lock_rows(
 
 pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> Result<QueryResult> {
     let selected = {
-        let ctx = Ctx { txn: &*txn, params };
+        let ctx = Ctx::new(&*txn, params);
         matching_rows(&p.schema, &p.access, p.filter.as_ref(), &ctx)?
     };
     let selected = lock_rows(&p.schema, p.filter.as_ref(), selected, txn, params)?;
     let changes = {
-        let ctx = Ctx { txn: &*txn, params };
+        let ctx = Ctx::new(&*txn, params);
         let mut changes = Vec::new();
         for old in selected {
             let env = Env::new(&old, None, &ctx);
@@ -718,7 +718,7 @@ pub fn bind_delete(b: &mut Binder, d: &ast::Delete) -> Result<DeletePlan> {
 
 pub fn run_delete(p: &DeletePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> Result<QueryResult> {
     let doomed = {
-        let ctx = Ctx { txn: &*txn, params };
+        let ctx = Ctx::new(&*txn, params);
         matching_rows(&p.schema, &p.access, p.filter.as_ref(), &ctx)?
     };
     let doomed = lock_rows(&p.schema, p.filter.as_ref(), doomed, txn, params)?;

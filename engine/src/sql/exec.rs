@@ -282,6 +282,8 @@ pub fn run_source(source: &Source, ctx: &Ctx, outer: Option<&Env>) -> Result<Row
         Source::Scan { schema, access } => scan(schema, access, ctx, outer),
         Source::Subquery(q) => run_query(q, ctx, outer),
         Source::Join(j) => join(j, ctx, outer),
+        Source::Recursive(r) => super::recursive::run(r, ctx, outer),
+        Source::WorkingTable { id, .. } => Ok(ctx.working(*id)),
     }
 }
 

@@ -163,6 +163,31 @@ pub enum Expr {
 pub struct Ctx<'a> {
     pub txn: &'a dyn ReadTxn,
     pub params: &'a [Value],
+    /// The working rows of each running WITH RECURSIVE (by `Recursion::id`).
+    working: std::cell::RefCell<std::collections::HashMap<usize, Vec<Vec<Value>>>>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(txn: &'a dyn ReadTxn, params: &'a [Value]) -> Self {
+        Ctx {
+            txn,
+            params,
+            working: Default::default(),
+        }
+    }
+
+    pub fn set_working(&self, id: usize, rows: Vec<Vec<Value>>) {
+        self.working.borrow_mut().insert(id, rows);
+    }
+
+    pub fn clear_working(&self, id: usize) {
+        self.working.borrow_mut().remove(&id);
+    }
+
+    /// The current working rows of recursion `id` (none outside its recursive term).
+    pub fn working(&self, id: usize) -> Vec<Vec<Value>> {
+        self.working.borrow().get(&id).cloned().unwrap_or_default()
+    }
 }
 
 /// The row an expression sees, and the rows of the queries around it.

@@ -29,6 +29,7 @@ pub mod locking;
 mod parse;
 mod plan;
 mod query;
+mod recursive;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -139,7 +140,7 @@ fn prepare_params(params: &[Value], types: &[DataType]) -> Result<Vec<Value>> {
 fn run_plan_read(plan: &Plan, params: &[Value], txn: &dyn ReadTxn) -> Result<QueryResult> {
     match plan {
         Plan::Query(q) => {
-            let ctx = Ctx { txn, params };
+            let ctx = Ctx::new(txn, params);
             let rows = exec::run_query(q, &ctx, None)?;
             let affected = rows.len() as u64;
             Ok(QueryResult {

@@ -10,6 +10,7 @@ use protocol::schema::{ResultColumn, TableSchema};
 
 use super::aggregate::AggCall;
 use super::expr::Expr;
+use super::recursive::Recursion;
 use super::window::WindowCall;
 
 /// A query: a body, then the clauses that apply to its output rows.
@@ -85,6 +86,13 @@ pub enum Source {
     },
     Subquery(Box<QueryPlan>),
     Join(Box<JoinNode>),
+    /// A WITH RECURSIVE query, run to its fixpoint.
+    Recursive(Box<Recursion>),
+    /// The self-reference inside a recursive term: the previous iteration's rows.
+    WorkingTable {
+        id: usize,
+        width: usize,
+    },
 }
 
 impl Source {
@@ -95,6 +103,8 @@ impl Source {
             Source::Scan { schema, .. } => schema.columns.len(),
             Source::Subquery(q) => q.columns.len(),
             Source::Join(j) => j.left.width() + j.right.width(),
+            Source::Recursive(r) => r.columns.len(),
+            Source::WorkingTable { width, .. } => *width,
         }
     }
 }

@@ -106,14 +106,24 @@ impl Binder<'_> {
 
     fn query_inner(&mut self, q: &ast::Query) -> Result<QueryPlan> {
         if let Some(with) = &q.with {
-            if with.recursive {
-                return Err(Error::unsupported("WITH RECURSIVE is not supported"));
-            }
-            for cte in &with.cte_tables {
+            for (i, cte) in with.cte_tables.iter().enumerate() {
+                let name = ident(&cte.alias.name);
+                if with.cte_tables[..i]
+                    .iter()
+                    .any(|c| ident(&c.alias.name) == name)
+                {
+                    return Err(Error::new(
+                        "42712",
+                        format!("WITH query name \"{name}\" specified more than once"),
+                    ));
+                }
+                let recursive = with.recursive && super::recursive::references(&cte.query, &name);
                 self.ctes.push(Cte {
-                    name: ident(&cte.alias.name),
+                    name,
                     query: (*cte.query).clone(),
                     columns: cte.alias.columns.iter().map(|c| ident(&c.name)).collect(),
+                    recursive,
+                    working: None,
                 });
             }
         }
@@ -204,7 +214,7 @@ impl Binder<'_> {
         }
     }
 
-    fn set_expr(&mut self, body: &ast::SetExpr) -> Result<QueryPlan> {
+    pub(super) fn set_expr(&mut self, body: &ast::SetExpr) -> Result<QueryPlan> {
         match body {
             ast::SetExpr::Select(s) => self.select(s, &[]),
             ast::SetExpr::Query(q) => self.query(q),
@@ -743,12 +753,42 @@ impl Binder<'_> {
         pos: usize,
         alias: Option<&ast::TableAlias>,
     ) -> Result<(Source, Scope)> {
+        if let Some(Some((id, columns))) = self.ctes.get(pos).map(|c| c.working.clone()) {
+            let name = self.ctes[pos].name.clone();
+            let plan = plan_of(Node::Values(vec![]), columns);
+            let qualifier = alias.map(|a| ident(&a.name)).unwrap_or(name);
+            let mut scope = scope_of_plan(&plan, Some(qualifier));
+            if let Some(a) = alias {
+                rename_columns(&mut scope, a)?;
+            }
+            let width = plan.columns.len();
+            return Ok((Source::WorkingTable { id, width }, scope));
+        }
         // A CTE sees only the CTEs defined before it; bind it anew at each reference.
         let hidden = self.ctes.split_off(pos);
-        let (name, query, columns) = match hidden.first() {
-            Some(c) => (c.name.clone(), c.query.clone(), c.columns.clone()),
+        let (name, query, columns, recursive) = match hidden.first() {
+            Some(c) => (
+                c.name.clone(),
+                c.query.clone(),
+                c.columns.clone(),
+                c.recursive,
+            ),
             None => return Err(Error::internal("CTE vanished")),
         };
+        if recursive {
+            let saved_scopes = std::mem::take(&mut self.scopes);
+            let bound = self.bind_recursive(&name, &query, &columns);
+            self.scopes = saved_scopes;
+            self.ctes.extend(hidden);
+            let r = bound?;
+            let plan = plan_of(Node::Values(vec![]), r.columns.clone());
+            let qualifier = alias.map(|a| ident(&a.name)).unwrap_or(name);
+            let mut scope = scope_of_plan(&plan, Some(qualifier));
+            if let Some(a) = alias {
+                rename_columns(&mut scope, a)?;
+            }
+            return Ok((Source::Recursive(Box::new(r)), scope));
+        }
         let saved_scopes = std::mem::take(&mut self.scopes);
         let plan = self.query(&query);
         self.scopes = saved_scopes;

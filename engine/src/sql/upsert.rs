@@ -283,7 +283,7 @@ pub fn run(
             ));
         }
         let new = {
-            let ctx = Ctx { txn: &*txn, params };
+            let ctx = Ctx::new(&*txn, params);
             let mut both = old.clone();
             both.extend(row.iter().cloned());
             let env = Env::new(&both, None, &ctx);
