@@ -38,6 +38,16 @@ pub struct TableSchema {
     pub primary_key: Vec<usize>,
     /// Secondary indexes and UNIQUE constraints.
     pub indexes: Vec<IndexDef>,
+    /// CHECK constraints, kept sorted by name (PostgreSQL tests them in that order).
+    pub checks: Vec<CheckDef>,
+}
+
+/// A CHECK constraint: a boolean expression over the row that must not be false.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckDef {
+    pub name: String,
+    /// The expression as SQL text.
+    pub expr: String,
 }
 
 /// The system column that keys a table declared without a PRIMARY KEY: a bigint the shard

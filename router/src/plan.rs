@@ -674,6 +674,17 @@ impl<'a> Planner<'a> {
             distribution: table.distribution,
             shard_key,
         };
+        for name in &alt.new_unique {
+            if self.relation_taken(name) {
+                return Err(Error::new(
+                    sqlstate::DUPLICATE_TABLE,
+                    format!("relation \"{name}\" already exists"),
+                ));
+            }
+            if let Some(idx) = info.schema.index(name) {
+                self.check_unique_shardable(&info, idx)?;
+            }
+        }
         Ok(Plan::AlterTable {
             tag: "ALTER TABLE",
             name,
@@ -764,12 +775,31 @@ impl<'a> Planner<'a> {
             .first()
             .ok_or_else(|| Error::internal("table without shard key"))?;
         let key_def = &table.schema.columns[key_col];
-        let pos = columns.iter().position(|c| *c == key_def.name).ok_or_else(|| {
-            Error::new(
-                sqlstate::NOT_NULL_VIOLATION,
-                format!("null value in column \"{}\" of relation \"{}\" violates not-null constraint", key_def.name, table.schema.name),
-            )
-        })?;
+        let Some(pos) = columns.iter().position(|c| *c == key_def.name) else {
+            // Every row takes the shard key's DEFAULT: one shard gets them all (and reports
+            // a NOT NULL violation in PostgreSQL's column order if there is none).
+            let default = match &key_def.default {
+                Some(text) => {
+                    let expr =
+                        sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+                            .try_with_sql(text)
+                            .and_then(|mut p| p.parse_expr())
+                            .map_err(|e| Error::syntax(e.to_string()))?;
+                    Some(self.constant(&expr)?.ok_or_else(|| {
+                        Error::unsupported(format!(
+                            "the shard key \"{}\" must be given: its DEFAULT is not a constant",
+                            key_def.name
+                        ))
+                    })?)
+                }
+                None => None,
+            };
+            let shard = self.shard_of(table, &key_def.data_type, default.unwrap_or(Value::Null))?;
+            return Ok(Plan::Direct {
+                targets: vec![target(self.state, shard)?],
+                sql: stmt.to_string(),
+            });
+        };
         let mut by_shard: BTreeMap<ShardId, Vec<ast::Parens<Vec<Expr>>>> = BTreeMap::new();
         for row in rows {
             let expr = row

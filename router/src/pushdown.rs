@@ -354,6 +354,7 @@ pub fn grouped(stmt: &Statement, table: &TableInfo) -> Option<Grouped> {
             columns,
             primary_key: vec![],
             indexes: Vec::new(),
+            checks: Vec::new(),
         },
         final_stmt,
     })

@@ -118,6 +118,7 @@ pub fn nodes_view(state: &ClusterState) -> (TableSchema, Vec<Vec<Value>>) {
         ],
         primary_key: vec![0],
         indexes: Vec::new(),
+        checks: Vec::new(),
     };
     let rows = state
         .nodes
@@ -163,6 +164,7 @@ pub fn jobs_view(state: &ClusterState) -> (TableSchema, Vec<Vec<Value>>) {
         ],
         primary_key: vec![0],
         indexes: Vec::new(),
+        checks: Vec::new(),
     };
     let rows = state
         .jobs
@@ -211,6 +213,7 @@ pub fn shards_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>) {
         ],
         primary_key: vec![0],
         indexes: Vec::new(),
+        checks: Vec::new(),
     };
     let rows = status
         .iter()
@@ -264,6 +267,7 @@ pub fn replication_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>
         ],
         primary_key: vec![0, 1],
         indexes: Vec::new(),
+        checks: Vec::new(),
     };
     let mut rows = Vec::new();
     for s in status {

@@ -42,6 +42,9 @@ pub struct Alteration {
     pub rekey: bool,
     /// Columns that must hold no NULL afterwards, checked against every row.
     pub check_not_null: Vec<usize>,
+    /// CHECK constraints and unique indexes added, which every existing row must satisfy.
+    pub new_checks: Vec<String>,
+    pub new_unique: Vec<String>,
 }
 
 impl Alteration {
@@ -90,6 +93,9 @@ pub fn altered_schema(old: &TableSchema, at: &ast::AlterTable) -> Result<Alterat
     let mut layout: Vec<Source> = (0..old.columns.len()).map(Source::Old).collect();
     let mut rekey = false;
     let mut check_not_null = Vec::new();
+    let mut new_checks = Vec::new();
+    let mut added_indexes: Vec<protocol::schema::IndexDef> = Vec::new();
+    let mut dropped_indexes: Vec<String> = Vec::new();
     let table = old.name.clone();
     for op in &at.operations {
         match op {
@@ -249,6 +255,56 @@ pub fn altered_schema(old: &TableSchema, at: &ast::AlterTable) -> Result<Alterat
                 schema.primary_key = key;
                 rekey = true;
             }
+            AlterTableOperation::AddConstraint {
+                constraint: TableConstraint::Check(chk),
+                ..
+            } => {
+                let def = super::checks::define(
+                    &schema,
+                    &schema.checks,
+                    chk.name.as_ref().map(ident),
+                    None,
+                    &chk.expr,
+                )?;
+                new_checks.push(def.name.clone());
+                schema.checks.push(def);
+                schema.checks.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            AlterTableOperation::AddConstraint {
+                constraint: TableConstraint::Unique(u),
+                ..
+            } => {
+                let idx = super::index_ddl::unique_constraint(
+                    &schema,
+                    u.name.as_ref().map(ident),
+                    &u.columns,
+                    &added_indexes,
+                )?;
+                added_indexes.push(idx);
+            }
+            AlterTableOperation::DropConstraint {
+                if_exists, name, ..
+            } => {
+                let name = ident(name);
+                if let Some(pos) = schema.checks.iter().position(|c| c.name == name) {
+                    schema.checks.remove(pos);
+                } else if schema
+                    .indexes
+                    .iter()
+                    .any(|i| i.constraint && i.name == name)
+                {
+                    dropped_indexes.push(name);
+                } else if schema.rowid().is_none() && name == schema.primary_key_name() {
+                    return Err(Error::unsupported(
+                        "dropping the primary key is not supported",
+                    ));
+                } else if !*if_exists {
+                    return Err(Error::new(
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!("constraint \"{name}\" of relation \"{table}\" does not exist"),
+                    ));
+                }
+            }
             other => {
                 return Err(Error::unsupported(format!(
                     "ALTER TABLE ... {other} is not supported"
@@ -259,6 +315,11 @@ pub fn altered_schema(old: &TableSchema, at: &ast::AlterTable) -> Result<Alterat
     schema.indexes = super::index_ddl::remap_indexes(&old.indexes, |c| {
         layout.iter().position(|s| *s == Source::Old(c))
     });
+    schema
+        .indexes
+        .retain(|i| !dropped_indexes.contains(&i.name));
+    let new_unique: Vec<String> = added_indexes.iter().map(|i| i.name.clone()).collect();
+    schema.indexes.extend(added_indexes);
     let check_not_null = check_not_null
         .iter()
         .filter_map(|n| schema.column_index(n))
@@ -268,6 +329,8 @@ pub fn altered_schema(old: &TableSchema, at: &ast::AlterTable) -> Result<Alterat
         layout,
         rekey,
         check_not_null,
+        new_checks,
+        new_unique,
     })
 }
 
@@ -294,6 +357,8 @@ pub fn alter_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Quer
         ));
     }
     super::ddl::check_defaults(&alt.schema, &*txn)?;
+    super::checks::validate(&alt.schema, &*txn)?;
+    verify_new_constraints(&alt, &old, &*txn)?;
     let rewrite = alt.rewrites(old.columns.len());
     if !rewrite && !renamed && alt.check_not_null.is_empty() {
         txn.alter_table(alt.schema)?;
@@ -319,6 +384,44 @@ pub fn alter_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Quer
         }
     }
     Ok(QueryResult::command("ALTER TABLE", 0))
+}
+
+/// Added CHECK constraints and unique indexes must hold for the rows already there.
+fn verify_new_constraints(alt: &Alteration, old: &TableSchema, txn: &dyn WriteTxn) -> Result<()> {
+    if alt.new_checks.is_empty() && alt.new_unique.is_empty() {
+        return Ok(());
+    }
+    let table = old.name.as_str();
+    if alt.rewrites(old.columns.len()) {
+        return Err(Error::unsupported(
+            "ADD CONSTRAINT together with column changes is not supported; run them separately",
+        ));
+    }
+    let mut binder = Binder::new(txn);
+    let checks: Vec<_> = super::checks::bind(&mut binder, &alt.schema)?
+        .into_iter()
+        .filter(|(n, _)| alt.new_checks.contains(n))
+        .collect();
+    let ctx = Ctx::new(txn, &[]);
+    for entry in txn.scan(table, crate::txn::full_range())? {
+        let (_, row) = entry?;
+        for (name, e) in &checks {
+            if let Value::Bool(false) = e.eval(&super::expr::Env::new(&row, None, &ctx))? {
+                return Err(Error::new(
+                    sqlstate::CHECK_VIOLATION,
+                    format!(
+                        "check constraint \"{name}\" of relation \"{table}\" is violated by some row"
+                    ),
+                ));
+            }
+        }
+    }
+    for name in &alt.new_unique {
+        if let Some(idx) = alt.schema.index(name) {
+            super::index_ddl::check_no_duplicates(&alt.schema, idx, txn)?;
+        }
+    }
+    Ok(())
 }
 
 /// A row in its new layout: old key, new key, values.

@@ -2,9 +2,9 @@
 //!
 //! Tessera stores rows by primary key; a table declared without one gets a hidden `ctid`
 //! row id as its storage key (see `protocol::schema::ROWID_COLUMN`). UNIQUE constraints
-//! become unique indexes (`index_ddl`). Constraints the engine cannot enforce yet (CHECK,
-//! FOREIGN KEY) are refused rather than silently ignored: accepting them would promise
-//! integrity that is not there.
+//! become unique indexes (`index_ddl`), CHECK constraints are kept for every write to test
+//! (`checks`). FOREIGN KEY is refused rather than silently ignored: accepting it would
+//! promise integrity that is not there.
 //! Storage parameters in `WITH (...)` (shard key, distribution, keyspace) belong to the
 //! router and meta; the shard-local executor ignores them.
 
@@ -91,11 +91,8 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
                         "FOREIGN KEY constraints are not supported",
                     ));
                 }
-                ColumnOption::Check(_) => {
-                    return Err(Error::unsupported(
-                        "CHECK constraints are not supported yet",
-                    ));
-                }
+                // Collected with the table-level ones once every column is known.
+                ColumnOption::Check(_) => {}
                 ColumnOption::Collation(_) => {
                     return Err(Error::unsupported("COLLATE is not supported"));
                 }
@@ -117,11 +114,7 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
                     "FOREIGN KEY constraints are not supported",
                 ));
             }
-            TableConstraint::Check(_) => {
-                return Err(Error::unsupported(
-                    "CHECK constraints are not supported yet",
-                ));
-            }
+            TableConstraint::Check(_) => {}
             other => {
                 return Err(Error::unsupported(format!(
                     "constraint {other} is not supported"
@@ -152,8 +145,10 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
             columns,
             primary_key: vec![rowid],
             indexes: Vec::new(),
+            checks: Vec::new(),
         };
         schema.indexes = super::index_ddl::unique_constraints(&schema, ct)?;
+        schema.checks = super::checks::from_create(&schema, ct)?;
         return Ok(schema);
     };
     let mut pk = Vec::with_capacity(pk_names.len());
@@ -179,8 +174,10 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
         columns,
         primary_key: pk,
         indexes: Vec::new(),
+        checks: Vec::new(),
     };
     schema.indexes = super::index_ddl::unique_constraints(&schema, ct)?;
+    schema.checks = super::checks::from_create(&schema, ct)?;
     Ok(schema)
 }
 
@@ -197,6 +194,7 @@ pub fn create_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Que
         ));
     }
     check_defaults(&schema, &*txn)?;
+    super::checks::validate(&schema, &*txn)?;
     txn.create_table(schema)?;
     Ok(QueryResult::command("CREATE TABLE", 0))
 }

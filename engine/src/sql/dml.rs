@@ -29,6 +29,7 @@ pub struct InsertPlan {
     pub defaults: Vec<Option<Expr>>,
     pub returning: Projection,
     pub on_conflict: Option<super::upsert::OnConflict>,
+    pub checks: Vec<super::checks::BoundCheck>,
 }
 
 pub enum InsertSource {
@@ -45,6 +46,7 @@ pub struct UpdatePlan {
     pub sets: Vec<(usize, Option<Expr>)>,
     pub defaults: Vec<Option<Expr>>,
     pub returning: Projection,
+    pub checks: Vec<super::checks::BoundCheck>,
 }
 
 pub struct DeletePlan {
@@ -274,6 +276,7 @@ pub fn bind_insert(b: &mut Binder, ins: &ast::Insert) -> Result<InsertPlan> {
     b.scopes.push(Scope::of_table(&schema, &qualifier));
     let returning = b.returning(ins.returning.as_ref());
     b.scopes.pop();
+    let checks = super::checks::bind(b, &schema)?;
     Ok(InsertPlan {
         schema,
         targets,
@@ -281,6 +284,7 @@ pub fn bind_insert(b: &mut Binder, ins: &ast::Insert) -> Result<InsertPlan> {
         defaults,
         returning: returning?,
         on_conflict,
+        checks,
     })
 }
 
@@ -317,7 +321,7 @@ pub(super) fn finish_row(schema: &TableSchema, row: Vec<Value>) -> Result<Vec<Va
     Ok(out)
 }
 
-fn show_values(values: &[Value], schema: &TableSchema) -> String {
+pub(super) fn show_values(values: &[Value], schema: &TableSchema) -> String {
     values
         .iter()
         .zip(&schema.columns)
@@ -434,7 +438,9 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
                     None => eval_default(&p.defaults, col, &empty)?,
                 });
             }
-            rows.push(finish_row(&p.schema, row)?);
+            let row = finish_row(&p.schema, row)?;
+            super::checks::enforce(&p.checks, &p.schema, &row, &ctx)?;
+            rows.push(row);
         }
         rows
     };
@@ -559,6 +565,7 @@ pub fn bind_update(b: &mut Binder, u: &ast::Update) -> Result<UpdatePlan> {
     b.scopes.pop();
     let (filter, access, sets, returning) = result?;
     let defaults = bind_defaults(b, &schema)?;
+    let checks = super::checks::bind(b, &schema)?;
     Ok(UpdatePlan {
         schema,
         access,
@@ -566,6 +573,7 @@ pub fn bind_update(b: &mut Binder, u: &ast::Update) -> Result<UpdatePlan> {
         sets,
         defaults,
         returning,
+        checks,
     })
 }
 
@@ -641,6 +649,7 @@ pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
                 *slot = v;
             }
             let new = finish_row(&p.schema, new)?;
+            super::checks::enforce(&p.checks, &p.schema, &new, &ctx)?;
             let (old_key, new_key) = (
                 encode_key(&p.schema.key_of(&old)),
                 encode_key(&p.schema.key_of(&new)),

@@ -28,7 +28,11 @@ pub fn default_name(
     suffix: &str,
     taken: &dyn Fn(&str) -> bool,
 ) -> String {
-    let mut base = format!("{table}_{}", columns.join("_"));
+    let mut base = if columns.is_empty() {
+        table.to_string()
+    } else {
+        format!("{table}_{}", columns.join("_"))
+    };
     for n in 0.. {
         let tail = if n == 0 {
             format!("_{suffix}")
@@ -183,6 +187,46 @@ pub fn unique_constraints(schema: &TableSchema, ct: &ast::CreateTable) -> Result
     Ok(out)
 }
 
+/// A UNIQUE constraint added by ALTER TABLE (besides those already in `schema` and `added`).
+pub fn unique_constraint(
+    schema: &TableSchema,
+    name: Option<String>,
+    columns: &[ast::IndexColumn],
+    added: &[IndexDef],
+) -> Result<IndexDef> {
+    let (positions, descending) = index_columns(schema, columns)?;
+    refuse_unique_on_inexact(schema, &positions)?;
+    let taken = |n: &str| {
+        n == schema.name
+            || n == schema.primary_key_name()
+            || schema.indexes.iter().any(|i| i.name == n)
+            || added.iter().any(|i| i.name == n)
+    };
+    let name = match name {
+        Some(n) if taken(&n) => {
+            return Err(Error::new(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{n}\" already exists"),
+            ));
+        }
+        Some(n) => n,
+        None => {
+            let cols: Vec<&str> = positions
+                .iter()
+                .map(|&i| schema.columns[i].name.as_str())
+                .collect();
+            default_name(&schema.name, &cols, "key", &taken)
+        }
+    };
+    Ok(IndexDef {
+        name,
+        columns: positions,
+        descending,
+        unique: true,
+        constraint: true,
+    })
+}
+
 /// What CREATE INDEX does to a table's schema: `None` if the index exists and the statement
 /// says IF NOT EXISTS. `taken` answers whether a relation name is in use anywhere.
 pub fn schema_with_index(
@@ -283,7 +327,11 @@ pub fn owner_of<'a>(schemas: &'a [TableSchema], name: &str) -> Option<&'a TableS
 }
 
 /// Fails with 23505 if the table's rows already hold a duplicate for a new unique index.
-fn check_no_duplicates(schema: &TableSchema, idx: &IndexDef, txn: &dyn ReadTxn) -> Result<()> {
+pub(super) fn check_no_duplicates(
+    schema: &TableSchema,
+    idx: &IndexDef,
+    txn: &dyn ReadTxn,
+) -> Result<()> {
     let mut seen: HashMap<Vec<u8>, ()> = HashMap::new();
     for entry in txn.scan(&schema.name, crate::txn::full_range())? {
         let (_, row) = entry?;

@@ -17,6 +17,7 @@ mod aggregate;
 pub mod alter;
 mod bind;
 mod bind_window;
+mod checks;
 mod copy;
 mod datetime;
 mod ddl;

@@ -303,7 +303,9 @@ pub fn run(
                     .ok_or_else(|| Error::internal("stored row is narrower than its table"))?;
                 *slot = v;
             }
-            finish_row(schema, new)?
+            let new = finish_row(schema, new)?;
+            super::checks::enforce(&p.checks, schema, &new, &ctx)?;
+            new
         };
         let new_key = encode_key(&schema.key_of(&new));
         if new_key != key {

@@ -630,6 +630,7 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
             .collect(),
         primary_key: Vec::new(),
         indexes: Vec::new(),
+        checks: Vec::new(),
     };
     let r = || Row::new(spec);
     let tables = user_tables(ctx.state);
