@@ -312,8 +312,6 @@ pub const ALWAYS_EMPTY: &[&str] = &[
     "pg_extension",
     "pg_enum",
     "pg_sequence",
-    "pg_views",
-    "views",
     "referential_constraints",
 ];
 
@@ -509,25 +507,75 @@ struct Table<'a> {
     cols: Vec<(i64, &'a ColumnDef)>,
     /// The primary key's attnums; empty when the table has none (a row-id table).
     pkey: Vec<i64>,
+    /// Its indexes: the primary key's first, then secondary ones and UNIQUE constraints'.
+    indexes: Vec<CatIndex>,
+    /// CHECK constraints: name and expression.
+    checks: Vec<(String, String)>,
 }
 
-impl Table<'_> {
-    fn index_name(&self) -> String {
-        format!("{}_pkey", self.name)
-    }
-    fn index_oid(&self) -> i64 {
-        oid_of("index", self.name)
-    }
-    fn constraint_oid(&self) -> i64 {
-        oid_of("constraint", self.name)
-    }
-    fn key_names(&self) -> Vec<&str> {
-        self.pkey
+/// An index as the catalog shows it.
+struct CatIndex {
+    name: String,
+    oid: i64,
+    attnums: Vec<i64>,
+    columns: Vec<String>,
+    desc: Vec<bool>,
+    unique: bool,
+    primary: bool,
+    /// The constraint that owns it: 'p' (primary key) or 'u' (UNIQUE).
+    constraint: Option<char>,
+    constraint_oid: i64,
+}
+
+impl CatIndex {
+    fn column_list(&self) -> String {
+        self.columns
             .iter()
-            .filter_map(|n| self.cols.iter().find(|(a, _)| a == n))
-            .map(|(_, c)| c.name.as_str())
-            .collect()
+            .zip(&self.desc)
+            .map(|(c, d)| format!("{}{}", quote_ident(c), if *d { " DESC" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
+
+    /// pg_get_indexdef: qualified, or (pretty) as seen on the search path.
+    fn definition(&self, table: &str, qualified: bool) -> String {
+        format!(
+            "CREATE {}INDEX {} ON {}{} USING btree ({})",
+            if self.unique { "UNIQUE " } else { "" },
+            quote_ident(&self.name),
+            if qualified { "public." } else { "" },
+            quote_ident(table),
+            self.column_list()
+        )
+    }
+
+    fn constraint_definition(&self) -> String {
+        let kind = if self.primary {
+            "PRIMARY KEY"
+        } else {
+            "UNIQUE"
+        };
+        format!("{kind} ({})", self.column_list())
+    }
+}
+
+/// A user view as the catalog shows it.
+struct CatView<'a> {
+    name: &'a str,
+    oid: i64,
+    info: &'a protocol::cluster::ViewInfo,
+}
+
+fn user_views(state: &ClusterState) -> Vec<CatView<'_>> {
+    state
+        .views
+        .values()
+        .map(|v| CatView {
+            name: &v.name,
+            oid: oid_of("view", &v.name),
+            info: v,
+        })
+        .collect()
 }
 
 fn quote_ident(s: &str) -> String {
@@ -567,11 +615,56 @@ fn user_tables(state: &ClusterState) -> Vec<Table<'_>> {
                     })
                     .collect()
             };
+            let attnum = |i: usize| -> Option<i64> {
+                let name = &schema.columns.get(i)?.name;
+                cols.iter().find(|(_, c)| &c.name == name).map(|(n, _)| *n)
+            };
+            let mut indexes = Vec::new();
+            if !pkey.is_empty() {
+                indexes.push(CatIndex {
+                    name: format!("{name}_pkey"),
+                    oid: oid_of("index", name),
+                    attnums: pkey.clone(),
+                    columns: schema
+                        .primary_key
+                        .iter()
+                        .map(|&i| schema.columns[i].name.clone())
+                        .collect(),
+                    desc: vec![false; pkey.len()],
+                    unique: true,
+                    primary: true,
+                    constraint: Some('p'),
+                    constraint_oid: oid_of("constraint", name),
+                });
+            }
+            for idx in &schema.indexes {
+                indexes.push(CatIndex {
+                    name: idx.name.clone(),
+                    oid: oid_of("index", &format!("{name}.{}", idx.name)),
+                    attnums: idx.columns.iter().filter_map(|&i| attnum(i)).collect(),
+                    columns: idx
+                        .columns
+                        .iter()
+                        .map(|&i| schema.columns[i].name.clone())
+                        .collect(),
+                    desc: idx.descending.clone(),
+                    unique: idx.unique,
+                    primary: false,
+                    constraint: idx.constraint.then_some('u'),
+                    constraint_oid: oid_of("constraint", &format!("{name}.{}", idx.name)),
+                });
+            }
             Table {
                 name,
                 oid: oid_of("table", name),
                 cols,
                 pkey,
+                indexes,
+                checks: schema
+                    .checks
+                    .iter()
+                    .map(|c| (c.name.clone(), c.expr.clone()))
+                    .collect(),
             }
         })
         .collect();
@@ -634,6 +727,7 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
     };
     let r = || Row::new(spec);
     let tables = user_tables(ctx.state);
+    let views = user_views(ctx.state);
     let (user, db) = (ctx.user, ctx.database);
     let rows: Vec<Row> = match rel {
         "pg_namespace" => vec![
@@ -661,29 +755,45 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                         .set("relam", HEAP_AM)
                         .set("relfilenode", t.oid)
                         .set("reltuples", V(Value::Float(-1.0)))
-                        .set("relhasindex", !t.pkey.is_empty())
+                        .set("relhasindex", !t.indexes.is_empty())
+                        .set("relchecks", t.checks.len() as i64)
                         .set("relpersistence", 'p')
                         .set("relkind", 'r')
                         .set("relnatts", t.cols.len() as i64)
                         .set("relispopulated", true)
                         .set("relreplident", 'd'),
                 );
-                if !t.pkey.is_empty() {
+                for idx in &t.indexes {
                     rows.push(
-                        r().set("oid", t.index_oid())
-                            .set("relname", t.index_name())
+                        r().set("oid", idx.oid)
+                            .set("relname", idx.name.as_str())
                             .set("relnamespace", PUBLIC)
                             .set("relowner", SUPERUSER)
                             .set("relam", BTREE_AM)
-                            .set("relfilenode", t.index_oid())
+                            .set("relfilenode", idx.oid)
                             .set("reltuples", V(Value::Float(-1.0)))
                             .set("relpersistence", 'p')
                             .set("relkind", 'i')
-                            .set("relnatts", t.pkey.len() as i64)
+                            .set("relnatts", idx.attnums.len() as i64)
                             .set("relispopulated", true)
                             .set("relreplident", 'n'),
                     );
                 }
+            }
+            for v in &views {
+                rows.push(
+                    r().set("oid", v.oid)
+                        .set("relname", v.name)
+                        .set("relnamespace", PUBLIC)
+                        .set("relowner", SUPERUSER)
+                        .set("relam", 0i64)
+                        .set("reltuples", V(Value::Float(-1.0)))
+                        .set("relpersistence", 'p')
+                        .set("relkind", 'v')
+                        .set("relnatts", v.info.columns.len() as i64)
+                        .set("relispopulated", true)
+                        .set("relreplident", 'n'),
+                );
             }
             for (s, rel, spec) in RELATIONS {
                 if rel.starts_with("tessera_") {
@@ -753,17 +863,31 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                         c.default.is_some(),
                     ));
                 }
-                for (i, num) in t.pkey.iter().enumerate() {
-                    if let Some((_, c)) = t.cols.iter().find(|(n, _)| n == num) {
-                        rows.push(attr(
-                            t.index_oid(),
-                            i as i64 + 1,
-                            &c.name,
-                            &c.data_type,
-                            false,
-                            false,
-                        ));
+                for idx in &t.indexes {
+                    for (i, num) in idx.attnums.iter().enumerate() {
+                        if let Some((_, c)) = t.cols.iter().find(|(n, _)| n == num) {
+                            rows.push(attr(
+                                idx.oid,
+                                i as i64 + 1,
+                                &c.name,
+                                &c.data_type,
+                                false,
+                                false,
+                            ));
+                        }
                     }
+                }
+            }
+            for v in &views {
+                for (i, c) in v.info.columns.iter().enumerate() {
+                    rows.push(attr(
+                        v.oid,
+                        i as i64 + 1,
+                        &c.name,
+                        &c.data_type,
+                        false,
+                        false,
+                    ));
                 }
             }
             for (s, rel, spec) in RELATIONS {
@@ -833,47 +957,74 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
             .collect(),
         "pg_index" => tables
             .iter()
-            .filter(|t| !t.pkey.is_empty())
-            .map(|t| {
-                let n = t.pkey.len() as i64;
-                let key: Vec<String> = t.pkey.iter().map(|k| k.to_string()).collect();
-                let zeros = vec!["0"; t.pkey.len()].join(" ");
-                r().set("indexrelid", t.index_oid())
+            .flat_map(|t| t.indexes.iter().map(move |idx| (t, idx)))
+            .map(|(t, idx)| {
+                let n = idx.attnums.len() as i64;
+                let key: Vec<String> = idx.attnums.iter().map(|k| k.to_string()).collect();
+                let zeros = vec!["0"; idx.attnums.len()].join(" ");
+                // INDOPTION_DESC | INDOPTION_NULLS_FIRST: DESC sorts NULLs first by default.
+                let options: Vec<&str> = idx
+                    .desc
+                    .iter()
+                    .map(|d| if *d { "3" } else { "0" })
+                    .collect();
+                r().set("indexrelid", idx.oid)
                     .set("indrelid", t.oid)
                     .set("indnatts", n)
                     .set("indnkeyatts", n)
-                    .set("indisunique", true)
-                    .set("indisprimary", true)
+                    .set("indisunique", idx.unique)
+                    .set("indisprimary", idx.primary)
                     .set("indimmediate", true)
                     .set("indisvalid", true)
                     .set("indisready", true)
                     .set("indislive", true)
                     .set("indkey", key.join(" "))
                     .set("indcollation", zeros.clone())
-                    .set("indclass", zeros.clone())
-                    .set("indoption", zeros)
+                    .set("indclass", zeros)
+                    .set("indoption", options.join(" "))
             })
             .collect(),
-        "pg_constraint" => tables
-            .iter()
-            .filter(|t| !t.pkey.is_empty())
-            .map(|t| {
-                let key: Vec<String> = t.pkey.iter().map(|k| k.to_string()).collect();
-                r().set("oid", t.constraint_oid())
-                    .set("conname", t.index_name())
-                    .set("connamespace", PUBLIC)
-                    .set("contype", 'p')
-                    .set("convalidated", true)
-                    .set("conrelid", t.oid)
-                    .set("conindid", t.index_oid())
-                    .set("confupdtype", ' ')
-                    .set("confdeltype", ' ')
-                    .set("confmatchtype", ' ')
-                    .set("conislocal", true)
-                    .set("connoinherit", true)
-                    .set("conkey", format!("{{{}}}", key.join(",")))
-            })
-            .collect(),
+        "pg_constraint" => {
+            let mut rows = Vec::new();
+            for t in &tables {
+                for idx in t.indexes.iter().filter(|i| i.constraint.is_some()) {
+                    let key: Vec<String> = idx.attnums.iter().map(|k| k.to_string()).collect();
+                    rows.push(
+                        r().set("oid", idx.constraint_oid)
+                            .set("conname", idx.name.as_str())
+                            .set("connamespace", PUBLIC)
+                            .set("contype", idx.constraint.unwrap_or('u'))
+                            .set("convalidated", true)
+                            .set("conrelid", t.oid)
+                            .set("conindid", idx.oid)
+                            .set("confupdtype", ' ')
+                            .set("confdeltype", ' ')
+                            .set("confmatchtype", ' ')
+                            .set("conislocal", true)
+                            .set("connoinherit", true)
+                            .set("conkey", format!("{{{}}}", key.join(","))),
+                    );
+                }
+                for (name, _) in &t.checks {
+                    rows.push(
+                        r().set("oid", oid_of("constraint", &format!("{}.{name}", t.name)))
+                            .set("conname", name.as_str())
+                            .set("connamespace", PUBLIC)
+                            .set("contype", 'c')
+                            .set("convalidated", true)
+                            .set("conrelid", t.oid)
+                            .set("conindid", 0i64)
+                            .set("confupdtype", ' ')
+                            .set("confdeltype", ' ')
+                            .set("confmatchtype", ' ')
+                            .set("conislocal", true)
+                            .set("connoinherit", false)
+                            .set("conkey", "{}"),
+                    );
+                }
+            }
+            rows
+        }
         "pg_attrdef" => tables
             .iter()
             .flat_map(|t| {
@@ -888,38 +1039,35 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                 })
             })
             .collect(),
-        "tessera_objdefs" => tables
-            .iter()
-            .filter(|t| !t.pkey.is_empty())
-            .flat_map(|t| {
-                let cols: Vec<String> = t.key_names().iter().map(|c| quote_ident(c)).collect();
-                [
-                    r().set("oid", t.index_oid())
-                        .set(
-                            "def",
-                            format!(
-                                "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
-                                quote_ident(&t.index_name()),
-                                quote_ident(t.name),
-                                cols.join(", ")
-                            ),
-                        )
-                        // Pretty-printed, a relation on the search path goes unqualified.
-                        .set(
-                            "pretty",
-                            format!(
-                                "CREATE UNIQUE INDEX {} ON {} USING btree ({})",
-                                quote_ident(&t.index_name()),
-                                quote_ident(t.name),
-                                cols.join(", ")
-                            ),
-                        ),
-                    r().set("oid", t.constraint_oid())
-                        .set("def", format!("PRIMARY KEY ({})", cols.join(", ")))
-                        .set("pretty", format!("PRIMARY KEY ({})", cols.join(", "))),
-                ]
-            })
-            .collect(),
+        "tessera_objdefs" => {
+            let mut rows = Vec::new();
+            for t in &tables {
+                for idx in &t.indexes {
+                    // Pretty-printed, a relation on the search path goes unqualified.
+                    rows.push(
+                        r().set("oid", idx.oid)
+                            .set("def", idx.definition(t.name, true))
+                            .set("pretty", idx.definition(t.name, false)),
+                    );
+                    if idx.constraint.is_some() {
+                        let def = idx.constraint_definition();
+                        rows.push(
+                            r().set("oid", idx.constraint_oid)
+                                .set("def", def.as_str())
+                                .set("pretty", def.as_str()),
+                        );
+                    }
+                }
+                for (name, expr) in &t.checks {
+                    rows.push(
+                        r().set("oid", oid_of("constraint", &format!("{}.{name}", t.name)))
+                            .set("def", format!("CHECK (({expr}))"))
+                            .set("pretty", format!("CHECK ({expr})")),
+                    );
+                }
+            }
+            rows
+        }
         "pg_database" => vec![
             r().set("oid", DATABASE_OID)
                 .set("datname", db)
@@ -1018,27 +1166,42 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                     .set("tablename", t.name)
                     .set("tableowner", user)
                     .set("tablespace", V(Value::Null))
-                    .set("hasindexes", !t.pkey.is_empty())
+                    .set("hasindexes", !t.indexes.is_empty())
             })
             .collect(),
         "pg_indexes" => tables
             .iter()
-            .filter(|t| !t.pkey.is_empty())
-            .map(|t| {
-                let cols: Vec<String> = t.key_names().iter().map(|c| quote_ident(c)).collect();
+            .flat_map(|t| t.indexes.iter().map(move |idx| (t, idx)))
+            .map(|(t, idx)| {
                 r().set("schemaname", "public")
                     .set("tablename", t.name)
-                    .set("indexname", t.index_name())
+                    .set("indexname", idx.name.as_str())
                     .set("tablespace", V(Value::Null))
-                    .set(
-                        "indexdef",
-                        format!(
-                            "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
-                            quote_ident(&t.index_name()),
-                            quote_ident(t.name),
-                            cols.join(", ")
-                        ),
-                    )
+                    .set("indexdef", idx.definition(t.name, true))
+            })
+            .collect(),
+        "pg_views" => views
+            .iter()
+            .map(|v| {
+                r().set("schemaname", "public")
+                    .set("viewname", v.name)
+                    .set("viewowner", user)
+                    .set("definition", format!(" {};", v.info.query))
+            })
+            .collect(),
+        "views" => views
+            .iter()
+            .map(|v| {
+                r().set("table_catalog", db)
+                    .set("table_schema", "public")
+                    .set("table_name", v.name)
+                    .set("view_definition", format!(" {};", v.info.query))
+                    .set("check_option", "NONE")
+                    .set("is_updatable", "NO")
+                    .set("is_insertable_into", "NO")
+                    .set("is_trigger_updatable", "NO")
+                    .set("is_trigger_deletable", "NO")
+                    .set("is_trigger_insertable_into", "NO")
             })
             .collect(),
         "schemata" => ["information_schema", "pg_catalog", "pg_toast", "public"]
@@ -1071,6 +1234,16 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                         .set("is_typed", "NO")
                 })
                 .collect();
+            for v in &views {
+                rows.push(
+                    r().set("table_catalog", db)
+                        .set("table_schema", "public")
+                        .set("table_name", v.name)
+                        .set("table_type", "VIEW")
+                        .set("is_insertable_into", "NO")
+                        .set("is_typed", "NO"),
+                );
+            }
             for (s, rel, _) in RELATIONS
                 .iter()
                 .filter(|(_, r, _)| !r.starts_with("tessera_"))
@@ -1186,37 +1359,48 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                 })
             })
             .collect(),
-        "table_constraints" => tables
-            .iter()
-            .filter(|t| !t.pkey.is_empty())
-            .map(|t| {
+        "table_constraints" => {
+            let row = |t: &Table<'_>, name: &str, kind: &str| {
                 r().set("constraint_catalog", db)
                     .set("constraint_schema", "public")
-                    .set("constraint_name", t.index_name())
+                    .set("constraint_name", name)
                     .set("table_catalog", db)
                     .set("table_schema", "public")
                     .set("table_name", t.name)
-                    .set("constraint_type", "PRIMARY KEY")
+                    .set("constraint_type", kind)
                     .set("is_deferrable", "NO")
                     .set("initially_deferred", "NO")
                     .set("enforced", "YES")
-            })
-            .collect(),
+            };
+            let mut rows = Vec::new();
+            for t in &tables {
+                for idx in t.indexes.iter().filter(|i| i.constraint.is_some()) {
+                    let kind = if idx.primary { "PRIMARY KEY" } else { "UNIQUE" };
+                    rows.push(row(t, &idx.name, kind));
+                }
+                for (name, _) in &t.checks {
+                    rows.push(row(t, name, "CHECK"));
+                }
+            }
+            rows
+        }
         "key_column_usage" => tables
             .iter()
             .flat_map(|t| {
-                t.key_names()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        r().set("constraint_catalog", db)
-                            .set("constraint_schema", "public")
-                            .set("constraint_name", t.index_name())
-                            .set("table_catalog", db)
-                            .set("table_schema", "public")
-                            .set("table_name", t.name)
-                            .set("column_name", c)
-                            .set("ordinal_position", i as i64 + 1)
+                t.indexes
+                    .iter()
+                    .filter(|i| i.constraint.is_some())
+                    .flat_map(move |idx| {
+                        idx.columns.iter().enumerate().map(move |(i, c)| {
+                            r().set("constraint_catalog", db)
+                                .set("constraint_schema", "public")
+                                .set("constraint_name", idx.name.as_str())
+                                .set("table_catalog", db)
+                                .set("table_schema", "public")
+                                .set("table_name", t.name)
+                                .set("column_name", c.as_str())
+                                .set("ordinal_position", i as i64 + 1)
+                        })
                     })
                     .collect::<Vec<_>>()
             })
