@@ -109,7 +109,12 @@ impl Router {
                     );
                     lines
                 }
-                _ => Planner::new(&state, params).plan(statement)?.explain(),
+                _ => {
+                    let plan = Planner::new(&state, params).plan(statement)?;
+                    let mut lines = plan.explain();
+                    lines.extend(self.explain_below(&plan, params).await?);
+                    lines
+                }
             };
             return Ok(QueryResult {
                 columns: vec![ResultColumn {
@@ -237,6 +242,56 @@ impl Router {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// The plan trees under a router plan: the first shard's for statements sent whole to
+    /// shards, the router's own executor's for gathered rows.
+    async fn explain_below(&self, plan: &Plan, params: &[Value]) -> Result<Vec<String>> {
+        let tree = |title: String, result: QueryResult| {
+            std::iter::once(title)
+                .chain(
+                    result
+                        .rows
+                        .into_iter()
+                        .filter_map(|r| match r.into_iter().next() {
+                            Some(Value::Text(l)) => Some(format!("    {l}")),
+                            _ => None,
+                        }),
+                )
+                .collect::<Vec<_>>()
+        };
+        match plan {
+            Plan::Direct { targets, sql } | Plan::Partial { targets, sql, .. } => {
+                let Some(t) = targets.first() else {
+                    return Ok(Vec::new());
+                };
+                let explained = self.send(t, format!("EXPLAIN {sql}"), params, None).await?;
+                Ok(tree(format!("  plan on shard {}:", t.shard), explained))
+            }
+            Plan::Gather { tables, stmt, .. } => {
+                let mut mem = MemTables::new(self.row_budget);
+                for schema in tables {
+                    mem.add_table(schema.clone());
+                }
+                mem.seal();
+                let explain = Statement::Explain {
+                    describe_alias: ast::DescribeAlias::Explain,
+                    analyze: false,
+                    verbose: false,
+                    query_plan: false,
+                    estimate: false,
+                    statement: stmt.clone(),
+                    format: None,
+                    options: None,
+                };
+                match engine::sql::query(&explain, params, &mem) {
+                    Ok(result) => Ok(tree("  router executor plan:".into(), result)),
+                    // The router's plan above still stands; its executor tree is a bonus.
+                    Err(_) => Ok(Vec::new()),
+                }
+            }
+            _ => Ok(Vec::new()),
         }
     }
 

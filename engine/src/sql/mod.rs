@@ -23,6 +23,7 @@ mod datetime;
 mod ddl;
 mod dml;
 mod exec;
+mod explain;
 mod expr;
 mod functions;
 pub mod index_ddl;
@@ -166,11 +167,32 @@ pub fn query(stmt: &Statement, params: &[Value], txn: &dyn ReadTxn) -> Result<Qu
             "cannot execute this statement in a read-only transaction",
         ));
     }
+    if let Statement::Explain {
+        statement, analyze, ..
+    } = stmt
+    {
+        if *analyze {
+            return Err(Error::unsupported("EXPLAIN ANALYZE is not supported"));
+        }
+        let mut binder = Binder::new(txn);
+        let plan = bind(statement, &mut binder)?;
+        let rows: Vec<Vec<Value>> = explain::lines(&plan)
+            .into_iter()
+            .map(|l| vec![Value::Text(l)])
+            .collect();
+        return Ok(QueryResult {
+            columns: vec![ResultColumn {
+                name: "QUERY PLAN".into(),
+                data_type: DataType::Text,
+            }],
+            affected: rows.len() as u64,
+            rows,
+            tag: "EXPLAIN".into(),
+        });
+    }
     if matches!(
         stmt,
-        Statement::Explain { .. }
-            | Statement::ShowVariable { .. }
-            | Statement::ShowVariables { .. }
+        Statement::ShowVariable { .. } | Statement::ShowVariables { .. }
     ) {
         return Err(unsupported_statement(stmt));
     }
@@ -188,6 +210,7 @@ pub fn execute(stmt: &Statement, params: &[Value], txn: &mut dyn WriteTxn) -> Re
         Statement::Truncate(_) => return ddl::truncate(stmt, txn),
         Statement::AlterTable(_) => return alter::alter_table(stmt, txn),
         Statement::CreateIndex(ci) => return index_ddl::create_index(ci, txn),
+        Statement::Explain { .. } => return query(stmt, params, &*txn),
         Statement::Copy { .. } => return copy::copy_rows(stmt, params, txn),
         Statement::Query(q) if !q.locks.is_empty() => return locking::run(stmt, q, params, txn),
         _ => {}

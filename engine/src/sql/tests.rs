@@ -86,6 +86,14 @@ impl WriteTxn for MemTxn {
         self.tables.remove(name);
         Ok(())
     }
+    fn alter_table(&mut self, schema: TableSchema) -> Result<()> {
+        let (old, _) = self
+            .tables
+            .get_mut(&schema.name)
+            .ok_or_else(|| Error::undefined_table(&schema.name))?;
+        *old = schema;
+        Ok(())
+    }
 }
 
 fn show_result(r: &QueryResult) -> String {
@@ -233,6 +241,7 @@ golden! {
     golden_joins => "joins.txt",
     golden_subqueries => "subqueries.txt",
     golden_pg_compat => "pg_compat.txt",
+    golden_explain => "explain.txt",
 }
 
 fn setup() -> MemTxn {
