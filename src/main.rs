@@ -90,6 +90,14 @@ fn init_logging() {
 #[tokio::main]
 async fn main() -> Result<()> {
     init_logging();
+    // The memory one statement's intermediate results may hold, on nodes and routers alike;
+    // past it the statement fails with 53200.
+    if let Ok(mb) = std::env::var("TESSERA_QUERY_MEMORY_MB") {
+        let mb: usize = mb
+            .parse()
+            .map_err(|_| anyhow::anyhow!("TESSERA_QUERY_MEMORY_MB must be a number of MiB"))?;
+        engine::sql::QUERY_MEMORY.store(mb << 20, std::sync::atomic::Ordering::Relaxed);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Dev(args) => dev::run(args).await,

@@ -9,7 +9,7 @@
 use protocol::schema::TableSchema;
 
 use super::expr::{CmpOp, Expr};
-use super::plan::Access;
+use super::plan::{Access, JoinKind, Source};
 
 /// The conjuncts of an AND tree.
 pub fn conjuncts(e: &Expr) -> Vec<&Expr> {
@@ -189,6 +189,73 @@ pub fn split_equi_join(conditions: Vec<Expr>, left_width: usize) -> (Vec<(Expr, 
         }
     }
     (equi, rest)
+}
+
+/// Moves WHERE conjuncts that relate the two sides of an inner join (`FROM a, b WHERE a.x =
+/// b.y`) into that join, where equalities become hash-join keys instead of a filter over the
+/// cross product. Only joins on the left spine of the FROM tree are considered: their rows
+/// start at column 0, as the WHERE clause's do. Returns what is left of the filter.
+pub fn push_into_joins(source: &mut Source, filter: Option<Expr>) -> Option<Expr> {
+    let filter = filter?;
+    if !matches!(source, Source::Join(_)) {
+        return Some(filter);
+    }
+    let mut parts = Vec::new();
+    flatten_and(filter, &mut parts);
+    push(source, &mut parts);
+    parts
+        .into_iter()
+        .reduce(|a, b| Expr::And(Box::new(a), Box::new(b)))
+}
+
+fn push(source: &mut Source, parts: &mut Vec<Expr>) {
+    let Source::Join(j) = source else {
+        return;
+    };
+    if j.kind != JoinKind::Inner {
+        return;
+    }
+    push(&mut j.left, parts);
+    let lw = j.left.width();
+    let total = lw + j.right.width();
+    let mut mine = Vec::new();
+    let mut i = 0;
+    while i < parts.len() {
+        if relates_sides(&parts[i], lw, total) {
+            mine.push(parts.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    if mine.is_empty() {
+        return;
+    }
+    let (equi, rest) = split_equi_join(mine, lw);
+    j.equi.extend(equi);
+    for r in rest {
+        j.on = Some(match j.on.take() {
+            Some(on) => Expr::And(Box::new(on), Box::new(r)),
+            None => r,
+        });
+    }
+}
+
+/// True if `e` reads columns on both sides of a join of width `total` (left `lw` wide),
+/// and nothing beyond it, no subquery and no aggregate.
+fn relates_sides(e: &Expr, lw: usize, total: usize) -> bool {
+    let (mut left, mut right, mut other) = (false, false, false);
+    e.walk(&mut |n| match n {
+        Expr::Column { depth: 0, index } if *index < lw => left = true,
+        Expr::Column { depth: 0, index } if *index < total => right = true,
+        Expr::Column { depth: 0, .. } => other = true,
+        Expr::Subquery(_)
+        | Expr::Exists { .. }
+        | Expr::InSubquery { .. }
+        | Expr::Aggregate(_)
+        | Expr::Window(_) => other = true,
+        _ => {}
+    });
+    left && right && !other
 }
 
 fn flatten_and(e: Expr, out: &mut Vec<Expr>) {

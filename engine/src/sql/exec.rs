@@ -242,6 +242,7 @@ fn run_select(s: &SelectNode, ctx: &Ctx, outer: Option<&Env>) -> Result<Rows> {
             }
             rows.push(key);
         }
+        ctx.charge(&rows)?;
     }
     if let Some(h) = &s.having {
         let mut kept = Vec::with_capacity(rows.len());
@@ -277,14 +278,18 @@ fn run_select(s: &SelectNode, ctx: &Ctx, outer: Option<&Env>) -> Result<Rows> {
 }
 
 pub fn run_source(source: &Source, ctx: &Ctx, outer: Option<&Env>) -> Result<Rows> {
-    match source {
-        Source::Unit => Ok(vec![vec![]]),
-        Source::Scan { schema, access } => scan(schema, access, ctx, outer),
-        Source::Subquery(q) => run_query(q, ctx, outer),
-        Source::Join(j) => join(j, ctx, outer),
-        Source::Recursive(r) => super::recursive::run(r, ctx, outer),
-        Source::WorkingTable { id, .. } => Ok(ctx.working(*id)),
-    }
+    let rows = match source {
+        Source::Unit => return Ok(vec![vec![]]),
+        Source::Scan { schema, access } => scan(schema, access, ctx, outer)?,
+        Source::Subquery(q) => run_query(q, ctx, outer)?,
+        // A join charges its output as it grows (a cross join can be far larger than its
+        // inputs).
+        Source::Join(j) => return join(j, ctx, outer),
+        Source::Recursive(r) => super::recursive::run(r, ctx, outer)?,
+        Source::WorkingTable { id, .. } => return Ok(ctx.working(*id)),
+    };
+    ctx.charge(&rows)?;
+    Ok(rows)
 }
 
 /// Reads the rows of a table that `access` selects, in key order.
@@ -548,6 +553,7 @@ fn join(j: &JoinNode, ctx: &Ctx, outer: Option<&Env>) -> Result<Rows> {
     let (lw, rw) = (j.left.width(), j.right.width());
     let mut right_matched = vec![false; right.len()];
     let mut out = Vec::new();
+    let mut charged = 0;
 
     // Key expressions are bound over the combined row; evaluate each side's over a row
     // padded with NULLs where the other side would be.
@@ -599,6 +605,10 @@ fn join(j: &JoinNode, ctx: &Ctx, outer: Option<&Env>) -> Result<Rows> {
                 matched = true;
                 right_matched[i] = true;
                 out.push(row);
+                if out.len() - charged >= CHARGE_EVERY {
+                    ctx.charge(&out[charged..])?;
+                    charged = out.len();
+                }
             }
         }
         if !matched && matches!(j.kind, JoinKind::Left | JoinKind::Full) {
@@ -616,5 +626,9 @@ fn join(j: &JoinNode, ctx: &Ctx, outer: Option<&Env>) -> Result<Rows> {
             }
         }
     }
+    ctx.charge(&out[charged..])?;
     Ok(out)
 }
+
+/// Join output rows counted against the memory budget at a time.
+const CHARGE_EVERY: usize = 1024;

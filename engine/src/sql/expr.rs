@@ -165,6 +165,25 @@ pub struct Ctx<'a> {
     pub params: &'a [Value],
     /// The working rows of each running WITH RECURSIVE (by `Recursion::id`).
     working: std::cell::RefCell<std::collections::HashMap<usize, Vec<Vec<Value>>>>,
+    /// Bytes of intermediate rows the statement may still hold (see `charge`).
+    budget: std::cell::Cell<usize>,
+}
+
+/// The memory one statement's intermediate results may take on a shard (or at the router),
+/// in bytes; set once per process from its configuration (`--query-memory-mb`).
+pub static QUERY_MEMORY: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(1 << 30);
+
+/// A rough size of a row in memory.
+fn row_bytes(row: &[Value]) -> usize {
+    24 + row
+        .iter()
+        .map(|v| match v {
+            Value::Text(s) | Value::Json(s) | Value::Jsonb(s) | Value::BpChar(s) => 32 + s.len(),
+            Value::Bytes(b) => 32 + b.len(),
+            _ => 32,
+        })
+        .sum::<usize>()
 }
 
 impl<'a> Ctx<'a> {
@@ -173,7 +192,29 @@ impl<'a> Ctx<'a> {
             txn,
             params,
             working: Default::default(),
+            budget: std::cell::Cell::new(QUERY_MEMORY.load(std::sync::atomic::Ordering::Relaxed)),
         }
+    }
+
+    /// Counts rows an operator holds (scans, join outputs, groups, sorts) against the
+    /// statement's memory budget: past it the statement fails with 53200 instead of growing
+    /// without bound. Tessera does not spill to disk.
+    pub fn charge(&self, rows: &[Vec<Value>]) -> Result<()> {
+        let bytes: usize = rows.iter().map(|r| row_bytes(r)).sum();
+        let left = self.budget.get();
+        if bytes > left {
+            let limit = QUERY_MEMORY.load(std::sync::atomic::Ordering::Relaxed);
+            return Err(Error::new(
+                sqlstate::OUT_OF_MEMORY,
+                "out of memory",
+            )
+            .with_detail(format!(
+                "The statement's intermediate results need more than the {} MB a statement may hold (query memory budget).",
+                limit >> 20
+            )));
+        }
+        self.budget.set(left - bytes);
+        Ok(())
     }
 
     pub fn set_working(&self, id: usize, rows: Vec<Vec<Value>>) {

@@ -24,6 +24,7 @@ mod ddl;
 mod dml;
 mod exec;
 mod explain;
+pub use expr::QUERY_MEMORY;
 mod expr;
 mod functions;
 pub mod index_ddl;

@@ -377,6 +377,7 @@ impl Binder<'_> {
         if let (Source::Scan { schema, access }, Some(f)) = (&mut source, &filter) {
             *access = access::choose(schema, f);
         }
+        let filter = access::push_into_joins(&mut source, filter);
 
         // The SELECT list first, without aggregates allowed yet, only to learn output names
         // and expressions that GROUP BY may refer to by position or alias.

@@ -520,3 +520,34 @@ fn failing_writes_leave_nothing_behind() {
         ]
     );
 }
+
+/// A statement whose intermediate rows pass the memory budget fails with 53200 instead of
+/// growing (nextest runs each test in its own process, so the budget here is this test's).
+#[test]
+fn memory_budget_fails_with_53200() {
+    super::QUERY_MEMORY.store(256 << 10, std::sync::atomic::Ordering::Relaxed);
+    let mut txn = MemTxn::default();
+    let mut values = Vec::new();
+    for i in 0..300 {
+        values.push(format!("({i}, 'row {i}')"));
+    }
+    run_sql(&mut txn, "CREATE TABLE big (id int PRIMARY KEY, v text)");
+    run_sql(
+        &mut txn,
+        &format!("INSERT INTO big VALUES {}", values.join(", ")),
+    );
+    // 300 rows fit; their 90 000-row cross product does not.
+    let ok = super::query(&one("SELECT count(*) FROM big"), &[], &txn);
+    assert!(ok.is_ok(), "{ok:?}");
+    let err = super::query(&one("SELECT count(*) FROM big a, big b"), &[], &txn)
+        .expect_err("a cross product past the budget must fail");
+    assert_eq!(err.code, "53200", "{err}");
+    // An equi-join from the WHERE clause is a hash join: its output stays small.
+    let r = super::query(
+        &one("SELECT count(*) FROM big a, big b WHERE a.id = b.id"),
+        &[],
+        &txn,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.rows, vec![vec![Value::Int(300)]]);
+}
