@@ -150,9 +150,12 @@ fn side(e: &Expr, left_width: usize) -> Option<bool> {
     e.walk(&mut |n| match n {
         Expr::Column { depth: 0, index } if *index < left_width => left = true,
         Expr::Column { depth: 0, .. } => right = true,
-        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } | Expr::Aggregate(_) => {
-            other = true
-        }
+        Expr::Subquery(_)
+        | Expr::Exists { .. }
+        | Expr::InSubquery { .. }
+        | Expr::Quantified { .. }
+        | Expr::Aggregate(_)
+        | Expr::Window(_) => other = true,
         _ => {}
     });
     match (left, right, other) {
@@ -251,6 +254,7 @@ fn relates_sides(e: &Expr, lw: usize, total: usize) -> bool {
         Expr::Subquery(_)
         | Expr::Exists { .. }
         | Expr::InSubquery { .. }
+        | Expr::Quantified { .. }
         | Expr::Aggregate(_)
         | Expr::Window(_) => other = true,
         _ => {}

@@ -35,6 +35,9 @@ pub struct AggCall {
     pub distinct: bool,
     /// `FILTER (WHERE ...)`: only rows for which it holds reach the aggregate.
     pub filter: Option<Expr>,
+    /// `agg(x ORDER BY …)`: the rows reach the aggregate in this order (expression,
+    /// descending, NULLs first).
+    pub order: Vec<(Expr, bool, bool)>,
     /// The type of the aggregate's result.
     pub ty: DataType,
 }
@@ -136,6 +139,8 @@ pub fn resolve(name: &str, star: bool, args: &[Ty]) -> Result<(AggFunc, DataType
 /// The running state of one aggregate over one group.
 #[derive(Clone)]
 pub struct Accumulator {
+    /// ORDER BY inside the call: rows wait here (sort keys, arguments) until `finish`.
+    ordered: Option<(Vec<(bool, bool)>, Vec<(Vec<Value>, Vec<Value>)>)>,
     func: AggFunc,
     ty: DataType,
     seen: Option<HashSet<Vec<Value>>>,
@@ -154,6 +159,12 @@ pub struct Accumulator {
 impl Accumulator {
     pub fn new(call: &AggCall) -> Self {
         Accumulator {
+            ordered: (!call.order.is_empty()).then(|| {
+                (
+                    call.order.iter().map(|(_, d, n)| (*d, *n)).collect(),
+                    Vec::new(),
+                )
+            }),
             func: call.func,
             ty: call.ty,
             seen: call.distinct.then(HashSet::new),
@@ -166,6 +177,17 @@ impl Accumulator {
             best: None,
             text: None,
             flag: None,
+        }
+    }
+
+    /// Adds one row of an ordered aggregate: its sort key values and arguments.
+    pub fn add_ordered(&mut self, keys: Vec<Value>, args: Vec<Value>) -> Result<()> {
+        match &mut self.ordered {
+            Some((_, rows)) => {
+                rows.push((keys, args));
+                Ok(())
+            }
+            None => self.add(args),
         }
     }
 
@@ -251,7 +273,21 @@ impl Accumulator {
         Ok(())
     }
 
-    pub fn finish(self) -> Result<Value> {
+    pub fn finish(mut self) -> Result<Value> {
+        if let Some((dirs, mut rows)) = self.ordered.take() {
+            rows.sort_by(|(a, _), (b, _)| {
+                for ((x, y), (desc, nulls_first)) in a.iter().zip(b).zip(&dirs) {
+                    let o = super::exec::compare_for_sort(x, y, *desc, *nulls_first);
+                    if o != std::cmp::Ordering::Equal {
+                        return o;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+            for (_, args) in rows {
+                self.add(args)?;
+            }
+        }
         Ok(match self.func {
             AggFunc::CountStar | AggFunc::Count => Value::Int(self.count),
             _ if self.count == 0 => Value::Null,

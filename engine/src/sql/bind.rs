@@ -298,6 +298,32 @@ impl<'a> Binder<'a> {
             }
             A::Nested(inner) => self.expr(inner)?,
             A::UnaryOp { op, expr } => self.unary(op, expr)?,
+            // `~~`, `~~*`, `!~~`, `!~~*`: LIKE and ILIKE in operator form.
+            A::BinaryOp {
+                left,
+                op: op @ (B::PGLikeMatch | B::PGILikeMatch | B::PGNotLikeMatch | B::PGNotILikeMatch),
+                right,
+            } => {
+                let negated = matches!(op, B::PGNotLikeMatch | B::PGNotILikeMatch);
+                let like = if matches!(op, B::PGLikeMatch | B::PGNotLikeMatch) {
+                    A::Like {
+                        negated,
+                        any: false,
+                        expr: left.clone(),
+                        pattern: right.clone(),
+                        escape_char: None,
+                    }
+                } else {
+                    A::ILike {
+                        negated,
+                        any: false,
+                        expr: left.clone(),
+                        pattern: right.clone(),
+                        escape_char: None,
+                    }
+                };
+                return self.expr(&like);
+            }
             A::BinaryOp { left, op, right } => self.binary(left, op, right)?,
             A::IsNull(x) | A::IsNotNull(x) => {
                 let (x, _) = self.expr(x)?;
@@ -688,6 +714,37 @@ impl<'a> Binder<'a> {
                 negated: in_form == Some(true),
                 global: false,
             }),
+            ast::Expr::Subquery(q) => {
+                let cmp = match op {
+                    B::Eq => CmpOp::Eq,
+                    B::NotEq => CmpOp::NotEq,
+                    B::Lt => CmpOp::Lt,
+                    B::LtEq => CmpOp::LtEq,
+                    B::Gt => CmpOp::Gt,
+                    B::GtEq => CmpOp::GtEq,
+                    _ => {
+                        return Err(Error::unsupported(format!(
+                            "{op} {quantifier} (subquery) is not supported"
+                        )));
+                    }
+                };
+                let (x, xt) = self.expr(left)?;
+                let sq = self.subquery(q)?;
+                let col = self.single_column(&sq)?;
+                let x = self.coerce(x, xt, types::comparison_type(col))?;
+                if let Some(t) = xt.filter(|t| !types::comparable(*t, col)) {
+                    return Err(types::operator_error(&op.to_string(), &Some(t), &Some(col)));
+                }
+                Ok((
+                    Expr::Quantified {
+                        expr: x.boxed(),
+                        op: cmp,
+                        subquery: sq,
+                        all: !any,
+                    },
+                    Some(DataType::Bool),
+                ))
+            }
             _ => Err(Error::unsupported(format!(
                 "{op} {quantifier} ({right}) is not supported"
             ))),
@@ -1151,7 +1208,11 @@ impl<'a> Binder<'a> {
                 return Err(Error::unsupported(format!("{f} is not supported")));
             }
             ast::FunctionArguments::List(list) => {
-                if !list.clauses.is_empty() {
+                let only_order = list
+                    .clauses
+                    .iter()
+                    .all(|c| matches!(c, ast::FunctionArgumentClause::OrderBy(_)));
+                if !only_order || (!list.clauses.is_empty() && !aggregate::is_aggregate(&name)) {
                     return Err(Error::unsupported(format!("{f} is not supported")));
                 }
                 (
@@ -1192,7 +1253,27 @@ impl<'a> Binder<'a> {
             ));
         }
         if aggregate::is_aggregate(&name) {
-            return self.aggregate(&name, star, distinct, f.filter.as_deref(), &exprs);
+            let order: Vec<ast::OrderByExpr> = match &f.args {
+                ast::FunctionArguments::List(list) => list
+                    .clauses
+                    .iter()
+                    .flat_map(|c| match c {
+                        ast::FunctionArgumentClause::OrderBy(o) => o.clone(),
+                        _ => Vec::new(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let (e, ty) = self.aggregate(&name, star, distinct, f.filter.as_deref(), &exprs)?;
+            if !order.is_empty()
+                && let Expr::Aggregate(i) = e
+            {
+                let keys = self.aggregate_order(&order)?;
+                if let Some(call) = self.aggregates.as_mut().and_then(|a| a.get_mut(i)) {
+                    call.order = keys;
+                }
+            }
+            return Ok((e, ty));
         }
         if f.filter.is_some() {
             return Err(Error::syntax(format!(
@@ -1313,9 +1394,27 @@ impl<'a> Binder<'a> {
             args: exprs,
             distinct,
             filter,
+            order: Vec::new(),
             ty,
         });
         Ok((Expr::Aggregate(collected.len() - 1), Some(ty)))
+    }
+
+    /// The ORDER BY of an aggregate call, bound over the input rows.
+    fn aggregate_order(&mut self, order: &[ast::OrderByExpr]) -> Result<Vec<(Expr, bool, bool)>> {
+        let saved_clause = std::mem::replace(&mut self.no_aggregates_in, "aggregate");
+        let saved_aggs = self.aggregates.take();
+        let bound = order
+            .iter()
+            .map(|o| {
+                let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
+                let (e, _) = self.expr(&o.expr)?;
+                Ok((e, desc, o.options.nulls_first.unwrap_or(desc)))
+            })
+            .collect::<Result<Vec<_>>>();
+        self.no_aggregates_in = saved_clause;
+        self.aggregates = saved_aggs;
+        bound
     }
 
     /// Binds a subquery in a new scope level, noting whether it reads the enclosing rows.

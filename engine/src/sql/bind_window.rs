@@ -208,6 +208,7 @@ impl Binder<'_> {
                     args: exprs,
                     distinct: false,
                     filter,
+                    order: Vec::new(),
                     ty,
                 };
                 (WindowFunc::Aggregate, Vec::new(), Some(call), ty)

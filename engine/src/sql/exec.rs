@@ -51,21 +51,48 @@ pub fn run_query(plan: &QueryPlan, ctx: &Ctx, outer: Option<&Env>) -> Result<Row
     if !plan.order.is_empty() {
         sort(&mut rows, &plan.order);
     }
-    if plan.hidden > 0 {
-        let keep = plan.columns.len();
-        for r in &mut rows {
-            r.truncate(keep);
-        }
+    if !plan.distinct_on.is_empty() {
+        let mut seen = HashSet::new();
+        rows.retain(|r| {
+            let key: Vec<Value> = plan
+                .distinct_on
+                .iter()
+                .map(|&c| r.get(c).cloned().unwrap_or(Value::Null))
+                .collect();
+            seen.insert(key)
+        });
     }
     let env = Env::new(&[], outer, ctx);
     let offset = count(plan.offset.as_ref(), &env, "OFFSET")?.unwrap_or(0);
     let limit = count(plan.limit.as_ref(), &env, "LIMIT")?;
     if offset > 0 || limit.is_some() {
-        rows = rows
-            .into_iter()
-            .skip(offset)
-            .take(limit.unwrap_or(usize::MAX))
-            .collect();
+        let keep = limit.unwrap_or(usize::MAX);
+        let mut kept: Rows = Vec::with_capacity(keep.min(rows.len()));
+        for row in rows.into_iter().skip(offset) {
+            if kept.len() >= keep {
+                // WITH TIES: rows equal to the last one kept in every sort key stay.
+                let tie = plan.with_ties
+                    && kept.last().is_some_and(|last| {
+                        plan.order.iter().all(|k| {
+                            last.get(k.column)
+                                .zip(row.get(k.column))
+                                .is_some_and(|(a, b)| a.total_cmp(b) == std::cmp::Ordering::Equal)
+                        })
+                    });
+                if !tie {
+                    break;
+                }
+            }
+            kept.push(row);
+        }
+        rows = kept;
+    }
+    // Sort-only columns go last: ties and DISTINCT ON above may read them.
+    if plan.hidden > 0 {
+        let keep = plan.columns.len();
+        for r in &mut rows {
+            r.truncate(keep);
+        }
     }
     Ok(rows)
 }
@@ -228,7 +255,16 @@ fn run_select(s: &SelectNode, ctx: &Ctx, outer: Option<&Env>) -> Result<Rows> {
                     .iter()
                     .map(|a| a.eval(&env))
                     .collect::<Result<Vec<_>>>()?;
-                acc.add(args)?;
+                if call.order.is_empty() {
+                    acc.add(args)?;
+                } else {
+                    let keys = call
+                        .order
+                        .iter()
+                        .map(|(e, _, _)| e.eval(&env))
+                        .collect::<Result<Vec<_>>>()?;
+                    acc.add_ordered(keys, args)?;
+                }
             }
         }
         // Without GROUP BY, aggregates over no rows still give one row (count = 0).

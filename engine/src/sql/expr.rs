@@ -151,6 +151,13 @@ pub enum Expr {
         subquery: SubqueryExpr,
         negated: bool,
     },
+    /// `expr op ANY (subquery)` (`all` false) or `expr op ALL (subquery)`.
+    Quantified {
+        expr: Box<Expr>,
+        op: CmpOp,
+        subquery: SubqueryExpr,
+        all: bool,
+    },
     /// The i-th aggregate of the enclosing SELECT; exists only during binding, which rewrites
     /// it into a column of the aggregated row.
     Aggregate(usize),
@@ -288,7 +295,8 @@ impl Expr {
             Expr::Column { depth: 0, .. }
             | Expr::Subquery(_)
             | Expr::Exists { .. }
-            | Expr::InSubquery { .. } => independent = false,
+            | Expr::InSubquery { .. }
+            | Expr::Quantified { .. } => independent = false,
             Expr::Aggregate(_) | Expr::Window(_) => independent = false,
             _ => {}
         });
@@ -309,7 +317,9 @@ impl Expr {
             | Expr::Not(expr)
             | Expr::IsNull { expr, .. }
             | Expr::IsBool { expr, .. } => expr.walk(f),
-            Expr::Cast { expr, .. } | Expr::InSubquery { expr, .. } => expr.walk(f),
+            Expr::Cast { expr, .. }
+            | Expr::InSubquery { expr, .. }
+            | Expr::Quantified { expr, .. } => expr.walk(f),
             Expr::Arith { left, right, .. }
             | Expr::Compare { left, right, .. }
             | Expr::Concat(left, right)
@@ -394,6 +404,17 @@ impl Expr {
                 expr: t(expr, f)?,
                 subquery,
                 negated,
+            },
+            Expr::Quantified {
+                expr,
+                op,
+                subquery,
+                all,
+            } => Expr::Quantified {
+                expr: t(expr, f)?,
+                op,
+                subquery,
+                all,
             },
             Expr::Arith {
                 op,
@@ -654,6 +675,31 @@ impl Expr {
                 let v = expr.eval(env)?;
                 let rows = subquery.rows(env)?;
                 in_values(&v, rows.iter().filter_map(|r| r.first()), *negated)
+            }
+            Expr::Quantified {
+                expr,
+                op,
+                subquery,
+                all,
+            } => {
+                let v = expr.eval(env)?;
+                let rows = subquery.rows(env)?;
+                // ANY: true if one comparison holds; ALL: false if one fails; NULL where
+                // only unknown comparisons decide.
+                let mut unknown = false;
+                for item in rows.iter().filter_map(|r| r.first()) {
+                    match v.sql_cmp(item).map(|o| op.holds(o)) {
+                        Some(true) if !*all => return Ok(Value::Bool(true)),
+                        Some(false) if *all => return Ok(Value::Bool(false)),
+                        None => unknown = true,
+                        _ => {}
+                    }
+                }
+                if unknown && !rows.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Bool(*all)
+                }
             }
             Expr::Aggregate(_) => {
                 return Err(Error::internal("aggregate evaluated outside aggregation"));

@@ -25,6 +25,11 @@ pub struct QueryPlan {
     pub hidden: usize,
     pub limit: Option<Expr>,
     pub offset: Option<Expr>,
+    /// FETCH … WITH TIES: rows that sort equal to the last one kept are kept too.
+    pub with_ties: bool,
+    /// DISTINCT ON: positions in the body's row whose values pick one row each (the first
+    /// in ORDER BY order).
+    pub distinct_on: Vec<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

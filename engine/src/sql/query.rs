@@ -88,11 +88,7 @@ fn output_reference(e: &ast::Expr, columns: &[ResultColumn]) -> Result<Option<us
 
 impl Binder<'_> {
     pub fn query(&mut self, q: &ast::Query) -> Result<QueryPlan> {
-        if q.fetch.is_some()
-            || q.for_clause.is_some()
-            || q.settings.is_some()
-            || q.format_clause.is_some()
-        {
+        if q.for_clause.is_some() || q.settings.is_some() || q.format_clause.is_some() {
             return Err(Error::unsupported("query clause is not supported"));
         }
         if !q.pipe_operators.is_empty() {
@@ -148,8 +144,29 @@ impl Binder<'_> {
                 plan
             }
         };
+        let fetch_limit = match &q.fetch {
+            None => None,
+            Some(f) if f.percent => {
+                return Err(Error::unsupported("FETCH … PERCENT is not supported"));
+            }
+            Some(f) => {
+                if f.with_ties && q.order_by.is_none() {
+                    return Err(Error::new(
+                        "42P20",
+                        "WITH TIES cannot be specified without ORDER BY clause",
+                    ));
+                }
+                plan.with_ties = f.with_ties;
+                // FETCH FIRST ROW ONLY means one row.
+                Some(
+                    f.quantity
+                        .clone()
+                        .unwrap_or(ast::Expr::value(ast::Value::Number("1".into(), false))),
+                )
+            }
+        };
         let (limit, offset) = match &q.limit_clause {
-            None => (None, None),
+            None => (fetch_limit.as_ref(), None),
             Some(ast::LimitClause::LimitOffset {
                 limit,
                 offset,
@@ -158,7 +175,10 @@ impl Binder<'_> {
                 if !limit_by.is_empty() {
                     return Err(Error::unsupported("LIMIT BY is not supported"));
                 }
-                (limit.as_ref(), offset.as_ref().map(|o| &o.value))
+                (
+                    limit.as_ref().or(fetch_limit.as_ref()),
+                    offset.as_ref().map(|o| &o.value),
+                )
             }
             Some(ast::LimitClause::OffsetCommaLimit { .. }) => {
                 return Err(Error::syntax("LIMIT #,# syntax is not supported"));
@@ -341,9 +361,8 @@ impl Binder<'_> {
         let distinct = match &s.distinct {
             None | Some(ast::Distinct::All) => false,
             Some(ast::Distinct::Distinct) => true,
-            Some(ast::Distinct::On(_)) => {
-                return Err(Error::unsupported("SELECT DISTINCT ON is not supported"));
-            }
+            // DISTINCT ON is bound with the ORDER BY (`select_in_scope`).
+            Some(ast::Distinct::On(_)) => false,
         };
         let (source, scope) = self.from(&s.from)?;
         self.scopes.push(scope);
@@ -447,6 +466,36 @@ impl Binder<'_> {
                 nulls_first: item.nulls_first,
             });
         }
+        // DISTINCT ON (…): the first row of each group of equal values, in ORDER BY order.
+        let mut distinct_on = Vec::new();
+        if let Some(ast::Distinct::On(exprs)) = &s.distinct {
+            for e in exprs {
+                let column = match output_reference(e, &columns)? {
+                    Some(c) => c,
+                    None => {
+                        let (b, _) = self.expr(e)?;
+                        match projection.iter().chain(hidden.iter()).position(|p| *p == b) {
+                            Some(c) => c,
+                            None => {
+                                hidden.push(b);
+                                columns.len() + hidden.len() - 1
+                            }
+                        }
+                    }
+                };
+                distinct_on.push(column);
+            }
+            let leading = sort.len().min(distinct_on.len());
+            if sort[..leading]
+                .iter()
+                .any(|k| !distinct_on.contains(&k.column))
+            {
+                return Err(Error::new(
+                    sqlstate::INVALID_COLUMN_REFERENCE,
+                    "SELECT DISTINCT ON expressions must match initial ORDER BY expressions",
+                ));
+            }
+        }
         let aggregates = self.aggregates.take().unwrap_or_default();
         let windows = self.windows.take().unwrap_or_default();
         self.aggregates = saved_aggs;
@@ -461,6 +510,40 @@ impl Binder<'_> {
         let hidden_count = hidden.len();
         projection.extend(hidden);
 
+        // A table's other columns depend on its primary key: with the key grouped they may
+        // be read ungrouped, as PostgreSQL allows. Grouping by them too changes nothing.
+        let mut keys = keys;
+        if !keys.is_empty() {
+            let scope = self.scopes.last().cloned().unwrap_or_default();
+            let position = |table: &str, name: &str| {
+                scope
+                    .columns
+                    .iter()
+                    .position(|c| c.table.as_deref() == Some(table) && c.name == name)
+            };
+            let mut extra = Vec::new();
+            for (i, c) in scope.columns.iter().enumerate() {
+                let (Some(rel), Some(table)) = (&c.relation, &c.table) else {
+                    continue;
+                };
+                let column = Expr::Column { depth: 0, index: i };
+                if keys.contains(&column) {
+                    continue;
+                }
+                let Some(schema) = self.txn.schema(rel)? else {
+                    continue;
+                };
+                let key_grouped = schema.rowid().is_none()
+                    && schema.primary_key.iter().all(|&k| {
+                        position(table, &schema.columns[k].name)
+                            .is_some_and(|p| keys.contains(&Expr::Column { depth: 0, index: p }))
+                    });
+                if key_grouped {
+                    extra.push(column);
+                }
+            }
+            keys.extend(extra);
+        }
         let grouped = !keys.is_empty() || !aggregates.is_empty() || having.is_some();
         let width = if grouped {
             keys.len() + aggregates.len()
@@ -506,9 +589,11 @@ impl Binder<'_> {
             columns,
             distinct,
             order: sort,
+            distinct_on,
             hidden: hidden_count,
             limit: None,
             offset: None,
+            with_ties: false,
         })
     }
 
@@ -722,6 +807,9 @@ impl Binder<'_> {
             } => {
                 if *lateral || sample.is_some() {
                     return Err(Error::unsupported("LATERAL subqueries are not supported"));
+                }
+                if alias.is_none() {
+                    return Err(Error::syntax("subquery in FROM must have an alias"));
                 }
                 // A FROM subquery cannot see its sibling FROM items, only enclosing queries.
                 let plan = self.query(subquery)?;
@@ -939,6 +1027,8 @@ fn plan_of(body: Node, columns: Vec<ResultColumn>) -> QueryPlan {
         hidden: 0,
         limit: None,
         offset: None,
+        with_ties: false,
+        distinct_on: Vec::new(),
     }
 }
 
@@ -1020,9 +1110,13 @@ fn regroup(e: Expr, keys: &[Expr], scope: &Scope) -> Result<Expr> {
         } if s.correlated => Err(Error::unsupported(
             "correlated subqueries in aggregating queries are not supported",
         )),
-        Expr::InSubquery { ref subquery, .. } if subquery.correlated => Err(Error::unsupported(
-            "correlated subqueries in aggregating queries are not supported",
-        )),
+        Expr::InSubquery { ref subquery, .. } | Expr::Quantified { ref subquery, .. }
+            if subquery.correlated =>
+        {
+            Err(Error::unsupported(
+                "correlated subqueries in aggregating queries are not supported",
+            ))
+        }
         other => other.map_children(&mut |c| regroup(c, keys, scope)),
     }
 }
