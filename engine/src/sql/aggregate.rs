@@ -136,11 +136,17 @@ pub fn resolve(name: &str, star: bool, args: &[Ty]) -> Result<(AggFunc, DataType
     Ok((func, ty, want))
 }
 
+/// A row of an ordered aggregate: its sort key values and its arguments.
+type OrderedRow = (Vec<Value>, Vec<Value>);
+
+/// An ordered aggregate's sort directions (descending, NULLs first) and waiting rows.
+type Ordered = (Vec<(bool, bool)>, Vec<OrderedRow>);
+
 /// The running state of one aggregate over one group.
 #[derive(Clone)]
 pub struct Accumulator {
     /// ORDER BY inside the call: rows wait here (sort keys, arguments) until `finish`.
-    ordered: Option<(Vec<(bool, bool)>, Vec<(Vec<Value>, Vec<Value>)>)>,
+    ordered: Option<Ordered>,
     func: AggFunc,
     ty: DataType,
     seen: Option<HashSet<Vec<Value>>>,

@@ -512,7 +512,6 @@ impl Binder<'_> {
 
         // A table's other columns depend on its primary key: with the key grouped they may
         // be read ungrouped, as PostgreSQL allows. Grouping by them too changes nothing.
-        let mut keys = keys;
         if !keys.is_empty() {
             let scope = self.scopes.last().cloned().unwrap_or_default();
             let position = |table: &str, name: &str| {
