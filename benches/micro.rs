@@ -100,6 +100,24 @@ fn shard(c: &mut Criterion) {
     c.bench_function("shard/hash_join_10k_x_10k", |b| {
         b.iter(|| shard.execute(&join, &[]).expect("runs"))
     });
+    // Equality on a non-key column of a 10k-row table: a full scan, then a secondary index.
+    let by_g = engine::sql::parse("SELECT v FROM ja WHERE g = $1")
+        .expect("parses")
+        .remove(0);
+    let mut g = 0;
+    c.bench_function("shard/filter_non_key_10k_no_index", |b| {
+        b.iter(|| {
+            g = (g + 7919) % 10_000;
+            shard.execute(&by_g, &[Value::Int(g)]).expect("runs")
+        })
+    });
+    run("CREATE INDEX ja_g ON ja (g)");
+    c.bench_function("shard/filter_non_key_10k_index", |b| {
+        b.iter(|| {
+            g = (g + 7919) % 10_000;
+            shard.execute(&by_g, &[Value::Int(g)]).expect("runs")
+        })
+    });
     run("CREATE TABLE grp (id bigint PRIMARY KEY, g bigint, v bigint)");
     let rows: Vec<String> = (0..100_000)
         .map(|i| format!("({i}, {}, {i})", i % 100))
