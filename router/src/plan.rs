@@ -1185,8 +1185,10 @@ impl<'a> Planner<'a> {
                         Statement::Query(q) => q.locks.iter().map(|l| format!(" {l}")).collect(),
                         _ => String::new(),
                     };
+                    // A subquery anywhere in the statement may read this table again: then the
+                    // router needs all of its rows, not only those the WHERE keeps.
                     let fetch_sql = match (selection, single_table_factor(stmt)) {
-                        (Some(sel), Some(rel)) if !has_subquery(sel) => {
+                        (Some(sel), Some(rel)) if !statement_has_subquery(stmt) => {
                             format!("SELECT * FROM {rel} WHERE {sel}")
                         }
                         (_, Some(rel)) => format!("SELECT * FROM {rel}"),
@@ -1361,6 +1363,20 @@ impl Planner<'_> {
         });
         found
     }
+}
+
+/// True if any expression of the statement (SELECT list, WHERE, HAVING, ORDER BY, …) holds a
+/// subquery.
+pub(crate) fn statement_has_subquery(stmt: &Statement) -> bool {
+    let mut found = false;
+    let _ = ast::visit_expressions(stmt, |e| {
+        if has_subquery(e) {
+            found = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    found
 }
 
 pub(crate) fn has_subquery(expr: &Expr) -> bool {

@@ -124,8 +124,7 @@ pub fn grouped(stmt: &Statement, table: &TableInfo) -> Option<Grouped> {
     if s.from.len() != 1
         || !s.from[0].joins.is_empty()
         || !matches!(s.from[0].relation, ast::TableFactor::Table { .. })
-        || s.selection.as_ref().is_some_and(crate::plan::has_subquery)
-        || s.having.as_ref().is_some_and(crate::plan::has_subquery)
+        || crate::plan::statement_has_subquery(stmt)
         || !s.named_window.is_empty()
         || s.qualify.is_some()
     {
@@ -315,6 +314,20 @@ pub fn grouped(stmt: &Statement, table: &TableInfo) -> Option<Grouped> {
         && let SetExpr::Select(fs) = fq.body.as_mut()
     {
         fs.selection = None;
+        // A bare aggregate keeps its output name (`count`), which its rewrite would lose.
+        for item in fs.projection.iter_mut() {
+            if let ast::SelectItem::UnnamedExpr(e @ Expr::Function(_)) = item
+                && finals.contains_key(&e.to_string())
+                && let Expr::Function(f) = &*e
+                && let Some(ast::ObjectNamePart::Identifier(name)) = f.name.0.last()
+            {
+                let alias = ast::Ident::with_quote('"', name.value.to_lowercase());
+                *item = ast::SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias,
+                };
+            }
+        }
     }
     let mut failed = false;
     let _ = ast::visit_expressions_mut(&mut final_stmt, |e| {
@@ -377,7 +390,7 @@ pub fn top_n(stmt: &Statement, table: &TableInfo) -> Option<String> {
     if s.from.len() != 1
         || !s.from[0].joins.is_empty()
         || !matches!(s.from[0].relation, ast::TableFactor::Table { .. })
-        || s.selection.as_ref().is_some_and(crate::plan::has_subquery)
+        || crate::plan::statement_has_subquery(stmt)
     {
         return None;
     }

@@ -1283,6 +1283,12 @@ impl<'a> Binder<'a> {
         if star || distinct {
             return Err(Error::syntax(format!("{f} is not a valid function call")));
         }
+        if name == "pg_typeof" && exprs.len() == 1 {
+            // The argument's type is known once bound: the call is that name.
+            let (_, ty) = self.expr(&exprs[0])?;
+            let shown = ty.map(|t| t.name()).unwrap_or_else(|| "unknown".into());
+            return Ok((Expr::Const(Value::Text(shown)), Some(DataType::Text)));
+        }
         if name == "coalesce" {
             let mut bound = Vec::with_capacity(exprs.len());
             for e in &exprs {

@@ -672,8 +672,13 @@ impl Expr {
                 subquery,
                 negated,
             } => {
-                let v = expr.eval(env)?;
+                // An empty subquery decides alone (PostgreSQL does not evaluate the left
+                // side then: `1/0 NOT IN (empty)` is true).
                 let rows = subquery.rows(env)?;
+                if rows.is_empty() {
+                    return Ok(Value::Bool(*negated));
+                }
+                let v = expr.eval(env)?;
                 in_values(&v, rows.iter().filter_map(|r| r.first()), *negated)
             }
             Expr::Quantified {
@@ -682,8 +687,11 @@ impl Expr {
                 subquery,
                 all,
             } => {
-                let v = expr.eval(env)?;
                 let rows = subquery.rows(env)?;
+                if rows.is_empty() {
+                    return Ok(Value::Bool(*all));
+                }
+                let v = expr.eval(env)?;
                 // ANY: true if one comparison holds; ALL: false if one fails; NULL where
                 // only unknown comparisons decide.
                 let mut unknown = false;

@@ -14,6 +14,23 @@ use super::expr::{as_f64, text_of};
 use super::types::{self, Ty};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MathFn {
+    Cbrt,
+    Exp,
+    Ln,
+    Log10,
+    Sign,
+    Sin,
+    Cos,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Degrees,
+    Radians,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Func {
     Lower,
     Upper,
@@ -41,6 +58,16 @@ pub enum Func {
     Mod,
     Power,
     Sqrt,
+    /// A float8 function of one argument (cbrt, exp, ln, log10, trigonometry, sign, …),
+    /// computed in double precision; `numeric` results are converted back.
+    Math(MathFn),
+    Pi,
+    /// log(b, x) = ln(x) / ln(b), as numeric.
+    LogBase,
+    /// div(y, x): the integer quotient, truncated toward zero, as numeric.
+    Div,
+    Gcd,
+    Lcm,
     NullIf,
     Greatest,
     Least,
@@ -147,6 +174,25 @@ fn signature(name: &str) -> Option<Signature> {
         "mod" => s(Func::Mod, &[Num, Num], 0, false),
         "power" | "pow" => s(Func::Power, &[Num, Num], 0, false),
         "sqrt" => s(Func::Sqrt, &[Num], 0, false),
+        "cbrt" => s(Func::Math(MathFn::Cbrt), &[Num], 0, false),
+        "exp" => s(Func::Math(MathFn::Exp), &[Num], 0, false),
+        "ln" => s(Func::Math(MathFn::Ln), &[Num], 0, false),
+        "log10" => s(Func::Math(MathFn::Log10), &[Num], 0, false),
+        "sign" => s(Func::Math(MathFn::Sign), &[Num], 0, false),
+        "sin" => s(Func::Math(MathFn::Sin), &[Num], 0, false),
+        "cos" => s(Func::Math(MathFn::Cos), &[Num], 0, false),
+        "tan" => s(Func::Math(MathFn::Tan), &[Num], 0, false),
+        "asin" => s(Func::Math(MathFn::Asin), &[Num], 0, false),
+        "acos" => s(Func::Math(MathFn::Acos), &[Num], 0, false),
+        "atan" => s(Func::Math(MathFn::Atan), &[Num], 0, false),
+        "degrees" => s(Func::Math(MathFn::Degrees), &[Num], 0, false),
+        "radians" => s(Func::Math(MathFn::Radians), &[Num], 0, false),
+        "pi" => s(Func::Pi, &[], 0, false),
+        "div" => s(Func::Div, &[Num, Num], 0, false),
+        "gcd" => s(Func::Gcd, &[Num, Num], 0, false),
+        "lcm" => s(Func::Lcm, &[Num, Num], 0, false),
+        // log(x) is log10; log(b, x) takes the base first.
+        "log" => s(Func::LogBase, &[Num, Num], 1, false),
         "nullif" => s(Func::NullIf, &[Any, Any], 0, false),
         "greatest" => s(Func::Greatest, &[Any], 0, true),
         "least" => s(Func::Least, &[Any], 0, true),
@@ -390,7 +436,25 @@ pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
         }
         Func::Abs | Func::Ceil | Func::Floor | Func::Trunc => first.unwrap_or(DataType::Float8),
         Func::Round if args.len() == 1 => first.unwrap_or(DataType::Float8),
-        Func::Round | Func::Power | Func::Sqrt => DataType::Float8,
+        Func::Round | Func::Power | Func::Sqrt | Func::Pi => DataType::Float8,
+        Func::Math(MathFn::Sign | MathFn::Exp | MathFn::Ln | MathFn::Log10)
+            if matches!(first, Some(DataType::Numeric(_))) =>
+        {
+            DataType::Numeric(None)
+        }
+        Func::LogBase if args.len() == 1 && !matches!(first, Some(DataType::Numeric(_))) => {
+            DataType::Float8
+        }
+        Func::Math(_) => DataType::Float8,
+        Func::LogBase | Func::Div => DataType::Numeric(None),
+        Func::Gcd | Func::Lcm => {
+            let second = args.get(1).copied().flatten();
+            match (first, second) {
+                (Some(DataType::Int8), _) | (_, Some(DataType::Int8)) => DataType::Int8,
+                (Some(a), Some(b)) if a.is_integer() && b.is_integer() => DataType::Int4,
+                _ => return Err(no_such_function(name, args)),
+            }
+        }
         Func::Mod => {
             let (l, r) = (
                 first.unwrap_or(DataType::Int4),
@@ -513,6 +577,80 @@ fn json_build_object(args: &[Value]) -> Result<Value> {
     }
     out.push('}');
     Ok(Value::Json(out))
+}
+
+/// A one-argument float8 function, with PostgreSQL's domain errors; `numeric` input gives a
+/// numeric result for sign, exp, ln and log10.
+fn math(m: MathFn, x: f64, numeric: bool) -> Result<Value> {
+    let log_domain = |x: f64| -> Result<()> {
+        if x == 0.0 {
+            return Err(Error::new("2201E", "cannot take logarithm of zero"));
+        }
+        if x < 0.0 {
+            return Err(Error::new(
+                "2201E",
+                "cannot take logarithm of a negative number",
+            ));
+        }
+        Ok(())
+    };
+    let unit = |x: f64| -> Result<()> {
+        if !(-1.0..=1.0).contains(&x) {
+            return Err(Error::new(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                "input is out of range",
+            ));
+        }
+        Ok(())
+    };
+    let r = match m {
+        MathFn::Cbrt => x.cbrt(),
+        MathFn::Exp => x.exp(),
+        MathFn::Ln => {
+            log_domain(x)?;
+            x.ln()
+        }
+        MathFn::Log10 => {
+            log_domain(x)?;
+            x.log10()
+        }
+        MathFn::Sign => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
+        MathFn::Sin => x.sin(),
+        MathFn::Cos => x.cos(),
+        MathFn::Tan => x.tan(),
+        MathFn::Asin => {
+            unit(x)?;
+            x.asin()
+        }
+        MathFn::Acos => {
+            unit(x)?;
+            x.acos()
+        }
+        MathFn::Atan => x.atan(),
+        MathFn::Degrees => x.to_degrees(),
+        MathFn::Radians => x.to_radians(),
+    };
+    if !r.is_finite() && x.is_finite() {
+        return Err(Error::new(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            "value out of range: overflow",
+        ));
+    }
+    let numeric_result =
+        numeric && matches!(m, MathFn::Sign | MathFn::Exp | MathFn::Ln | MathFn::Log10);
+    Ok(if numeric_result {
+        Value::Numeric(protocol::value::Numeric::from_f64(r, false)?)
+    } else {
+        Value::Float(r)
+    })
 }
 
 fn float(v: &Value) -> Result<f64> {
@@ -799,6 +937,62 @@ impl Func {
                     a != 0.0 && a.is_finite() && b.is_finite(),
                     &DataType::Float8,
                 )?
+            }
+            Func::Pi => Value::Float(std::f64::consts::PI),
+            Func::Math(m) => {
+                let x = arg(0);
+                let numeric = matches!(x, Value::Numeric(_));
+                math(*m, float(&x)?, numeric)?
+            }
+            Func::LogBase if args.len() == 1 => {
+                let x = arg(0);
+                let numeric = matches!(x, Value::Numeric(_));
+                math(MathFn::Log10, float(&x)?, numeric)?
+            }
+            Func::LogBase => {
+                let (b, x) = (float(&arg(0))?, float(&arg(1))?);
+                if b <= 0.0 || x <= 0.0 {
+                    let what = if b == 0.0 || x == 0.0 {
+                        "zero"
+                    } else {
+                        "a negative number"
+                    };
+                    return Err(Error::new(
+                        "2201E",
+                        format!("cannot take logarithm of {what}"),
+                    ));
+                }
+                if b == 1.0 {
+                    return Err(Error::new(sqlstate::DIVISION_BY_ZERO, "division by zero"));
+                }
+                Value::Numeric(protocol::value::Numeric::from_f64(x.ln() / b.ln(), false)?)
+            }
+            Func::Div => {
+                let (a, b) = (float(&arg(0))?, float(&arg(1))?);
+                if b == 0.0 {
+                    return Err(Error::new(sqlstate::DIVISION_BY_ZERO, "division by zero"));
+                }
+                Value::Numeric(protocol::value::Numeric::from_f64((a / b).trunc(), false)?)
+            }
+            Func::Gcd | Func::Lcm => {
+                let (a, b) = (int(&arg(0))?, int(&arg(1))?);
+                let gcd = |mut x: i128, mut y: i128| {
+                    while y != 0 {
+                        (x, y) = (y, x % y);
+                    }
+                    x.abs()
+                };
+                let g = gcd(i128::from(a), i128::from(b));
+                let v = if matches!(self, Func::Gcd) {
+                    g
+                } else if a == 0 || b == 0 {
+                    0
+                } else {
+                    (i128::from(a) / g * i128::from(b)).abs()
+                };
+                let out_of_range =
+                    || Error::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "integer out of range");
+                Value::Int(i64::try_from(v).map_err(|_| out_of_range())?)
             }
             Func::Sqrt => {
                 let a = float(&arg(0))?;

@@ -533,6 +533,7 @@ impl Binder<'_> {
                     continue;
                 };
                 let key_grouped = schema.rowid().is_none()
+                    && !schema.primary_key.is_empty()
                     && schema.primary_key.iter().all(|&k| {
                         position(table, &schema.columns[k].name)
                             .is_some_and(|p| keys.contains(&Expr::Column { depth: 0, index: p }))
