@@ -303,6 +303,19 @@ impl Expr {
         independent
     }
 
+    /// True for a NULL literal, possibly cast (`NULL`, `CAST(NULL AS int)`, `-NULL`).
+    pub fn is_null_constant(&self) -> bool {
+        match self {
+            Expr::Const(Value::Null) => true,
+            Expr::Cast { expr, .. } | Expr::Negate { expr, .. } => expr.is_null_constant(),
+            // Strict operators over a NULL constant fold to NULL.
+            Expr::Arith { left, right, .. } | Expr::Compare { left, right, .. } => {
+                left.is_null_constant() || right.is_null_constant()
+            }
+            _ => false,
+        }
+    }
+
     /// Visits this expression and its sub-expressions (not into subqueries).
     pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
         f(self);
@@ -512,6 +525,13 @@ impl Expr {
                     )));
                 }
             },
+            // A strict operator with a NULL constant operand is NULL; like PostgreSQL's
+            // constant folding, the other operand is then never evaluated (`1/0 % NULL`).
+            Expr::Arith { left, right, .. } | Expr::Compare { left, right, .. }
+                if left.is_null_constant() || right.is_null_constant() =>
+            {
+                Value::Null
+            }
             Expr::Arith {
                 op,
                 left,

@@ -462,7 +462,10 @@ pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
             );
             types::arithmetic_type("%", l, r).ok_or_else(|| no_such_function(name, args))?
         }
-        Func::NullIf => first.unwrap_or(DataType::Text),
+        // NULLIF(NULL, x) takes x's type, as an unknown literal resolves against the other.
+        Func::NullIf => first
+            .or(args.get(1).copied().flatten())
+            .unwrap_or(DataType::Text),
         Func::Greatest | Func::Least => {
             let t = types::common_type(args, &name.to_uppercase())?.unwrap_or(DataType::Text);
             for a in arg_types.iter_mut() {
@@ -476,6 +479,11 @@ pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
         // The second argument is compared with the first, so it takes the first's type.
         if let Some(a) = arg_types.get_mut(1) {
             *a = first.map(types::comparison_type);
+        }
+        if first.is_none()
+            && let Some(a) = arg_types.get_mut(0)
+        {
+            *a = Some(ret);
         }
     }
     Ok(Some(Resolved {

@@ -268,9 +268,17 @@ impl Binder<'_> {
                     )));
                 }
                 let mut columns = Vec::with_capacity(left.columns.len());
-                for (l, r) in left.columns.iter().zip(&right.columns) {
-                    let ty = types::common_type(&[Some(l.data_type), Some(r.data_type)], name)?
-                        .unwrap_or(DataType::Text);
+                for (i, (l, r)) in left.columns.iter().zip(&right.columns).enumerate() {
+                    // An untyped NULL takes the other branch's type (`SELECT NULL UNION
+                    // SELECT 1` is integer), as PostgreSQL resolves unknown literals.
+                    let ty = if null_column(&left, i) {
+                        r.data_type
+                    } else if null_column(&right, i) {
+                        l.data_type
+                    } else {
+                        types::common_type(&[Some(l.data_type), Some(r.data_type)], name)?
+                            .unwrap_or(DataType::Text)
+                    };
                     columns.push(ResultColumn {
                         name: l.name.clone(),
                         data_type: ty,
@@ -1063,6 +1071,19 @@ fn rename_columns(scope: &mut Scope, alias: &ast::TableAlias) -> Result<()> {
         c.name = ident(&a.name);
     }
     Ok(())
+}
+
+/// True if every row of column `i` of a plan is a NULL literal.
+fn null_column(plan: &QueryPlan, i: usize) -> bool {
+    match &plan.body {
+        Node::Select(s) => {
+            s.grouping.is_none() && s.projection.get(i).is_some_and(Expr::is_null_constant)
+        }
+        Node::Values(rows) => rows
+            .iter()
+            .all(|r| r.get(i).is_some_and(Expr::is_null_constant)),
+        Node::SetOp { left, right, .. } => null_column(left, i) && null_column(right, i),
+    }
 }
 
 /// Rewrites window placeholders into the columns their values are appended as.

@@ -29,6 +29,17 @@ pub enum Numeric {
 /// The largest scale a value can have here (rust_decimal's limit).
 pub const MAX_SCALE: u32 = 28;
 
+/// A sum or difference has the larger scale of its operands, as in PostgreSQL (`0.00 + 1` is
+/// `1.00`); rust_decimal returns the other operand unchanged when one is zero.
+fn keep_scale(a: Decimal, b: Decimal, r: Option<Decimal>) -> Result<Decimal> {
+    let mut r = r.ok_or_else(overflow)?;
+    let want = a.scale().max(b.scale());
+    if r.scale() < want {
+        r.rescale(want);
+    }
+    Ok(r)
+}
+
 pub fn overflow() -> Error {
     Error::new(
         sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
@@ -222,11 +233,11 @@ impl Numeric {
     }
 
     pub fn add(self, o: Numeric) -> Result<Numeric> {
-        both(self, o, |a, b| a.checked_add(b).ok_or_else(overflow))
+        both(self, o, |a, b| keep_scale(a, b, a.checked_add(b)))
     }
 
     pub fn sub(self, o: Numeric) -> Result<Numeric> {
-        both(self, o, |a, b| a.checked_sub(b).ok_or_else(overflow))
+        both(self, o, |a, b| keep_scale(a, b, a.checked_sub(b)))
     }
 
     pub fn mul(self, o: Numeric) -> Result<Numeric> {
