@@ -547,7 +547,15 @@ impl Expr {
                 (a, b) => Value::Text(format!("{}{}", text_of(&a), text_of(&b))),
             },
             Expr::And(l, r) => {
-                let a = truth(&l.eval(env)?)?;
+                // SQL does not fix the order: an error on one side does not matter when the
+                // other side is false (PostgreSQL folds `1/y = 5 AND 1 = 2` to false).
+                let a = match l.eval(env).and_then(|v| truth(&v)) {
+                    Ok(a) => a,
+                    Err(e) => match truth(&r.eval(env)?) {
+                        Ok(Some(false)) => return Ok(Value::Bool(false)),
+                        _ => return Err(e),
+                    },
+                };
                 if a == Some(false) {
                     return Ok(Value::Bool(false));
                 }
@@ -559,7 +567,13 @@ impl Expr {
                 })
             }
             Expr::Or(l, r) => {
-                let a = truth(&l.eval(env)?)?;
+                let a = match l.eval(env).and_then(|v| truth(&v)) {
+                    Ok(a) => a,
+                    Err(e) => match truth(&r.eval(env)?) {
+                        Ok(Some(true)) => return Ok(Value::Bool(true)),
+                        _ => return Err(e),
+                    },
+                };
                 if a == Some(true) {
                     return Ok(Value::Bool(true));
                 }

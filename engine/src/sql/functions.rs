@@ -462,10 +462,14 @@ pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
             );
             types::arithmetic_type("%", l, r).ok_or_else(|| no_such_function(name, args))?
         }
-        // NULLIF(NULL, x) takes x's type, as an unknown literal resolves against the other.
-        Func::NullIf => first
-            .or(args.get(1).copied().flatten())
-            .unwrap_or(DataType::Text),
+        // NULLIF(NULL, x) takes x's type, as an unknown literal resolves against the other;
+        // NULLIF(1, 2.5) is numeric: the result is the `=` operator's promoted first operand.
+        Func::NullIf => match (first, args.get(1).copied().flatten()) {
+            (Some(a), Some(b)) if a.is_numeric() && b.is_numeric() && a != b => {
+                types::common_type(&[Some(a), Some(b)], "NULLIF")?.unwrap_or(a)
+            }
+            (a, b) => a.or(b).unwrap_or(DataType::Text),
+        },
         Func::Greatest | Func::Least => {
             let t = types::common_type(args, &name.to_uppercase())?.unwrap_or(DataType::Text);
             for a in arg_types.iter_mut() {
@@ -480,10 +484,15 @@ pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
         if let Some(a) = arg_types.get_mut(1) {
             *a = first.map(types::comparison_type);
         }
-        if first.is_none()
-            && let Some(a) = arg_types.get_mut(0)
+        if let Some(a) = arg_types.get_mut(0)
+            && (first.is_none() || first != Some(ret))
         {
             *a = Some(ret);
+        }
+        if first.is_some_and(|f| f != ret)
+            && let Some(b) = arg_types.get_mut(1)
+        {
+            *b = Some(ret);
         }
     }
     Ok(Some(Resolved {

@@ -29,6 +29,7 @@ mod expr;
 mod functions;
 pub mod index_ddl;
 pub mod locking;
+mod outer_refs;
 mod parse;
 mod plan;
 mod query;

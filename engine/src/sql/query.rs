@@ -12,7 +12,7 @@ use sqlparser::ast;
 
 use super::access;
 use super::bind::{Binder, Cte, Scope, ScopeColumn, column_name};
-use super::expr::Expr;
+use super::expr::{Expr, SubqueryExpr};
 use super::parse::{ident, name_parts, object_name};
 use super::plan::{
     Access, Grouping, JoinKind, JoinNode, Node, QueryPlan, SelectNode, SetOp, SortKey, Source,
@@ -1073,6 +1073,34 @@ fn rename_columns(scope: &mut Scope, alias: &ast::TableAlias) -> Result<()> {
     Ok(())
 }
 
+/// A correlated subquery of an aggregating SELECT, reading the grouped row.
+fn regroup_subquery(s: SubqueryExpr, keys: &[Expr], scope: &Scope) -> Result<SubqueryExpr> {
+    let mut plan = *s.plan;
+    let to_grouped = |index: usize| -> Result<usize> {
+        match regroup(Expr::Column { depth: 0, index }, keys, scope) {
+            Ok(Expr::Column { depth: 0, index }) => Ok(index),
+            Ok(_) => Err(Error::internal("a grouped column did not map to a column")),
+            Err(e) if e.code == sqlstate::GROUPING_ERROR => {
+                let shown = scope
+                    .columns
+                    .get(index)
+                    .map(|c| match &c.table {
+                        Some(t) => format!("{t}.{}", c.name),
+                        None => c.name.clone(),
+                    })
+                    .unwrap_or_default();
+                Err(Error::new(
+                    sqlstate::GROUPING_ERROR,
+                    format!("subquery uses ungrouped column \"{shown}\" from outer query"),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    };
+    super::outer_refs::remap_plan(&mut plan, 1, &to_grouped)?;
+    Ok(SubqueryExpr::new(plan, true))
+}
+
 /// True if every row of column `i` of a plan is a NULL literal.
 fn null_column(plan: &QueryPlan, i: usize) -> bool {
     match &plan.body {
@@ -1125,19 +1153,33 @@ fn regroup(e: Expr, keys: &[Expr], scope: &Scope) -> Result<Expr> {
                 ),
             ))
         }
-        Expr::Subquery(ref s)
-        | Expr::Exists {
-            subquery: ref s, ..
-        } if s.correlated => Err(Error::unsupported(
-            "correlated subqueries in aggregating queries are not supported",
-        )),
-        Expr::InSubquery { ref subquery, .. } | Expr::Quantified { ref subquery, .. }
-            if subquery.correlated =>
-        {
-            Err(Error::unsupported(
-                "correlated subqueries in aggregating queries are not supported",
-            ))
-        }
+        // A correlated subquery runs once per group: its references to this SELECT's rows
+        // must name grouped columns, and read them from the grouped row.
+        Expr::Subquery(s) if s.correlated => Ok(Expr::Subquery(regroup_subquery(s, keys, scope)?)),
+        Expr::Exists { subquery, negated } if subquery.correlated => Ok(Expr::Exists {
+            subquery: regroup_subquery(subquery, keys, scope)?,
+            negated,
+        }),
+        Expr::InSubquery {
+            expr,
+            subquery,
+            negated,
+        } if subquery.correlated => Ok(Expr::InSubquery {
+            expr: Box::new(regroup(*expr, keys, scope)?),
+            subquery: regroup_subquery(subquery, keys, scope)?,
+            negated,
+        }),
+        Expr::Quantified {
+            expr,
+            op,
+            subquery,
+            all,
+        } if subquery.correlated => Ok(Expr::Quantified {
+            expr: Box::new(regroup(*expr, keys, scope)?),
+            op,
+            subquery: regroup_subquery(subquery, keys, scope)?,
+            all,
+        }),
         other => other.map_children(&mut |c| regroup(c, keys, scope)),
     }
 }
