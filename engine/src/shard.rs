@@ -1553,6 +1553,59 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Writers racing on a UNIQUE column never both commit a value, and the index stays the
+    /// same as the rows say (an index lookup answers like a full scan).
+    #[test]
+    fn concurrent_unique_inserts_keep_values_unique_and_index_exact() {
+        let (s, dir) = shard("uniq");
+        run(
+            &s,
+            "CREATE TABLE u (id int PRIMARY KEY, v int UNIQUE, w int)",
+        );
+        run(&s, "CREATE INDEX u_w ON u (w)");
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut won = 0;
+                    for i in 0..60 {
+                        let id = t * 1000 + i;
+                        let v = (i * 7 + t * 3) % 50;
+                        let sql = format!("INSERT INTO u VALUES ({id}, {v}, {})", id % 10);
+                        let stmt = sql::parse(&sql).unwrap().remove(0);
+                        match s.execute(&stmt, &[]) {
+                            Ok(_) => won += 1,
+                            Err(e) => assert_eq!(e.code, "23505", "{e}"),
+                        }
+                        if i % 10 == 0 {
+                            let stmt =
+                                sql::parse(&format!("UPDATE u SET w = w + 1 WHERE id = {id}"))
+                                    .unwrap()
+                                    .remove(0);
+                            s.execute(&stmt, &[]).unwrap();
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        let won: i64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let rows = run(&s, "SELECT count(*), count(DISTINCT v) FROM u");
+        assert_eq!(rows.rows, vec![vec![Value::Int(won), Value::Int(won)]]);
+        assert_eq!(won, 50, "every value 0..50 was inserted exactly once");
+        for k in 0..12 {
+            let by_index = run(&s, &format!("SELECT id FROM u WHERE w = {k} ORDER BY id"));
+            let by_scan = run(
+                &s,
+                &format!("SELECT id FROM u WHERE w + 0 = {k} ORDER BY id"),
+            );
+            assert_eq!(by_index.rows, by_scan.rows, "index on w, value {k}");
+        }
+        assert_eq!(s.locked_rows(), 0, "every lock released");
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// A prepared transaction survives a restart with its locks, commits exactly once on
     /// its decision, and the coordinator's first decision is the one that stands.
     #[test]
