@@ -40,6 +40,30 @@ pub struct TableSchema {
     pub indexes: Vec<IndexDef>,
     /// CHECK constraints, kept sorted by name (PostgreSQL tests them in that order).
     pub checks: Vec<CheckDef>,
+    /// FOREIGN KEY constraints this table's rows must satisfy.
+    pub foreign_keys: Vec<ForeignKeyDef>,
+}
+
+/// What happens to referencing rows when the referenced row goes or changes its key.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FkAction {
+    NoAction,
+    Restrict,
+    Cascade,
+    SetNull,
+}
+
+/// A FOREIGN KEY: `columns` of this table reference `ref_columns` of `ref_table` (a primary
+/// key or UNIQUE constraint there).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForeignKeyDef {
+    pub name: String,
+    pub columns: Vec<usize>,
+    pub ref_table: String,
+    /// Referenced column names (empty: the referenced table's primary key).
+    pub ref_columns: Vec<String>,
+    pub on_delete: FkAction,
+    pub on_update: FkAction,
 }
 
 /// A CHECK constraint: a boolean expression over the row that must not be false.

@@ -131,6 +131,13 @@ pub async fn split(meta: &MetaClient, shard: ShardId, to: Option<NodeId>) -> Res
         .values()
         .filter(|t| t.keyspace == info.keyspace)
     {
+        if let Some(fk) = t.schema.foreign_keys.first() {
+            return Err(Error::unsupported(format!(
+                "cannot split shard {shard}: table \"{}\" has foreign key \"{}\"",
+                t.schema.name, fk.name
+            ))
+            .with_detail("Each shard enforces foreign keys only among its own rows."));
+        }
         if let Some(idx) = t
             .schema
             .indexes

@@ -292,6 +292,18 @@ impl<'a> Planner<'a> {
                 ..
             } => {
                 let names: Vec<String> = names.iter().map(table_name).collect();
+                for n in &names {
+                    let referenced = self.state.tables.values().any(|t| {
+                        !names.contains(&t.schema.name)
+                            && t.schema.foreign_keys.iter().any(|f| &f.ref_table == n)
+                    });
+                    if referenced {
+                        return Err(Error::new(
+                            sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                            format!("cannot drop table {n} because other objects depend on it"),
+                        ));
+                    }
+                }
                 let mut keyspaces = BTreeSet::new();
                 for n in &names {
                     match self.state.tables.get(n) {
@@ -484,6 +496,23 @@ impl<'a> Planner<'a> {
             distribution,
             shard_key: key_cols,
         };
+        if !info.schema.foreign_keys.is_empty() {
+            let single = |ks: &str| self.state.keyspace_shards(ks).len() <= 1;
+            let parents_ok = info.schema.foreign_keys.iter().all(|fk| {
+                fk.ref_table == info.schema.name
+                    || self
+                        .state
+                        .tables
+                        .get(&fk.ref_table)
+                        .is_some_and(|p| p.keyspace == info.keyspace)
+            });
+            if !single(&info.keyspace) || !parents_ok {
+                return Err(Error::unsupported(
+                    "FOREIGN KEY is supported between tables of one keyspace with a single shard",
+                )
+                .with_detail("Each shard enforces a foreign key only among its own rows."));
+            }
+        }
         for idx in &info.schema.indexes {
             self.check_unique_shardable(&info, idx)?;
             if self.relation_taken(&idx.name) {

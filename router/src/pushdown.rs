@@ -368,6 +368,7 @@ pub fn grouped(stmt: &Statement, table: &TableInfo) -> Option<Grouped> {
             primary_key: vec![],
             indexes: Vec::new(),
             checks: Vec::new(),
+            foreign_keys: Vec::new(),
         },
         final_stmt,
     })

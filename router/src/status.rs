@@ -119,6 +119,7 @@ pub fn nodes_view(state: &ClusterState) -> (TableSchema, Vec<Vec<Value>>) {
         primary_key: vec![0],
         indexes: Vec::new(),
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     };
     let rows = state
         .nodes
@@ -165,6 +166,7 @@ pub fn jobs_view(state: &ClusterState) -> (TableSchema, Vec<Vec<Value>>) {
         primary_key: vec![0],
         indexes: Vec::new(),
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     };
     let rows = state
         .jobs
@@ -214,6 +216,7 @@ pub fn shards_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>) {
         primary_key: vec![0],
         indexes: Vec::new(),
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     };
     let rows = status
         .iter()
@@ -268,6 +271,7 @@ pub fn replication_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>
         primary_key: vec![0, 1],
         indexes: Vec::new(),
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     };
     let mut rows = Vec::new();
     for s in status {

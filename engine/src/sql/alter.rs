@@ -318,6 +318,22 @@ pub fn altered_schema(old: &TableSchema, at: &ast::AlterTable) -> Result<Alterat
     schema
         .indexes
         .retain(|i| !dropped_indexes.contains(&i.name));
+    // Foreign keys follow their columns; one that loses a column goes with it.
+    schema.foreign_keys = old
+        .foreign_keys
+        .iter()
+        .filter_map(|fk| {
+            let columns: Option<Vec<usize>> = fk
+                .columns
+                .iter()
+                .map(|&c| layout.iter().position(|s| *s == Source::Old(c)))
+                .collect();
+            columns.map(|columns| protocol::schema::ForeignKeyDef {
+                columns,
+                ..fk.clone()
+            })
+        })
+        .collect();
     let new_unique: Vec<String> = added_indexes.iter().map(|i| i.name.clone()).collect();
     schema.indexes.extend(added_indexes);
     let check_not_null = check_not_null
@@ -358,6 +374,22 @@ pub fn alter_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Quer
     }
     super::ddl::check_defaults(&alt.schema, &*txn)?;
     super::checks::validate(&alt.schema, &*txn)?;
+    // Other tables' foreign keys name this table and its columns.
+    let names_changed = renamed
+        || old.columns.len() != alt.schema.columns.len()
+        || old
+            .columns
+            .iter()
+            .zip(&alt.schema.columns)
+            .any(|(a, b)| a.name != b.name);
+    if names_changed
+        && !super::foreign_keys::referencing_tables(&txn.schemas()?, &old.name, &[]).is_empty()
+    {
+        return Err(Error::unsupported(format!(
+            "cannot rename or drop columns of, or rename, table \"{}\": foreign keys reference it",
+            old.name
+        )));
+    }
     verify_new_constraints(&alt, &old, &*txn)?;
     let rewrite = alt.rewrites(old.columns.len());
     if !rewrite && !renamed && alt.check_not_null.is_empty() {

@@ -3,8 +3,7 @@
 //! Tessera stores rows by primary key; a table declared without one gets a hidden `ctid`
 //! row id as its storage key (see `protocol::schema::ROWID_COLUMN`). UNIQUE constraints
 //! become unique indexes (`index_ddl`), CHECK constraints are kept for every write to test
-//! (`checks`). FOREIGN KEY is refused rather than silently ignored: accepting it would
-//! promise integrity that is not there.
+//! (`checks`), FOREIGN KEY constraints are enforced within the shard (`foreign_keys`).
 //! Storage parameters in `WITH (...)` (shard key, distribution, keyspace) belong to the
 //! router and meta; the shard-local executor ignores them.
 
@@ -86,11 +85,8 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
                 ColumnOption::PrimaryKey(_) => set_pk(vec![cname.clone()], &mut primary_key)?,
                 // Collected with the table-level ones once every column is known.
                 ColumnOption::Unique(_) => {}
-                ColumnOption::ForeignKey(_) => {
-                    return Err(Error::unsupported(
-                        "FOREIGN KEY constraints are not supported",
-                    ));
-                }
+                // Collected with the table-level ones once every column is known.
+                ColumnOption::ForeignKey(_) => {}
                 // Collected with the table-level ones once every column is known.
                 ColumnOption::Check(_) => {}
                 ColumnOption::Collation(_) => {
@@ -109,11 +105,7 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
         match constraint {
             TableConstraint::PrimaryKey(pk) => set_pk(key_columns(&pk.columns)?, &mut primary_key)?,
             TableConstraint::Unique(_) => {}
-            TableConstraint::ForeignKey(_) => {
-                return Err(Error::unsupported(
-                    "FOREIGN KEY constraints are not supported",
-                ));
-            }
+            TableConstraint::ForeignKey(_) => {}
             TableConstraint::Check(_) => {}
             other => {
                 return Err(Error::unsupported(format!(
@@ -146,9 +138,11 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
             primary_key: vec![rowid],
             indexes: Vec::new(),
             checks: Vec::new(),
+            foreign_keys: Vec::new(),
         };
         schema.indexes = super::index_ddl::unique_constraints(&schema, ct)?;
         schema.checks = super::checks::from_create(&schema, ct)?;
+        schema.foreign_keys = super::foreign_keys::from_create(&schema, ct)?;
         return Ok(schema);
     };
     let mut pk = Vec::with_capacity(pk_names.len());
@@ -175,9 +169,11 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
         primary_key: pk,
         indexes: Vec::new(),
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     };
     schema.indexes = super::index_ddl::unique_constraints(&schema, ct)?;
     schema.checks = super::checks::from_create(&schema, ct)?;
+    schema.foreign_keys = super::foreign_keys::from_create(&schema, ct)?;
     Ok(schema)
 }
 
@@ -195,6 +191,7 @@ pub fn create_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Que
     }
     check_defaults(&schema, &*txn)?;
     super::checks::validate(&schema, &*txn)?;
+    super::foreign_keys::validate(&schema, &*txn)?;
     txn.create_table(schema)?;
     Ok(QueryResult::command("CREATE TABLE", 0))
 }
@@ -270,6 +267,15 @@ pub fn drop_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Query
             None => return Err(Error::undefined_table(&name)),
         }
     }
+    let schemas = txn.schemas()?;
+    for t in &tables {
+        if !super::foreign_keys::referencing_tables(&schemas, t, &tables).is_empty() {
+            return Err(Error::new(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!("cannot drop table {t} because other objects depend on it"),
+            ));
+        }
+    }
     for t in tables {
         txn.drop_table(&t)?;
     }
@@ -292,6 +298,14 @@ pub fn truncate(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<QueryRe
             Some(_) => tables.push(name),
             None if t.if_exists => {}
             None => return Err(Error::undefined_table(&name)),
+        }
+    }
+    let schemas = txn.schemas()?;
+    for name in &tables {
+        if !super::foreign_keys::referencing_tables(&schemas, name, &tables).is_empty() {
+            return Err(Error::unsupported(
+                "cannot truncate a table referenced in a foreign key constraint",
+            ));
         }
     }
     for name in tables {

@@ -452,6 +452,11 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
             }
         }
     }
+    if !p.schema.foreign_keys.is_empty() {
+        for row in &new_rows {
+            super::foreign_keys::check_child(&p.schema, row, txn)?;
+        }
+    }
     if let Some(oc) = &p.on_conflict {
         let written = super::upsert::run(p, oc, new_rows, txn, params)?;
         return result("INSERT", &p.returning, &written, &*txn, params);
@@ -632,6 +637,7 @@ pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
         matching_rows(&p.schema, &p.access, p.filter.as_ref(), &ctx)?
     };
     let selected = lock_rows(&p.schema, p.filter.as_ref(), selected, txn, params)?;
+    let mut olds = Vec::new();
     let changes = {
         let ctx = Ctx::new(&*txn, params);
         let mut changes = Vec::new();
@@ -654,6 +660,7 @@ pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
                 encode_key(&p.schema.key_of(&old)),
                 encode_key(&p.schema.key_of(&new)),
             );
+            olds.push(old);
             changes.push((old_key, new_key, new));
         }
         changes
@@ -673,6 +680,18 @@ pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
             moved && !vacated.contains(new_key) && txn.get(&p.schema.name, new_key)?.is_some();
         if !taken.insert(new_key.clone()) || clash {
             return Err(duplicate_key(&p.schema, new));
+        }
+    }
+    // Foreign keys: this table's rows must find their parents, and rows of other tables that
+    // reference a changed key follow their ON UPDATE action.
+    if !p.schema.foreign_keys.is_empty() {
+        for (_, _, new) in &changes {
+            super::foreign_keys::check_child(&p.schema, new, txn)?;
+        }
+    }
+    if !super::foreign_keys::referencing_tables(&txn.schemas()?, &p.schema.name, &[]).is_empty() {
+        for (old, (_, _, new)) in olds.iter().zip(&changes) {
+            super::foreign_keys::on_parent_change(&p.schema, old, Some(new), txn, 0)?;
         }
     }
     for (old_key, new_key, _) in &changes {
@@ -731,6 +750,11 @@ pub fn run_delete(p: &DeletePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
         matching_rows(&p.schema, &p.access, p.filter.as_ref(), &ctx)?
     };
     let doomed = lock_rows(&p.schema, p.filter.as_ref(), doomed, txn, params)?;
+    if !super::foreign_keys::referencing_tables(&txn.schemas()?, &p.schema.name, &[]).is_empty() {
+        for row in &doomed {
+            super::foreign_keys::on_parent_change(&p.schema, row, None, txn, 0)?;
+        }
+    }
     for row in &doomed {
         txn.delete(&p.schema.name, &encode_key(&p.schema.key_of(row)))?;
     }

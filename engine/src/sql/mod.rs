@@ -26,6 +26,7 @@ mod exec;
 mod explain;
 pub use expr::QUERY_MEMORY;
 mod expr;
+mod foreign_keys;
 mod functions;
 pub mod index_ddl;
 pub mod locking;

@@ -307,6 +307,9 @@ pub fn run(
             super::checks::enforce(&p.checks, schema, &new, &ctx)?;
             new
         };
+        if !schema.foreign_keys.is_empty() {
+            super::foreign_keys::check_child(schema, &new, txn)?;
+        }
         let new_key = encode_key(&schema.key_of(&new));
         if new_key != key {
             let clash = match txn.lock_row(&schema.name, &new_key)? {

@@ -107,6 +107,9 @@ fn function_sql(name: &str, args: &[&Expr]) -> Option<String> {
                  WHERE tessera_u.oid = {x}), 'unknown (OID=' || CAST({x} AS TEXT) || ')')"
             )
         }
+        // Tessera has no partitioned tables: a table's only "ancestor" is itself (psql's
+        // `\d` asks when listing the foreign keys that reference a table).
+        ("pg_partition_ancestors", 1) => format!("CAST({} AS BIGINT)", a(0)?),
         ("pg_table_is_visible", 1) => format!(
             "EXISTS (SELECT 1 FROM pg_catalog.pg_class tessera_v WHERE tessera_v.oid = {} \
              AND tessera_v.relnamespace IN ({}, {}))",
@@ -129,8 +132,10 @@ fn function_sql(name: &str, args: &[&Expr]) -> Option<String> {
         ("pg_get_indexdef", 1 | 3) | ("pg_get_constraintdef", 1 | 2) => {
             let pretty = args.len() > 1 && args.last().is_some_and(|p| p.to_string() != "false");
             format!(
-                "(SELECT tessera_d.{} FROM pg_catalog.tessera_objdefs tessera_d \
-                 WHERE tessera_d.oid = {})",
+                // The definitions' own column is renamed, so an unqualified `oid` argument
+                // (psql writes `pg_get_constraintdef(oid, true)`) still means the caller's.
+                "(SELECT tessera_d.{} FROM (SELECT oid AS tessera_oid, def, pretty \
+                 FROM pg_catalog.tessera_objdefs) tessera_d WHERE tessera_d.tessera_oid = {})",
                 if pretty { "pretty" } else { "def" },
                 a(0)?
             )

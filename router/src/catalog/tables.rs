@@ -511,6 +511,19 @@ struct Table<'a> {
     indexes: Vec<CatIndex>,
     /// CHECK constraints: name and expression.
     checks: Vec<(String, String)>,
+    /// FOREIGN KEYs: name, attnums, referenced table, its attnums, definition text, and
+    /// the update/delete action letters.
+    foreign_keys: Vec<CatForeignKey>,
+}
+
+struct CatForeignKey {
+    name: String,
+    attnums: Vec<i64>,
+    ref_table: String,
+    ref_attnums: Vec<i64>,
+    definition: String,
+    on_update: char,
+    on_delete: char,
 }
 
 /// An index as the catalog shows it.
@@ -654,11 +667,78 @@ fn user_tables(state: &ClusterState) -> Vec<Table<'_>> {
                     constraint_oid: oid_of("constraint", &format!("{name}.{}", idx.name)),
                 });
             }
+            let foreign_keys = schema
+                .foreign_keys
+                .iter()
+                .filter_map(|fk| {
+                    let parent = state.tables.get(&fk.ref_table).map(|t| &t.schema)?;
+                    let ref_cols: Vec<usize> = if fk.ref_columns.is_empty() {
+                        parent.primary_key.clone()
+                    } else {
+                        fk.ref_columns
+                            .iter()
+                            .filter_map(|c| parent.column_index(c))
+                            .collect()
+                    };
+                    let user_attnum =
+                        |s: &protocol::schema::TableSchema, i: usize| -> Option<i64> {
+                            let name = &s.columns.get(i)?.name;
+                            s.user_columns()
+                                .position(|(_, c)| &c.name == name)
+                                .map(|p| p as i64 + 1)
+                        };
+                    let letter = |a: protocol::schema::FkAction| match a {
+                        protocol::schema::FkAction::NoAction => 'a',
+                        protocol::schema::FkAction::Restrict => 'r',
+                        protocol::schema::FkAction::Cascade => 'c',
+                        protocol::schema::FkAction::SetNull => 'n',
+                    };
+                    let clause = |what: &str, a: protocol::schema::FkAction| match a {
+                        protocol::schema::FkAction::NoAction => String::new(),
+                        protocol::schema::FkAction::Restrict => format!(" ON {what} RESTRICT"),
+                        protocol::schema::FkAction::Cascade => format!(" ON {what} CASCADE"),
+                        protocol::schema::FkAction::SetNull => format!(" ON {what} SET NULL"),
+                    };
+                    let cols: Vec<String> = fk
+                        .columns
+                        .iter()
+                        .filter_map(|&i| schema.columns.get(i).map(|c| quote_ident(&c.name)))
+                        .collect();
+                    let refs: Vec<String> = ref_cols
+                        .iter()
+                        .filter_map(|&i| parent.columns.get(i).map(|c| quote_ident(&c.name)))
+                        .collect();
+                    Some(CatForeignKey {
+                        name: fk.name.clone(),
+                        attnums: fk
+                            .columns
+                            .iter()
+                            .filter_map(|&i| user_attnum(schema, i))
+                            .collect(),
+                        ref_table: fk.ref_table.clone(),
+                        ref_attnums: ref_cols
+                            .iter()
+                            .filter_map(|&i| user_attnum(parent, i))
+                            .collect(),
+                        definition: format!(
+                            "FOREIGN KEY ({}) REFERENCES {}({}){}{}",
+                            cols.join(", "),
+                            quote_ident(&fk.ref_table),
+                            refs.join(", "),
+                            clause("UPDATE", fk.on_update),
+                            clause("DELETE", fk.on_delete)
+                        ),
+                        on_update: letter(fk.on_update),
+                        on_delete: letter(fk.on_delete),
+                    })
+                })
+                .collect();
             Table {
                 name,
                 oid: oid_of("table", name),
                 cols,
                 pkey,
+                foreign_keys,
                 indexes,
                 checks: schema
                     .checks
@@ -724,6 +804,7 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
         primary_key: Vec::new(),
         indexes: Vec::new(),
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     };
     let r = || Row::new(spec);
     let tables = user_tables(ctx.state);
@@ -757,6 +838,15 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                         .set("reltuples", V(Value::Float(-1.0)))
                         .set("relhasindex", !t.indexes.is_empty())
                         .set("relchecks", t.checks.len() as i64)
+                        // PostgreSQL enforces foreign keys with triggers; psql looks for
+                        // foreign keys (both ways) only where this is set.
+                        .set(
+                            "relhastriggers",
+                            !t.foreign_keys.is_empty()
+                                || tables
+                                    .iter()
+                                    .any(|o| o.foreign_keys.iter().any(|f| f.ref_table == t.name)),
+                        )
                         .set("relpersistence", 'p')
                         .set("relkind", 'r')
                         .set("relnatts", t.cols.len() as i64)
@@ -994,6 +1084,7 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                             .set("conname", idx.name.as_str())
                             .set("connamespace", PUBLIC)
                             .set("contype", idx.constraint.unwrap_or('u'))
+                            .set("conparentid", 0i64)
                             .set("convalidated", true)
                             .set("conrelid", t.oid)
                             .set("conindid", idx.oid)
@@ -1005,12 +1096,45 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                             .set("conkey", format!("{{{}}}", key.join(","))),
                     );
                 }
+                for fk in &t.foreign_keys {
+                    let list = |a: &[i64]| {
+                        format!(
+                            "{{{}}}",
+                            a.iter()
+                                .map(|k| k.to_string())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
+                    };
+                    rows.push(
+                        r().set(
+                            "oid",
+                            oid_of("constraint", &format!("{}.{}", t.name, fk.name)),
+                        )
+                        .set("conname", fk.name.as_str())
+                        .set("connamespace", PUBLIC)
+                        .set("contype", 'f')
+                        .set("conparentid", 0i64)
+                        .set("convalidated", true)
+                        .set("conrelid", t.oid)
+                        .set("conindid", oid_of("index", &fk.ref_table))
+                        .set("confrelid", oid_of("table", &fk.ref_table))
+                        .set("confupdtype", fk.on_update)
+                        .set("confdeltype", fk.on_delete)
+                        .set("confmatchtype", 's')
+                        .set("conislocal", true)
+                        .set("connoinherit", true)
+                        .set("conkey", list(&fk.attnums))
+                        .set("confkey", list(&fk.ref_attnums)),
+                    );
+                }
                 for (name, _) in &t.checks {
                     rows.push(
                         r().set("oid", oid_of("constraint", &format!("{}.{name}", t.name)))
                             .set("conname", name.as_str())
                             .set("connamespace", PUBLIC)
                             .set("contype", 'c')
+                            .set("conparentid", 0i64)
                             .set("convalidated", true)
                             .set("conrelid", t.oid)
                             .set("conindid", 0i64)
@@ -1057,6 +1181,16 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                                 .set("pretty", def.as_str()),
                         );
                     }
+                }
+                for fk in &t.foreign_keys {
+                    rows.push(
+                        r().set(
+                            "oid",
+                            oid_of("constraint", &format!("{}.{}", t.name, fk.name)),
+                        )
+                        .set("def", fk.definition.as_str())
+                        .set("pretty", fk.definition.as_str()),
+                    );
                 }
                 for (name, expr) in &t.checks {
                     rows.push(
