@@ -24,6 +24,9 @@ pub enum AggFunc {
     Max,
     Avg,
     StringAgg,
+    /// array_agg: Tessera has no array type yet, so the result is the array's text form
+    /// (`{1,2,NULL}`) typed text — what psql prints, not what a driver's array decoder wants.
+    ArrayAgg,
     BoolAnd,
     BoolOr,
 }
@@ -45,7 +48,16 @@ pub struct AggCall {
 pub fn is_aggregate(name: &str) -> bool {
     matches!(
         name,
-        "count" | "sum" | "min" | "max" | "avg" | "string_agg" | "bool_and" | "bool_or" | "every"
+        "count"
+            | "sum"
+            | "min"
+            | "max"
+            | "avg"
+            | "string_agg"
+            | "array_agg"
+            | "bool_and"
+            | "bool_or"
+            | "every"
     )
 }
 
@@ -120,6 +132,7 @@ pub fn resolve(name: &str, star: bool, args: &[Ty]) -> Result<(AggFunc, DataType
                 vec![Some(DataType::Text), Some(DataType::Text)],
             )
         }
+        ("array_agg", 1) => (AggFunc::ArrayAgg, DataType::Text, vec![first]),
         ("bool_and" | "every" | "bool_or", 1) => {
             if !first.is_none_or(|t| t == DataType::Bool) {
                 return Err(no_such());
@@ -141,6 +154,24 @@ type OrderedRow = (Vec<Value>, Vec<Value>);
 
 /// An ordered aggregate's sort directions (descending, NULLs first) and waiting rows.
 type Ordered = (Vec<(bool, bool)>, Vec<OrderedRow>);
+
+/// One element of an array's text form, quoted as PostgreSQL's array_out quotes it.
+fn array_element(v: &Value) -> String {
+    if v.is_null() {
+        return "NULL".into();
+    }
+    let s = text_of(v);
+    let plain = !s.is_empty()
+        && !s.eq_ignore_ascii_case("null")
+        && !s
+            .chars()
+            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace());
+    if plain {
+        s
+    } else {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
 
 /// The running state of one aggregate over one group.
 #[derive(Clone)]
@@ -204,6 +235,24 @@ impl Accumulator {
             return Ok(());
         }
         let Some(v) = args.first() else { return Ok(()) };
+        if self.func == AggFunc::ArrayAgg {
+            // Unlike the other aggregates, array_agg keeps NULLs.
+            if let Some(seen) = &mut self.seen
+                && !seen.insert(args.clone())
+            {
+                return Ok(());
+            }
+            self.count += 1;
+            let element = array_element(v);
+            match &mut self.text {
+                None => self.text = Some(element),
+                Some(t) => {
+                    t.push(',');
+                    t.push_str(&element);
+                }
+            }
+            return Ok(());
+        }
         if v.is_null() {
             return Ok(());
         }
@@ -214,7 +263,7 @@ impl Accumulator {
         }
         self.count += 1;
         match self.func {
-            AggFunc::CountStar | AggFunc::Count => {}
+            AggFunc::CountStar | AggFunc::Count | AggFunc::ArrayAgg => {}
             AggFunc::Sum if self.ty == DataType::Int8 => {
                 if let Value::Int(i) = v {
                     self.int_sum = self.int_sum.checked_add(*i).ok_or_else(|| {
@@ -317,6 +366,10 @@ impl Accumulator {
             AggFunc::Avg => Value::Float(self.float_sum / self.count as f64),
             AggFunc::Min | AggFunc::Max => self.best.unwrap_or(Value::Null),
             AggFunc::StringAgg => self.text.map(Value::Text).unwrap_or(Value::Null),
+            AggFunc::ArrayAgg => self
+                .text
+                .map(|t| Value::Text(format!("{{{t}}}")))
+                .unwrap_or(Value::Null),
             AggFunc::BoolAnd | AggFunc::BoolOr => self.flag.map(Value::Bool).unwrap_or(Value::Null),
         })
     }
