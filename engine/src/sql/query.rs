@@ -732,6 +732,31 @@ impl Binder<'_> {
 
     /// Binds the FROM clause: its row source and the scope its columns form.
     fn from(&mut self, from: &[ast::TableWithJoins]) -> Result<(Source, Scope)> {
+        // Each FROM item needs its own name (`FROM t, t` must alias one of them).
+        let mut names: Vec<String> = Vec::new();
+        for twj in from {
+            for factor in
+                std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation))
+            {
+                let name = match factor {
+                    ast::TableFactor::Table { alias: Some(a), .. }
+                    | ast::TableFactor::Derived { alias: Some(a), .. } => Some(ident(&a.name)),
+                    ast::TableFactor::Table {
+                        name, alias: None, ..
+                    } => name_parts(name)?.last().cloned(),
+                    _ => None,
+                };
+                if let Some(n) = name {
+                    if names.contains(&n) {
+                        return Err(Error::new(
+                            "42712",
+                            format!("table name \"{n}\" specified more than once"),
+                        ));
+                    }
+                    names.push(n);
+                }
+            }
+        }
         let mut acc: Option<(Source, Scope)> = None;
         for twj in from {
             let (mut source, mut scope) = self.table_factor(&twj.relation)?;
@@ -934,6 +959,8 @@ impl Binder<'_> {
         let mut scope = left_scope;
         scope.columns.extend(right_scope.columns);
         let mut conditions = Vec::new();
+        // USING columns of a RIGHT or FULL join: (name, left position, right position, type).
+        let mut merged: Vec<(String, usize, usize, DataType)> = Vec::new();
         let using: Vec<String> = match constraint {
             Some(ast::JoinConstraint::Using(names)) => names
                 .iter()
@@ -950,6 +977,7 @@ impl Binder<'_> {
         };
         for name in &using {
             let find = |range: std::ops::Range<usize>| -> Result<usize> {
+                let side = if range.start == 0 { "left" } else { "right" };
                 let hits: Vec<usize> = range
                     .filter(|i| !scope.columns[*i].hidden && scope.columns[*i].name == *name)
                     .collect();
@@ -958,7 +986,7 @@ impl Binder<'_> {
                     [] => Err(Error::new(
                         sqlstate::UNDEFINED_COLUMN,
                         format!(
-                            "column \"{name}\" specified in USING clause does not exist in both tables"
+                            "column \"{name}\" specified in USING clause does not exist in {side} table"
                         ),
                     )),
                     _ => Err(Error::new(
@@ -976,6 +1004,10 @@ impl Binder<'_> {
             // After USING, the bare name means the left column; the right one stays
             // reachable only by its qualified name.
             scope.columns[r].hidden = true;
+            if matches!(kind, JoinKind::Right | JoinKind::Full) {
+                let ty = types::common_type(&[Some(lt), Some(rt)], "JOIN/USING")?.unwrap_or(lt);
+                merged.push((name.clone(), l, r, ty));
+            }
             conditions.push(Expr::Compare {
                 op: super::expr::CmpOp::Eq,
                 left: Expr::Column { depth: 0, index: l }.boxed(),
@@ -996,16 +1028,74 @@ impl Binder<'_> {
         let on = rest
             .into_iter()
             .reduce(|a, b| Expr::And(a.boxed(), b.boxed()));
-        Ok((
-            Source::Join(Box::new(JoinNode {
-                left,
-                right,
-                kind,
-                equi,
-                on,
+        let join = Source::Join(Box::new(JoinNode {
+            left,
+            right,
+            kind,
+            equi,
+            on,
+        }));
+        if merged.is_empty() {
+            return Ok((join, scope));
+        }
+        // RIGHT/FULL JOIN … USING: the merged column is the right value (RIGHT) or
+        // COALESCE(left, right) (FULL), and comes first, as in PostgreSQL; the two copies
+        // stay reachable by their qualified names.
+        let width = scope.columns.len();
+        let mut projection = Vec::with_capacity(merged.len() + width);
+        let mut columns = Vec::with_capacity(merged.len() + width);
+        let mut new_scope = Scope::default();
+        for (name, l, r, ty) in &merged {
+            let (le, re) = (
+                Expr::Column {
+                    depth: 0,
+                    index: *l,
+                },
+                Expr::Column {
+                    depth: 0,
+                    index: *r,
+                },
+            );
+            projection.push(match kind {
+                JoinKind::Right => re,
+                _ => Expr::Coalesce(vec![le, re]),
+            });
+            columns.push(ResultColumn {
+                name: name.clone(),
+                data_type: *ty,
+            });
+            new_scope.columns.push(ScopeColumn {
+                table: None,
+                relation: None,
+                name: name.clone(),
+                ty: *ty,
+                hidden: false,
+                system: false,
+            });
+        }
+        for (i, mut c) in scope.columns.into_iter().enumerate() {
+            projection.push(Expr::Column { depth: 0, index: i });
+            columns.push(ResultColumn {
+                name: c.name.clone(),
+                data_type: c.ty,
+            });
+            if merged.iter().any(|(_, l, _, _)| *l == i) {
+                c.hidden = true;
+            }
+            new_scope.columns.push(c);
+        }
+        let plan = plan_of(
+            Node::Select(Box::new(SelectNode {
+                source: join,
+                filter: None,
+                grouping: None,
+                having: None,
+                windows: Vec::new(),
+                projection,
             })),
-            scope,
-        ))
+            columns,
+        );
+        Ok((Source::Subquery(Box::new(plan)), new_scope))
     }
 }
 
