@@ -58,6 +58,12 @@ pub enum Func {
     Mod,
     Power,
     Sqrt,
+    Lpad,
+    Rpad,
+    StartsWith,
+    Ascii,
+    Chr,
+    Translate,
     /// A float8 function of one argument (cbrt, exp, ln, log10, trigonometry, sign, …),
     /// computed in double precision; `numeric` results are converted back.
     Math(MathFn),
@@ -167,6 +173,12 @@ fn signature(name: &str) -> Option<Signature> {
         "right" => s(Func::Right, &[Text, Int], 0, false),
         "reverse" => s(Func::Reverse, &[Text], 0, false),
         "repeat" => s(Func::Repeat, &[Text, Int], 0, false),
+        "lpad" => s(Func::Lpad, &[Text, Int, Text], 1, false),
+        "rpad" => s(Func::Rpad, &[Text, Int, Text], 1, false),
+        "starts_with" => s(Func::StartsWith, &[Text, Text], 0, false),
+        "ascii" => s(Func::Ascii, &[Text], 0, false),
+        "chr" => s(Func::Chr, &[Int], 0, false),
+        "translate" => s(Func::Translate, &[Text, Text, Text], 0, false),
         "round" => s(Func::Round, &[Num, Int], 1, false),
         "ceil" | "ceiling" => s(Func::Ceil, &[Num], 0, false),
         "floor" => s(Func::Floor, &[Num], 0, false),
@@ -428,7 +440,16 @@ pub fn resolve(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
     }
     let first = args.first().copied().flatten();
     let ret = match sig.func {
-        Func::Length | Func::OctetLength | Func::Position | Func::Strpos => DataType::Int4,
+        Func::Length | Func::OctetLength | Func::Position | Func::Strpos | Func::Ascii => {
+            DataType::Int4
+        }
+        Func::StartsWith => DataType::Bool,
+        // PostgreSQL has round(numeric, int) and trunc(numeric, int), not float8 forms.
+        Func::Round | Func::Trunc
+            if args.len() == 2 && matches!(first, Some(DataType::Float4 | DataType::Float8)) =>
+        {
+            return Err(no_such_function(name, args));
+        }
         Func::Abs | Func::Ceil | Func::Floor | Func::Trunc | Func::Round
             if matches!(first, Some(DataType::Numeric(_))) =>
         {
@@ -864,6 +885,74 @@ impl Func {
                 })
             }
             Func::Reverse => Value::Text(text(&arg(0)).chars().rev().collect()),
+            Func::Lpad | Func::Rpad => {
+                let s: Vec<char> = text(&arg(0)).chars().collect();
+                let n = usize::try_from(int(&arg(1))?.max(0)).unwrap_or(0);
+                if n > 1 << 28 {
+                    return Err(Error::new(
+                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                        "requested length too large",
+                    ));
+                }
+                let fill: Vec<char> = if args.len() > 2 {
+                    text(&arg(2)).chars().collect()
+                } else {
+                    vec![' ']
+                };
+                if s.len() >= n || fill.is_empty() {
+                    // Too long: cut to n (on the right for both); no fill: as it is.
+                    return Ok(Value::Text(s.iter().take(n).collect()));
+                }
+                let pad: String = fill.iter().cycle().take(n - s.len()).collect();
+                let s: String = s.into_iter().collect();
+                Value::Text(if matches!(self, Func::Lpad) {
+                    format!("{pad}{s}")
+                } else {
+                    format!("{s}{pad}")
+                })
+            }
+            Func::StartsWith => Value::Bool(text(&arg(0)).starts_with(&text(&arg(1)))),
+            Func::Ascii => Value::Int(text(&arg(0)).chars().next().map(|c| c as i64).unwrap_or(0)),
+            Func::Chr => {
+                let code = int(&arg(0))?;
+                if code == 0 {
+                    return Err(Error::new(
+                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                        "null character not permitted",
+                    ));
+                }
+                if code < 0 {
+                    return Err(Error::new(
+                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                        "character number must be positive",
+                    ));
+                }
+                let c = u32::try_from(code)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .ok_or_else(|| {
+                        Error::new(
+                            sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                            format!("requested character too large for encoding: {code}"),
+                        )
+                    })?;
+                Value::Text(c.to_string())
+            }
+            Func::Translate => {
+                let (from, to): (Vec<char>, Vec<char>) = (
+                    text(&arg(1)).chars().collect(),
+                    text(&arg(2)).chars().collect(),
+                );
+                Value::Text(
+                    text(&arg(0))
+                        .chars()
+                        .filter_map(|c| match from.iter().position(|f| *f == c) {
+                            Some(i) => to.get(i).copied(),
+                            None => Some(c),
+                        })
+                        .collect(),
+                )
+            }
             Func::Repeat => {
                 let n = int(&arg(1))?.max(0) as usize;
                 let s = text(&arg(0));
@@ -900,9 +989,9 @@ impl Func {
                         1.0
                     };
                     let x = f * scale;
-                    // round() rounds half away from zero, as PostgreSQL's numeric round does.
+                    // round(float8) rounds half to even (rint), as PostgreSQL does.
                     let r = match self {
-                        Func::Round => x.round(),
+                        Func::Round => x.round_ties_even(),
                         Func::Ceil => x.ceil(),
                         Func::Floor => x.floor(),
                         _ => x.trunc(),
