@@ -202,10 +202,16 @@ impl ReadTxn for TxnView<'_> {
         index: &str,
         range: KeyRange,
     ) -> Result<Option<Vec<Vec<u8>>>> {
-        self.require_table(table)?;
+        let schema = self
+            .schema(table)?
+            .ok_or_else(|| Error::undefined_table(table))?;
         if let Some(reads) = &self.reads {
             reads.borrow_mut().tables.insert(table.to_string());
         }
+        let width = schema
+            .index(index)
+            .map(|i| i.columns.len())
+            .ok_or_else(|| Error::internal(format!("index \"{index}\" is not defined")))?;
         let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
         if !self.set.fresh.contains(table) {
             keys.extend(self.base.index_keys(table, index, &range)?);
@@ -213,7 +219,7 @@ impl ReadTxn for TxnView<'_> {
         let name = index::index_table_name(table, index);
         if let Some(entries) = self.set.index_entries.get(&name) {
             for entry in entries.range::<Vec<u8>, _>((range.0.as_ref(), range.1.as_ref())) {
-                keys.insert(entry_pk(table, index, entry, self)?);
+                keys.insert(entry_pk(entry, width)?);
             }
         }
         Ok(Some(keys.into_iter().collect()))
@@ -381,16 +387,11 @@ impl WriteTxn for TxnView<'_> {
     }
 }
 
-/// The primary key an index entry points at: the entry key minus its index-values prefix.
-fn entry_pk(table: &str, index: &str, entry: &[u8], view: &TxnView<'_>) -> Result<Vec<u8>> {
-    let schema = view
-        .schema(table)?
-        .ok_or_else(|| Error::undefined_table(table))?;
-    let idx = schema
-        .index(index)
-        .ok_or_else(|| Error::internal(format!("index \"{index}\" is not defined")))?;
+/// The primary key an index entry points at: the entry key minus the prefix its `width`
+/// index values take.
+fn entry_pk(entry: &[u8], width: usize) -> Result<Vec<u8>> {
     let values = protocol::keycode::decode_key(entry)?;
-    let prefix = protocol::keycode::encode_key(&values[..idx.columns.len().min(values.len())]);
+    let prefix = protocol::keycode::encode_key(&values[..width.min(values.len())]);
     Ok(entry[prefix.len().min(entry.len())..].to_vec())
 }
 

@@ -33,7 +33,8 @@ pub fn default_name(
     } else {
         format!("{table}_{}", columns.join("_"))
     };
-    for n in 0.. {
+    let mut n = 0u64;
+    loop {
         let tail = if n == 0 {
             format!("_{suffix}")
         } else {
@@ -47,8 +48,8 @@ pub fn default_name(
         if !taken(&name) {
             return name;
         }
+        n += 1;
     }
-    unreachable!("an unbounded counter always finds a free name")
 }
 
 /// The positions and directions of an index's columns in `schema`.
@@ -67,17 +68,7 @@ fn index_columns(
                 )));
             }
         };
-        let pos = schema
-            .user_columns()
-            .find(|(_, col)| col.name == name)
-            .map(|(i, _)| i)
-            .ok_or_else(|| {
-                Error::new(
-                    sqlstate::UNDEFINED_COLUMN,
-                    format!("column \"{name}\" does not exist"),
-                )
-            })?;
-        positions.push(pos);
+        positions.push(user_column(schema, &name)?);
         descending.push(matches!(
             c.column.options.sort,
             Some(ast::OrderBySort::Desc)
@@ -103,6 +94,20 @@ fn refuse_unique_on_inexact(schema: &TableSchema, columns: &[usize]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The position of a user column by name (42703 `column "x" does not exist`).
+pub fn user_column(schema: &TableSchema, name: &str) -> Result<usize> {
+    schema
+        .user_columns()
+        .find(|(_, col)| col.name == name)
+        .map(|(i, _)| i)
+        .ok_or_else(|| {
+            Error::new(
+                sqlstate::UNDEFINED_COLUMN,
+                format!("column \"{name}\" does not exist"),
+            )
+        })
 }
 
 /// True if `name` is taken by a table or an index among `schemas`.

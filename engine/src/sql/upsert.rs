@@ -82,18 +82,7 @@ pub fn bind(
         Some(ast::ConflictTarget::Columns { columns, .. }) => {
             let mut positions = Vec::with_capacity(columns.len());
             for c in columns {
-                let name = ident(c);
-                let pos = schema
-                    .user_columns()
-                    .find(|(_, col)| col.name == name)
-                    .map(|(i, _)| i)
-                    .ok_or_else(|| {
-                        Error::new(
-                            sqlstate::UNDEFINED_COLUMN,
-                            format!("column \"{name}\" does not exist"),
-                        )
-                    })?;
-                positions.push(pos);
+                positions.push(super::index_ddl::user_column(schema, &ident(c))?);
             }
             positions.sort_unstable();
             positions.dedup();
