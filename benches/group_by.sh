@@ -11,6 +11,8 @@
 # Loads the rows with COPY, then times the query with pgbench (one client, -t RUNS) and
 # prints the average latency for each layout and their ratio. Only 127.0.0.1 is used.
 set -euo pipefail
+# The password `tessera dev` gives its superuser (PostgreSQL ignores it under trust).
+export PGPASSWORD=${PGPASSWORD:-tessera}
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 ROWS="${ROWS:-1000000}"

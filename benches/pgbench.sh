@@ -11,6 +11,8 @@
 # the TPC-B runs, and writes the table with machine details to benches/RESULTS.md.
 # Everything it starts is stopped on exit. Only 127.0.0.1 is used.
 set -euo pipefail
+# The password `tessera dev` gives its superuser (PostgreSQL ignores it under trust).
+export PGPASSWORD=${PGPASSWORD:-tessera}
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SCALE="${SCALE:-10}"

@@ -5,6 +5,8 @@
 # statement any client saw before and during the moves, and the longest freeze a job
 # recorded. RUNS (default 3) repeats the run.
 set -euo pipefail
+# The password `tessera dev` gives its superuser (PostgreSQL ignores it under trust).
+export PGPASSWORD=${PGPASSWORD:-tessera}
 cd "$(dirname "$0")/.."
 runs=${RUNS:-3}
 cargo test --release --test rebalance --no-run >/dev/null 2>&1 || cargo test --release --test rebalance --no-run

@@ -45,7 +45,7 @@ async fn run(lookups: usize) {
     let cluster = inproc::start_cluster(2, 4, 2).await;
     let router = &cluster.router;
     let conn = format!(
-        "host=127.0.0.1 port={} user=tessera dbname=tessera",
+        "host=127.0.0.1 port={} user=tessera password=tessera dbname=tessera",
         router.addr.port()
     );
     let client = loop {

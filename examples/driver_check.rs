@@ -65,10 +65,13 @@ fn state(e: &tokio_postgres::Error) -> String {
 async fn connect() -> Result<Client, tokio_postgres::Error> {
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
     let config = format!(
-        "host={} port={} user={} dbname={}",
+        "host={} port={} user={} password='{}' dbname={}",
         env("PGHOST", "127.0.0.1"),
         env("PGPORT", "5432"),
         env("PGUSER", "tessera"),
+        env("PGPASSWORD", "")
+            .replace('\\', "\\\\")
+            .replace('\'', "\\'"),
         env("PGDATABASE", "tessera")
     );
     let (client, connection) = tokio_postgres::connect(&config, NoTls).await?;

@@ -199,6 +199,15 @@ pub struct RouterArgs {
     max_connections: Option<usize>,
     #[arg(long, env = "TESSERA_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// Client authentication: scram-sha-256 (default), md5 or trust.
+    #[arg(long)]
+    auth: Option<router::auth::AuthMethod>,
+    /// Name of the first superuser, created with --superuser-password on a new cluster.
+    #[arg(long)]
+    superuser: Option<String>,
+    /// Password of the first superuser; used only while the cluster has no role.
+    #[arg(long, env = "TESSERA_SUPERUSER_PASSWORD", hide_env_values = true)]
+    superuser_password: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -208,6 +217,9 @@ struct RouterFile {
     meta: Option<Vec<String>>,
     max_connections: Option<usize>,
     secret: Option<String>,
+    auth: Option<String>,
+    superuser: Option<String>,
+    superuser_password: Option<String>,
 }
 
 impl RouterArgs {
@@ -231,6 +243,18 @@ impl RouterArgs {
             max_connections: self.max_connections.or(f.max_connections).unwrap_or(500),
             row_budget: router::memtxn::DEFAULT_ROW_BUDGET,
             limits: router::guard::GuardLimits::default(),
+            auth: match (self.auth, f.auth) {
+                (Some(a), _) => a,
+                (None, Some(text)) => text.parse().map_err(|e: String| anyhow!(e))?,
+                (None, None) => router::auth::AuthMethod::default(),
+            },
+            bootstrap_superuser: self.superuser_password.or(f.superuser_password).map(|p| {
+                let name = self
+                    .superuser
+                    .or(f.superuser)
+                    .unwrap_or_else(|| "tessera".into());
+                (name, p)
+            }),
         })
     }
 }

@@ -32,6 +32,17 @@ pub struct DevArgs {
     /// Copies of each shard, primary included (at most --nodes).
     #[arg(long, default_value_t = 2)]
     replicas: u32,
+    /// Client authentication: scram-sha-256, md5 or trust.
+    #[arg(long, default_value = "scram-sha-256")]
+    auth: router::auth::AuthMethod,
+    /// Password of the superuser `tessera`, set when the data directory is new.
+    #[arg(
+        long,
+        env = "TESSERA_PASSWORD",
+        default_value = "tessera",
+        hide_env_values = true
+    )]
+    password: String,
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
@@ -78,6 +89,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         max_connections: 500,
         row_budget: router::memtxn::DEFAULT_ROW_BUDGET,
         limits: router::guard::GuardLimits::default(),
+        auth: args.auth,
+        bootstrap_superuser: Some(("tessera".to_string(), args.password.clone())),
     })
     .await
     .context("starting router")?;
@@ -91,10 +104,17 @@ pub async fn run(args: DevArgs) -> Result<()> {
     );
     println!("meta (internal protocol): {meta_addr}");
     println!("connect with:");
-    println!(
-        "  psql -h 127.0.0.1 -p {} -U tessera -d tessera",
-        router.addr.port()
-    );
+    let port = router.addr.port();
+    if args.auth == router::auth::AuthMethod::Trust {
+        println!("  psql -h 127.0.0.1 -p {port} -U tessera -d tessera");
+    } else {
+        // The password is the one set when the data directory was created.
+        println!(
+            "  PGPASSWORD={} psql -h 127.0.0.1 -p {port} -U tessera -d tessera",
+            shell_word(&args.password)
+        );
+        println!("  (or psql postgresql://tessera@127.0.0.1:{port}/tessera and type the password)");
+    }
     crate::wait_for_shutdown().await;
     router.shutdown();
     for n in &nodes {
@@ -114,6 +134,18 @@ async fn wait_for_shards(router: &router::RouterHandle, shards: u32) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("warning: shards are not placed yet; queries will fail until they are");
+}
+
+/// `s` quoted for a POSIX shell when it needs quoting.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,:/@%+=".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn rand_suffix() -> u64 {

@@ -145,6 +145,7 @@ async fn dev_body(dev: &mut Proc, port: u16, t0: Instant) {
         let out = tokio::time::timeout(
             Duration::from_secs(20),
             tokio::process::Command::new("psql")
+                .env("PGPASSWORD", "tessera")
                 .args([
                     "-h",
                     "127.0.0.1",

@@ -691,7 +691,7 @@ async fn run_all(conn: &str, target: Target) {
 }
 
 fn tessera_conn(port: u16) -> String {
-    format!("host=127.0.0.1 port={port} user=tessera dbname=tessera")
+    format!("host=127.0.0.1 port={port} user=tessera password=tessera dbname=tessera")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

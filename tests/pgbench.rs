@@ -16,6 +16,7 @@ fn pgbench(port: u16, args: &[&str]) -> String {
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "tessera"])
         .args(args)
         .arg("tessera")
+        .env("PGPASSWORD", "tessera")
         .output()
         .expect("pgbench runs");
     let text = format!(

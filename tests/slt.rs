@@ -199,7 +199,7 @@ async fn run_corpus(nodes: u64, shards: u32, replicas: u32, extended: bool) {
     for file in slt_files() {
         let mut runner = Runner::new(move || async move {
             let (client, conn) = tokio_postgres::connect(
-                &format!("host=127.0.0.1 port={port} user=tessera dbname=tessera"),
+                &format!("host=127.0.0.1 port={port} user=tessera password=tessera dbname=tessera"),
                 NoTls,
             )
             .await

@@ -95,7 +95,35 @@ pub struct ClusterState {
     pub jobs: BTreeMap<JobId, MoveJob>,
     pub sequences: BTreeMap<String, SequenceInfo>,
     pub views: BTreeMap<String, ViewInfo>,
+    /// Login and group roles (CREATE ROLE), by name.
+    pub roles: BTreeMap<String, RoleInfo>,
 }
+
+/// A role (CREATE ROLE / CREATE USER). Every router authenticates clients against these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoleInfo {
+    pub name: String,
+    pub oid: u32,
+    pub superuser: bool,
+    pub create_role: bool,
+    pub create_db: bool,
+    pub can_login: bool,
+    pub inherit: bool,
+    pub replication: bool,
+    pub bypass_rls: bool,
+    /// CONNECTION LIMIT; -1 for none.
+    pub conn_limit: i32,
+    /// The stored secret in PostgreSQL's text forms: `SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>`
+    /// or `md5<hex of md5(password ‖ name)>`; never the password itself.
+    pub password: Option<String>,
+    /// VALID UNTIL, as the text given.
+    pub valid_until: Option<String>,
+}
+
+/// The OID of the first role (the bootstrap superuser), as in PostgreSQL.
+pub const BOOTSTRAP_ROLE_OID: u32 = 10;
+/// The OID given to the first role created afterwards (PostgreSQL's first user OID).
+pub const FIRST_ROLE_OID: u32 = 16384;
 
 /// A view (CREATE VIEW): a stored query the router expands wherever the view is read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -265,6 +293,19 @@ pub enum MetaCommand {
     DropView {
         name: String,
     },
+    /// CREATE ROLE; the oid is assigned here (one past the largest in use).
+    CreateRole(RoleInfo),
+    /// ALTER ROLE: replaces the role `name` (renamed when `role.name` differs).
+    AlterRole {
+        name: String,
+        role: RoleInfo,
+    },
+    DropRole {
+        name: String,
+    },
+    /// The first superuser: applied only while no role exists, so every router of a new
+    /// cluster may propose it and exactly one takes effect.
+    BootstrapRole(RoleInfo),
 }
 
 impl ClusterState {
@@ -440,6 +481,58 @@ impl ClusterState {
                     return Err(format!("relation \"{missing}\" does not exist"));
                 }
                 self.views.insert(view.name.clone(), view.clone());
+            }
+            MetaCommand::CreateRole(role) => {
+                if self.roles.contains_key(&role.name) {
+                    return Err(format!("role \"{}\" already exists", role.name));
+                }
+                let oid = self
+                    .roles
+                    .values()
+                    .map(|r| r.oid + 1)
+                    .max()
+                    .unwrap_or(FIRST_ROLE_OID)
+                    .max(FIRST_ROLE_OID);
+                self.roles.insert(
+                    role.name.clone(),
+                    RoleInfo {
+                        oid,
+                        ..role.clone()
+                    },
+                );
+            }
+            MetaCommand::AlterRole { name, role } => {
+                let Some(old) = self.roles.get(name) else {
+                    return Err(format!("role \"{name}\" does not exist"));
+                };
+                if *name != role.name && self.roles.contains_key(&role.name) {
+                    return Err(format!("role \"{}\" already exists", role.name));
+                }
+                let oid = old.oid;
+                self.roles.remove(name);
+                self.roles.insert(
+                    role.name.clone(),
+                    RoleInfo {
+                        oid,
+                        ..role.clone()
+                    },
+                );
+            }
+            MetaCommand::DropRole { name } => {
+                if self.roles.remove(name).is_none() {
+                    return Err(format!("role \"{name}\" does not exist"));
+                }
+            }
+            MetaCommand::BootstrapRole(role) => {
+                if self.roles.is_empty() {
+                    self.roles.insert(
+                        role.name.clone(),
+                        RoleInfo {
+                            oid: BOOTSTRAP_ROLE_OID,
+                            ..role.clone()
+                        },
+                    );
+                }
             }
             MetaCommand::DropView { name } => {
                 if !self.dependent_views(name).is_empty() {

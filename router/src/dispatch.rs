@@ -920,9 +920,10 @@ impl Router {
             }
         }
         let views = &views;
+        let user = crate::catalog::session_user();
         let ctx = crate::catalog::tables::Ctx {
             state: &state,
-            user: crate::catalog::USER,
+            user: &user,
             database: crate::catalog::DATABASE,
         };
         let live = if with_rows

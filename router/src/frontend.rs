@@ -71,15 +71,17 @@ fn error_info(e: Error) -> ErrorInfo {
 
 pub struct Frontend {
     router: Arc<Router>,
+    auth_method: crate::auth::AuthMethod,
     parser: Arc<StatementParser>,
     /// Sessions by backend pid, with the secret a CancelRequest must present.
     cancels: Mutex<std::collections::HashMap<i32, (Bytes, std::sync::Weak<Session>)>>,
 }
 
 impl Frontend {
-    pub fn new(router: Arc<Router>) -> Arc<Self> {
+    pub fn new(router: Arc<Router>, auth_method: crate::auth::AuthMethod) -> Arc<Self> {
         Arc::new(Frontend {
             router,
+            auth_method,
             parser: Arc::new(StatementParser),
             cancels: Mutex::default(),
         })
@@ -298,12 +300,44 @@ impl Frontend {
     }
 
     /// Runs one statement for a session: session commands here, everything else routed.
+    /// The session's role is in scope for the catalog (`current_user`, `pg_roles`).
     async fn run(
         &self,
         session: &Session,
         stmt: &Statement,
         params: &[Value],
     ) -> Result<QueryResult> {
+        let user = session.user().to_string();
+        crate::catalog::SESSION_USER
+            .scope(user, Box::pin(self.run_statement(session, stmt, params)))
+            .await
+    }
+
+    async fn run_statement(
+        &self,
+        session: &Session,
+        stmt: &Statement,
+        params: &[Value],
+    ) -> Result<QueryResult> {
+        let state = self.router.meta.state();
+        let encryption = session.get("password_encryption").unwrap_or_default();
+        let actor = crate::roles::Actor {
+            user: session.user(),
+            password_encryption: &encryption,
+        };
+        if let Some(planned) = crate::roles::plan(stmt, &state, &actor) {
+            if session.txn.lock().await.is_some() {
+                return Err(Error::unsupported(
+                    "role commands inside a transaction block are not supported; run them outside the block",
+                ));
+            }
+            let (commands, result) = planned?;
+            for command in commands {
+                self.router.meta.propose(command).await?;
+            }
+            return Ok(result);
+        }
+        drop(state);
         let pid = session.pid.load(std::sync::atomic::Ordering::Relaxed);
         let replaced = self.backend_functions(pid, stmt, true);
         let stmt = replaced.as_ref().unwrap_or(stmt);
@@ -1191,31 +1225,155 @@ impl StartupHandler for Frontend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let PgWireFrontendMessage::Startup(ref startup) = message {
-            protocol_negotiation(client, startup).await?;
-            save_startup_parameters_to_metadata(client, startup);
-            let pid = rand_pid();
-            // The secret is random: knowing a pid must not be enough to cancel its queries.
-            let secret = pgwire::messages::startup::SecretKey::I32(rand::random::<i32>());
-            if let Ok(mut cancels) = self.cancels.lock() {
-                cancels.retain(|_, (_, s)| s.strong_count() > 0);
-                cancels.insert(
-                    pid,
-                    (secret.to_bytes(), Arc::downgrade(&Self::session(client))),
-                );
+        use crate::auth::Exchange;
+        use pgwire::api::PgWireConnectionState;
+        use pgwire::messages::startup::Authentication;
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                let Some(user) = client.metadata().get("user").cloned() else {
+                    return Err(fatal(
+                        sqlstate::INVALID_AUTHORIZATION,
+                        "no PostgreSQL user name specified in startup packet",
+                    ));
+                };
+                let state = self.router.meta.state();
+                let first = match crate::auth::begin(self.auth_method, &state, &user) {
+                    None => return self.complete_startup(client, None).await,
+                    Some(Exchange::Md5 { salt, expected }) => {
+                        *lock(&Self::session(client).auth) = Some(Exchange::Md5 { salt, expected });
+                        Authentication::MD5Password(salt.to_vec())
+                    }
+                    Some(exchange) => {
+                        *lock(&Self::session(client).auth) = Some(exchange);
+                        Authentication::SASL(vec!["SCRAM-SHA-256".to_string()])
+                    }
+                };
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(first))
+                    .await?;
+                Ok(())
             }
-            Self::session(client)
-                .pid
-                .store(pid, std::sync::atomic::Ordering::Relaxed);
-            client.set_pid_and_secret_key(pid, secret);
-            let mut params = DefaultServerParameterProvider::default();
-            params.server_version = "15.0 (Tessera)".to_string();
-            params.application_name = client.metadata().get("application_name").cloned();
-            params.session_authorization = client.metadata().get("user").cloned();
-            finish_authentication(client, &params).await?;
+            PgWireFrontendMessage::PasswordMessageFamily(answer) => {
+                let session = Self::session(client);
+                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                let failed = || {
+                    fatal(
+                        sqlstate::INVALID_PASSWORD,
+                        format!("password authentication failed for user \"{user}\""),
+                    )
+                };
+                let exchange = lock(&session.auth).take();
+                match exchange {
+                    Some(Exchange::ScramStart(secret)) => {
+                        let initial = answer.into_sasl_initial_response()?;
+                        if initial.auth_method != "SCRAM-SHA-256" {
+                            return Err(fatal(
+                                sqlstate::PROTOCOL_VIOLATION,
+                                "client selected an invalid SASL authentication mechanism",
+                            ));
+                        }
+                        let data = initial.data.unwrap_or_default();
+                        let (server_first, next) = crate::auth::scram_first(secret, &data)
+                            .map_err(|e| fatal(sqlstate::PROTOCOL_VIOLATION, e))?;
+                        *lock(&session.auth) = Some(next);
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::SASLContinue(Bytes::from(server_first)),
+                            ))
+                            .await?;
+                        Ok(())
+                    }
+                    Some(Exchange::ScramFinal(waiting)) => {
+                        let response = answer.into_sasl_response()?;
+                        let server_final = waiting
+                            .on_client_final_message(&response.data)
+                            .map_err(|_| failed())?;
+                        self.complete_startup(
+                            client,
+                            Some(Authentication::SASLFinal(Bytes::from(server_final))),
+                        )
+                        .await
+                    }
+                    Some(Exchange::Md5 { expected, .. }) => {
+                        let password = answer.into_password()?;
+                        if expected.is_empty() || password.password != expected {
+                            return Err(failed());
+                        }
+                        self.complete_startup(client, None).await
+                    }
+                    None => Err(fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "unexpected password message",
+                    )),
+                }
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
+}
+
+impl Frontend {
+    /// The end of a successful startup: the session's identity, its cancel key, then
+    /// AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery.
+    async fn complete_startup<C>(
+        &self,
+        client: &mut C,
+        final_message: Option<pgwire::messages::startup::Authentication>,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(message) = final_message {
+            client
+                .send(PgWireBackendMessage::Authentication(message))
+                .await?;
+        }
+        let session = Self::session(client);
+        let user = client.metadata().get("user").cloned().unwrap_or_default();
+        // Under trust a name without a role is let in as a superuser (a dev cluster before any
+        // CREATE ROLE); otherwise the role's own flag holds.
+        let superuser = self
+            .router
+            .meta
+            .state()
+            .roles
+            .get(&user)
+            .is_none_or(|r| r.superuser);
+        session.set_user(user.clone(), superuser);
+        let pid = rand_pid();
+        // The secret is random: knowing a pid must not be enough to cancel its queries.
+        let secret = pgwire::messages::startup::SecretKey::I32(rand::random::<i32>());
+        if let Ok(mut cancels) = self.cancels.lock() {
+            cancels.retain(|_, (_, s)| s.strong_count() > 0);
+            cancels.insert(pid, (secret.to_bytes(), Arc::downgrade(&session)));
+        }
+        session.pid.store(pid, std::sync::atomic::Ordering::Relaxed);
+        client.set_pid_and_secret_key(pid, secret);
+        let mut params = DefaultServerParameterProvider::default();
+        params.server_version = "15.0 (Tessera)".to_string();
+        params.is_superuser = superuser;
+        params.application_name = client.metadata().get("application_name").cloned();
+        params.session_authorization = Some(user);
+        finish_authentication(client, &params).await
+    }
+}
+
+/// A FATAL error: pgwire sends it and closes the connection.
+fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_string(),
+        code.to_string(),
+        message.into(),
+    )))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn rand_pid() -> i32 {

@@ -10,6 +10,7 @@
 //! Routers keep no durable state: any number can run behind a TCP load balancer.
 
 pub mod admin;
+pub mod auth;
 pub mod catalog;
 pub mod copy;
 pub mod dispatch;
@@ -22,6 +23,7 @@ pub mod memtxn;
 pub mod names;
 pub mod plan;
 pub mod pushdown;
+pub mod roles;
 pub mod sequences;
 pub mod session;
 pub mod status;
@@ -45,6 +47,10 @@ pub struct RouterConfig {
     pub max_connections: usize,
     pub row_budget: usize,
     pub limits: guard::GuardLimits,
+    /// How clients authenticate.
+    pub auth: auth::AuthMethod,
+    /// The first superuser (name, password), created if the cluster has no role yet.
+    pub bootstrap_superuser: Option<(String, String)>,
 }
 
 pub struct RouterHandle {
@@ -63,11 +69,42 @@ impl RouterHandle {
 pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
     let meta = MetaClient::connect(cfg.meta.clone(), cfg.secret.clone()).await?;
     let router = dispatch::Router::new(meta, Pool::new(cfg.secret.clone()), cfg.row_budget);
+    if let Some((name, password)) = &cfg.bootstrap_superuser
+        && router.meta.state().roles.is_empty()
+    {
+        // Every router of a new cluster may propose this; meta applies only the first.
+        router
+            .meta
+            .propose(protocol::cluster::MetaCommand::BootstrapRole(
+                protocol::cluster::RoleInfo {
+                    name: name.clone(),
+                    oid: protocol::cluster::BOOTSTRAP_ROLE_OID,
+                    superuser: true,
+                    create_role: true,
+                    create_db: true,
+                    can_login: true,
+                    inherit: true,
+                    replication: true,
+                    bypass_rls: true,
+                    conn_limit: -1,
+                    password: Some(auth::encrypt_password(name, password, "scram-sha-256")),
+                    valid_until: None,
+                },
+            ))
+            .await?;
+    } else if cfg.auth != auth::AuthMethod::Trust && router.meta.state().roles.is_empty() {
+        tracing::warn!(
+            "the cluster has no role yet and no --superuser-password was given: nobody can log in"
+        );
+    }
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| Error::io(format!("bind {}: {e}", cfg.listen)))?;
     let addr = listener.local_addr().map_err(Error::io)?;
-    let handlers = Arc::new(frontend::Handlers(frontend::Frontend::new(router.clone())));
+    let handlers = Arc::new(frontend::Handlers(frontend::Frontend::new(
+        router.clone(),
+        cfg.auth,
+    )));
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let limits = cfg.limits;
     let task = tokio::spawn(async move {

@@ -27,6 +27,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("transaction_isolation", "read committed"),
     ("extra_float_digits", "1"),
     ("is_superuser", "on"),
+    ("session_authorization", "tessera"),
+    ("password_encryption", "scram-sha-256"),
     ("tessera.read_from", "primary"),
     ("lock_timeout", "0"),
     ("transaction_read_only", "off"),
@@ -99,11 +101,20 @@ pub struct Session {
     pub sequences: std::sync::Arc<Mutex<crate::sequences::SessionSequences>>,
     /// The backend pid this session announced in BackendKeyData (`pg_backend_pid()`).
     pub pid: std::sync::atomic::AtomicI32,
+    /// The authentication exchange under way, between its messages.
+    pub auth: Mutex<Option<crate::auth::Exchange>>,
+    /// The role the session logged in as, once authenticated.
+    user: std::sync::OnceLock<(String, bool)>,
 }
 
 impl Session {
     pub fn get(&self, name: &str) -> Option<String> {
         let name = name.to_lowercase();
+        match name.as_str() {
+            "is_superuser" => return Some(if self.is_superuser() { "on" } else { "off" }.into()),
+            "session_authorization" => return Some(self.user().to_string()),
+            _ => {}
+        }
         if let Some(v) = self.settings.lock().ok()?.get(&name) {
             return Some(v.clone());
         }
@@ -123,6 +134,24 @@ impl Session {
         if let Ok(mut s) = self.settings.lock() {
             s.remove(&name.to_lowercase());
         }
+    }
+
+    /// Records the authenticated role (once, at the end of startup).
+    pub fn set_user(&self, user: String, superuser: bool) {
+        let _ = self.user.set((user, superuser));
+    }
+
+    /// The role the session logged in as (`current_user`).
+    pub fn user(&self) -> &str {
+        self.user
+            .get()
+            .map(|(u, _)| u.as_str())
+            .unwrap_or(crate::catalog::USER)
+    }
+
+    /// Whether the session's role is a superuser (as of login, as PostgreSQL reports it).
+    pub fn is_superuser(&self) -> bool {
+        self.user.get().is_none_or(|(_, s)| *s)
     }
 
     pub fn reset_all(&self) {

@@ -267,7 +267,9 @@ impl Drop for Proc {
 
 /// The connection string for a router on `port`.
 pub fn pg_config(port: u16) -> String {
-    format!("host=127.0.0.1 port={port} user=tessera dbname=tessera connect_timeout=5")
+    format!(
+        "host=127.0.0.1 port={port} user=tessera password=tessera dbname=tessera connect_timeout=5"
+    )
 }
 
 /// Connects once (bounded), spawning the connection task.
@@ -538,6 +540,8 @@ impl Cluster {
                 meta_addr.clone(),
                 "--secret".into(),
                 secret.clone(),
+                "--superuser-password".into(),
+                "tessera".into(),
             ],
             "router listening on",
             dir.path(),

@@ -35,7 +35,7 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
-export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=tessera PGDATABASE=tessera
+export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=tessera PGPASSWORD=tessera PGDATABASE=tessera
 for _ in $(seq 1 120); do
     psql -X -q -c 'SELECT 1' >/dev/null 2>&1 && break
     kill -0 "$SERVER" 2>/dev/null || { echo "tessera dev exited:"; tail -n 20 "$LOGS/server.log"; exit 2; }

@@ -10,6 +10,8 @@ use protocol::auth::ClusterSecret;
 
 pub struct Cluster {
     pub port: u16,
+    meta_addr: String,
+    secret: ClusterSecret,
     _dir: TempDir,
     _meta: Arc<replication::meta::MetaServer>,
     _nodes: Vec<replication::node_runtime::NodeHandle>,
@@ -25,6 +27,22 @@ impl Drop for TempDir {
 }
 
 pub async fn start_cluster(nodes: u64, shards: u32, replicas: u32) -> Cluster {
+    start_cluster_with(
+        nodes,
+        shards,
+        replicas,
+        router::auth::AuthMethod::ScramSha256,
+    )
+    .await
+}
+
+/// A cluster whose router authenticates with `auth`; the superuser is tessera/tessera.
+pub async fn start_cluster_with(
+    nodes: u64,
+    shards: u32,
+    replicas: u32,
+    auth: router::auth::AuthMethod,
+) -> Cluster {
     let dir = std::env::temp_dir().join(format!(
         "tessera-test-{}-{}-{}",
         std::process::id(),
@@ -63,16 +81,9 @@ pub async fn start_cluster(nodes: u64, shards: u32, replicas: u32) -> Cluster {
             .expect("node starts"),
         );
     }
-    let router = router::start_router(router::RouterConfig {
-        listen: "127.0.0.1:0".into(),
-        meta: vec![meta.addr()],
-        secret,
-        max_connections: 100,
-        row_budget: router::memtxn::DEFAULT_ROW_BUDGET,
-        limits: router::guard::GuardLimits::default(),
-    })
-    .await
-    .expect("router starts");
+    let router = router::start_router(router_config(meta.addr(), secret.clone(), auth))
+        .await
+        .expect("router starts");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while router.router.meta.state().shards.len() < shards as usize {
         assert!(
@@ -83,10 +94,29 @@ pub async fn start_cluster(nodes: u64, shards: u32, replicas: u32) -> Cluster {
     }
     Cluster {
         port: router.addr.port(),
+        meta_addr: meta.addr(),
+        secret,
         _dir: TempDir(dir),
         _meta: meta,
         _nodes: handles,
         router,
+    }
+}
+
+fn router_config(
+    meta: String,
+    secret: ClusterSecret,
+    auth: router::auth::AuthMethod,
+) -> router::RouterConfig {
+    router::RouterConfig {
+        listen: "127.0.0.1:0".into(),
+        meta: vec![meta],
+        secret,
+        max_connections: 100,
+        row_budget: router::memtxn::DEFAULT_ROW_BUDGET,
+        limits: router::guard::GuardLimits::default(),
+        auth,
+        bootstrap_superuser: Some(("tessera".into(), "tessera".into())),
     }
 }
 
@@ -100,11 +130,22 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
+    /// Another router on the same meta, authenticating with `auth`.
+    pub async fn extra_router(&self, auth: router::auth::AuthMethod) -> router::RouterHandle {
+        router::start_router(router_config(
+            self.meta_addr.clone(),
+            self.secret.clone(),
+            auth,
+        ))
+        .await
+        .expect("router starts")
+    }
+
     /// A connected tokio-postgres client.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(
             &format!(
-                "host=127.0.0.1 port={} user=tessera dbname=tessera",
+                "host=127.0.0.1 port={} user=tessera password=tessera dbname=tessera",
                 self.port
             ),
             tokio_postgres::NoTls,

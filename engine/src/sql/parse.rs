@@ -19,6 +19,7 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
         .tokenize_with_location()
         .map_err(|e| Error::syntax(parser_message(e.into())))?;
     let (tokens, symmetric) = mark_between_symmetric(tokens);
+    let (tokens, create_users) = create_user_as_role(tokens);
     let mut stmts = Parser::new(&dialect)
         .with_tokens_with_locations(tokens)
         .parse_statements()
@@ -29,6 +30,11 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
                 .unwrap_or_default();
             syntax_error(e, sql, &tokens)
         })?;
+    for i in create_users {
+        if let Some(ast::Statement::CreateRole(role)) = stmts.get_mut(i) {
+            role.login.get_or_insert(true);
+        }
+    }
     if symmetric {
         let _ = visit_expressions_mut(&mut stmts, |e| {
             rewrite_between_symmetric(e);
@@ -36,6 +42,46 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
         });
     }
     Ok(stmts)
+}
+
+/// PostgreSQL's `CREATE USER` is `CREATE ROLE` with LOGIN by default; sqlparser reads it as
+/// Snowflake's statement. The USER keyword becomes ROLE here, and the indexes of the
+/// statements so changed are returned so LOGIN can be defaulted after parsing.
+fn create_user_as_role(mut tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Vec<usize>) {
+    let word = |t: &Token, kw: &str| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw));
+    let mut changed = Vec::new();
+    let mut statement = 0usize;
+    let mut at_start = true;
+    let mut i = 0;
+    while i < tokens.len() {
+        match &tokens[i].token {
+            Token::Whitespace(_) => {}
+            Token::SemiColon => {
+                if !at_start {
+                    statement += 1;
+                }
+                at_start = true;
+            }
+            t => {
+                if at_start && word(t, "create") {
+                    let next: Vec<usize> = (i + 1..tokens.len())
+                        .filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
+                        .take(2)
+                        .collect();
+                    if let [user, after] = next[..]
+                        && word(&tokens[user].token, "user")
+                        && !word(&tokens[after].token, "mapping")
+                    {
+                        tokens[user].token = Token::make_keyword("ROLE");
+                        changed.push(statement);
+                    }
+                }
+                at_start = false;
+            }
+        }
+        i += 1;
+    }
+    (tokens, changed)
 }
 
 /// sqlparser does not know `BETWEEN [A]SYMMETRIC`. ASYMMETRIC is the default and is dropped;

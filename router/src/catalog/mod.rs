@@ -26,6 +26,18 @@ use crate::names::{ident, table_name};
 pub const DATABASE: &str = "tessera";
 pub const USER: &str = "tessera";
 
+tokio::task_local! {
+    /// The role of the session whose statement is being planned (`current_user`).
+    pub static SESSION_USER: String;
+}
+
+/// The session's role, or [`USER`] outside a session (internal statements).
+pub fn session_user() -> String {
+    SESSION_USER
+        .try_with(|u| u.clone())
+        .unwrap_or_else(|_| USER.to_string())
+}
+
 /// True if `name` (as `names::table_name` returns it) is a catalog relation.
 pub fn is_catalog(name: &str) -> bool {
     tables::lookup(name).is_some()
@@ -35,11 +47,38 @@ pub fn is_catalog(name: &str) -> bool {
 /// trivially empty ones.
 pub fn rewrite(stmt: &Statement) -> Statement {
     let mut stmt = stmt.clone();
+    name_session_functions(&mut stmt);
     let _ = stmt.visit(&mut Rewriter);
     stmt
 }
 
 struct Rewriter;
+
+/// `SELECT current_user` keeps the column name PostgreSQL gives it after the call becomes a
+/// literal.
+fn name_session_functions(stmt: &mut Statement) {
+    let Statement::Query(q) = stmt else { return };
+    let ast::SetExpr::Select(s) = q.body.as_mut() else {
+        return;
+    };
+    for item in s.projection.iter_mut() {
+        let ast::SelectItem::UnnamedExpr(Expr::Function(f)) = item else {
+            continue;
+        };
+        let name = match catalog_name(&f.name).as_deref() {
+            Some("current_user" | "user") => "current_user",
+            Some("session_user") => "session_user",
+            Some("current_role") => "current_role",
+            Some("current_database") => "current_database",
+            Some("current_catalog") => "current_catalog",
+            _ => continue,
+        };
+        *item = ast::SelectItem::ExprWithAlias {
+            expr: Expr::Function(f.clone()),
+            alias: ast::Ident::new(name),
+        };
+    }
+}
 
 fn parse_expr(sql: &str) -> Option<Expr> {
     Parser::new(&PostgreSqlDialect {})
@@ -151,7 +190,9 @@ fn function_sql(name: &str, args: &[&Expr]) -> Option<String> {
         ("pg_get_viewdef", 1 | 2) => "CAST(NULL AS TEXT)".into(),
         ("pg_relation_is_publishable", 1) => "false".into(),
         ("current_database", 0) => quote_literal(DATABASE),
-        ("current_user" | "session_user" | "user" | "current_role", 0) => quote_literal(USER),
+        ("current_user" | "session_user" | "user" | "current_role", 0) => {
+            quote_literal(&session_user())
+        }
         _ => return None,
     })
 }

@@ -789,6 +789,28 @@ fn info_schema_type(t: &DataType) -> String {
 }
 
 /// The schema and rows of one catalog relation (`None` if `name` is not one).
+/// The roles in meta; before any exists (a trust cluster that never made one), the session's
+/// own name as the superuser it is treated as.
+fn roles(ctx: &Ctx<'_>) -> Vec<protocol::cluster::RoleInfo> {
+    if !ctx.state.roles.is_empty() {
+        return ctx.state.roles.values().cloned().collect();
+    }
+    vec![protocol::cluster::RoleInfo {
+        name: ctx.user.to_string(),
+        oid: SUPERUSER as u32,
+        superuser: true,
+        create_role: true,
+        create_db: true,
+        can_login: true,
+        inherit: true,
+        replication: true,
+        bypass_rls: true,
+        conn_limit: -1,
+        password: None,
+        valid_until: None,
+    }]
+}
+
 pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)> {
     let &(_, rel, spec) = lookup(name)?;
     let schema = TableSchema {
@@ -1214,35 +1236,52 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                 .set("datcollate", "C")
                 .set("datctype", "C"),
         ],
-        "pg_roles" | "pg_authid" => vec![
-            r().set("oid", SUPERUSER)
-                .set("rolname", user)
-                .set("rolsuper", true)
-                .set("rolinherit", true)
-                .set("rolcreaterole", true)
-                .set("rolcreatedb", true)
-                .set("rolcanlogin", true)
-                .set("rolreplication", true)
-                .set("rolbypassrls", true)
-                .set("rolconnlimit", -1i64)
-                .set(
-                    "rolpassword",
-                    if rel == "pg_roles" { "********" } else { "" },
-                ),
-            r().set("oid", DATABASE_OWNER_ROLE)
-                .set("rolname", "pg_database_owner")
-                .set("rolinherit", true)
-                .set("rolconnlimit", -1i64),
-        ],
-        "pg_user" => vec![
-            r().set("usename", user)
-                .set("usesysid", SUPERUSER)
-                .set("usecreatedb", true)
-                .set("usesuper", true)
-                .set("userepl", true)
-                .set("usebypassrls", true)
-                .set("passwd", "********"),
-        ],
+        "pg_roles" | "pg_authid" => {
+            let mut rows: Vec<_> = roles(ctx)
+                .into_iter()
+                .map(|role| {
+                    let password = match (rel, &role.password) {
+                        ("pg_roles", _) => Some("********".to_string()),
+                        (_, p) => p.clone(),
+                    };
+                    let mut row = r()
+                        .set("oid", role.oid as i64)
+                        .set("rolname", role.name.as_str())
+                        .set("rolsuper", role.superuser)
+                        .set("rolinherit", role.inherit)
+                        .set("rolcreaterole", role.create_role)
+                        .set("rolcreatedb", role.create_db)
+                        .set("rolcanlogin", role.can_login)
+                        .set("rolreplication", role.replication)
+                        .set("rolbypassrls", role.bypass_rls)
+                        .set("rolconnlimit", role.conn_limit as i64);
+                    if let Some(p) = password {
+                        row = row.set("rolpassword", p.as_str());
+                    }
+                    row
+                })
+                .collect();
+            rows.push(
+                r().set("oid", DATABASE_OWNER_ROLE)
+                    .set("rolname", "pg_database_owner")
+                    .set("rolinherit", true)
+                    .set("rolconnlimit", -1i64),
+            );
+            rows
+        }
+        "pg_user" => roles(ctx)
+            .into_iter()
+            .filter(|role| role.can_login)
+            .map(|role| {
+                r().set("usename", role.name.as_str())
+                    .set("usesysid", role.oid as i64)
+                    .set("usecreatedb", role.create_db)
+                    .set("usesuper", role.superuser)
+                    .set("userepl", role.replication)
+                    .set("usebypassrls", role.bypass_rls)
+                    .set("passwd", "********")
+            })
+            .collect(),
         "pg_am" => vec![
             r().set("oid", HEAP_AM)
                 .set("amname", "heap")

@@ -39,7 +39,7 @@ public class JdbcCheck {
     static Connection connect() throws SQLException {
         String url = String.format("jdbc:postgresql://%s:%s/%s",
             env("PGHOST", "127.0.0.1"), env("PGPORT", "5432"), env("PGDATABASE", "tessera"));
-        return DriverManager.getConnection(url, env("PGUSER", "tessera"), "");
+        return DriverManager.getConnection(url, env("PGUSER", "tessera"), env("PGPASSWORD", ""));
     }
 
     static String env(String k, String d) { return System.getenv().getOrDefault(k, d); }

@@ -1,0 +1,321 @@
+//! Client authentication and roles, through real connections: SCRAM-SHA-256 (the default),
+//! md5 and trust routers over one meta, CREATE/ALTER/DROP ROLE, and PostgreSQL's SQLSTATEs.
+//!
+//! The script is a list of steps; each names the router (`scram`, `md5` or `trust`), the role
+//! and password to log in with, and either the statements to run with what they must give
+//! (`Pass`, a value, or an SQLSTATE), or, with no statements, what the login itself must give.
+
+mod inproc;
+
+use std::time::Duration;
+
+use router::auth::AuthMethod;
+use tokio_postgres::NoTls;
+
+enum Want {
+    Pass,
+    Code(&'static str),
+    /// The single value of the first row.
+    Value(&'static str),
+}
+
+struct Step {
+    router: &'static str,
+    user: &'static str,
+    password: &'static str,
+    sql: &'static str,
+    want: Want,
+}
+
+const fn step(
+    router: &'static str,
+    user: &'static str,
+    password: &'static str,
+    sql: &'static str,
+    want: Want,
+) -> Step {
+    Step {
+        router,
+        user,
+        password,
+        sql,
+        want,
+    }
+}
+
+use Want::*;
+
+/// Logins (empty sql) and statements, in order.
+const SCRIPT: &[Step] = &[
+    // The bootstrap superuser, SCRAM by default.
+    step("scram", "tessera", "tessera", "", Pass),
+    step("scram", "tessera", "wrong", "", Code("28P01")),
+    step("scram", "nobody", "tessera", "", Code("28P01")),
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "SELECT current_user",
+        Value("tessera"),
+    ),
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "SHOW is_superuser",
+        Value("on"),
+    ),
+    // Roles: CREATE USER logs in, CREATE ROLE does not.
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "CREATE USER alice WITH PASSWORD 'a1'",
+        Pass,
+    ),
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "CREATE ROLE alice",
+        Code("42710"),
+    ),
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "CREATE ROLE pg_x",
+        Code("42939"),
+    ),
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "CREATE ROLE grp PASSWORD 'g'",
+        Pass,
+    ),
+    step("scram", "grp", "g", "", Code("28P01")),
+    step(
+        "scram",
+        "alice",
+        "a1",
+        "SELECT session_user",
+        Value("alice"),
+    ),
+    step("scram", "alice", "a1", "SHOW is_superuser", Value("off")),
+    step("scram", "alice", "a1", "CREATE ROLE eve", Code("42501")),
+    step(
+        "scram",
+        "alice",
+        "a1",
+        "ALTER ROLE alice SUPERUSER",
+        Code("42501"),
+    ),
+    step("scram", "alice", "a1", "DROP ROLE grp", Code("42501")),
+    // A role may change its own password; the old one stops working.
+    step(
+        "scram",
+        "alice",
+        "a1",
+        "ALTER USER alice PASSWORD 'a2'",
+        Pass,
+    ),
+    step("scram", "alice", "a1", "", Code("28P01")),
+    step("scram", "alice", "a2", "", Pass),
+    // A role made by another router's session logs in through the md5 router: its secret is
+    // a SCRAM verifier, so md5 falls back to SCRAM as PostgreSQL does.
+    step("md5", "alice", "a2", "SELECT current_user", Value("alice")),
+    step("md5", "alice", "wrong", "", Code("28P01")),
+    // An md5-hashed password, checked with the md5 exchange.
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "SET password_encryption = 'md5'; CREATE ROLE m LOGIN PASSWORD 'mm'",
+        Pass,
+    ),
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "SELECT substr(rolpassword, 1, 3) FROM pg_authid WHERE rolname = 'm'",
+        Value("md5"),
+    ),
+    step("md5", "m", "mm", "", Pass),
+    step("md5", "m", "nope", "", Code("28P01")),
+    // Renaming clears an md5 password (it is salted with the name), as in PostgreSQL.
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "ALTER ROLE m RENAME TO m2",
+        Pass,
+    ),
+    step("md5", "m2", "mm", "", Code("28P01")),
+    // CREATEROLE may manage ordinary roles but not superusers.
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "CREATE ROLE admin LOGIN CREATEROLE PASSWORD 'ad'",
+        Pass,
+    ),
+    step(
+        "scram",
+        "admin",
+        "ad",
+        "CREATE ROLE helper LOGIN PASSWORD 'h'",
+        Pass,
+    ),
+    step(
+        "scram",
+        "admin",
+        "ad",
+        "CREATE ROLE boss SUPERUSER",
+        Code("42501"),
+    ),
+    step("scram", "admin", "ad", "DROP ROLE tessera", Code("2BP01")),
+    step(
+        "scram",
+        "admin",
+        "ad",
+        "ALTER ROLE tessera PASSWORD 'x'",
+        Code("42501"),
+    ),
+    step("scram", "helper", "h", "", Pass),
+    step("scram", "admin", "ad", "DROP ROLE helper", Pass),
+    step("scram", "helper", "h", "", Code("28P01")),
+    // DROP ROLE errors.
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "DROP ROLE tessera",
+        Code("55006"),
+    ),
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "DROP ROLE ghost",
+        Code("42704"),
+    ),
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "DROP ROLE IF EXISTS ghost, grp",
+        Pass,
+    ),
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "SELECT count(*) FROM pg_roles WHERE rolname = 'grp'",
+        Value("0"),
+    ),
+    // NOLOGIN takes effect at once.
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "ALTER ROLE alice NOLOGIN",
+        Pass,
+    ),
+    step("scram", "alice", "a2", "", Code("28P01")),
+    // Trust lets anyone in under any name.
+    step(
+        "trust",
+        "whoever",
+        "",
+        "SELECT current_user",
+        Value("whoever"),
+    ),
+];
+
+async fn connect(port: u16, user: &str, password: &str) -> Result<tokio_postgres::Client, String> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .dbname("tessera")
+        .connect_timeout(Duration::from_secs(5));
+    if !password.is_empty() {
+        config.password(password);
+    }
+    match config.connect(NoTls).await {
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            Ok(client)
+        }
+        Err(e) => Err(e
+            .code()
+            .map_or_else(|| format!("no SQLSTATE: {e}"), |c| c.code().to_string())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_password_methods() {
+    let cluster = inproc::start_cluster(1, 1, 1).await;
+    let md5 = cluster.extra_router(AuthMethod::Md5).await;
+    let trust = cluster.extra_router(AuthMethod::Trust).await;
+    for (i, s) in SCRIPT.iter().enumerate() {
+        let port = match s.router {
+            "scram" => cluster.port,
+            "md5" => md5.addr.port(),
+            _ => trust.addr.port(),
+        };
+        // Role changes reach the other routers through meta; give them a moment.
+        let mut tries = 0;
+        let outcome = loop {
+            let outcome = run(port, s).await;
+            tries += 1;
+            if outcome.is_ok() || tries == 20 || s.router == "scram" {
+                break outcome;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if let Err(e) = outcome {
+            panic!("step {i} ({} as {}: {:?}): {e}", s.router, s.user, s.sql);
+        }
+    }
+}
+
+/// Runs one step; `Err` says how the result differed from the wanted one.
+async fn run(port: u16, s: &Step) -> Result<(), String> {
+    let client = match (connect(port, s.user, s.password).await, &s.want) {
+        (Err(code), Code(want)) if s.sql.is_empty() => {
+            return if code == *want {
+                Ok(())
+            } else {
+                Err(format!("login gave {code}, want {want}"))
+            };
+        }
+        (Err(code), _) => return Err(format!("login failed with {code}")),
+        (Ok(client), _) => client,
+    };
+    if s.sql.is_empty() {
+        return match s.want {
+            Pass => Ok(()),
+            _ => Err("login succeeded".into()),
+        };
+    }
+    match (client.simple_query(s.sql).await, &s.want) {
+        (Ok(_), Pass) => Ok(()),
+        (Ok(messages), Value(want)) => {
+            let got = messages.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
+                _ => None,
+            });
+            if got == Some(Some(want.to_string())) {
+                Ok(())
+            } else {
+                Err(format!("got {got:?}, want {want}"))
+            }
+        }
+        (Ok(_), Code(want)) => Err(format!("succeeded, want {want}")),
+        (Err(e), Code(want)) if e.code().is_some_and(|c| c.code() == *want) => Ok(()),
+        (Err(e), _) => Err(format!("failed: {e:?}")),
+    }
+}
