@@ -208,6 +208,12 @@ pub struct RouterArgs {
     /// Password of the first superuser; used only while the cluster has no role.
     #[arg(long, env = "TESSERA_SUPERUSER_PASSWORD", hide_env_values = true)]
     superuser_password: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key, clients may connect with sslmode=require.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -220,6 +226,8 @@ struct RouterFile {
     auth: Option<String>,
     superuser: Option<String>,
     superuser_password: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl RouterArgs {
@@ -255,6 +263,11 @@ impl RouterArgs {
                     .unwrap_or_else(|| "tessera".into());
                 (name, p)
             }),
+            tls: match (self.tls_cert.or(f.tls_cert), self.tls_key.or(f.tls_key)) {
+                (Some(cert), Some(key)) => Some(router::tls::acceptor(&cert, &key)?),
+                (None, None) => None,
+                _ => return Err(anyhow!("tls_cert and tls_key go together")),
+            },
         })
     }
 }

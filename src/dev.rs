@@ -43,6 +43,11 @@ pub struct DevArgs {
         hide_env_values = true
     )]
     password: String,
+    /// Serve TLS with a self-signed certificate for localhost and 127.0.0.1, made in
+    /// DIR/tls on first use (clients: sslmode=require, or verify-full with
+    /// sslrootcert=DIR/tls/server.crt).
+    #[arg(long)]
+    tls: bool,
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
@@ -54,6 +59,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .with_context(|| format!("creating {}", args.data.display()))?;
     // In-process roles share a throwaway secret; nothing outside can reach them without it.
     let secret = ClusterSecret::new(format!("dev-{}-{}", std::process::id(), rand_suffix()));
+    let tls_files = if args.tls {
+        Some(self_signed(&args.data.join("tls"))?)
+    } else {
+        None
+    };
     let meta = replication::meta::MetaServer::start(replication::meta::MetaConfig {
         id: 1,
         listen: "127.0.0.1:0".into(),
@@ -91,6 +101,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
         limits: router::guard::GuardLimits::default(),
         auth: args.auth,
         bootstrap_superuser: Some(("tessera".to_string(), args.password.clone())),
+        tls: match &tls_files {
+            Some((cert, key)) => Some(router::tls::acceptor(cert, key)?),
+            None => None,
+        },
     })
     .await
     .context("starting router")?;
@@ -105,7 +119,19 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("meta (internal protocol): {meta_addr}");
     println!("connect with:");
     let port = router.addr.port();
-    if args.auth == router::auth::AuthMethod::Trust {
+    if let Some((cert, _)) = &tls_files {
+        let password = match args.auth {
+            router::auth::AuthMethod::Trust => String::new(),
+            _ => format!("PGPASSWORD={} ", shell_word(&args.password)),
+        };
+        println!(
+            "  {password}psql \"host=127.0.0.1 port={port} user=tessera dbname=tessera sslmode=require\""
+        );
+        println!(
+            "  (verify-full: add sslrootcert={} to check the certificate)",
+            cert.display()
+        );
+    } else if args.auth == router::auth::AuthMethod::Trust {
         println!("  psql -h 127.0.0.1 -p {port} -U tessera -d tessera");
     } else {
         // The password is the one set when the data directory was created.
@@ -134,6 +160,34 @@ async fn wait_for_shards(router: &router::RouterHandle, shards: u32) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("warning: shards are not placed yet; queries will fail until they are");
+}
+
+/// The certificate and key in `dir`, made (self-signed, for localhost and 127.0.0.1) if
+/// missing. The key file is readable by its owner only.
+fn self_signed(dir: &std::path::Path) -> Result<(PathBuf, PathBuf)> {
+    let cert = dir.join("server.crt");
+    let key = dir.join("server.key");
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .context("making a self-signed certificate")?;
+    std::fs::write(&cert, made.cert.pem())
+        .with_context(|| format!("writing {}", cert.display()))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key)
+            .with_context(|| format!("writing {}", key.display()))?;
+        file.write_all(made.signing_key.serialize_pem().as_bytes())?;
+    }
+    Ok((cert, key))
 }
 
 /// `s` quoted for a POSIX shell when it needs quoting.

@@ -73,6 +73,9 @@ enum AdminCommand {
         /// Postgres user, with --router.
         #[arg(long, default_value = "tessera")]
         user: String,
+        /// Its password, with --router (or PGPASSWORD).
+        #[arg(long, env = "PGPASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     #[command(flatten)]
     Placement(admin::PlacementCommand),
@@ -109,9 +112,10 @@ async fn main() -> Result<()> {
                 AdminCommand::Status {
                     router: Some(addr),
                     user,
+                    password,
                     ..
                 },
-        } => admin_status_via_router(&addr, &user).await,
+        } => admin_status_via_router(&addr, &user, password.as_deref()).await,
         Command::Admin {
             command: AdminCommand::Placement(cmd),
         } => admin::run(cmd).await,
@@ -170,12 +174,21 @@ async fn admin_status(meta: Vec<String>, secret: String) -> Result<()> {
 }
 
 /// `admin status --router`: the same report from the router's system views, over SQL.
-async fn admin_status_via_router(addr: &str, user: &str) -> Result<()> {
+async fn admin_status_via_router(addr: &str, user: &str, password: Option<&str>) -> Result<()> {
     let (host, port) = addr
         .rsplit_once(':')
         .context("--router must be host:port")?;
-    let conn_str = format!("host={host} port={port} user={user} dbname=tessera");
-    let (client, conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(port.parse().context("--router must be host:port")?)
+        .user(user)
+        .dbname("tessera");
+    if let Some(p) = password {
+        config.password(p);
+    }
+    let (client, conn) = config
+        .connect(tokio_postgres::NoTls)
         .await
         .context("connecting to the router")?;
     tokio::spawn(conn);

@@ -319,3 +319,74 @@ async fn run(port: u16, s: &Step) -> Result<(), String> {
         (Err(e), _) => Err(format!("failed: {e:?}")),
     }
 }
+
+/// TLS through psql: `sslmode=require` encrypts, `verify-full` checks the certificate against
+/// its CA and the host name, and a plaintext client is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_psql() {
+    if std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("psql is not installed: skipping the TLS check");
+        return;
+    }
+    let cluster = inproc::start_cluster(1, 1, 1).await;
+    let dir = std::env::temp_dir().join(format!("tessera-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let tls = cluster.tls_router(&cert, &key).await;
+    let port = tls.addr.port();
+    let psql = |conninfo: String| async move {
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new("psql")
+                .env("PGPASSWORD", "tessera")
+                .env_remove("PGSSLMODE")
+                .args(["-X", "-At", "-d", &conninfo, "-c", "\\conninfo"])
+                .output(),
+        )
+        .await
+        .expect("psql finishes")
+        .expect("psql runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let base = format!("host=127.0.0.1 port={port} user=tessera dbname=tessera");
+    let (ok, text) = psql(format!("{base} sslmode=require")).await;
+    assert!(ok && text.contains("SSL connection"), "{text}");
+    let (ok, text) = psql(format!(
+        "{base} sslmode=verify-full sslrootcert={}",
+        cert.display()
+    ))
+    .await;
+    assert!(ok && text.contains("SSL connection"), "{text}");
+    // A certificate for other names fails verify-full.
+    let other = rcgen::generate_simple_self_signed(vec!["elsewhere.example".into()]).unwrap();
+    let other_ca = dir.join("other.crt");
+    std::fs::write(&other_ca, other.cert.pem()).unwrap();
+    let (ok, text) = psql(format!(
+        "{base} sslmode=verify-full sslrootcert={}",
+        other_ca.display()
+    ))
+    .await;
+    assert!(!ok, "verify-full against the wrong CA must fail: {text}");
+    let (ok, text) = psql(format!("{base} sslmode=disable")).await;
+    assert!(ok && !text.contains("SSL connection"), "{text}");
+    // The router without a certificate says no to TLS, as PostgreSQL does.
+    let (ok, text) = psql(format!(
+        "host=127.0.0.1 port={} user=tessera dbname=tessera sslmode=require",
+        cluster.port
+    ))
+    .await;
+    assert!(!ok && text.contains("does not support SSL"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

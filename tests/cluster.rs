@@ -735,6 +735,8 @@ async fn admin_status_lists_nodes_and_shards_body(cluster: &Cluster) {
                 "status",
                 "--router",
                 &format!("127.0.0.1:{}", cluster.router_port),
+                "--password",
+                "tessera",
             ])
             .env_remove("TESSERA_SECRET")
             .kill_on_drop(true)

@@ -145,7 +145,6 @@ async fn dev_body(dev: &mut Proc, port: u16, t0: Instant) {
         let out = tokio::time::timeout(
             Duration::from_secs(20),
             tokio::process::Command::new("psql")
-                .env("PGPASSWORD", "tessera")
                 .args([
                     "-h",
                     "127.0.0.1",
@@ -164,7 +163,7 @@ async fn dev_body(dev: &mut Proc, port: u16, t0: Instant) {
                     "select 1",
                 ])
                 .env("PGCONNECT_TIMEOUT", "10")
-                .env_remove("PGPASSWORD")
+                .env("PGPASSWORD", "tessera")
                 .kill_on_drop(true)
                 .output(),
         )

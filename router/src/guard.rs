@@ -10,12 +10,15 @@
 //! pgwire alone would buffer a message of any length up to 1 GiB and drop a malformed one
 //! without a word. The guard refuses a bad or oversized message the way PostgreSQL does —
 //! ErrorResponse 08P01, then close — before allocating it, and drops a client that does not
-//! finish its startup packet in time. It is also where TLS will terminate.
+//! finish its startup packet (and TLS handshake) in time. TLS terminates here (`crate::tls`):
+//! an SSLRequest is answered 'S' when the router has a certificate, and everything after the
+//! handshake, the startup packet included, is read through the TLS stream.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use pgwire::api::PgWireServerHandlers;
+use pgwire::tokio::tokio_rustls::TlsAcceptor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -42,38 +45,80 @@ impl Default for GuardLimits {
     }
 }
 
-/// Serves one client connection through the guard.
+/// Serves one client connection through the guard, over TLS when the client asks for it and
+/// `tls` is set.
 pub async fn serve<H: PgWireServerHandlers + Send + Sync + 'static>(
     client: TcpStream,
     handlers: Arc<H>,
     limits: GuardLimits,
+    tls: Option<TlsAcceptor>,
 ) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let startup = tokio::time::timeout(
-        limits.startup_timeout,
-        read_startup(&mut client_read, &mut client_write),
-    )
-    .await;
-    let first = match startup {
-        Ok(Ok(Some(packet))) => packet,
-        Ok(Ok(None)) => return,
-        Ok(Err(message)) => {
-            let _ = client_write
-                .write_all(&error_response("FATAL", "08P01", &message))
-                .await;
+    let deadline = tokio::time::Instant::now() + limits.startup_timeout;
+    let (mut read, mut write) = client.into_split();
+    let first = match startup(&mut read, &mut write, deadline, tls.is_some()).await {
+        Some(Startup::Packet(packet)) => packet,
+        Some(Startup::Tls) => {
+            let (Some(acceptor), Ok(client)) = (tls, read.reunite(write)) else {
+                return;
+            };
+            let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, acceptor.accept(client)).await
+            else {
+                return;
+            };
+            let (mut read, mut write) = tokio::io::split(stream);
+            if let Some(Startup::Packet(packet)) =
+                startup(&mut read, &mut write, deadline, false).await
+            {
+                relay(read, write, packet, handlers, limits).await;
+            }
             return;
         }
-        Err(_) => {
-            let _ = client_write
-                .write_all(&error_response(
-                    "FATAL",
-                    "08P01",
-                    "timeout while waiting for the startup packet",
-                ))
-                .await;
-            return;
-        }
+        None => return,
     };
+    relay(read, write, first, handlers, limits).await
+}
+
+enum Startup {
+    /// The StartupMessage or CancelRequest to hand to pgwire.
+    Packet(Vec<u8>),
+    /// The client asked for TLS and was told yes ('S').
+    Tls,
+}
+
+/// Reads the startup packets within the deadline; `None` when the client left or was told why
+/// not (FATAL 08P01).
+async fn startup<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    read: &mut R,
+    write: &mut W,
+    deadline: tokio::time::Instant,
+    offer_tls: bool,
+) -> Option<Startup> {
+    let message =
+        match tokio::time::timeout_at(deadline, read_startup(read, write, offer_tls)).await {
+            Ok(Ok(Some(startup))) => return Some(startup),
+            Ok(Ok(None)) => return None,
+            Ok(Err(message)) => message,
+            Err(_) => "timeout while waiting for the startup packet".to_string(),
+        };
+    let _ = write
+        .write_all(&error_response("FATAL", "08P01", &message))
+        .await;
+    None
+}
+
+/// Relays an accepted connection (plain or TLS) to pgwire over a socket pair, checking every
+/// frontend message on the way.
+async fn relay<R, W, H>(
+    mut client_read: R,
+    mut client_write: W,
+    first: Vec<u8>,
+    handlers: Arc<H>,
+    limits: GuardLimits,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    H: PgWireServerHandlers + Send + Sync + 'static,
+{
     let (front, back) = match UnixStream::pair() {
         Ok(p) => p,
         Err(e) => {
@@ -92,7 +137,10 @@ pub async fn serve<H: PgWireServerHandlers + Send + Sync + 'static>(
                 n = front_read.read(&mut buf) => match n {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if client_write.write_all(&buf[..n]).await.is_err() {
+                        // A TLS writer buffers: flush so each response reaches the client.
+                        if client_write.write_all(&buf[..n]).await.is_err()
+                            || client_write.flush().await.is_err()
+                        {
                             break;
                         }
                     }
@@ -126,20 +174,23 @@ pub async fn serve<H: PgWireServerHandlers + Send + Sync + 'static>(
         }
         _ if !relay_done => {
             drop(front_write);
-            let _ = downstream.await;
+            if let Ok(mut w) = downstream.await {
+                let _ = w.shutdown().await;
+            }
         }
         _ => {}
     }
     pg.abort();
 }
 
-/// Reads packets until the StartupMessage (or a CancelRequest), answering SSL and GSSAPI
-/// encryption requests with 'N'. Returns the packet to hand to pgwire, or `None` if the client
-/// left.
+/// Reads packets until the StartupMessage (or a CancelRequest), answering GSSAPI encryption
+/// requests with 'N' and SSL requests with 'S' when `offer_tls`, else 'N'. Returns `None` if
+/// the client left.
 async fn read_startup<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     r: &mut R,
     w: &mut W,
-) -> Result<Option<Vec<u8>>, String> {
+    offer_tls: bool,
+) -> Result<Option<Startup>, String> {
     loop {
         let mut len = [0u8; 4];
         if r.read_exact(&mut len).await.is_err() {
@@ -156,11 +207,15 @@ async fn read_startup<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
         let code = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
         match code {
+            SSL_REQUEST if offer_tls => {
+                w.write_all(b"S").await.map_err(|e| e.to_string())?;
+                return Ok(Some(Startup::Tls));
+            }
             SSL_REQUEST | GSSENC_REQUEST => {
                 w.write_all(b"N").await.map_err(|e| e.to_string())?;
             }
-            CANCEL_REQUEST => return Ok(Some(packet)),
-            c if c >> 16 == 3 => return Ok(Some(packet)),
+            CANCEL_REQUEST => return Ok(Some(Startup::Packet(packet))),
+            c if c >> 16 == 3 => return Ok(Some(Startup::Packet(packet))),
             c => {
                 return Err(format!(
                     "unsupported frontend protocol {}.{}",
@@ -287,13 +342,23 @@ mod tests {
         let startup = [0u8, 0, 0, 9, 0, 3, 0, 0, 0];
         input.extend_from_slice(&startup);
         let mut replies = Vec::new();
-        let got = read_startup(&mut &input[..], &mut replies)
+        let got = read_startup(&mut &input[..], &mut replies, false)
             .await
-            .unwrap()
             .unwrap();
         assert_eq!(replies, b"N");
-        assert_eq!(got, startup);
+        assert!(matches!(got, Some(Startup::Packet(p)) if p == startup));
         let bad = [0u8, 0, 0, 4];
-        assert!(read_startup(&mut &bad[..], &mut replies).await.is_err());
+        assert!(
+            read_startup(&mut &bad[..], &mut replies, false)
+                .await
+                .is_err()
+        );
+        // With a certificate, the SSLRequest is answered 'S' and the TLS handshake is next.
+        let mut replies = Vec::new();
+        let got = read_startup(&mut &input[..], &mut replies, true)
+            .await
+            .unwrap();
+        assert_eq!(replies, b"S");
+        assert!(matches!(got, Some(Startup::Tls)));
     }
 }

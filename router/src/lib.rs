@@ -27,6 +27,7 @@ pub mod roles;
 pub mod sequences;
 pub mod session;
 pub mod status;
+pub mod tls;
 pub mod views;
 
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct RouterConfig {
     pub auth: auth::AuthMethod,
     /// The first superuser (name, password), created if the cluster has no role yet.
     pub bootstrap_superuser: Option<(String, String)>,
+    /// Offered to clients that send SSLRequest (`crate::tls::acceptor`).
+    pub tls: Option<pgwire::tokio::tokio_rustls::TlsAcceptor>,
 }
 
 pub struct RouterHandle {
@@ -107,6 +110,7 @@ pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
     )));
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let limits = cfg.limits;
+    let tls = cfg.tls.clone();
     let task = tokio::spawn(async move {
         loop {
             let (socket, _) = match listener.accept().await {
@@ -119,10 +123,11 @@ pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
             };
             let _ = socket.set_nodelay(true);
             let handlers = handlers.clone();
+            let tls = tls.clone();
             let permit = slots.clone().try_acquire_owned();
             tokio::spawn(async move {
                 match permit {
-                    Ok(_permit) => guard::serve(socket, handlers, limits).await,
+                    Ok(_permit) => guard::serve(socket, handlers, limits, tls).await,
                     Err(_) => refuse_too_many(socket).await,
                 }
             });

@@ -117,6 +117,7 @@ fn router_config(
         limits: router::guard::GuardLimits::default(),
         auth,
         bootstrap_superuser: Some(("tessera".into(), "tessera".into())),
+        tls: None,
     }
 }
 
@@ -139,6 +140,22 @@ impl Cluster {
         ))
         .await
         .expect("router starts")
+    }
+
+    /// Another router on the same meta, serving TLS with this certificate and key (PEM files).
+    pub async fn tls_router(
+        &self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> router::RouterHandle {
+        let acceptor = router::tls::acceptor(cert, key).expect("certificate loads");
+        let mut config = router_config(
+            self.meta_addr.clone(),
+            self.secret.clone(),
+            router::auth::AuthMethod::ScramSha256,
+        );
+        config.tls = Some(acceptor);
+        router::start_router(config).await.expect("router starts")
     }
 
     /// A connected tokio-postgres client.
