@@ -280,6 +280,23 @@ async fn forward_messages<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
 }
 
+/// Runs the guard's checks over `input` as if a client had sent it — startup packets (TLS not
+/// offered), then messages — and returns the bytes that would reach pgwire, or the FATAL
+/// message the guard would send. The fuzz target `fuzz/fuzz_targets/frontend_messages.rs`
+/// drives this with arbitrary bytes.
+pub async fn screen(input: &[u8], max_message: usize) -> Result<Vec<u8>, String> {
+    let mut read = input;
+    let mut replies = Vec::new();
+    let mut passed = match read_startup(&mut read, &mut replies, false).await? {
+        Some(Startup::Packet(packet)) => packet,
+        Some(Startup::Tls) | None => return Ok(Vec::new()),
+    };
+    forward_messages(&mut read, &mut passed, max_message)
+        .await
+        .map_err(|e| e.unwrap_or_default())?;
+    Ok(passed)
+}
+
 /// A backend ErrorResponse message.
 pub fn error_response(severity: &str, code: &str, message: &str) -> Vec<u8> {
     let mut body = Vec::new();

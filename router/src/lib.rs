@@ -16,6 +16,7 @@ pub mod copy;
 pub mod dispatch;
 pub mod encode;
 pub mod frontend;
+pub mod fuzzing;
 pub mod guard;
 pub mod insert_select;
 pub mod maintenance;

