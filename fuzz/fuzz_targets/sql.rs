@@ -11,7 +11,7 @@ use protocol::cluster::ClusterState;
 
 struct World {
     state: ClusterState,
-    tables: Vec<(protocol::schema::TableSchema, Vec<Vec<protocol::Value>>)>,
+    tables: router::fuzzing::Tables,
 }
 
 fn world() -> &'static World {

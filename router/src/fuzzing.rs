@@ -24,8 +24,11 @@ const TABLES: &[&str] = &[
     "CREATE TABLE w (id int PRIMARY KEY, v text, n int CHECK (n > 0), j jsonb, ts timestamptz)",
 ];
 
+/// Tables with their rows.
+pub type Tables = Vec<(TableSchema, Vec<Vec<Value>>)>;
+
 /// A cluster map with the tables above on four shards, and a few rows for each.
-pub fn world() -> (ClusterState, Vec<(TableSchema, Vec<Vec<Value>>)>) {
+pub fn world() -> (ClusterState, Tables) {
     let mut state = ClusterState::default();
     state.nodes.insert(
         1,
@@ -103,7 +106,7 @@ fn sample(t: &protocol::DataType, i: i64) -> Value {
 }
 
 /// Runs `sql` through parsing, rewriting, planning and (for queries) execution.
-pub fn run_sql(sql: &str, state: &ClusterState, tables: &[(TableSchema, Vec<Vec<Value>>)]) {
+pub fn run_sql(sql: &str, state: &ClusterState, tables: &Tables) {
     let Ok(stmts) = engine::sql::parse(sql) else {
         return;
     };
