@@ -795,6 +795,26 @@ impl Router {
                     .map(|(t, sql)| self.send(t, sql.clone(), params, txn));
                 concat(futures::future::join_all(calls).await)
             }
+            Plan::Replicated { targets, sql } => {
+                let calls = targets
+                    .iter()
+                    .map(|t| self.send(t, sql.clone(), params, txn));
+                let mut results = futures::future::join_all(calls).await.into_iter();
+                let first = results
+                    .next()
+                    .ok_or_else(|| Error::internal("a reference table without copies"))??;
+                for other in results {
+                    // Copies hold the same rows, so they must report the same change; if not,
+                    // the transaction fails rather than commit copies that disagree.
+                    if other?.affected != first.affected {
+                        return Err(Error::new(
+                            sqlstate::DATA_CORRUPTED,
+                            "copies of a reference table disagree",
+                        ));
+                    }
+                }
+                Ok(first)
+            }
             Plan::Partial {
                 targets,
                 sql,
@@ -1102,6 +1122,7 @@ fn admit(plan: &Plan, txn: &mut SessionTxn) -> Result<()> {
     let (targets, writes): (Vec<&Target>, bool) = match plan {
         Plan::Direct { targets, sql } => (targets.iter().collect(), !is_select(sql)),
         Plan::Split { parts } => (parts.iter().map(|(t, _)| t).collect(), true),
+        Plan::Replicated { targets, .. } => (targets.iter().collect(), true),
         Plan::Gather { fetches, .. } => (fetches.iter().map(|f| &f.target).collect(), false),
         Plan::Local { .. } => (Vec::new(), false),
         Plan::Partial { targets, .. } => (targets.iter().collect(), false),
@@ -1126,6 +1147,7 @@ fn writes_several_shards(plan: &Plan) -> bool {
     match plan {
         Plan::Direct { targets, sql } => targets.len() > 1 && !is_select(sql),
         Plan::Split { parts } => parts.len() > 1,
+        Plan::Replicated { targets, .. } => targets.len() > 1,
         Plan::MoveUpdate { .. } => true,
         _ => false,
     }

@@ -83,6 +83,10 @@ pub enum Plan {
         stmt: Box<Statement>,
         views: Vec<String>,
     },
+    /// A write to a reference table: the same statement on every copy of the keyspace, in
+    /// one (two-phase) transaction; the first copy's result is the statement's (the others
+    /// must report the same count).
+    Replicated { targets: Vec<Target>, sql: String },
     CreateTable {
         info: TableInfo,
         if_not_exists: bool,
@@ -149,6 +153,15 @@ impl Plan {
                     "Partial aggregates on {} shard(s); router combines by {}",
                     targets.len(),
                     how.join(", ")
+                ));
+                for t in targets {
+                    out.push(format!("  {}: {sql}", shard(t)));
+                }
+            }
+            Plan::Replicated { targets, sql } => {
+                out.push(format!(
+                    "Replicated write on all {} copies of a reference table, one transaction",
+                    targets.len()
                 ));
                 for t in targets {
                     out.push(format!("  {}: {sql}", shard(t)));
@@ -401,10 +414,11 @@ impl<'a> Planner<'a> {
                 "distribution" => {
                     distribution = match text.to_lowercase().as_str() {
                         "sharded" => Distribution::Sharded,
-                        "reference" | "single" => {
-                            return Err(Error::unsupported(format!(
-                                "distribution '{text}' is not available yet; tables are sharded"
-                            )));
+                        "reference" => Distribution::Reference,
+                        "single" => {
+                            return Err(Error::unsupported(
+                                "distribution 'single' is not available; put the table in a keyspace with one shard instead",
+                            ));
                         }
                         other => {
                             return Err(Error::new(
@@ -454,7 +468,14 @@ impl<'a> Planner<'a> {
                 format!("keyspace \"{keyspace}\" does not exist"),
             ));
         }
+        if distribution == Distribution::Reference && shard_key.is_some() {
+            return Err(Error::new(
+                sqlstate::INVALID_TABLE_DEFINITION,
+                "a reference table has no shard key: every shard holds all of its rows",
+            ));
+        }
         let key_cols = match shard_key {
+            _ if distribution == Distribution::Reference => Vec::new(),
             Some(cols) => cols
                 .iter()
                 .map(|c| {
@@ -475,13 +496,16 @@ impl<'a> Planner<'a> {
                 .map(|&i| vec![i])
                 .unwrap_or_default(),
         };
-        if key_cols.is_empty() {
+        if key_cols.is_empty() && distribution == Distribution::Sharded {
             return Err(Error::new(
                 sqlstate::INVALID_TABLE_DEFINITION,
                 "a sharded table needs a primary key or shard_key",
             ));
         }
-        if schema.rowid().is_none() && !key_cols.iter().all(|c| schema.primary_key.contains(c)) {
+        if distribution == Distribution::Sharded
+            && schema.rowid().is_none()
+            && !key_cols.iter().all(|c| schema.primary_key.contains(c))
+        {
             return Err(Error::unsupported(format!(
                 "the primary key of sharded table \"{}\" must include its shard key",
                 schema.name
@@ -735,6 +759,13 @@ impl<'a> Planner<'a> {
                 sql: stmt.to_string(),
             });
         }
+        if table.distribution == Distribution::Reference {
+            check_deterministic_write(stmt, table)?;
+            return Ok(Plan::Replicated {
+                targets,
+                sql: stmt.to_string(),
+            });
+        }
         // Each shard resolves the conflicts of its own rows; an update may not move a row.
         if let Some(ast::OnInsert::OnConflict(oc)) = &insert.on
             && let ast::OnConflictAction::DoUpdate(u) = &oc.action
@@ -875,6 +906,13 @@ impl<'a> Planner<'a> {
     /// Routes `INSERT … DEFAULT VALUES` by the shard key's default; without one the key is
     /// NULL, and any shard reports that violation exactly as PostgreSQL words it.
     fn plan_default_values(&self, stmt: &Statement, table: &TableInfo) -> Result<Plan> {
+        if table.distribution == Distribution::Reference {
+            check_deterministic_write(stmt, table)?;
+            return Ok(Plan::Replicated {
+                targets: self.keyspace_targets(&table.keyspace)?,
+                sql: stmt.to_string(),
+            });
+        }
         let key_col = &table.schema.columns[table.shard_key[0]];
         let default = match &key_col.default {
             Some(text) => {
@@ -1097,13 +1135,22 @@ impl<'a> Planner<'a> {
                 });
             }
         }
+        if infos
+            .iter()
+            .any(|t| t.distribution == Distribution::Reference)
+        {
+            return self.plan_with_reference(stmt, &infos);
+        }
         let single = (infos.len() == 1).then(|| infos[0]);
         let selection = single_table_selection(stmt);
         if let Statement::Update(update) = stmt {
             // A new shard-key value may belong to another shard: the row must move there, in
             // the same distributed transaction as the update itself.
             let moves_key = infos.iter().any(|t| {
-                let key = &t.schema.columns[t.shard_key[0]].name;
+                let Some(&key) = t.shard_key.first() else {
+                    return false;
+                };
+                let key = &t.schema.columns[key].name;
                 update.assignments.iter().any(|a| assigns_column(a, key))
             });
             if moves_key {
@@ -1365,6 +1412,163 @@ fn assigns_column(a: &ast::Assignment, name: &str) -> bool {
 
 impl Planner<'_> {
     /// True if a subquery in the statement reads a table of a keyspace with several shards.
+    /// A statement that reads or writes a reference table (full copies on every shard of its
+    /// keyspace):
+    /// - a write to a reference table runs on every copy (`Plan::Replicated`), and may read
+    ///   only reference tables of its keyspace (each copy must compute the same change);
+    /// - a statement over reference tables alone is answered by one copy;
+    /// - a write to a sharded table that also reads reference tables of its keyspace runs on
+    ///   each shard it would reach alone, since every shard holds the whole reference table;
+    /// - a query over one sharded table joined with reference tables of its keyspace runs on
+    ///   every shard when the shards' results only need concatenating (or, for plain
+    ///   count/sum/min/max, combining), and otherwise gathers the sharded table's rows from
+    ///   every shard and each reference table's rows from one copy.
+    fn plan_with_reference(&self, stmt: &Statement, infos: &[&TableInfo]) -> Result<Plan> {
+        let (reference, sharded): (Vec<&TableInfo>, Vec<&TableInfo>) = infos
+            .iter()
+            .partition(|t| t.distribution == Distribution::Reference);
+        let keyspaces: BTreeSet<&str> = infos.iter().map(|t| t.keyspace.as_str()).collect();
+        let written = match stmt {
+            Statement::Update(u) => match &u.table.relation {
+                TableFactor::Table { name, .. } => Some(table_name(name)),
+                _ => None,
+            },
+            Statement::Delete(d) => {
+                let from = match &d.from {
+                    ast::FromTable::WithFromKeyword(f) | ast::FromTable::WithoutKeyword(f) => f,
+                };
+                match from.first().map(|f| &f.relation) {
+                    Some(TableFactor::Table { name, .. }) => Some(table_name(name)),
+                    _ => None,
+                }
+            }
+            Statement::Query(_) => None,
+            _ => {
+                return Err(Error::unsupported(
+                    "this statement over reference tables is not supported",
+                ));
+            }
+        };
+        let written_info = written
+            .as_ref()
+            .and_then(|w| infos.iter().find(|t| t.schema.name == *w));
+        // One copy of every reference table: the first shard of its keyspace.
+        let one_copy = |t: &TableInfo| -> Result<Target> {
+            let shard = self
+                .state
+                .keyspace_shards(&t.keyspace)
+                .first()
+                .copied()
+                .ok_or_else(|| Error::internal("keyspace without shards"))?;
+            target(self.state, shard)
+        };
+        match written_info {
+            Some(t) if t.distribution == Distribution::Reference => {
+                if !sharded.is_empty() || keyspaces.len() > 1 {
+                    return Err(Error::unsupported(format!(
+                        "a write to reference table \"{}\" may read only reference tables of its keyspace",
+                        t.schema.name
+                    ))
+                    .with_detail("Every copy applies the statement itself, so each must see all the rows it reads."));
+                }
+                check_deterministic_write(stmt, t)?;
+                return Ok(Plan::Replicated {
+                    targets: self.keyspace_targets(&t.keyspace)?,
+                    sql: stmt.to_string(),
+                });
+            }
+            Some(t) => {
+                if sharded.len() > 1 || keyspaces.len() > 1 {
+                    return Err(Error::unsupported(
+                        "a write that reads other tables across shards is not supported yet",
+                    ));
+                }
+                let targets = match self.pinned_shards(t, single_table_selection(stmt))? {
+                    Some(shards) => shards
+                        .iter()
+                        .filter_map(|id| self.state.shards.get(id))
+                        .map(|s| target(self.state, s))
+                        .collect::<Result<_>>()?,
+                    None => self.keyspace_targets(&t.keyspace)?,
+                };
+                if let Statement::Update(u) = stmt
+                    && let Some(&key) = t.shard_key.first()
+                    && u.assignments
+                        .iter()
+                        .any(|a| assigns_column(a, &t.schema.columns[key].name))
+                {
+                    return Err(Error::unsupported(
+                        "updating a shard key while reading other tables is not supported yet",
+                    ));
+                }
+                return Ok(Plan::Direct {
+                    targets,
+                    sql: stmt.to_string(),
+                });
+            }
+            None if written.is_some() => {
+                return Err(Error::internal(
+                    "the written table is not among the statement's tables",
+                ));
+            }
+            None => {}
+        }
+        let Statement::Query(q) = stmt else {
+            return Err(Error::internal("a reference-table plan for a non-query"));
+        };
+        if keyspaces.len() == 1 && sharded.is_empty() {
+            return Ok(Plan::Direct {
+                targets: vec![one_copy(reference[0])?],
+                sql: stmt.to_string(),
+            });
+        }
+        if keyspaces.len() == 1
+            && sharded.len() == 1
+            && q.locks.is_empty()
+            && each_row_has_one_sharded_row(stmt, &sharded[0].schema.name)
+        {
+            let targets = self.keyspace_targets(&sharded[0].keyspace)?;
+            if concatenates(stmt) {
+                return Ok(Plan::Direct {
+                    targets,
+                    sql: stmt.to_string(),
+                });
+            }
+            if let Some(combine) = partial_aggregates_over(stmt, true) {
+                return Ok(Plan::Partial {
+                    targets,
+                    sql: stmt.to_string(),
+                    combine,
+                });
+            }
+        }
+        if !q.locks.is_empty() {
+            return Err(Error::unsupported(
+                "FOR UPDATE/SHARE is supported on a SELECT from one table",
+            ));
+        }
+        let mut fetches = Vec::new();
+        for table in infos {
+            let sql = format!("SELECT * FROM {}", quote_ident(&table.schema.name));
+            let targets = match table.distribution {
+                Distribution::Reference => vec![one_copy(table)?],
+                _ => self.keyspace_targets(&table.keyspace)?,
+            };
+            for t in targets {
+                fetches.push(Fetch {
+                    table: table.schema.name.clone(),
+                    target: t,
+                    sql: sql.clone(),
+                });
+            }
+        }
+        Ok(Plan::Gather {
+            fetches,
+            tables: infos.iter().map(|t| t.schema.clone()).collect(),
+            stmt: Box::new(stmt.clone()),
+        })
+    }
+
     fn subquery_reads_spread_table(&self, stmt: &Statement) -> bool {
         let mut found = false;
         let _ = ast::visit_expressions(stmt, |e| {
@@ -1489,6 +1693,188 @@ fn single_table_factor(stmt: &Statement) -> Option<&TableFactor> {
 /// output is only count/sum/min/max calls (no DISTINCT, FILTER or window), with no GROUP BY,
 /// HAVING, DISTINCT, ORDER BY, LIMIT or locking. Anything else returns `None` and is gathered.
 fn partial_aggregates(stmt: &Statement) -> Option<Vec<Combine>> {
+    partial_aggregates_over(stmt, false)
+}
+
+/// Whether each shard's result rows, concatenated, are the query's: a plain SELECT … FROM …
+/// WHERE with no grouping, aggregate, window, DISTINCT, ordering, limit, set operation,
+/// CTE or subquery.
+fn concatenates(stmt: &Statement) -> bool {
+    let Statement::Query(q) = stmt else {
+        return false;
+    };
+    if q.with.is_some()
+        || q.order_by.is_some()
+        || q.limit_clause.is_some()
+        || q.fetch.is_some()
+        || !q.locks.is_empty()
+        || statement_has_subquery(stmt)
+    {
+        return false;
+    }
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return false;
+    };
+    let no_group = match &s.group_by {
+        ast::GroupByExpr::Expressions(exprs, mods) => exprs.is_empty() && mods.is_empty(),
+        ast::GroupByExpr::All(_) => false,
+    };
+    if !no_group
+        || s.having.is_some()
+        || s.distinct.is_some()
+        || !s.named_window.is_empty()
+        || s.from.iter().any(|f| {
+            !matches!(f.relation, TableFactor::Table { .. })
+                || f.joins
+                    .iter()
+                    .any(|j| !matches!(j.relation, TableFactor::Table { .. }))
+        })
+    {
+        return false;
+    }
+    // An aggregate or window call anywhere in the select list needs every shard's rows.
+    let mut needs_all = false;
+    let _ = ast::visit_expressions(&s.projection, |e| {
+        if let Expr::Function(f) = e {
+            let name = f.name.to_string().to_lowercase();
+            if f.over.is_some() || engine::sql::is_aggregate(name.trim_start_matches("pg_catalog."))
+            {
+                needs_all = true;
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    !needs_all
+}
+
+/// Whether every row a SELECT's FROM clause produces holds exactly one row of the sharded
+/// table `sharded` (the others being reference tables): inner and cross joins, and LEFT joins
+/// whose preserved side already holds it. Then the union of each shard's rows is the whole
+/// answer. A reference table on the preserved side of an outer join would come back once per
+/// shard, NULL-extended, so such queries are gathered instead.
+fn each_row_has_one_sharded_row(stmt: &Statement, sharded: &str) -> bool {
+    let Statement::Query(q) = stmt else {
+        return false;
+    };
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return false;
+    };
+    let is_sharded = |f: &TableFactor| matches!(f, TableFactor::Table { name, .. } if table_name(name) == sharded);
+    let mut seen = 0;
+    for item in &s.from {
+        let mut has = is_sharded(&item.relation);
+        seen += has as usize;
+        for j in &item.joins {
+            let here = is_sharded(&j.relation);
+            seen += here as usize;
+            let ok = match &j.join_operator {
+                ast::JoinOperator::Join(_)
+                | ast::JoinOperator::Inner(_)
+                | ast::JoinOperator::CrossJoin(_) => true,
+                ast::JoinOperator::Left(_) | ast::JoinOperator::LeftOuter(_) => has && !here,
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+            has |= here;
+        }
+    }
+    seen == 1
+}
+
+/// Functions whose value a shard computes for itself (its clock, its random numbers): two
+/// copies of a reference table would store different values.
+const VOLATILE: &[&str] = &[
+    "random",
+    "gen_random_uuid",
+    "uuid_generate_v4",
+    "clock_timestamp",
+    "timeofday",
+    "setseed",
+    "random_normal",
+    "now",
+    "current_timestamp",
+    "transaction_timestamp",
+    "statement_timestamp",
+    "current_date",
+    "current_time",
+    "localtimestamp",
+    "localtime",
+];
+
+/// The first function of `VOLATILE` an expression (or statement) calls.
+fn volatile_call<V: ast::Visit>(node: &V) -> Option<String> {
+    let mut volatile = None;
+    let _ = ast::visit_expressions(node, |e| {
+        if let Expr::Function(f) = e {
+            let name = f.name.to_string().to_lowercase();
+            let name = name.trim_start_matches("pg_catalog.");
+            if VOLATILE.contains(&name) {
+                volatile = Some(name.to_string());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    volatile
+}
+
+/// Refuses, in a write every copy of a reference table applies itself, functions whose value
+/// each copy would compute differently: the copies would disagree. An INSERT that leaves a
+/// column to such a DEFAULT is refused as well.
+fn check_deterministic_write(stmt: &Statement, table: &TableInfo) -> Result<()> {
+    check_deterministic(stmt)?;
+    let Statement::Insert(insert) = stmt else {
+        return Ok(());
+    };
+    let width = match insert.source.as_deref().map(|q| q.body.as_ref()) {
+        Some(SetExpr::Values(v)) => v.rows.first().map_or(0, |r| r.content.len()),
+        _ => 0,
+    };
+    let given: Vec<String> = if insert.columns.is_empty() {
+        table
+            .schema
+            .user_columns()
+            .take(width)
+            .map(|(_, c)| c.name.clone())
+            .collect()
+    } else {
+        insert.columns.iter().map(table_name).collect()
+    };
+    for (_, col) in table.schema.user_columns() {
+        if given.contains(&col.name) {
+            continue;
+        }
+        let Some(default) = &col.default else {
+            continue;
+        };
+        let parsed = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+            .try_with_sql(default)
+            .and_then(|mut p| p.parse_expr());
+        if let Some(name) = parsed.ok().as_ref().and_then(volatile_call) {
+            return Err(Error::unsupported(format!(
+                "column \"{}\" of reference table \"{}\" must be given a value: its default calls {name}()",
+                col.name, table.schema.name
+            ))
+            .with_detail("Every copy would compute the default itself and store a different value."));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses functions whose value differs from one copy of a reference table to another.
+fn check_deterministic(stmt: &Statement) -> Result<()> {
+    match volatile_call(stmt) {
+        Some(name) => Err(Error::unsupported(format!(
+            "{name}() cannot be used in a write to a reference table"
+        ))
+        .with_detail("Every copy evaluates the statement itself; compute the value first and pass it as a literal or parameter.")),
+        None => Ok(()),
+    }
+}
+
+fn partial_aggregates_over(stmt: &Statement, allow_joins: bool) -> Option<Vec<Combine>> {
     let Statement::Query(q) = stmt else {
         return None;
     };
@@ -1510,10 +1896,15 @@ fn partial_aggregates(stmt: &Statement) -> Option<Vec<Combine>> {
     if !no_group
         || s.having.is_some()
         || s.distinct.is_some()
-        || s.from.len() != 1
-        || !s.from[0].joins.is_empty()
+        || (!allow_joins && (s.from.len() != 1 || !s.from[0].joins.is_empty()))
+        || s.from.is_empty()
         // A derived table (`FROM (SELECT …) s`) must see every shard's rows at once.
-        || !matches!(s.from[0].relation, ast::TableFactor::Table { .. })
+        || s.from.iter().any(|f| {
+            !matches!(f.relation, ast::TableFactor::Table { .. })
+                || f.joins
+                    .iter()
+                    .any(|j| !matches!(j.relation, ast::TableFactor::Table { .. }))
+        })
     {
         return None;
     }

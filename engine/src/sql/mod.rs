@@ -24,6 +24,7 @@ mod ddl;
 mod dml;
 mod exec;
 mod explain;
+pub use aggregate::is_aggregate;
 pub use expr::QUERY_MEMORY;
 mod expr;
 mod foreign_keys;

@@ -451,6 +451,23 @@ impl CopyIn {
             for seq in &self.serial {
                 row.push(Value::Int(router.next_value(seq).await?));
             }
+            self.rows += 1;
+            if self.table.distribution == protocol::cluster::Distribution::Reference {
+                // Every copy of a reference table gets every row.
+                let all: Vec<ShardId> = self.targets.keys().copied().collect();
+                for shard in &all {
+                    self.batches
+                        .entry(*shard)
+                        .or_default()
+                        .extend(row.iter().cloned());
+                }
+                if self.batches.values().next().map_or(0, |b| b.len())
+                    >= BATCH_ROWS * (self.types.len() + self.serial.len()).max(1)
+                {
+                    self.flush(router, txn, &all).await?;
+                }
+                continue;
+            }
             let key = match self.key {
                 Some(k) => self.table.schema.columns[self.table.shard_key[0]]
                     .data_type
@@ -466,7 +483,6 @@ impl CopyIn {
                 .ok_or_else(|| Error::internal("no shard covers a copied row"))?;
             let batch = self.batches.entry(shard).or_default();
             batch.extend(row);
-            self.rows += 1;
             if batch.len() >= BATCH_ROWS * (self.types.len() + self.serial.len()).max(1) {
                 self.flush(router, txn, &[shard]).await?;
             }
