@@ -1,9 +1,11 @@
 //! Crash recovery under a transactional workload, with real processes (1 meta + 2 nodes +
 //! 1 router, 4 shards, 2 copies each).
 //!
-//! 200 accounts of 1000 are spread over the 4 shards. 8 clients run transfers
+//! 1000 accounts of 1000 are spread over the 4 shards. 8 clients run transfers
 //! (`BEGIN; debit; credit; COMMIT`, READ COMMITTED) between random accounts, retrying on
-//! 40001/40P01, while a chaos loop kills -9 a node (alternating nodes), lets the workload run
+//! 40001/40P01, while a chaos loop kills -9 a node (alternating nodes) or, every third round,
+//! the router (clients reconnect; transactions it left prepared are resolved by the nodes'
+//! in-doubt resolvers from the coordinator's record), lets the workload run
 //! against the outage, restarts it and waits until the cluster serves transfers again:
 //! `CRASH_ROUNDS` rounds (default 5; e.g. 20 for a longer run). Each transfer attempt is
 //! recorded as acknowledged (COMMIT succeeded), failed (an error before COMMIT, or 40001/40P01
@@ -36,7 +38,7 @@ use common::{
 use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-const ACCOUNTS: i32 = 200;
+const ACCOUNTS: i32 = 1000;
 const INITIAL: i64 = 1000;
 const CLIENTS: usize = 8;
 /// Bound on one statement of the workload.
@@ -563,32 +565,40 @@ async fn crash_loop_body(cluster: &mut Cluster, rounds: usize) {
     let mut rng = Rng(seed ^ 0xC4A0_5C4A_05C4_A05C | 1);
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
+        // Every third round kills the router (mid-2PC transactions are then finished by the
+        // nodes' in-doubt resolvers); the others alternate between the nodes.
         let n = round % 2;
+        let victim = if round % 3 == 2 {
+            "router".to_string()
+        } else {
+            format!("node{}", n + 1)
+        };
         let (a0, f0, u0) = (
             acked(),
             shared.failed.load(Ordering::SeqCst),
             shared.unknown.load(Ordering::SeqCst),
         );
         let t_kill = Instant::now();
-        cluster.nodes[n].kill9().await;
+        let proc = if round % 3 == 2 {
+            &mut cluster.router
+        } else {
+            &mut cluster.nodes[n]
+        };
+        proc.kill9().await;
         tokio::time::sleep(Duration::from_millis(300 + rng.below(900))).await;
-        cluster.nodes[n].restart().await;
+        proc.restart().await;
         cluster.wait_ready(Duration::from_secs(30)).await;
         let ready = t_kill.elapsed();
         let a1 = acked();
         wait_acked(
             a1 + 20,
             Duration::from_secs(30),
-            format!(
-                "20 transfers after restarting node{} (round {round})",
-                n + 1
-            ),
+            format!("20 transfers after restarting {victim} (round {round})"),
         )
         .await;
         eprintln!(
-            "round {round}: killed node{} for {ready:?} (until ready); during it {} acked, {} failed, \
+            "round {round}: killed {victim} for {ready:?} (until ready); during it {} acked, {} failed, \
              {} unknown; transfers again {:?} after the kill; last error: {}",
-            n + 1,
             a1 - a0,
             shared.failed.load(Ordering::SeqCst) - f0,
             shared.unknown.load(Ordering::SeqCst) - u0,
