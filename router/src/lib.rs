@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod auth;
 pub mod catalog;
+pub mod colocate;
 pub mod copy;
 pub mod dispatch;
 pub mod encode;

@@ -1326,6 +1326,27 @@ impl<'a> Planner<'a> {
                 _ => {}
             }
         }
+        if let Statement::Query(q) = stmt
+            && keyspaces.len() == 1
+            && q.locks.is_empty()
+            && crate::colocate::rows_form_on_one_shard(stmt, &infos)
+        {
+            let ks = *keyspaces.iter().next().unwrap_or(&DEFAULT_KEYSPACE);
+            let targets = self.keyspace_targets(ks)?;
+            if concatenates(stmt) {
+                return Ok(Plan::Direct {
+                    targets,
+                    sql: stmt.to_string(),
+                });
+            }
+            if let Some(combine) = partial_aggregates_over(stmt, true) {
+                return Ok(Plan::Partial {
+                    targets,
+                    sql: stmt.to_string(),
+                    combine,
+                });
+            }
+        }
         match stmt {
             Statement::Query(q) if !q.locks.is_empty() => Err(Error::unsupported(
                 "FOR UPDATE/SHARE is supported on a SELECT from one table",
@@ -1522,11 +1543,11 @@ impl Planner<'_> {
                 sql: stmt.to_string(),
             });
         }
-        if keyspaces.len() == 1
-            && sharded.len() == 1
-            && q.locks.is_empty()
-            && each_row_has_one_sharded_row(stmt, &sharded[0].schema.name)
-        {
+        let colocated = match sharded.as_slice() {
+            [one] => each_row_has_one_sharded_row(stmt, &one.schema.name),
+            _ => crate::colocate::rows_form_on_one_shard(stmt, infos),
+        };
+        if keyspaces.len() == 1 && !sharded.is_empty() && q.locks.is_empty() && colocated {
             let targets = self.keyspace_targets(&sharded[0].keyspace)?;
             if concatenates(stmt) {
                 return Ok(Plan::Direct {
