@@ -151,6 +151,7 @@ fn router_planning(c: &mut Criterion) {
             name: DEFAULT_KEYSPACE.into(),
             shard_count: 4,
             replication_factor: 1,
+            nodes: Vec::new(),
         },
     );
     for (i, range) in protocol::hash::split_space(4).into_iter().enumerate() {

@@ -54,6 +54,20 @@ pub enum PlacementCommand {
         #[command(flatten)]
         conn: MetaConn,
     },
+    /// Create a keyspace: its own shard count, copies per shard and, with --nodes, its own
+    /// machines (federation). Tables join it with CREATE TABLE … WITH (keyspace = 'NAME').
+    CreateKeyspace {
+        name: String,
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        #[arg(long, default_value_t = 2)]
+        replicas: u32,
+        /// Node ids its shards may use (comma separated); default: any node.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<u64>,
+        #[command(flatten)]
+        conn: MetaConn,
+    },
     /// Forget a node that holds no shard copy any more.
     RemoveNode {
         node: u64,
@@ -109,6 +123,37 @@ pub async fn run(cmd: PlacementCommand) -> Result<()> {
             operations::add_node(&meta, id, &addr).await?;
             println!("node {id} registered at {addr}");
             println!("run `tessera admin rebalance` to move shard copies onto it");
+            Ok(())
+        }
+        PlacementCommand::CreateKeyspace {
+            name,
+            shards,
+            replicas,
+            mut nodes,
+            conn,
+        } => {
+            let meta = connect(&conn).await?;
+            nodes.sort_unstable();
+            nodes.dedup();
+            operations::create_keyspace(
+                &meta,
+                protocol::cluster::KeyspaceInfo {
+                    name: name.clone(),
+                    shard_count: shards,
+                    replication_factor: replicas,
+                    nodes,
+                },
+                false,
+            )
+            .await?;
+            let state = meta.state();
+            println!("keyspace {name} created:");
+            for s in state.keyspace_shards(&name) {
+                println!(
+                    "  shard {} primary node {} replicas {:?}",
+                    s.id, s.primary, s.replicas
+                );
+            }
             Ok(())
         }
         PlacementCommand::RemoveNode { node, conn } => {

@@ -132,3 +132,97 @@ async fn bank_transfers_across_shards_keep_the_total() {
         matches!(&shards[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("4"))
     );
 }
+
+/// Federation: CREATE KEYSPACE places a keyspace's shards on the nodes it names only, its
+/// tables live there, and queries join across keyspaces and with reference tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyspace_by_sql_on_its_own_nodes() {
+    let cluster = start_cluster(3, 2, 1).await;
+    let c = cluster.client().await;
+    let e = c
+        .batch_execute("CREATE KEYSPACE billing WITH (shards = 3, replicas = 2, nodes = '9')")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42704", "{e:?}");
+    let e = c
+        .batch_execute("CREATE KEYSPACE billing WITH (shards = 3, replicas = 3, nodes = '2,3')")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e:?}");
+    c.batch_execute("CREATE KEYSPACE billing WITH (shards = 3, replicas = 2, nodes = '2,3')")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("CREATE KEYSPACE billing")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42710");
+    c.batch_execute("CREATE KEYSPACE IF NOT EXISTS billing")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    let e = c.batch_execute("CREATE KEYSPACE other").await.unwrap_err();
+    assert_eq!(code(&e), "25001");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let state = cluster.router.router.meta.state();
+    let shards = state.keyspace_shards("billing");
+    assert_eq!(shards.len(), 3);
+    for s in &shards {
+        let mut on = vec![s.primary];
+        on.extend(&s.replicas);
+        on.sort();
+        assert_eq!(on, vec![2, 3], "shard {} is on nodes 2 and 3 only", s.id);
+    }
+    c.batch_execute(
+        "CREATE TABLE invoices (id int PRIMARY KEY, customer int, amount int) WITH (keyspace = 'billing');
+         CREATE TABLE plans (code text PRIMARY KEY, price int) WITH (keyspace = 'billing', distribution = 'reference');
+         CREATE TABLE customers (id int PRIMARY KEY, name text);
+         INSERT INTO plans VALUES ('basic', 10), ('pro', 30);
+         INSERT INTO customers VALUES (1, 'ann'), (2, 'bob');
+         INSERT INTO invoices VALUES (1, 1, 10), (2, 2, 30), (3, 1, 30), (4, 2, 10), (5, 1, 30);",
+    )
+    .await
+    .unwrap();
+    let rows = c
+        .query(
+            "SELECT c.name, sum(i.amount)::int FROM invoices i JOIN customers c ON c.id = i.customer GROUP BY c.name ORDER BY c.name",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, vec![("ann".into(), 70), ("bob".into(), 40)]);
+    let rows = c
+        .query(
+            "SELECT count(*) FROM invoices i JOIN plans p ON p.price = i.amount WHERE p.code = 'pro'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 3);
+    // The billing tables are on nodes 2 and 3 only: node 1 holds none of their shards.
+    let shard_rows = c
+        .simple_query("SELECT shard, primary_node, rows FROM tessera.shards")
+        .await
+        .unwrap();
+    let billing: Vec<u32> = shards.iter().map(|s| s.id).collect();
+    for m in shard_rows {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            let shard: u32 = r.get(0).unwrap().parse().unwrap();
+            let node: u64 = r.get(1).unwrap().parse().unwrap();
+            if billing.contains(&shard) {
+                assert_ne!(node, 1, "billing shard {shard} has its primary on node 1");
+            }
+        }
+    }
+    // A keyspace may not use a node outside its set when rebalanced either.
+    let moves = replication::meta::plan_rebalance(
+        &cluster.router.router.meta.state(),
+        Some("billing"),
+        &Default::default(),
+    );
+    assert!(
+        moves.iter().all(|m| m.to != 1),
+        "rebalance keeps billing off node 1: {moves:?}"
+    );
+}

@@ -38,6 +38,16 @@ pub struct KeyspaceInfo {
     pub shard_count: u32,
     /// Copies of each shard, primary included.
     pub replication_factor: u32,
+    /// The nodes its shards may live on (federation: a keyspace on its own machines); empty
+    /// for any node.
+    pub nodes: Vec<NodeId>,
+}
+
+impl KeyspaceInfo {
+    /// Whether this keyspace's shards may have a copy on `node`.
+    pub fn allows(&self, node: NodeId) -> bool {
+        self.nodes.is_empty() || self.nodes.contains(&node)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +148,14 @@ pub struct ViewInfo {
 }
 
 impl ClusterState {
+    /// Whether shard `shard`'s keyspace lets it have a copy on `node`.
+    pub fn shard_may_use(&self, shard: ShardId, node: NodeId) -> bool {
+        self.shards
+            .get(&shard)
+            .and_then(|s| self.keyspaces.get(&s.keyspace))
+            .is_none_or(|ks| ks.allows(node))
+    }
+
     /// True if a table, index, sequence or view has this name.
     pub fn relation_exists(&self, name: &str) -> bool {
         self.sequences.contains_key(name)

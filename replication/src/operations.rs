@@ -199,6 +199,82 @@ pub async fn add_node(meta: &MetaClient, id: NodeId, addr: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates a keyspace (federation: its own shard count, copies and, optionally, its own
+/// nodes) and waits, bounded, until meta has placed its shards. `CREATE KEYSPACE` and
+/// `tessera admin create-keyspace` both come here.
+pub async fn create_keyspace(
+    meta: &MetaClient,
+    ks: protocol::cluster::KeyspaceInfo,
+    if_not_exists: bool,
+) -> Result<()> {
+    let state = meta.state();
+    if state.keyspaces.contains_key(&ks.name) {
+        if if_not_exists {
+            return Ok(());
+        }
+        return Err(Error::new(
+            sqlstate::DUPLICATE_OBJECT,
+            format!("keyspace \"{}\" already exists", ks.name),
+        ));
+    }
+    if ks.name.is_empty() || ks.name.len() > 63 {
+        return Err(Error::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "a keyspace name has 1 to 63 characters",
+        ));
+    }
+    if !(1..=4096).contains(&ks.shard_count) {
+        return Err(Error::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("shards must be between 1 and 4096, not {}", ks.shard_count),
+        ));
+    }
+    if ks.replication_factor == 0 {
+        return Err(Error::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "replicas must be at least 1",
+        ));
+    }
+    if let Some(n) = ks.nodes.iter().find(|n| !state.nodes.contains_key(n)) {
+        return Err(Error::new(
+            sqlstate::UNDEFINED_OBJECT,
+            format!("node {n} does not exist"),
+        ));
+    }
+    let usable = state
+        .nodes
+        .keys()
+        .filter(|n| ks.allows(**n) && !state.draining.contains(n))
+        .count();
+    if (ks.replication_factor as usize) > usable {
+        return Err(Error::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "replicas = {} needs as many nodes, and the keyspace can use {usable}",
+                ks.replication_factor
+            ),
+        ));
+    }
+    let name = ks.name.clone();
+    meta.propose(MetaCommand::CreateKeyspace(ks)).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = meta.state();
+        if state.shards.values().any(|s| s.keyspace == name) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::new(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("keyspace \"{name}\" was created but its shards are not placed yet"),
+            ));
+        }
+        let _ = meta
+            .wait_for_version(state.version + 1, Duration::from_millis(200))
+            .await;
+    }
+}
+
 /// Asks for a running job to be rolled back (a split already trimming finishes instead).
 pub async fn cancel_job(meta: &MetaClient, id: u64) -> Result<()> {
     meta.propose(MetaCommand::CancelJob { id }).await?;

@@ -632,9 +632,25 @@ impl Router {
             let (mem, stmt) = self.local_tables(stmt, &views, false).await?;
             return engine::sql::describe(&stmt, &mem);
         }
-        let keyspace = tables
+        let keyspaces: std::collections::BTreeSet<&str> = tables
             .iter()
-            .find_map(|t| state.tables.get(t).map(|info| info.keyspace.clone()))
+            .filter_map(|t| state.tables.get(t).map(|info| info.keyspace.as_str()))
+            .collect();
+        if keyspaces.len() > 1 && matches!(stmt, Statement::Query(_)) {
+            // No shard holds tables of two keyspaces: the router describes the query over
+            // empty copies of them, as it would run it over their gathered rows.
+            let mut mem = MemTables::new(self.row_budget);
+            for t in &tables {
+                if let Some(info) = state.tables.get(t) {
+                    mem.add_table(info.schema.clone());
+                }
+            }
+            mem.seal();
+            return engine::sql::describe(&canonical_names(stmt), &mem);
+        }
+        let keyspace = keyspaces
+            .first()
+            .map(|k| k.to_string())
             .unwrap_or_else(|| protocol::cluster::DEFAULT_KEYSPACE.to_string());
         let shard = state
             .keyspace_shards(&keyspace)

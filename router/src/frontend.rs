@@ -184,6 +184,41 @@ impl Frontend {
     }
 
     /// VACUUM and ANALYZE (see `maintenance`): checked as PostgreSQL checks them, then done.
+    /// CREATE KEYSPACE (`crate::keyspaces`): outside transaction blocks, by a superuser or a
+    /// role with CREATEDB, as PostgreSQL's CREATE DATABASE.
+    async fn create_keyspace(
+        &self,
+        session: &Session,
+        create: crate::keyspaces::CreateKeyspace,
+    ) -> Result<QueryResult> {
+        if session.txn.lock().await.is_some() {
+            return Err(Error::new(
+                sqlstate::ACTIVE_SQL_TRANSACTION,
+                "CREATE KEYSPACE cannot run inside a transaction block",
+            ));
+        }
+        let allowed = self
+            .router
+            .meta
+            .state()
+            .roles
+            .get(session.user())
+            .is_none_or(|r| r.superuser || r.create_db);
+        if !allowed {
+            return Err(Error::new(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                "permission denied to create keyspace",
+            ));
+        }
+        replication::operations::create_keyspace(
+            &self.router.meta,
+            create.keyspace,
+            create.if_not_exists,
+        )
+        .await?;
+        Ok(QueryResult::command("CREATE KEYSPACE", 0))
+    }
+
     async fn maintenance(
         &self,
         session: &Session,
@@ -980,6 +1015,16 @@ impl SimpleQueryHandler for Frontend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = Self::session(client);
+        if let Some(parsed) = crate::keyspaces::parse(query) {
+            let result = match parsed {
+                Ok(create) => self.create_keyspace(&session, create).await,
+                Err(e) => Err(e),
+            };
+            return Ok(vec![match result {
+                Ok(r) => response(r, &Format::UnifiedText)?,
+                Err(e) => Response::Error(Box::new(error_info(e))),
+            }]);
+        }
         if let Some(parsed) = crate::maintenance::parse(query) {
             let result = match parsed {
                 Ok((tag, tables)) => self.maintenance(&session, tag, &tables).await,
@@ -1038,6 +1083,15 @@ impl QueryParser for StatementParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if let Some(parsed) = crate::keyspaces::parse(sql) {
+            // Checked at Parse; run at Execute.
+            parsed.map_err(to_pg_error)?;
+            return Ok(Some(Prepared {
+                sql: sql.to_string(),
+                stmt: None,
+                described: Arc::new(Mutex::new(Some((Vec::new(), Vec::new())))),
+            }));
+        }
         if let Some(parsed) = crate::maintenance::parse(sql) {
             // Checked at Parse, as PostgreSQL does; run at Execute (see do_query).
             parsed.map_err(to_pg_error)?;
@@ -1112,6 +1166,14 @@ impl ExtendedQueryHandler for Frontend {
     {
         let prepared = &portal.statement.statement;
         let session = Self::session(client);
+        if let Some(parsed) = crate::keyspaces::parse(&prepared.sql) {
+            let create = parsed.map_err(to_pg_error)?;
+            let result = self
+                .create_keyspace(&session, create)
+                .await
+                .map_err(to_pg_error)?;
+            return response(result, &portal.result_column_format);
+        }
         if let Some(parsed) = crate::maintenance::parse(&prepared.sql) {
             let (tag, tables) = parsed.map_err(to_pg_error)?;
             let result = self

@@ -41,6 +41,7 @@ pub fn world() -> (ClusterState, Tables) {
         name: DEFAULT_KEYSPACE.into(),
         shard_count: 4,
         replication_factor: 1,
+        nodes: Vec::new(),
     }));
     let shards = hash::split_space(4)
         .into_iter()

@@ -20,6 +20,7 @@ pub mod frontend;
 pub mod fuzzing;
 pub mod guard;
 pub mod insert_select;
+pub mod keyspaces;
 pub mod maintenance;
 pub mod memtxn;
 pub mod names;

@@ -49,6 +49,7 @@ pub fn plan(state: &ClusterState) -> Vec<MetaCommand> {
     let mut out = Vec::new();
     for ks in keyspaces {
         let copies = ks.replication_factor.max(1) as usize;
+        let nodes: Vec<NodeId> = nodes.iter().copied().filter(|n| ks.allows(*n)).collect();
         if nodes.len() < copies || state.shards.values().any(|s| s.keyspace == ks.name) {
             continue;
         }
@@ -92,6 +93,7 @@ fn next_command(state: &ClusterState, boot: &Bootstrap) -> Option<MetaCommand> {
             name: DEFAULT_KEYSPACE.to_string(),
             shard_count: boot.default_shards,
             replication_factor: boot.replication_factor,
+            nodes: Vec::new(),
         }));
     }
     plan(state).into_iter().next()
@@ -179,6 +181,7 @@ mod tests {
                 name: name.into(),
                 shard_count,
                 replication_factor,
+                nodes: Vec::new(),
             };
             s.apply(&MetaCommand::CreateKeyspace(ks)).unwrap();
         }

@@ -125,7 +125,14 @@ pub fn plan_rebalance(
     let mut moves = Vec::new();
     let mut moved = BTreeSet::new();
     for drained in &state.draining {
-        drain_into(&mut plan, *drained, &mut moves, &mut moved, "rebalance");
+        drain_into(
+            state,
+            &mut plan,
+            *drained,
+            &mut moves,
+            &mut moved,
+            "rebalance",
+        );
     }
     loop {
         let loads = plan.loads();
@@ -137,7 +144,10 @@ pub fn plan_rebalance(
             }
             for from in std::iter::once(primary).chain(replicas.iter()) {
                 for to in &plan.nodes {
-                    if plan.holds(*id, *to) || !loads.contains_key(from) {
+                    if plan.holds(*id, *to)
+                        || !loads.contains_key(from)
+                        || !state.shard_may_use(*id, *to)
+                    {
                         continue;
                     }
                     let mut after = loads.clone();
@@ -181,6 +191,7 @@ pub fn plan_drain(
     let mut moves = Vec::new();
     let mut moved = BTreeSet::new();
     drain_into(
+        state,
         &mut plan,
         node,
         &mut moves,
@@ -191,6 +202,7 @@ pub fn plan_drain(
 }
 
 fn drain_into(
+    state: &ClusterState,
     plan: &mut Placement,
     drained: NodeId,
     moves: &mut Vec<MoveJob>,
@@ -207,7 +219,7 @@ fn drain_into(
         let loads = plan.loads();
         let target = loads
             .iter()
-            .filter(|(n, _)| !plan.holds(shard, **n))
+            .filter(|(n, _)| !plan.holds(shard, **n) && state.shard_may_use(shard, **n))
             .min_by_key(|(n, l)| (l.copies, l.primaries, l.kib, **n))
             .map(|(n, _)| *n);
         // No node can take it (too few nodes for the replication factor): it stays, and the
