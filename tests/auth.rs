@@ -94,6 +94,7 @@ const SCRIPT: &[Step] = &[
         "CREATE ROLE grp PASSWORD 'g'",
         Pass,
     ),
+    step("scram", "tessera", "tessera", "CREATE ROLE grp2", Pass),
     step("scram", "grp", "g", "", Code("28P01")),
     step(
         "scram",
@@ -223,13 +224,47 @@ const SCRIPT: &[Step] = &[
         Pass,
     ),
     step("scram", "alice", "a2", "", Code("28P01")),
-    // Trust lets anyone in under any name.
+    // Trust needs no password, but still a role that may log in.
     step(
         "trust",
-        "whoever",
+        "tessera",
         "",
         "SELECT current_user",
-        Value("whoever"),
+        Value("tessera"),
+    ),
+    step("trust", "whoever", "", "", Code("28000")),
+    step("trust", "grp2", "", "", Code("28000")),
+    // A password past its VALID UNTIL no longer logs in.
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "CREATE USER old PASSWORD 'o' VALID UNTIL '2001-01-01 00:00:00+00'",
+        Pass,
+    ),
+    step("scram", "old", "o", "", Code("28P01")),
+    step(
+        "scram",
+        "tessera",
+        "tessera",
+        "ALTER ROLE old VALID UNTIL 'infinity'",
+        Pass,
+    ),
+    step("scram", "old", "o", "", Pass),
+    // Only a superuser sees stored password hashes, or runs the cluster's admin functions.
+    step(
+        "scram",
+        "admin",
+        "ad",
+        "SELECT count(rolpassword) FROM pg_authid",
+        Value("0"),
+    ),
+    step(
+        "scram",
+        "admin",
+        "ad",
+        "SELECT tessera.remove_node(99)",
+        Code("42501"),
     ),
 ];
 
@@ -389,4 +424,42 @@ async fn tls_with_psql() {
     .await;
     assert!(!ok && text.contains("does not support SSL"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A session keeps the role it logged in with by OID: once that role is dropped (even if
+/// its name is taken again) the session has no privileges left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_role_sessions_keep_no_privileges() {
+    let cluster = inproc::start_cluster(1, 1, 1).await;
+    let admin = connect(cluster.port, "tessera", "tessera").await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE ROLE alice LOGIN CREATEROLE PASSWORD 'a'; CREATE ROLE bob LOGIN PASSWORD 'b'",
+        )
+        .await
+        .unwrap();
+    let alice = connect(cluster.port, "alice", "a").await.unwrap();
+    let bob = connect(cluster.port, "bob", "b").await.unwrap();
+    alice.batch_execute("DROP ROLE bob").await.unwrap();
+    let code = |r: Result<(), tokio_postgres::Error>| {
+        r.err()
+            .and_then(|e| e.code().map(|c| c.code().to_string()))
+            .unwrap_or_else(|| "ok".into())
+    };
+    assert_eq!(
+        code(bob.batch_execute("CREATE ROLE evil SUPERUSER").await),
+        "42501"
+    );
+    assert_eq!(
+        code(bob.batch_execute("ALTER ROLE alice SUPERUSER").await),
+        "42501"
+    );
+    assert_eq!(code(bob.batch_execute("CREATE ROLE evil2").await), "42501");
+    // A new role under the old name is not the old session's role.
+    admin
+        .batch_execute("CREATE ROLE bob LOGIN SUPERUSER PASSWORD 'b2'")
+        .await
+        .unwrap();
+    assert_eq!(code(bob.batch_execute("CREATE ROLE evil3").await), "42501");
+    assert_eq!(code(alice.batch_execute("CREATE ROLE carol").await), "ok");
 }

@@ -107,6 +107,9 @@ pub struct ClusterState {
     pub views: BTreeMap<String, ViewInfo>,
     /// Login and group roles (CREATE ROLE), by name.
     pub roles: BTreeMap<String, RoleInfo>,
+    /// The OID the next CREATE ROLE gets: OIDs are never reused, so a session that logged in
+    /// as a dropped role never matches a newer role.
+    pub next_role_oid: u32,
 }
 
 /// A role (CREATE ROLE / CREATE USER). Every router authenticates clients against these.
@@ -313,9 +316,12 @@ pub enum MetaCommand {
     },
     /// CREATE ROLE; the oid is assigned here (one past the largest in use).
     CreateRole(RoleInfo),
-    /// ALTER ROLE: replaces the role `name` (renamed when `role.name` differs).
+    /// ALTER ROLE: replaces the role `name` (renamed when `role.name` differs), if it still
+    /// equals `previous` (what the proposer read): a change computed from a stale copy must
+    /// not undo a concurrent one, such as a revoked SUPERUSER.
     AlterRole {
         name: String,
+        previous: RoleInfo,
         role: RoleInfo,
     },
     DropRole {
@@ -508,9 +514,10 @@ impl ClusterState {
                     .roles
                     .values()
                     .map(|r| r.oid + 1)
+                    .chain([FIRST_ROLE_OID, self.next_role_oid])
                     .max()
-                    .unwrap_or(FIRST_ROLE_OID)
-                    .max(FIRST_ROLE_OID);
+                    .unwrap_or(FIRST_ROLE_OID);
+                self.next_role_oid = oid + 1;
                 self.roles.insert(
                     role.name.clone(),
                     RoleInfo {
@@ -519,10 +526,19 @@ impl ClusterState {
                     },
                 );
             }
-            MetaCommand::AlterRole { name, role } => {
+            MetaCommand::AlterRole {
+                name,
+                previous,
+                role,
+            } => {
                 let Some(old) = self.roles.get(name) else {
                     return Err(format!("role \"{name}\" does not exist"));
                 };
+                if old != previous {
+                    return Err(format!(
+                        "role \"{name}\" was changed concurrently; run the command again"
+                    ));
+                }
                 if *name != role.name && self.roles.contains_key(&role.name) {
                     return Err(format!("role \"{}\" already exists", role.name));
                 }

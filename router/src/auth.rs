@@ -64,7 +64,10 @@ pub enum Exchange {
 
 /// What to send first for `user`: the exchange to start, or `None` under trust.
 pub fn begin(method: AuthMethod, state: &ClusterState, user: &str) -> Option<Exchange> {
-    let role = state.roles.get(user).filter(|r| r.can_login);
+    let role = state
+        .roles
+        .get(user)
+        .filter(|r| r.can_login && !password_expired(r));
     let stored = role.and_then(|r| r.password.as_deref());
     match method {
         AuthMethod::Trust => None,
@@ -91,10 +94,36 @@ pub fn md5_answer(hash_hex: &str, salt: &[u8; 4]) -> String {
     format!("md5{:x}", md5::compute(bytes))
 }
 
-/// A verifier no password matches, the same for every try with one name (an unknown role
-/// looks like a known one whose password is wrong).
+/// Whether the role's VALID UNTIL has passed (its password no longer logs in, as in
+/// PostgreSQL; trust logins do not look at it).
+fn password_expired(role: &protocol::cluster::RoleInfo) -> bool {
+    let Some(text) = &role.valid_until else {
+        return false;
+    };
+    match protocol::DataType::TimestampTz.parse_text(text) {
+        Ok(protocol::Value::TimestampTz(until)) => {
+            // Microseconds since 2000-01-01 UTC, as the value counts them.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64 - 946_684_800_000_000)
+                .unwrap_or(0);
+            until < now
+        }
+        _ => false,
+    }
+}
+
+/// A verifier no password matches, the same for every try with one name on this router (an
+/// unknown role looks like a known one whose password is wrong). The salt is keyed with a
+/// random per-process secret, as PostgreSQL's mock salt is keyed with its own, so it cannot
+/// be computed from the name to tell a mock exchange from a real one.
 fn mock_secret(user: &str) -> ScramSecret {
-    let digest = Sha256::digest(format!("tessera mock salt {user}").as_bytes());
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
+    let mut hasher = Sha256::new();
+    hasher.update(key);
+    hasher.update(user.as_bytes());
+    let digest = hasher.finalize();
     ScramSecret::Verifier {
         salt: digest[..16].to_vec(),
         iterations: SCRAM_ITERATIONS,

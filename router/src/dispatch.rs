@@ -137,6 +137,12 @@ impl Router {
                     ),
                 ));
             }
+            if !crate::catalog::session_is_superuser(&self.meta.state()) {
+                return Err(Error::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!("must be superuser to run tessera.{}()", call.name),
+                ));
+            }
             return self.admin(&call).await;
         }
         let prepared;
@@ -960,6 +966,7 @@ impl Router {
         let ctx = crate::catalog::tables::Ctx {
             state: &state,
             user: &user,
+            superuser: crate::catalog::session_is_superuser(&state),
             database: crate::catalog::DATABASE,
         };
         let live = if with_rows

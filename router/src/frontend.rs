@@ -197,13 +197,10 @@ impl Frontend {
                 "CREATE KEYSPACE cannot run inside a transaction block",
             ));
         }
-        let allowed = self
-            .router
-            .meta
-            .state()
-            .roles
-            .get(session.user())
-            .is_none_or(|r| r.superuser || r.create_db);
+        let allowed =
+            crate::roles::session_may(&self.router.meta.state(), session.role_oid(), |r| {
+                r.superuser || r.create_db
+            });
         if !allowed {
             return Err(Error::new(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -342,9 +339,15 @@ impl Frontend {
         stmt: &Statement,
         params: &[Value],
     ) -> Result<QueryResult> {
-        let user = session.user().to_string();
+        let identity = crate::catalog::SessionIdentity {
+            name: session.user().to_string(),
+            oid: session.role_oid(),
+        };
         crate::catalog::SESSION_USER
-            .scope(user, Box::pin(self.run_statement(session, stmt, params)))
+            .scope(
+                identity,
+                Box::pin(self.run_statement(session, stmt, params)),
+            )
             .await
     }
 
@@ -358,6 +361,7 @@ impl Frontend {
         let encryption = session.get("password_encryption").unwrap_or_default();
         let actor = crate::roles::Actor {
             user: session.user(),
+            oid: session.role_oid(),
             password_encryption: &encryption,
         };
         if let Some(planned) = crate::roles::plan(stmt, &state, &actor) {
@@ -1302,7 +1306,25 @@ impl StartupHandler for Frontend {
                 };
                 let state = self.router.meta.state();
                 let first = match crate::auth::begin(self.auth_method, &state, &user) {
-                    None => return self.complete_startup(client, None).await,
+                    None => {
+                        // Trust still needs a role that may log in, once any role exists.
+                        match state.roles.get(&user) {
+                            None if !state.roles.is_empty() => {
+                                return Err(fatal(
+                                    sqlstate::INVALID_AUTHORIZATION,
+                                    format!("role \"{user}\" does not exist"),
+                                ));
+                            }
+                            Some(r) if !r.can_login => {
+                                return Err(fatal(
+                                    sqlstate::INVALID_AUTHORIZATION,
+                                    format!("role \"{user}\" is not permitted to log in"),
+                                ));
+                            }
+                            _ => {}
+                        }
+                        return self.complete_startup(client, None).await;
+                    }
                     Some(Exchange::Md5 { salt, expected }) => {
                         *lock(&Self::session(client).auth) = Some(Exchange::Md5 { salt, expected });
                         Authentication::MD5Password(salt.to_vec())
@@ -1330,6 +1352,12 @@ impl StartupHandler for Frontend {
                 let exchange = lock(&session.auth).take();
                 match exchange {
                     Some(Exchange::ScramStart(secret)) => {
+                        // pgwire decodes this message without bounds checks.
+                        if let pgwire::messages::startup::PasswordMessageFamily::Raw(body) = &answer
+                        {
+                            crate::wire_check::check_sasl_initial(body)
+                                .map_err(|e| fatal(sqlstate::PROTOCOL_VIOLATION, e))?;
+                        }
                         let initial = answer.into_sasl_initial_response()?;
                         if initial.auth_method != "SCRAM-SHA-256" {
                             return Err(fatal(
@@ -1397,16 +1425,12 @@ impl Frontend {
         }
         let session = Self::session(client);
         let user = client.metadata().get("user").cloned().unwrap_or_default();
-        // Under trust a name without a role is let in as a superuser (a dev cluster before any
-        // CREATE ROLE); otherwise the role's own flag holds.
-        let superuser = self
-            .router
-            .meta
-            .state()
-            .roles
-            .get(&user)
-            .is_none_or(|r| r.superuser);
-        session.set_user(user.clone(), superuser);
+        // Only a trust login on a cluster without any role has no role (and is treated as a
+        // superuser); `auth::begin` refused every other login without one.
+        let state = self.router.meta.state();
+        let role = state.roles.get(&user);
+        let superuser = role.map_or(state.roles.is_empty(), |r| r.superuser);
+        session.set_user(user.clone(), role.map(|r| r.oid), superuser);
         let pid = rand_pid();
         // The secret is random: knowing a pid must not be enough to cancel its queries.
         let secret = pgwire::messages::startup::SecretKey::I32(rand::random::<i32>());

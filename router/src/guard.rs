@@ -232,8 +232,9 @@ async fn read_startup<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 ///
 /// Whatever one read brings in is checked and passed on in one write, so a pipelined
 /// Bind/Execute/Sync costs one syscall each way rather than several per message. Bodies
-/// stream through: a message is never buffered whole, so an oversized one is refused from
-/// its header without being allocated.
+/// stream through, so an oversized message is refused from its header without being
+/// allocated — except the few types whose fields pgwire decodes without bounds checks
+/// (`crate::wire_check`): those are held whole (within the size limit) and checked first.
 async fn forward_messages<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     r: &mut R,
     w: &mut W,
@@ -242,19 +243,30 @@ async fn forward_messages<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let mut buf = vec![0u8; 64 * 1024];
     let mut header = [0u8; 5];
     let mut have = 0usize;
-    // Body bytes of the current message still to pass through.
+    // Body bytes of the current message still to come.
     let mut remaining = 0usize;
+    // The current message, header included, while it is held for a check.
+    let mut held: Option<Vec<u8>> = None;
+    let mut out = Vec::with_capacity(64 * 1024);
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => return Ok(()),
             Ok(n) => n,
         };
+        out.clear();
         let mut i = 0;
         while i < n {
             if remaining > 0 {
                 let take = remaining.min(n - i);
+                match held.as_mut() {
+                    Some(message) => message.extend_from_slice(&buf[i..i + take]),
+                    None => out.extend_from_slice(&buf[i..i + take]),
+                }
                 i += take;
                 remaining -= take;
+                if remaining == 0 {
+                    release(&mut held, &mut out)?;
+                }
                 continue;
             }
             let take = (5 - have).min(n - i);
@@ -274,10 +286,31 @@ async fn forward_messages<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     )));
                 }
                 remaining = len - 4;
+                if crate::wire_check::checked(header[0]) {
+                    let mut message = Vec::with_capacity(len + 1);
+                    message.extend_from_slice(&header);
+                    held = Some(message);
+                    if remaining == 0 {
+                        release(&mut held, &mut out)?;
+                    }
+                } else {
+                    out.extend_from_slice(&header);
+                }
             }
         }
-        w.write_all(&buf[..n]).await.map_err(|_| None)?;
+        if !out.is_empty() {
+            w.write_all(&out).await.map_err(|_| None)?;
+        }
     }
+}
+
+/// Checks a held message that is now complete and queues it to pass on.
+fn release(held: &mut Option<Vec<u8>>, out: &mut Vec<u8>) -> Result<(), Option<String>> {
+    if let Some(message) = held.take() {
+        crate::wire_check::check(message[0], &message[5..]).map_err(Some)?;
+        out.extend_from_slice(&message);
+    }
+    Ok(())
 }
 
 /// Runs the guard's checks over `input` as if a client had sent it — startup packets (TLS not

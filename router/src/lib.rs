@@ -32,6 +32,7 @@ pub mod session;
 pub mod status;
 pub mod tls;
 pub mod views;
+pub mod wire_check;
 
 use std::sync::Arc;
 

@@ -16,6 +16,9 @@ use crate::names;
 /// Who runs the statement.
 pub struct Actor<'a> {
     pub user: &'a str,
+    /// The OID of the role the session logged in as; `None` only for a trust login on a
+    /// cluster that has no role at all.
+    pub oid: Option<u32>,
     /// The password_encryption setting of the session.
     pub password_encryption: &'a str,
 }
@@ -40,18 +43,32 @@ pub fn plan(
     })
 }
 
-/// The actor's role; a name without a role (trust authentication before any CREATE ROLE)
-/// counts as a superuser, as the session reports it.
-fn actor_role<'s>(state: &'s ClusterState, actor: &Actor<'_>) -> Option<&'s RoleInfo> {
-    state.roles.get(actor.user)
+/// Whether the session's role, as it is now, has what `test` asks. The role is found by the
+/// OID it logged in with, so a role dropped (or renamed, and its name reused) while its
+/// sessions stay connected grants them nothing. Only a trust login on a cluster without any
+/// role (a dev cluster before its first role) is treated as a superuser.
+pub fn session_may(
+    state: &ClusterState,
+    oid: Option<u32>,
+    test: impl Fn(&RoleInfo) -> bool,
+) -> bool {
+    match oid {
+        Some(oid) => state.roles.values().any(|r| r.oid == oid && test(r)),
+        None => state.roles.is_empty(),
+    }
 }
 
 fn is_superuser(state: &ClusterState, actor: &Actor<'_>) -> bool {
-    actor_role(state, actor).is_none_or(|r| r.superuser)
+    session_may(state, actor.oid, |r| r.superuser)
 }
 
 fn may_create_roles(state: &ClusterState, actor: &Actor<'_>) -> bool {
-    actor_role(state, actor).is_none_or(|r| r.superuser || r.create_role)
+    session_may(state, actor.oid, |r| r.superuser || r.create_role)
+}
+
+/// Whether `role` is the session's own role.
+fn is_self(role: &RoleInfo, actor: &Actor<'_>) -> bool {
+    actor.oid == Some(role.oid)
 }
 
 fn denied(message: impl Into<String>) -> Error {
@@ -259,7 +276,7 @@ fn alter_role(
         ast::AlterRoleOperation::RenameRole { role_name } => {
             let new = names::ident(role_name);
             check_name(&new)?;
-            if name == actor.user {
+            if is_self(old, actor) {
                 return Err(Error::unsupported("session user cannot be renamed"));
             }
             if !(superuser || (!old.superuser && may_create_roles(state, actor))) {
@@ -282,13 +299,17 @@ fn alter_role(
                 role.password = None;
             }
             Ok((
-                vec![MetaCommand::AlterRole { name, role }],
+                vec![MetaCommand::AlterRole {
+                    name,
+                    previous: old.clone(),
+                    role,
+                }],
                 QueryResult::command("ALTER ROLE", 0),
             ))
         }
         ast::AlterRoleOperation::WithOptions { options } => {
             let own_password_only =
-                name == actor.user && options.iter().all(|o| matches!(o, RoleOption::Password(_)));
+                is_self(old, actor) && options.iter().all(|o| matches!(o, RoleOption::Password(_)));
             let allowed = superuser
                 || own_password_only
                 || (!old.superuser && may_create_roles(state, actor));
@@ -296,7 +317,7 @@ fn alter_role(
                 return Err(denied("permission denied to alter role"));
             }
             apply_options(&mut role, options, actor, superuser, false)?;
-            if name == actor.user
+            if is_self(old, actor)
                 && old.superuser
                 && !role.superuser
                 && old.oid == BOOTSTRAP_ROLE_OID
@@ -306,7 +327,11 @@ fn alter_role(
                 ));
             }
             Ok((
-                vec![MetaCommand::AlterRole { name, role }],
+                vec![MetaCommand::AlterRole {
+                    name,
+                    previous: old.clone(),
+                    role,
+                }],
                 QueryResult::command("ALTER ROLE", 0),
             ))
         }
@@ -335,7 +360,7 @@ fn drop_roles(
                 format!("role \"{name}\" does not exist"),
             ));
         };
-        if name == actor.user {
+        if is_self(role, actor) {
             return Err(Error::new("55006", "current user cannot be dropped"));
         }
         if role.oid == BOOTSTRAP_ROLE_OID {

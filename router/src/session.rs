@@ -104,7 +104,7 @@ pub struct Session {
     /// The authentication exchange under way, between its messages.
     pub auth: Mutex<Option<crate::auth::Exchange>>,
     /// The role the session logged in as, once authenticated.
-    user: std::sync::OnceLock<(String, bool)>,
+    user: std::sync::OnceLock<(String, Option<u32>, bool)>,
 }
 
 impl Session {
@@ -136,22 +136,28 @@ impl Session {
         }
     }
 
-    /// Records the authenticated role (once, at the end of startup).
-    pub fn set_user(&self, user: String, superuser: bool) {
-        let _ = self.user.set((user, superuser));
+    /// Records the authenticated role (once, at the end of startup): its name, its OID (`None`
+    /// for a trust login on a cluster without roles) and whether it was a superuser then.
+    pub fn set_user(&self, user: String, oid: Option<u32>, superuser: bool) {
+        let _ = self.user.set((user, oid, superuser));
+    }
+
+    /// The OID of the role the session logged in as.
+    pub fn role_oid(&self) -> Option<u32> {
+        self.user.get().and_then(|(_, oid, _)| *oid)
     }
 
     /// The role the session logged in as (`current_user`).
     pub fn user(&self) -> &str {
         self.user
             .get()
-            .map(|(u, _)| u.as_str())
+            .map(|(u, _, _)| u.as_str())
             .unwrap_or(crate::catalog::USER)
     }
 
     /// Whether the session's role is a superuser (as of login, as PostgreSQL reports it).
     pub fn is_superuser(&self) -> bool {
-        self.user.get().is_none_or(|(_, s)| *s)
+        self.user.get().is_none_or(|(_, _, s)| *s)
     }
 
     pub fn reset_all(&self) {

@@ -26,16 +26,30 @@ use crate::names::{ident, table_name};
 pub const DATABASE: &str = "tessera";
 pub const USER: &str = "tessera";
 
+/// Who runs the statement being planned: the session's role name (`current_user`) and the
+/// OID it logged in with (`crate::roles::session_may` checks privileges by it).
+#[derive(Clone, Debug)]
+pub struct SessionIdentity {
+    pub name: String,
+    pub oid: Option<u32>,
+}
+
 tokio::task_local! {
-    /// The role of the session whose statement is being planned (`current_user`).
-    pub static SESSION_USER: String;
+    /// The identity of the session whose statement runs in this task.
+    pub static SESSION_USER: SessionIdentity;
 }
 
 /// The session's role, or [`USER`] outside a session (internal statements).
 pub fn session_user() -> String {
     SESSION_USER
-        .try_with(|u| u.clone())
+        .try_with(|u| u.name.clone())
         .unwrap_or_else(|_| USER.to_string())
+}
+
+/// Whether the session running this statement is a superuser now.
+pub fn session_is_superuser(state: &protocol::cluster::ClusterState) -> bool {
+    let oid = SESSION_USER.try_with(|u| u.oid).ok().flatten();
+    crate::roles::session_may(state, oid, |r| r.superuser)
 }
 
 /// True if `name` (as `names::table_name` returns it) is a catalog relation.
@@ -142,7 +156,7 @@ fn function_sql(name: &str, args: &[&Expr]) -> Option<String> {
         ("pg_get_userbyid", 1) => {
             let x = a(0)?;
             format!(
-                "COALESCE((SELECT tessera_u.rolname FROM pg_catalog.pg_authid tessera_u \
+                "COALESCE((SELECT tessera_u.rolname FROM pg_catalog.pg_roles tessera_u \
                  WHERE tessera_u.oid = {x}), 'unknown (OID=' || CAST({x} AS TEXT) || ')')"
             )
         }

@@ -20,6 +20,8 @@ const DEFAULT_TABLESPACE: i64 = 1663;
 pub struct Ctx<'a> {
     pub state: &'a ClusterState,
     pub user: &'a str,
+    /// Whether the session may see stored password hashes (pg_authid.rolpassword).
+    pub superuser: bool,
     pub database: &'a str,
 }
 
@@ -1242,6 +1244,8 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                 .map(|role| {
                     let password = match (rel, &role.password) {
                         ("pg_roles", _) => Some("********".to_string()),
+                        // PostgreSQL refuses pg_authid to others; here they see no hashes.
+                        _ if !ctx.superuser => None,
                         (_, p) => p.clone(),
                     };
                     let mut row = r()
