@@ -152,18 +152,26 @@ pub async fn split(meta: &MetaClient, shard: ShardId, to: Option<NodeId>) -> Res
         }
     }
     let to = match to {
-        Some(n) if state.nodes.contains_key(&n) && !state.draining.contains(&n) => n,
+        Some(n)
+            if state.nodes.contains_key(&n)
+                && !state.draining.contains(&n)
+                && state.shard_may_use(shard, n) =>
+        {
+            n
+        }
         Some(n) => {
             return Err(Error::new(
                 sqlstate::UNDEFINED_OBJECT,
-                format!("node {n} does not exist or is draining"),
+                format!(
+                    "node {n} does not exist, is draining, or is not one of the keyspace's nodes"
+                ),
             ));
         }
         None => state
             .nodes
             .keys()
             .copied()
-            .filter(|n| !state.draining.contains(n))
+            .filter(|n| !state.draining.contains(n) && state.shard_may_use(shard, *n))
             .min_by_key(|n| (state.copies_on(*n), *n))
             .ok_or_else(|| Error::internal("no node to place the new shard on"))?,
     };
@@ -256,7 +264,12 @@ pub async fn create_keyspace(
         ));
     }
     let name = ks.name.clone();
-    meta.propose(MetaCommand::CreateKeyspace(ks)).await?;
+    if let Err(e) = meta.propose(MetaCommand::CreateKeyspace(ks)).await {
+        // Another session created it meanwhile.
+        if !(if_not_exists && meta.state().keyspaces.contains_key(&name)) {
+            return Err(e);
+        }
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let state = meta.state();

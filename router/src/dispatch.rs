@@ -818,13 +818,15 @@ impl Router {
                 concat(futures::future::join_all(calls).await)
             }
             Plan::Replicated { targets, sql } => {
-                let calls = targets
-                    .iter()
-                    .map(|t| self.send(t, sql.clone(), params, txn));
-                let mut results = futures::future::join_all(calls).await.into_iter();
-                let first = results
-                    .next()
-                    .ok_or_else(|| Error::internal("a reference table without copies"))??;
+                // The first copy alone first: its row locks order concurrent writers of the
+                // same rows, who would otherwise each win a lock on a different copy and
+                // deadlock; the other copies then take their locks without contention.
+                let (head, rest) = targets
+                    .split_first()
+                    .ok_or_else(|| Error::internal("a reference table without copies"))?;
+                let first = self.send(head, sql.clone(), params, txn).await?;
+                let calls = rest.iter().map(|t| self.send(t, sql.clone(), params, txn));
+                let results = futures::future::join_all(calls).await.into_iter();
                 for other in results {
                     // Copies hold the same rows, so they must report the same change; if not,
                     // the transaction fails rather than commit copies that disagree.

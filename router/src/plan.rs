@@ -689,6 +689,25 @@ impl<'a> Planner<'a> {
             return Err(Error::undefined_table(&name));
         };
         let alt = engine::sql::alter::altered_schema(&table.schema, at)?;
+        if table.distribution == Distribution::Reference {
+            // Each copy would fill a new column's volatile default for itself.
+            for (_, col) in alt.schema.user_columns() {
+                let known = table
+                    .schema
+                    .columns
+                    .iter()
+                    .any(|c| c.name == col.name && c.default == col.default);
+                if let (false, Some(name)) = (known, volatile_default(col)) {
+                    return Err(Error::unsupported(format!(
+                        "a column of reference table \"{}\" cannot default to {name}()",
+                        table.schema.name
+                    ))
+                    .with_detail(
+                        "Every copy would compute the default itself and store a different value.",
+                    ));
+                }
+            }
+        }
         // The shard key keeps its columns, wherever they now sit.
         let mut shard_key = Vec::with_capacity(table.shard_key.len());
         for &k in &table.shard_key {
@@ -761,6 +780,18 @@ impl<'a> Planner<'a> {
         }
         if table.distribution == Distribution::Reference {
             check_deterministic_write(stmt, table)?;
+            let reads_other = relations(stmt).iter().any(|r| {
+                self.state.tables.get(r).is_some_and(|t| {
+                    t.distribution != Distribution::Reference || t.keyspace != table.keyspace
+                })
+            });
+            if reads_other {
+                return Err(Error::unsupported(format!(
+                    "a write to reference table \"{}\" may read only reference tables of its keyspace",
+                    table.schema.name
+                ))
+                .with_detail("Every copy applies the statement itself, so each must see all the rows it reads."));
+            }
             return Ok(Plan::Replicated {
                 targets,
                 sql: stmt.to_string(),
@@ -1512,6 +1543,11 @@ impl Planner<'_> {
                         .collect::<Result<_>>()?,
                     None => self.keyspace_targets(&t.keyspace)?,
                 };
+                if self.subquery_reads_spread_table(stmt) {
+                    return Err(Error::unsupported(
+                        "UPDATE or DELETE with a subquery that reads a table spread over several shards is not supported",
+                    ));
+                }
                 if let Statement::Update(u) = stmt
                     && let Some(&key) = t.shard_key.first()
                     && u.assignments
@@ -1606,11 +1642,10 @@ impl Planner<'_> {
                 let ctes = cte_names(&stmt);
                 found |= relations(&stmt).iter().any(|r| {
                     !ctes.contains(r)
-                        && self
-                            .state
-                            .tables
-                            .get(r)
-                            .is_some_and(|t| self.state.keyspace_shards(&t.keyspace).len() > 1)
+                        && self.state.tables.get(r).is_some_and(|t| {
+                            t.distribution != Distribution::Reference
+                                && self.state.keyspace_shards(&t.keyspace).len() > 1
+                        })
                 });
             }
             ControlFlow::<()>::Continue(())
@@ -1757,9 +1792,8 @@ fn concatenates(stmt: &Statement) -> bool {
     let mut needs_all = false;
     let _ = ast::visit_expressions(&s.projection, |e| {
         if let Expr::Function(f) = e {
-            let name = f.name.to_string().to_lowercase();
-            if f.over.is_some() || engine::sql::is_aggregate(name.trim_start_matches("pg_catalog."))
-            {
+            let name = function_name(f);
+            if f.over.is_some() || engine::sql::is_aggregate(&name) {
                 needs_all = true;
             }
         }
@@ -1804,6 +1838,16 @@ fn each_row_has_one_sharded_row(stmt: &Statement, sharded: &str) -> bool {
     seen == 1
 }
 
+/// A function's name as the engine resolves it: its last part, case-folded unless quoted
+/// (`"count"`, `pg_catalog.now`).
+fn function_name(f: &ast::Function) -> String {
+    match f.name.0.last() {
+        Some(ast::ObjectNamePart::Identifier(id)) => names::ident(id),
+        Some(ast::ObjectNamePart::Function(func)) => names::ident(&func.name),
+        None => String::new(),
+    }
+}
+
 /// Functions whose value a shard computes for itself (its clock, its random numbers): two
 /// copies of a reference table would store different values.
 const VOLATILE: &[&str] = &[
@@ -1829,8 +1873,8 @@ fn volatile_call<V: ast::Visit>(node: &V) -> Option<String> {
     let mut volatile = None;
     let _ = ast::visit_expressions(node, |e| {
         if let Expr::Function(f) = e {
-            let name = f.name.to_string().to_lowercase();
-            let name = name.trim_start_matches("pg_catalog.");
+            let name = function_name(f);
+            let name = name.as_str();
             if VOLATILE.contains(&name) {
                 volatile = Some(name.to_string());
                 return ControlFlow::Break(());
@@ -1846,6 +1890,27 @@ fn volatile_call<V: ast::Visit>(node: &V) -> Option<String> {
 /// column to such a DEFAULT is refused as well.
 fn check_deterministic_write(stmt: &Statement, table: &TableInfo) -> Result<()> {
     check_deterministic(stmt)?;
+    // An explicit DEFAULT (in VALUES or SET) takes the column's default like an omitted one.
+    let mut uses_default = false;
+    let _ = ast::visit_expressions(stmt, |e| {
+        if let Expr::Identifier(id) = e
+            && id.quote_style.is_none()
+            && id.value.eq_ignore_ascii_case("default")
+        {
+            uses_default = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if uses_default {
+        for (_, col) in table.schema.user_columns() {
+            if let Some(name) = volatile_default(col) {
+                return Err(Error::unsupported(format!(
+                    "column \"{}\" of reference table \"{}\" must be given a value: its default calls {name}()",
+                    col.name, table.schema.name
+                )));
+            }
+        }
+    }
     let Statement::Insert(insert) = stmt else {
         return Ok(());
     };
@@ -1867,13 +1932,7 @@ fn check_deterministic_write(stmt: &Statement, table: &TableInfo) -> Result<()> 
         if given.contains(&col.name) {
             continue;
         }
-        let Some(default) = &col.default else {
-            continue;
-        };
-        let parsed = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-            .try_with_sql(default)
-            .and_then(|mut p| p.parse_expr());
-        if let Some(name) = parsed.ok().as_ref().and_then(volatile_call) {
+        if let Some(name) = volatile_default(col) {
             return Err(Error::unsupported(format!(
                 "column \"{}\" of reference table \"{}\" must be given a value: its default calls {name}()",
                 col.name, table.schema.name
@@ -1882,6 +1941,16 @@ fn check_deterministic_write(stmt: &Statement, table: &TableInfo) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// The volatile function a column's DEFAULT calls, if any.
+pub(crate) fn volatile_default(col: &protocol::schema::ColumnDef) -> Option<String> {
+    let default = col.default.as_ref()?;
+    let parsed = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+        .try_with_sql(default)
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    volatile_call(&parsed)
 }
 
 /// Refuses functions whose value differs from one copy of a reference table to another.
@@ -1929,7 +1998,8 @@ fn partial_aggregates_over(stmt: &Statement, allow_joins: bool) -> Option<Vec<Co
     {
         return None;
     }
-    if s.selection.as_ref().is_some_and(has_subquery) {
+    // A subquery anywhere (WHERE, ON, an aggregate's argument) would see one shard's rows.
+    if statement_has_subquery(stmt) {
         return None;
     }
     s.projection

@@ -205,7 +205,7 @@ impl Runner {
                     keyspace: shard.keyspace.clone(),
                     range: upper,
                     primary: job.to,
-                    replicas: least_loaded(state, job.to, copies - 1),
+                    replicas: least_loaded(state, shard.id, job.to, copies - 1),
                     epoch: 1,
                     frozen: false,
                     sealed: false,
@@ -659,12 +659,15 @@ impl Runner {
 }
 
 /// `n` nodes other than `except`, not draining, holding the fewest copies.
-fn least_loaded(state: &ClusterState, except: u64, n: usize) -> Vec<u64> {
+/// The `n` nodes with the fewest copies that `shard`'s keyspace may use, `except` aside.
+fn least_loaded(state: &ClusterState, shard: u32, except: u64, n: usize) -> Vec<u64> {
     let mut nodes: Vec<u64> = state
         .nodes
         .keys()
         .copied()
-        .filter(|id| *id != except && !state.draining.contains(id))
+        .filter(|id| {
+            *id != except && !state.draining.contains(id) && state.shard_may_use(shard, *id)
+        })
         .collect();
     nodes.sort_by_key(|id| (state.copies_on(*id), *id));
     nodes.truncate(n);

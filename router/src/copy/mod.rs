@@ -371,6 +371,19 @@ impl CopyIn {
             .copied()
             .chain(serial.iter().map(|(i, _)| *i))
             .collect();
+        if table.distribution == protocol::cluster::Distribution::Reference {
+            // Each copy would fill an omitted column's volatile default for itself.
+            for (i, col) in schema.columns.iter().enumerate() {
+                if !sent.contains(&i)
+                    && let Some(name) = crate::plan::volatile_default(col)
+                {
+                    return Err(Error::unsupported(format!(
+                        "COPY into reference table \"{}\" must give column \"{}\": its default calls {name}()",
+                        schema.name, col.name
+                    )));
+                }
+            }
+        }
         let key_col = table.shard_key.first().copied();
         let key = key_col.and_then(|k| sent.iter().position(|&p| p == k));
         let mut targets = BTreeMap::new();
