@@ -136,5 +136,10 @@ machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /pro
         echo "- -M $mode: ${R[lag,$mode]:-not measured}"
     done
 } >"$ROOT/benches/RESULTS.md.new"
+cat "$ROOT/benches/RESULTS.md.new"
+# The other benchmarks' sections (from the second top-level heading on) are kept.
+if [ -f "$ROOT/benches/RESULTS.md" ]; then
+    { echo; awk 'FNR > 1 && /^# / { keep = 1 } keep' "$ROOT/benches/RESULTS.md"; } \
+        >>"$ROOT/benches/RESULTS.md.new"
+fi
 mv "$ROOT/benches/RESULTS.md.new" "$ROOT/benches/RESULTS.md"
-cat "$ROOT/benches/RESULTS.md"
