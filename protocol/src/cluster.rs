@@ -133,6 +133,26 @@ pub struct RoleInfo {
     pub valid_until: Option<String>,
 }
 
+impl RoleInfo {
+    /// A superuser with every attribute (the bootstrap role).
+    pub fn superuser(name: &str, oid: u32, password: Option<String>) -> RoleInfo {
+        RoleInfo {
+            name: name.to_string(),
+            oid,
+            superuser: true,
+            create_role: true,
+            create_db: true,
+            can_login: true,
+            inherit: true,
+            replication: true,
+            bypass_rls: true,
+            conn_limit: -1,
+            password,
+            valid_until: None,
+        }
+    }
+}
+
 /// The OID of the first role (the bootstrap superuser), as in PostgreSQL.
 pub const BOOTSTRAP_ROLE_OID: u32 = 10;
 /// The OID given to the first role created afterwards (PostgreSQL's first user OID).

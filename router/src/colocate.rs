@@ -21,6 +21,7 @@ use sqlparser::ast::{
 };
 
 use crate::names::{ident, table_name};
+use crate::plan::split_and;
 
 /// A table occurrence in FROM: the name it is referred to by, and its table.
 struct Occurrence<'a> {
@@ -213,21 +214,6 @@ fn same_hash(a: DataType, b: DataType) -> bool {
     use DataType::*;
     let int = |t| matches!(t, Int2 | Int4 | Int8);
     a == b || (int(a) && int(b))
-}
-
-fn split_and<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
-    match expr {
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            split_and(left, out);
-            split_and(right, out);
-        }
-        Expr::Nested(e) => split_and(e, out),
-        e => out.push(e),
-    }
 }
 
 #[cfg(test)]

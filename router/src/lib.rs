@@ -83,20 +83,11 @@ pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
         router
             .meta
             .propose(protocol::cluster::MetaCommand::BootstrapRole(
-                protocol::cluster::RoleInfo {
-                    name: name.clone(),
-                    oid: protocol::cluster::BOOTSTRAP_ROLE_OID,
-                    superuser: true,
-                    create_role: true,
-                    create_db: true,
-                    can_login: true,
-                    inherit: true,
-                    replication: true,
-                    bypass_rls: true,
-                    conn_limit: -1,
-                    password: Some(auth::encrypt_password(name, password, "scram-sha-256")),
-                    valid_until: None,
-                },
+                protocol::cluster::RoleInfo::superuser(
+                    name,
+                    protocol::cluster::BOOTSTRAP_ROLE_OID,
+                    Some(auth::encrypt_password(name, password, "scram-sha-256")),
+                ),
             ))
             .await?;
     } else if cfg.auth != auth::AuthMethod::Trust && router.meta.state().roles.is_empty() {

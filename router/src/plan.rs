@@ -1428,7 +1428,7 @@ fn option_text(value: &Expr) -> String {
     }
 }
 
-fn split_and<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
+pub(crate) fn split_and<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
     match expr {
         Expr::BinaryOp {
             left,
@@ -1752,12 +1752,14 @@ fn partial_aggregates(stmt: &Statement) -> Option<Vec<Combine>> {
     partial_aggregates_over(stmt, false)
 }
 
-/// Whether each shard's result rows, concatenated, are the query's: a plain SELECT … FROM …
-/// WHERE with no grouping, aggregate, window, DISTINCT, ordering, limit, set operation,
-/// CTE or subquery.
-fn concatenates(stmt: &Statement) -> bool {
+/// The SELECT of a query each shard can run over its own rows with nothing left for the
+/// router but to concatenate or combine: no CTE, ORDER BY, LIMIT/FETCH, locking, set
+/// operation, GROUP BY, HAVING, DISTINCT or subquery anywhere, and only plain tables in
+/// FROM (one, unless `allow_joins`). A derived table must see every shard's rows at once,
+/// and a subquery (in WHERE, ON or an aggregate's argument) would see one shard's rows.
+fn plain_select(stmt: &Statement, allow_joins: bool) -> Option<&ast::Select> {
     let Statement::Query(q) = stmt else {
-        return false;
+        return None;
     };
     if q.with.is_some()
         || q.order_by.is_some()
@@ -1766,26 +1768,35 @@ fn concatenates(stmt: &Statement) -> bool {
         || !q.locks.is_empty()
         || statement_has_subquery(stmt)
     {
-        return false;
+        return None;
     }
     let SetExpr::Select(s) = q.body.as_ref() else {
-        return false;
+        return None;
     };
     let no_group = match &s.group_by {
         ast::GroupByExpr::Expressions(exprs, mods) => exprs.is_empty() && mods.is_empty(),
         ast::GroupByExpr::All(_) => false,
     };
-    if !no_group
-        || s.having.is_some()
-        || s.distinct.is_some()
-        || !s.named_window.is_empty()
-        || s.from.iter().any(|f| {
-            !matches!(f.relation, TableFactor::Table { .. })
-                || f.joins
-                    .iter()
-                    .any(|j| !matches!(j.relation, TableFactor::Table { .. }))
-        })
-    {
+    let plain_table = |f: &TableFactor| matches!(f, TableFactor::Table { .. });
+    let ok = no_group
+        && s.having.is_none()
+        && s.distinct.is_none()
+        && !s.from.is_empty()
+        && (allow_joins || (s.from.len() == 1 && s.from[0].joins.is_empty()))
+        && s.from
+            .iter()
+            .all(|f| plain_table(&f.relation) && f.joins.iter().all(|j| plain_table(&j.relation)));
+    ok.then_some(s.as_ref())
+}
+
+/// Whether each shard's result rows, concatenated, are the query's: a plain SELECT … FROM …
+/// WHERE with no grouping, aggregate, window, DISTINCT, ordering, limit, set operation,
+/// CTE or subquery.
+fn concatenates(stmt: &Statement) -> bool {
+    let Some(s) = plain_select(stmt, true) else {
+        return false;
+    };
+    if !s.named_window.is_empty() {
         return false;
     }
     // An aggregate or window call anywhere in the select list needs every shard's rows.
@@ -1965,43 +1976,7 @@ fn check_deterministic(stmt: &Statement) -> Result<()> {
 }
 
 fn partial_aggregates_over(stmt: &Statement, allow_joins: bool) -> Option<Vec<Combine>> {
-    let Statement::Query(q) = stmt else {
-        return None;
-    };
-    if q.with.is_some()
-        || q.order_by.is_some()
-        || q.limit_clause.is_some()
-        || q.fetch.is_some()
-        || !q.locks.is_empty()
-    {
-        return None;
-    }
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return None;
-    };
-    let no_group = match &s.group_by {
-        ast::GroupByExpr::Expressions(exprs, mods) => exprs.is_empty() && mods.is_empty(),
-        ast::GroupByExpr::All(_) => false,
-    };
-    if !no_group
-        || s.having.is_some()
-        || s.distinct.is_some()
-        || (!allow_joins && (s.from.len() != 1 || !s.from[0].joins.is_empty()))
-        || s.from.is_empty()
-        // A derived table (`FROM (SELECT …) s`) must see every shard's rows at once.
-        || s.from.iter().any(|f| {
-            !matches!(f.relation, ast::TableFactor::Table { .. })
-                || f.joins
-                    .iter()
-                    .any(|j| !matches!(j.relation, ast::TableFactor::Table { .. }))
-        })
-    {
-        return None;
-    }
-    // A subquery anywhere (WHERE, ON, an aggregate's argument) would see one shard's rows.
-    if statement_has_subquery(stmt) {
-        return None;
-    }
+    let s = plain_select(stmt, allow_joins)?;
     s.projection
         .iter()
         .map(|item| {

@@ -298,14 +298,7 @@ fn alter_role(
             {
                 role.password = None;
             }
-            Ok((
-                vec![MetaCommand::AlterRole {
-                    name,
-                    previous: old.clone(),
-                    role,
-                }],
-                QueryResult::command("ALTER ROLE", 0),
-            ))
+            Ok(altered(name, old, role))
         }
         ast::AlterRoleOperation::WithOptions { options } => {
             let own_password_only =
@@ -326,19 +319,24 @@ fn alter_role(
                     "the bootstrap superuser must remain a superuser",
                 ));
             }
-            Ok((
-                vec![MetaCommand::AlterRole {
-                    name,
-                    previous: old.clone(),
-                    role,
-                }],
-                QueryResult::command("ALTER ROLE", 0),
-            ))
+            Ok(altered(name, old, role))
         }
         _ => Err(Error::unsupported(
             "ALTER ROLE supports RENAME TO and role options (LOGIN, PASSWORD, SUPERUSER, …)",
         )),
     }
+}
+
+/// The meta command of an ALTER ROLE: `role` replaces `old`, if `old` is still current.
+fn altered(name: String, old: &RoleInfo, role: RoleInfo) -> (Vec<MetaCommand>, QueryResult) {
+    (
+        vec![MetaCommand::AlterRole {
+            name,
+            previous: old.clone(),
+            role,
+        }],
+        QueryResult::command("ALTER ROLE", 0),
+    )
 }
 
 fn drop_roles(

@@ -797,20 +797,11 @@ fn roles(ctx: &Ctx<'_>) -> Vec<protocol::cluster::RoleInfo> {
     if !ctx.state.roles.is_empty() {
         return ctx.state.roles.values().cloned().collect();
     }
-    vec![protocol::cluster::RoleInfo {
-        name: ctx.user.to_string(),
-        oid: SUPERUSER as u32,
-        superuser: true,
-        create_role: true,
-        create_db: true,
-        can_login: true,
-        inherit: true,
-        replication: true,
-        bypass_rls: true,
-        conn_limit: -1,
-        password: None,
-        valid_until: None,
-    }]
+    vec![protocol::cluster::RoleInfo::superuser(
+        ctx.user,
+        SUPERUSER as u32,
+        None,
+    )]
 }
 
 pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)> {
