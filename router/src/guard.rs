@@ -214,8 +214,13 @@ async fn read_startup<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             SSL_REQUEST | GSSENC_REQUEST => {
                 w.write_all(b"N").await.map_err(|e| e.to_string())?;
             }
-            CANCEL_REQUEST => return Ok(Some(Startup::Packet(packet))),
-            c if c >> 16 == 3 => return Ok(Some(Startup::Packet(packet))),
+            // A pid and a secret key of 4 to 256 bytes (protocol 3.2 allows long keys).
+            CANCEL_REQUEST if (16..=268).contains(&n) => return Ok(Some(Startup::Packet(packet))),
+            CANCEL_REQUEST => return Err(format!("invalid length of cancel request ({n})")),
+            c if c >> 16 == 3 => {
+                crate::wire_check::check_startup_parameters(&packet[8..])?;
+                return Ok(Some(Startup::Packet(packet)));
+            }
             c => {
                 return Err(format!(
                     "unsupported frontend protocol {}.{}",
@@ -382,6 +387,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out, ok);
+    }
+
+    /// Inputs the fuzz target `frontend_messages` found: whatever the guard lets through must
+    /// decode in pgwire without a panic.
+    #[test]
+    fn fuzz_findings_do_not_reach_pgwire() {
+        use base64::Engine;
+        use pgwire::messages::{DecodeContext, PgWireFrontendMessage};
+        for found in [
+            // A Parse whose type-oid count runs past its end.
+            "AAAADAADAAAMAFsAJQAACAD//wAAUAAAAAwAAwAADAAADAMAAAwsCAAMAwAADCwIAAMA////AAj//xD/////Xv//A/8AAA==",
+            // A startup packet whose parameters lack their NUL: pgwire read on into the
+            // following bytes and so framed a Parse the guard never saw.
+            "AAAACQADCAAENQAACBD///////8iIiIiIiIjIiIiIiIiIv//////AAAAUAAAAAMIAAQAACwAAAAAAAAAAAAAAAAAAAAAAP/3AAAy",
+        ] {
+            let input = base64::engine::general_purpose::STANDARD
+                .decode(found)
+                .unwrap();
+            let Ok(passed) = futures::executor::block_on(screen(&input, 4096)) else {
+                continue;
+            };
+            let mut buf = bytes::BytesMut::from(&passed[..]);
+            let mut ctx = DecodeContext::default();
+            ctx.awaiting_frontend_ssl = false;
+            while let Ok(Some(message)) = PgWireFrontendMessage::decode(&mut buf, &ctx) {
+                if let PgWireFrontendMessage::Startup(_) = message {
+                    ctx.awaiting_frontend_startup = false;
+                }
+                if ctx.awaiting_frontend_startup {
+                    break;
+                }
+            }
+        }
     }
 
     #[tokio::test]

@@ -49,8 +49,15 @@ impl<'a> Body<'a> {
 }
 
 /// Whether the guard must see the whole body of a message of this type before passing it.
+/// CopyData ('d') and password messages ('p') are taken by pgwire as exactly their bodies, so
+/// they stream; every other type it knows is checked, because a decoder that reads less or
+/// more than its message (pgwire hands each decoder the whole buffer) would make pgwire see
+/// message boundaries other than the guard's.
 pub fn checked(kind: u8) -> bool {
-    matches!(kind, b'P' | b'B' | b'E' | b'D' | b'C')
+    matches!(
+        kind,
+        b'P' | b'B' | b'E' | b'D' | b'C' | b'Q' | b'f' | b'c' | b'S' | b'H' | b'X'
+    )
 }
 
 /// Checks the body of a message of type `kind`; `Err` is the message to refuse it with.
@@ -91,9 +98,36 @@ pub fn check(kind: u8, body: &[u8]) -> Result<(), String> {
             b.cstring()?;
             b.done()
         })(),
+        // Query and CopyFail: one string, exactly.
+        b'Q' | b'f' => (|| {
+            b.cstring()?;
+            b.done()
+        })(),
+        // CopyDone, Sync, Flush, Terminate: no body.
+        b'c' | b'S' | b'H' | b'X' => b.done(),
         _ => Some(()),
     };
     ok.ok_or_else(|| "invalid message format".to_string())
+}
+
+/// Checks a StartupMessage's parameters (after its length and protocol version): pairs of a
+/// non-empty name and a value, each NUL-terminated, then one NUL as the last byte.
+pub fn check_startup_parameters(params: &[u8]) -> Result<(), String> {
+    let mut b = Body { rest: params };
+    loop {
+        match b.rest {
+            [0] => return Ok(()),
+            [] | [0, ..] => {
+                return Err(
+                    "invalid startup packet layout: expected terminator as last byte".into(),
+                );
+            }
+            _ => {}
+        }
+        b.cstring()
+            .and_then(|_| b.cstring())
+            .ok_or("invalid startup packet layout: unterminated parameter")?;
+    }
 }
 
 /// Checks a SASLInitialResponse body (`mechanism\0 len:i32 (-1 | len bytes)`).
@@ -131,7 +165,17 @@ mod tests {
         assert!(check(b'E', b"\0\x00").is_err());
         assert!(check(b'D', b"Sname\0").is_ok());
         assert!(check(b'C', b"X\0").is_err());
-        assert!(check(b'Q', b"anything").is_ok());
+        assert!(check(b'Q', b"SELECT 1\0").is_ok());
+        // A query without its NUL would make pgwire read on into the next message.
+        assert!(check(b'Q', b"anything").is_err());
+        assert!(check(b'S', b"").is_ok());
+        assert!(check(b'S', b"x").is_err());
+        assert!(check_startup_parameters(b"user\0bob\0database\0\0\0").is_ok());
+        assert!(check_startup_parameters(b"\0").is_ok());
+        assert!(check_startup_parameters(b"user\0bob\0").is_err());
+        assert!(check_startup_parameters(b"user\0bob").is_err());
+        assert!(check_startup_parameters(b"\x04").is_err());
+        assert!(check_startup_parameters(b"user\0bob\0\0junk").is_err());
         assert!(check_sasl_initial(b"SCRAM-SHA-256\0\x00\x00\x00\x02ab").is_ok());
         assert!(check_sasl_initial(b"SCRAM-SHA-256\0").is_err());
         assert!(check_sasl_initial(b"SCRAM-SHA-256\0\x7f\xff\xff\xff").is_err());
