@@ -357,14 +357,33 @@ impl Frontend {
         stmt: &Statement,
         params: &[Value],
     ) -> Result<QueryResult> {
+        let role_statement = matches!(
+            stmt,
+            Statement::CreateRole(_)
+                | Statement::AlterRole { .. }
+                | Statement::Drop {
+                    object_type: ast::ObjectType::Role
+                        | ast::ObjectType::User
+                        | ast::ObjectType::Group,
+                    ..
+                }
+        );
+        // Only role statements pay for the session lookups below.
         let state = self.router.meta.state();
-        let encryption = session.get("password_encryption").unwrap_or_default();
+        let encryption = if role_statement {
+            session.get("password_encryption").unwrap_or_default()
+        } else {
+            String::new()
+        };
         let actor = crate::roles::Actor {
             user: session.user(),
             oid: session.role_oid(),
             password_encryption: &encryption,
         };
-        if let Some(planned) = crate::roles::plan(stmt, &state, &actor) {
+        if let Some(planned) = role_statement
+            .then(|| crate::roles::plan(stmt, &state, &actor))
+            .flatten()
+        {
             if session.txn.lock().await.is_some() {
                 return Err(Error::unsupported(
                     "role commands inside a transaction block are not supported; run them outside the block",

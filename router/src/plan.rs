@@ -1363,19 +1363,8 @@ impl<'a> Planner<'a> {
             && crate::colocate::rows_form_on_one_shard(stmt, &infos)
         {
             let ks = *keyspaces.iter().next().unwrap_or(&DEFAULT_KEYSPACE);
-            let targets = self.keyspace_targets(ks)?;
-            if concatenates(stmt) {
-                return Ok(Plan::Direct {
-                    targets,
-                    sql: stmt.to_string(),
-                });
-            }
-            if let Some(combine) = partial_aggregates_over(stmt, true) {
-                return Ok(Plan::Partial {
-                    targets,
-                    sql: stmt.to_string(),
-                    combine,
-                });
+            if let Some(plan) = on_every_shard(stmt, self.keyspace_targets(ks)?) {
+                return Ok(plan);
             }
         }
         match stmt {
@@ -1583,21 +1572,13 @@ impl Planner<'_> {
             [one] => each_row_has_one_sharded_row(stmt, &one.schema.name),
             _ => crate::colocate::rows_form_on_one_shard(stmt, infos),
         };
-        if keyspaces.len() == 1 && !sharded.is_empty() && q.locks.is_empty() && colocated {
-            let targets = self.keyspace_targets(&sharded[0].keyspace)?;
-            if concatenates(stmt) {
-                return Ok(Plan::Direct {
-                    targets,
-                    sql: stmt.to_string(),
-                });
-            }
-            if let Some(combine) = partial_aggregates_over(stmt, true) {
-                return Ok(Plan::Partial {
-                    targets,
-                    sql: stmt.to_string(),
-                    combine,
-                });
-            }
+        if keyspaces.len() == 1
+            && !sharded.is_empty()
+            && q.locks.is_empty()
+            && colocated
+            && let Some(plan) = on_every_shard(stmt, self.keyspace_targets(&sharded[0].keyspace)?)
+        {
+            return Ok(plan);
         }
         if !q.locks.is_empty() {
             return Err(Error::unsupported(
@@ -1787,6 +1768,22 @@ fn plain_select(stmt: &Statement, allow_joins: bool) -> Option<&ast::Select> {
             .iter()
             .all(|f| plain_table(&f.relation) && f.joins.iter().all(|j| plain_table(&j.relation)));
     ok.then_some(s.as_ref())
+}
+
+/// For a query whose rows each form on one shard: run it whole on every shard and concatenate
+/// the rows, or combine pre-aggregated count/sum/min/max; `None` if it needs the rows whole.
+fn on_every_shard(stmt: &Statement, targets: Vec<Target>) -> Option<Plan> {
+    if concatenates(stmt) {
+        return Some(Plan::Direct {
+            targets,
+            sql: stmt.to_string(),
+        });
+    }
+    partial_aggregates_over(stmt, true).map(|combine| Plan::Partial {
+        targets,
+        sql: stmt.to_string(),
+        combine,
+    })
 }
 
 /// Whether each shard's result rows, concatenated, are the query's: a plain SELECT … FROM …
