@@ -592,6 +592,25 @@ async fn bad_input_is_refused_and_harmless_body(cluster: &Cluster) {
             .get(0);
         assert_eq!(one, 1, "after {what}");
     }
+    // After a good startup packet, a message header claiming 2 GiB is refused from the
+    // header alone: FATAL 08P01 after whatever authentication request came first, then close.
+    let mut startup = vec![0u8, 3, 0, 0];
+    startup.extend_from_slice(b"user\0tessera\0database\0tessera\0\0");
+    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    packet.extend_from_slice(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b'x']);
+    let mut s = TcpStream::connect(&router).await.expect("connect router");
+    s.write_all(&packet)
+        .await
+        .expect("write startup and header");
+    let got = read_until_closed(&mut s, Duration::from_secs(10))
+        .await
+        .expect("router closes after an oversized message");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("FATAL") && text.contains("08P01") && text.contains("exceeds the limit"),
+        "oversized message answered with {text:?}"
+    );
     let _ = idle.shutdown().await;
     let other = cluster.client().await;
     let v: String = other

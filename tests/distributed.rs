@@ -131,6 +131,16 @@ async fn bank_transfers_across_shards_keep_the_total() {
     assert!(
         matches!(&shards[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("4"))
     );
+    // Replicas kept up from the change log: none needed a snapshot (a subscriber that once
+    // read a commit before the primary's LSN watch moved was sent a whole new copy).
+    let snapshots = c
+        .simple_query("SELECT sum(snapshots)::int8 FROM tessera.replication")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&snapshots[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("0")),
+        "{snapshots:?}"
+    );
 }
 
 /// Federation: CREATE KEYSPACE places a keyspace's shards on the nodes it names only, its

@@ -582,11 +582,19 @@ impl NodeService {
         }
         let mut lsn_rx = shard.watch_lsn();
         let mut pos = from_lsn;
-        let mut need_snapshot = false;
+        // A subscriber ahead of our durable log has a history we do not: only a snapshot
+        // brings it back. (Read from the file, not the LSN watch: the watch is set just after
+        // each commit, so it can trail records a reader already sees.)
+        let s = shard.clone();
+        let durable =
+            tokio::task::spawn_blocking(move || s.snapshot()?.state(crate::storage::STATE_LSN))
+                .await
+                .map_err(|e| Error::internal(format!("log reader failed: {e}")))??;
+        let mut need_snapshot = from_lsn > durable;
         loop {
-            if need_snapshot || pos > shard.lsn() {
-                // The log no longer reaches back to `pos` (or the subscriber is ahead of us,
-                // which only a divergent history explains): start it over from a snapshot.
+            if need_snapshot {
+                // The log no longer reaches back to `pos`, or the subscriber is ahead of us:
+                // start it over from a snapshot.
                 pos = send_snapshot(shard.clone(), valid.clone(), reply).await?;
                 need_snapshot = false;
             }

@@ -121,6 +121,29 @@ pub struct PreparedTxn {
     pub prepared_at_ms: u64,
 }
 
+/// Work waiting in the group-commit queue. Everything queued while a batch is written goes
+/// into the next batch: one redb write transaction, one fsync. Two-phase-commit steps share
+/// batches with commits, so a distributed transaction's prepare, decision and finish cost no
+/// fsync of their own under load.
+enum Work {
+    /// A commit: its changes become the next LSN. Outcome: the LSN.
+    Commit(Pending),
+    /// Phase one: the encoded `PreparedTxn` under its transaction's id, if the tables it
+    /// was written against are unchanged. Outcome: 0.
+    Prepare {
+        id: TxnId,
+        record: Vec<u8>,
+        schemas: Vec<(String, Vec<u8>)>,
+    },
+    /// The coordinator's outcome unless one is recorded. Outcome: the one that stands (1:
+    /// commit, 0: abort).
+    Decide { id: TxnId, commit: bool },
+    /// Drops a decision record every participant has acted on. Outcome: 0.
+    Forget(TxnId),
+    /// Drops an aborted prepared transaction. Outcome: 0.
+    Discard(TxnId),
+}
+
 /// A commit waiting in the group-commit queue.
 struct Pending {
     changes: Vec<Change>,
@@ -134,7 +157,7 @@ struct Pending {
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(u64, Pending)>,
+    pending: Vec<(u64, Work)>,
     writing: bool,
     next_ticket: u64,
     done: HashMap<u64, Result<u64>>,
@@ -240,6 +263,8 @@ pub struct Shard {
     queue: Mutex<Queue>,
     queue_cv: Condvar,
     recent: Mutex<VecDeque<CommitSummary>>,
+    /// Upstream snapshots installed since open (see `ShardStats::snapshots_installed`).
+    snapshots_installed: AtomicU64,
     /// Prepared (2PC) transactions awaiting their decision, also on disk in `prepared`.
     prepared: Mutex<HashMap<TxnId, PreparedTxn>>,
     /// redb write transactions written by group commit (each is one fsync when synced).
@@ -304,6 +329,7 @@ impl Shard {
             queue: Mutex::default(),
             queue_cv: Condvar::new(),
             recent: Mutex::default(),
+            snapshots_installed: AtomicU64::new(0),
             prepared: Mutex::default(),
             batches: AtomicU64::new(0),
             hlc,
@@ -393,15 +419,13 @@ impl Shard {
             .lock()
             .map_err(|_| Error::internal("poisoned"))?
             .insert(t.id, p.clone());
-        let write = || -> Result<()> {
+        let write = || -> Result<u64> {
             self.crosses_prepared(&p.changes, Some(t.id))?;
-            let txn = self.begin_write()?;
-            check_schemas(&txn, &schemas)?;
-            txn.open_table(PREPARED)
-                .map_err(storage_err)?
-                .insert(t.id, frame::encode(&p)?.as_slice())
-                .map_err(storage_err)?;
-            txn.commit().map_err(storage_err)
+            self.submit(Work::Prepare {
+                id: t.id,
+                record: frame::encode(&p)?,
+                schemas,
+            })
         };
         if let Err(e) = write() {
             if let Ok(mut prepared) = self.prepared.lock() {
@@ -426,23 +450,16 @@ impl Shard {
             return Ok(());
         };
         let result = if commit && !p.changes.is_empty() {
-            self.group_commit(Pending {
+            self.submit(Work::Commit(Pending {
                 changes: p.changes,
                 // Checked when it was prepared; DDL since then waits for its decision.
                 schemas: Vec::new(),
                 validate: None,
                 prepared: Some(id),
-            })
+            }))
             .map(|_| ())
         } else {
-            (|| {
-                let txn = self.begin_write()?;
-                txn.open_table(PREPARED)
-                    .map_err(storage_err)?
-                    .remove(id)
-                    .map_err(storage_err)?;
-                txn.commit().map_err(storage_err)
-            })()
+            self.submit(Work::Discard(id)).map(|_| ())
         };
         if result.is_ok() {
             if let Ok(mut prepared) = self.prepared.lock() {
@@ -498,35 +515,15 @@ impl Shard {
     /// already; returns the outcome that stands. This is the single point of decision: the
     /// router's COMMIT and the in-doubt resolver's presumed abort race here, and one wins.
     pub fn decide(&self, id: TxnId, commit: bool) -> Result<bool> {
-        let txn = self.begin_write()?;
-        let decided = {
-            let mut table = txn.open_table(DECISIONS).map_err(storage_err)?;
-            let existing = table.get(id).map_err(storage_err)?.map(|v| v.value() == 1);
-            match existing {
-                Some(d) => d,
-                None => {
-                    table.insert(id, commit as u8).map_err(storage_err)?;
-                    commit
-                }
-            }
-        };
-        txn.commit().map_err(storage_err)?;
-        Ok(decided)
+        self.submit(Work::Decide { id, commit }).map(|d| d == 1)
     }
 
     /// Deletes a decision record once every participant has finished (see
-    /// `Request::ForgetDecision`), so decisions do not pile up under a steady workload. Not
-    /// synced: a record that survives a crash is only a few bytes of garbage, never wrong.
+    /// `Request::ForgetDecision`), so decisions do not pile up under a steady workload. It
+    /// rides along with the next group commit; a record that survives a crash is only a few
+    /// bytes of garbage, never wrong.
     pub fn forget_decision(&self, id: TxnId) -> Result<()> {
-        let mut txn = self.begin_write()?;
-        txn.set_durability(redb::Durability::None)
-            .map_err(storage_err)?;
-        txn.open_table(DECISIONS)
-            .map_err(storage_err)?
-            .remove(id)
-            .map_err(storage_err)?;
-        txn.commit().map_err(storage_err)?;
-        Ok(())
+        self.submit(Work::Forget(id)).map(|_| ())
     }
 
     /// The number of decision records kept (for tests and stats).
@@ -566,12 +563,12 @@ impl Shard {
         if changes.is_empty() {
             return Ok(self.lsn());
         }
-        self.group_commit(Pending {
+        self.submit(Work::Commit(Pending {
             changes,
             schemas: Vec::new(),
             prepared: None,
             validate: None,
-        })
+        }))
     }
 
     /// Every recorded decision (a move copies them to the shard's new primary).
@@ -840,12 +837,12 @@ impl Shard {
             let ddl_snapshot = t.set.ddl_snapshot();
             let (changes, schemas) = t.set.into_parts();
             let validate = with_ddl_validation(validate, ddl_snapshot, &changes);
-            self.group_commit(Pending {
+            self.submit(Work::Commit(Pending {
                 changes,
                 schemas,
                 validate,
                 prepared: None,
-            })
+            }))
         };
         self.locks.release_all(id);
         result
@@ -933,14 +930,14 @@ impl Shard {
 
     /// Queues a commit; the first committer to find no batch in flight writes every queued
     /// commit in one redb transaction (one fsync) and hands each its outcome.
-    fn group_commit(&self, pending: Pending) -> Result<u64> {
+    fn submit(&self, work: Work) -> Result<u64> {
         let mut q = self
             .queue
             .lock()
             .map_err(|_| Error::internal("commit queue poisoned"))?;
         let ticket = q.next_ticket;
         q.next_ticket += 1;
-        q.pending.push((ticket, pending));
+        q.pending.push((ticket, work));
         loop {
             if let Some(result) = q.done.remove(&ticket) {
                 return result;
@@ -967,7 +964,7 @@ impl Shard {
     }
 
     /// Writes a batch of commits in one redb transaction; each gets an LSN or an error.
-    fn write_batch(&self, batch: Vec<(u64, Pending)>) -> Vec<(u64, Result<u64>)> {
+    fn write_batch(&self, batch: Vec<(u64, Work)>) -> Vec<(u64, Result<u64>)> {
         let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
         let Ok(mut recent) = self.recent.lock() else {
             return tickets
@@ -981,7 +978,8 @@ impl Shard {
             let mut accepted: Vec<CommitSummary> = Vec::new();
             // Undecided prepared writes count as committed for SERIALIZABLE validation; read
             // them once per batch, and only if someone validates.
-            let prepared = if batch.iter().any(|(_, p)| p.validate.is_some()) {
+            let validates = |w: &Work| matches!(w, Work::Commit(p) if p.validate.is_some());
+            let prepared = if batch.iter().any(|(_, w)| validates(w)) {
                 self.prepared_summaries()
             } else {
                 Vec::new()
@@ -1000,7 +998,14 @@ impl Shard {
                     .unwrap_or(0);
                 (lsn, id)
             };
-            for (ticket, p) in batch {
+            for (ticket, work) in batch {
+                let p = match work {
+                    Work::Commit(p) => p,
+                    other => {
+                        out.push((ticket, write_step(&txn, other), None));
+                        continue;
+                    }
+                };
                 if p.prepared.is_none() {
                     let checked = check_schemas(&txn, &p.schemas)
                         .and_then(|()| self.crosses_prepared(&p.changes, None));
@@ -1247,6 +1252,7 @@ impl Shard {
             open_txns: 0,
             writers: 0,
             prepared: self.prepared.lock().map(|p| p.len() as u64).unwrap_or(0),
+            snapshots_installed: self.snapshots_installed.load(Ordering::Relaxed),
         })
     }
 
@@ -1311,6 +1317,9 @@ impl SnapshotLoad<'_> {
         }
         self.txn.commit().map_err(storage_err)?;
         self.shard.lsn.send_replace(lsn);
+        self.shard
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -1327,6 +1336,52 @@ fn create_table(
     txn.open_table(storage::data_table(&name))
         .map_err(storage_err)?;
     Ok(())
+}
+
+/// Writes one two-phase-commit step of a group-commit batch (`Work` other than a commit). A
+/// storage failure fails the whole batch when it commits, so only the outcome is per step.
+fn write_step(txn: &WriteTransaction, work: Work) -> Result<u64> {
+    match work {
+        Work::Commit(_) => Err(Error::internal("a commit is not a 2PC step")),
+        Work::Prepare {
+            id,
+            record,
+            schemas,
+        } => {
+            check_schemas(txn, &schemas)?;
+            txn.open_table(PREPARED)
+                .map_err(storage_err)?
+                .insert(id, record.as_slice())
+                .map_err(storage_err)?;
+            Ok(0)
+        }
+        Work::Decide { id, commit } => {
+            let mut table = txn.open_table(DECISIONS).map_err(storage_err)?;
+            let existing = table.get(id).map_err(storage_err)?.map(|v| v.value() == 1);
+            let decided = match existing {
+                Some(d) => d,
+                None => {
+                    table.insert(id, commit as u8).map_err(storage_err)?;
+                    commit
+                }
+            };
+            Ok(decided as u64)
+        }
+        Work::Forget(id) => {
+            txn.open_table(DECISIONS)
+                .map_err(storage_err)?
+                .remove(id)
+                .map_err(storage_err)?;
+            Ok(0)
+        }
+        Work::Discard(id) => {
+            txn.open_table(PREPARED)
+                .map_err(storage_err)?
+                .remove(id)
+                .map_err(storage_err)?;
+            Ok(0)
+        }
+    }
 }
 
 /// Adds to a commit's validation the tables it redefined, as read since `ddl_snapshot`: a

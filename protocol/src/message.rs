@@ -249,6 +249,10 @@ pub struct ShardStats {
     pub open_txns: u64,
     pub writers: u64,
     pub prepared: u64,
+    /// Snapshots this copy has installed since its node started: a replica that keeps
+    /// needing them has fallen off its primary's log (or hit a bug), and each costs a full
+    /// copy of the shard.
+    pub snapshots_installed: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

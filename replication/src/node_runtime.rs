@@ -113,12 +113,20 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle> {
         let mut swept = false;
         loop {
             let state = rx.borrow_and_update().clone();
-            if let Err(e) = reconcile(&svc, &state, &pool, &mut followers) {
-                tracing::warn!("reconcile failed: {e}");
-            }
+            let failed = reconcile(&svc, &state, &pool, &mut followers)
+                .inspect_err(|e| tracing::warn!("reconcile failed: {e}"))
+                .is_err();
             if !swept && state.version > 0 {
                 sweep_orphans(&svc, &state);
                 swept = true;
+            }
+            // A failure (a shard file still locked by a process that is exiting, say) is
+            // retried on a timer too: the map may not change again for a long time.
+            if failed {
+                match tokio::time::timeout(Duration::from_millis(500), rx.changed()).await {
+                    Ok(Err(_)) => break,
+                    Ok(Ok(())) | Err(_) => continue,
+                }
             }
             if rx.changed().await.is_err() {
                 break;

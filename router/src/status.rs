@@ -267,6 +267,7 @@ pub fn replication_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>
             col("rows", DataType::Int8),
             col("lsn", DataType::Int8),
             col("lag_lsn", DataType::Int8),
+            col("snapshots", DataType::Int8),
         ],
         primary_key: vec![0, 1],
         indexes: Vec::new(),
@@ -289,6 +290,7 @@ pub fn replication_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>
                 opt_int(r.stats.as_ref().map(|st| st.rows)),
                 opt_int(lsn),
                 opt_int(lag),
+                opt_int(r.stats.as_ref().map(|st| st.snapshots_installed)),
             ]);
         }
     }
