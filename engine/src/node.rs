@@ -673,7 +673,8 @@ async fn checksum_at(shard: Arc<Shard>, lsn: Option<u64>) -> Result<Response> {
         }
     }
     let s = shard.clone();
-    let taken = tokio::task::spawn_blocking(move || s.checksum())
+    // A move switches to this copy after the checksum: what it holds must be on disk.
+    let taken = tokio::task::spawn_blocking(move || s.sync().and_then(|()| s.checksum()))
         .await
         .map_err(|e| Error::internal(format!("checksum task failed: {e}")));
     if lsn.is_some() {
