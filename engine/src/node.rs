@@ -673,8 +673,7 @@ async fn checksum_at(shard: Arc<Shard>, lsn: Option<u64>) -> Result<Response> {
         }
     }
     let s = shard.clone();
-    // A move switches to this copy after the checksum: what it holds must be on disk.
-    let taken = tokio::task::spawn_blocking(move || s.sync().and_then(|()| s.checksum()))
+    let taken = tokio::task::spawn_blocking(move || s.checksum())
         .await
         .map_err(|e| Error::internal(format!("checksum task failed: {e}")));
     if lsn.is_some() {

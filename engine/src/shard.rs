@@ -265,8 +265,6 @@ pub struct Shard {
     recent: Mutex<VecDeque<CommitSummary>>,
     /// Upstream snapshots installed since open (see `ShardStats::snapshots_installed`).
     snapshots_installed: AtomicU64,
-    /// A replica applied records without an fsync since its last durable commit.
-    unsynced: AtomicBool,
     /// Prepared (2PC) transactions awaiting their decision, also on disk in `prepared`.
     prepared: Mutex<HashMap<TxnId, PreparedTxn>>,
     /// redb write transactions written by group commit (each is one fsync when synced).
@@ -332,7 +330,6 @@ impl Shard {
             queue_cv: Condvar::new(),
             recent: Mutex::default(),
             snapshots_installed: AtomicU64::new(0),
-            unsynced: AtomicBool::new(false),
             prepared: Mutex::default(),
             batches: AtomicU64::new(0),
             hlc,
@@ -1167,17 +1164,8 @@ impl Shard {
     }
 
     /// Applies records received from the upstream, in LSN order, skipping ones already
-    /// applied; a gap is an error (the subscriber then resubscribes). Durable on return.
+    /// applied; a gap is an error (the subscriber then resubscribes).
     pub fn apply(&self, records: &[ChangeRecord]) -> Result<u64> {
-        self.apply_with(records, true)
-    }
-
-    /// `apply`, optionally without an fsync. A replica streaming under load applies most
-    /// batches this way and makes them durable at least every few milliseconds and whenever
-    /// its stream runs dry (`replica::follow`): a crash loses only a tail it fetches again
-    /// from its primary, and it saves the fsync (and the page writes) per batch that made
-    /// replicas cost as much as their primaries.
-    pub fn apply_with(&self, records: &[ChangeRecord], durable: bool) -> Result<u64> {
         let _writer = self
             .write_lock
             .lock()
@@ -1185,16 +1173,9 @@ impl Shard {
         let mut lsn = self.lsn();
         let fresh: Vec<&ChangeRecord> = records.iter().filter(|r| r.lsn > lsn).collect();
         if fresh.is_empty() {
-            if durable {
-                self.sync_locked()?;
-            }
             return Ok(lsn);
         }
-        let mut txn = self.begin_write()?;
-        if !durable {
-            txn.set_durability(redb::Durability::None)
-                .map_err(storage_err)?;
-        }
+        let txn = self.begin_write()?;
         for record in fresh {
             if record.lsn != lsn + 1 {
                 return Err(Error::new(
@@ -1215,27 +1196,8 @@ impl Shard {
         }
         self.trim_log(&txn, lsn)?;
         txn.commit().map_err(storage_err)?;
-        self.unsynced.store(!durable, Ordering::SeqCst);
         self.lsn.send_replace(lsn);
         Ok(lsn)
-    }
-
-    /// Makes every applied record durable (an empty durable commit, if any apply skipped
-    /// its fsync).
-    pub fn sync(&self) -> Result<()> {
-        let _writer = self
-            .write_lock
-            .lock()
-            .map_err(|_| Error::internal("shard writer lock poisoned"))?;
-        self.sync_locked()
-    }
-
-    fn sync_locked(&self) -> Result<()> {
-        if self.unsynced.load(Ordering::SeqCst) {
-            self.begin_write()?.commit().map_err(storage_err)?;
-            self.unsynced.store(false, Ordering::SeqCst);
-        }
-        Ok(())
     }
 
     /// Starts replacing this replica's whole contents with an upstream snapshot.

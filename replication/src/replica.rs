@@ -3,14 +3,11 @@
 //! ```text
 //!  loop: connect upstream ─► Subscribe{from = local lsn}
 //!          ├─ SnapshotBegin/Rows/End ─► replace local contents in one redb transaction
-//!          └─ Changes[records]       ─► Shard::apply_with (records + lsn in one transaction;
-//!                                          fsynced when the stream runs dry or every 20 ms)
-//!        on any error or disconnect: back off, resubscribe from the applied lsn
+//!          └─ Changes[records]       ─► Shard::apply (records + lsn in one transaction)
+//!        on any error or disconnect: back off, resubscribe from the durable lsn
 //! ```
 //! Because the applied LSN is stored in the same redb transaction as the rows, a replica that
-//! crashes resumes exactly where its data stands: nothing applied twice, nothing skipped (a
-//! tail applied without an fsync is lost together with its LSN and fetched again). A move
-//! syncs the copy before its checksum, so a copy it switches to holds what it showed.
+//! crashes resumes exactly where its data stands: nothing applied twice, nothing skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +34,6 @@ impl Source {
         }
     }
 }
-
-/// The longest a streaming replica goes without making what it applied durable.
-const SYNC_EVERY: Duration = Duration::from_millis(20);
 
 /// Follows `upstream`'s copy of `source` into `shard` until the task is aborted.
 pub async fn follow(shard: Arc<Shard>, source: Source, me: NodeId, upstream: String, pool: Pool) {
@@ -78,7 +72,6 @@ async fn follow_once(
         .await?;
     let mut loading: Option<SnapshotJob> = None;
     let mut report = None;
-    let mut last_sync = std::time::Instant::now();
     while let Some(resp) = stream.recv().await {
         let item = match resp {
             Response::Stream(item) => item,
@@ -108,17 +101,10 @@ async fn follow_once(
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
-                // Durable when the stream has nothing more queued or the last durable apply
-                // is SYNC_EVERY old; otherwise without an fsync (see `Shard::apply_with`).
-                let durable = stream.is_empty() || last_sync.elapsed() >= SYNC_EVERY;
                 let s = shard.clone();
-                let lsn = tokio::task::spawn_blocking(move || s.apply_with(&records, durable))
+                let lsn = tokio::task::spawn_blocking(move || s.apply(&records))
                     .await
                     .map_err(|e| Error::internal(format!("apply task failed: {e}")))??;
-                if !durable {
-                    continue;
-                }
-                last_sync = std::time::Instant::now();
                 // Best effort, and never awaited here: the answer shares this connection with
                 // the stream, so waiting for it while the stream's buffer is full would
                 // deadlock. At most one report is in flight.
