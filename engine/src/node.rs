@@ -582,15 +582,15 @@ impl NodeService {
         }
         let mut lsn_rx = shard.watch_lsn();
         let mut pos = from_lsn;
-        // A subscriber ahead of our durable log has a history we do not: only a snapshot
+        // A subscriber ahead of our log has a history we do not: only a snapshot
         // brings it back. (Read from the file, not the LSN watch: the watch is set just after
         // each commit, so it can trail records a reader already sees.)
         let s = shard.clone();
-        let durable =
+        let stored =
             tokio::task::spawn_blocking(move || s.snapshot()?.state(crate::storage::STATE_LSN))
                 .await
                 .map_err(|e| Error::internal(format!("log reader failed: {e}")))??;
-        let mut need_snapshot = from_lsn > durable;
+        let mut need_snapshot = from_lsn > stored;
         loop {
             if need_snapshot {
                 // The log no longer reaches back to `pos`, or the subscriber is ahead of us:
@@ -602,7 +602,9 @@ impl NodeService {
             let batch = tokio::task::spawn_blocking(move || {
                 let snap = s.snapshot()?;
                 let start = snap.state(crate::storage::STATE_LOG_START)?;
-                if start > pos + 1 {
+                // Our log went back below what was sent (a snapshot replaced this copy while
+                // it served): only a snapshot can bring the subscriber back in line.
+                if start > pos + 1 || snap.state(crate::storage::STATE_LSN)? < pos {
                     return Ok(None);
                 }
                 snap.changes_after(pos, CHANGE_BATCH).map(Some)

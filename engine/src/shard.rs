@@ -520,8 +520,8 @@ impl Shard {
 
     /// Deletes a decision record once every participant has finished (see
     /// `Request::ForgetDecision`), so decisions do not pile up under a steady workload. It
-    /// rides along with the next group commit; a record that survives a crash is only a few
-    /// bytes of garbage, never wrong.
+    /// joins the group-commit queue (under load it shares a batch; alone it is a batch of its
+    /// own); a record that survives a crash is only a few bytes of garbage, never wrong.
     pub fn forget_decision(&self, id: TxnId) -> Result<()> {
         self.submit(Work::Forget(id)).map(|_| ())
     }
@@ -1006,6 +1006,18 @@ impl Shard {
                         continue;
                     }
                 };
+                // Finished already (the router and an in-doubt resolver raced): once only.
+                if let Some(id) = p.prepared
+                    && txn
+                        .open_table(PREPARED)
+                        .map_err(storage_err)?
+                        .get(id)
+                        .map_err(storage_err)?
+                        .is_none()
+                {
+                    out.push((ticket, Ok(0), None));
+                    continue;
+                }
                 if p.prepared.is_none() {
                     let checked = check_schemas(&txn, &p.schemas)
                         .and_then(|()| self.crosses_prepared(&p.changes, None));

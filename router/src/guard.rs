@@ -208,6 +208,8 @@ async fn converse<S, H>(
             break;
         }
     }
+    // Replies queued but not yet flushed go before the FATAL.
+    let _ = futures::SinkExt::<pgwire::messages::PgWireBackendMessage>::flush(&mut socket).await;
     let stream = socket.get_mut();
     if let Some(reason) = stream.violation.take() {
         let _ = stream
