@@ -128,6 +128,12 @@ pub struct PreparedTxn {
 enum Work {
     /// A commit: its changes become the next LSN. Outcome: the LSN.
     Commit(Pending),
+    /// A two-phase-commit step that writes no LSN.
+    Step(Step),
+}
+
+/// The two-phase-commit steps a group-commit batch carries beside commits.
+enum Step {
     /// Phase one: the encoded `PreparedTxn` under its transaction's id, if the tables it
     /// was written against are unchanged. Outcome: 0.
     Prepare {
@@ -421,11 +427,11 @@ impl Shard {
             .insert(t.id, p.clone());
         let write = || -> Result<u64> {
             self.crosses_prepared(&p.changes, Some(t.id))?;
-            self.submit(Work::Prepare {
+            self.submit(Work::Step(Step::Prepare {
                 id: t.id,
                 record: frame::encode(&p)?,
                 schemas,
-            })
+            }))
         };
         if let Err(e) = write() {
             if let Ok(mut prepared) = self.prepared.lock() {
@@ -459,7 +465,7 @@ impl Shard {
             }))
             .map(|_| ())
         } else {
-            self.submit(Work::Discard(id)).map(|_| ())
+            self.submit(Work::Step(Step::Discard(id))).map(|_| ())
         };
         if result.is_ok() {
             if let Ok(mut prepared) = self.prepared.lock() {
@@ -515,7 +521,8 @@ impl Shard {
     /// already; returns the outcome that stands. This is the single point of decision: the
     /// router's COMMIT and the in-doubt resolver's presumed abort race here, and one wins.
     pub fn decide(&self, id: TxnId, commit: bool) -> Result<bool> {
-        self.submit(Work::Decide { id, commit }).map(|d| d == 1)
+        self.submit(Work::Step(Step::Decide { id, commit }))
+            .map(|d| d == 1)
     }
 
     /// Deletes a decision record once every participant has finished (see
@@ -523,7 +530,7 @@ impl Shard {
     /// joins the group-commit queue (under load it shares a batch; alone it is a batch of its
     /// own); a record that survives a crash is only a few bytes of garbage, never wrong.
     pub fn forget_decision(&self, id: TxnId) -> Result<()> {
-        self.submit(Work::Forget(id)).map(|_| ())
+        self.submit(Work::Step(Step::Forget(id))).map(|_| ())
     }
 
     /// The number of decision records kept (for tests and stats).
@@ -1001,8 +1008,8 @@ impl Shard {
             for (ticket, work) in batch {
                 let p = match work {
                     Work::Commit(p) => p,
-                    other => {
-                        out.push((ticket, write_step(&txn, other), None));
+                    Work::Step(step) => {
+                        out.push((ticket, write_step(&txn, step), None));
                         continue;
                     }
                 };
@@ -1350,12 +1357,11 @@ fn create_table(
     Ok(())
 }
 
-/// Writes one two-phase-commit step of a group-commit batch (`Work` other than a commit). A
-/// storage failure fails the whole batch when it commits, so only the outcome is per step.
-fn write_step(txn: &WriteTransaction, work: Work) -> Result<u64> {
-    match work {
-        Work::Commit(_) => Err(Error::internal("a commit is not a 2PC step")),
-        Work::Prepare {
+/// Writes one two-phase-commit step of a group-commit batch. A storage failure fails the
+/// whole batch when it commits, so only the outcome is per step.
+fn write_step(txn: &WriteTransaction, step: Step) -> Result<u64> {
+    match step {
+        Step::Prepare {
             id,
             record,
             schemas,
@@ -1367,7 +1373,7 @@ fn write_step(txn: &WriteTransaction, work: Work) -> Result<u64> {
                 .map_err(storage_err)?;
             Ok(0)
         }
-        Work::Decide { id, commit } => {
+        Step::Decide { id, commit } => {
             let mut table = txn.open_table(DECISIONS).map_err(storage_err)?;
             let existing = table.get(id).map_err(storage_err)?.map(|v| v.value() == 1);
             let decided = match existing {
@@ -1379,14 +1385,14 @@ fn write_step(txn: &WriteTransaction, work: Work) -> Result<u64> {
             };
             Ok(decided as u64)
         }
-        Work::Forget(id) => {
+        Step::Forget(id) => {
             txn.open_table(DECISIONS)
                 .map_err(storage_err)?
                 .remove(id)
                 .map_err(storage_err)?;
             Ok(0)
         }
-        Work::Discard(id) => {
+        Step::Discard(id) => {
             txn.open_table(PREPARED)
                 .map_err(storage_err)?
                 .remove(id)
