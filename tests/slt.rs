@@ -65,7 +65,21 @@ impl<'a> tokio_postgres::types::FromSql<'a> for Raw {
 fn typed_cell(row: &tokio_postgres::Row, i: usize) -> Result<String, SqlError> {
     let t = row.columns()[i].type_().clone();
     let err = |e: tokio_postgres::Error| SqlError(format!("decoding column {i} of type {t}: {e}"));
+    let array = matches!(
+        protocol::DataType::from_oid(t.oid()),
+        Some(protocol::DataType::Array(_) | protocol::DataType::Vector(_))
+    );
     let s = match t {
+        _ if array => match row.try_get::<_, Option<Raw>>(i).map_err(err)? {
+            None => None,
+            Some(Raw(bytes)) => {
+                let ty = protocol::DataType::from_oid(t.oid())
+                    .ok_or_else(|| SqlError(format!("no Tessera type for {t}")))?;
+                let v = router::encode::decode_param(Some(&bytes::Bytes::from(bytes)), &ty, true)
+                    .map_err(|e| SqlError(format!("decoding column {i} of type {t}: {e}")))?;
+                v.to_pg_text(&ty)
+            }
+        },
         Type::BOOL => row
             .try_get::<_, Option<bool>>(i)
             .map_err(err)?

@@ -97,6 +97,16 @@ pub fn canonical_bytes(value: &Value, out: &mut Vec<u8>) {
             out.push(b't');
             out.extend_from_slice(s.trim_end_matches(' ').as_bytes());
         }
+        Value::Array(items) => {
+            out.push(b'a');
+            out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+            for item in items {
+                let mut one = Vec::new();
+                canonical_bytes(item, &mut one);
+                out.extend_from_slice(&(one.len() as u32).to_be_bytes());
+                out.extend_from_slice(&one);
+            }
+        }
     }
 }
 

@@ -26,6 +26,7 @@
 //! 0x0E json         as text
 //! 0x0F jsonb        as text (byte order of the normalised text, not jsonb's sort order)
 //! 0x10 character(n) as text, trailing blanks removed
+//! 0x11 array        the elements' encodings concatenated (a tuple), escaped as text
 //! ```
 //! A numeric is written as `0.d1d2…dn × 10^e` with `d1 != 0` and no trailing zero digit; the
 //! exponent `e` goes in as `(e as i16 as u16) ^ 0x8000` big-endian. Equal numerics (`1.5`,
@@ -53,6 +54,7 @@ const TAG_UUID: u8 = 0x0D;
 const TAG_JSON: u8 = 0x0E;
 const TAG_JSONB: u8 = 0x0F;
 const TAG_BPCHAR: u8 = 0x10;
+const TAG_ARRAY: u8 = 0x11;
 
 fn int8(i: i64, out: &mut Vec<u8>) {
     out.extend_from_slice(&((i as u64) ^ (1 << 63)).to_be_bytes());
@@ -154,6 +156,10 @@ pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
         Value::BpChar(s) => {
             out.push(TAG_BPCHAR);
             escape(s.trim_end_matches(' ').as_bytes(), out);
+        }
+        Value::Array(items) => {
+            out.push(TAG_ARRAY);
+            escape(&encode_key(items), out);
         }
     }
 }
@@ -287,7 +293,7 @@ pub fn decode_key(mut bytes: &[u8]) -> Result<Vec<Value>> {
                 let b = take(&mut bytes, 16)?;
                 values.push(Value::Uuid(b.try_into().map_err(|_| corrupt())?));
             }
-            TAG_TEXT | TAG_BYTES | TAG_JSON | TAG_JSONB | TAG_BPCHAR => {
+            TAG_TEXT | TAG_BYTES | TAG_JSON | TAG_JSONB | TAG_BPCHAR | TAG_ARRAY => {
                 let mut raw = Vec::new();
                 let mut i = 0;
                 loop {
@@ -309,6 +315,8 @@ pub fn decode_key(mut bytes: &[u8]) -> Result<Vec<Value>> {
                 bytes = &bytes[i + 2..];
                 values.push(if tag == TAG_BYTES {
                     Value::Bytes(raw)
+                } else if tag == TAG_ARRAY {
+                    Value::Array(decode_key(&raw)?)
                 } else {
                     let s = String::from_utf8(raw).map_err(|_| corrupt())?;
                     match tag {
@@ -370,6 +378,8 @@ mod tests {
             Value::Json("{}".into()),
             Value::Jsonb("[1]".into()),
             Value::BpChar("ab".into()),
+            Value::Array(vec![Value::Int(1), Value::Null, Value::Text("a\0".into())]),
+            Value::Array(vec![]),
         ]);
         // Equal numerics encode identically.
         assert_eq!(encode_key(&[n("1.5")]), encode_key(&[n("1.50")]));
@@ -407,6 +417,15 @@ mod tests {
             (iv(0, -1, 0), iv(0, 0, -1)),
             (Value::Uuid([0; 16]), Value::Uuid([1; 16])),
             (Value::BpChar("a".into()), Value::BpChar("ab".into())),
+            (Value::Array(vec![]), Value::Array(vec![Value::Int(0)])),
+            (
+                Value::Array(vec![Value::Int(1)]),
+                Value::Array(vec![Value::Int(1), Value::Int(0)]),
+            ),
+            (
+                Value::Array(vec![Value::Int(1), Value::Int(9)]),
+                Value::Array(vec![Value::Int(2)]),
+            ),
         ];
         for (lo, hi) in cases {
             assert!(

@@ -8,6 +8,7 @@
 //! time, timestamp[tz], interval) and [`json`] (json, jsonb). Their `Value` variants come after
 //! the original six so that stored rows (bincode, variant index first) keep their meaning.
 
+pub mod array;
 pub mod datetime;
 pub mod json;
 pub mod numeric;
@@ -48,6 +49,8 @@ pub enum Value {
     Jsonb(String),
     /// character(n): blank-padded text; trailing blanks are insignificant.
     BpChar(String),
+    /// A one-dimensional array (see [`array`]); NULL elements are `Value::Null`.
+    Array(Vec<Value>),
 }
 
 /// A column's declared type.
@@ -76,6 +79,13 @@ pub enum DataType {
     Jsonb,
     /// character(n); `None` for `bpchar` without a length.
     Bpchar(Option<u32>),
+    /// A one-dimensional array of the element type (queries and results only, see [`array`]).
+    Array(array::Elem),
+    /// The catalogs' `int2vector` (elements int2) and `oidvector` (elements oid): arrays
+    /// whose subscripts start at 0 and whose text form is space-separated.
+    Vector(array::Elem),
+    /// An object identifier: an unsigned 4-byte integer (`Value::Int`), an integer type.
+    Oid,
 }
 
 impl DataType {
@@ -113,6 +123,10 @@ impl DataType {
             DataType::Json => 114,
             DataType::Jsonb => 3802,
             DataType::Bpchar(_) => 1042,
+            DataType::Array(e) => e.array_oid(),
+            DataType::Vector(array::Elem::Int2) => 22,
+            DataType::Vector(_) => 30,
+            DataType::Oid => 26,
         }
     }
 
@@ -138,7 +152,10 @@ impl DataType {
             114 => DataType::Json,
             3802 => DataType::Jsonb,
             1042 => DataType::Bpchar(None),
-            _ => return None,
+            22 => DataType::Vector(array::Elem::Int2),
+            30 => DataType::Vector(array::Elem::Oid),
+            26 => DataType::Oid,
+            oid => DataType::Array(array::Elem::from_array_oid(oid)?),
         })
     }
 
@@ -167,11 +184,18 @@ impl DataType {
             DataType::Jsonb => "jsonb".into(),
             DataType::Bpchar(None) => "bpchar".into(),
             DataType::Bpchar(Some(n)) => format!("character({n})"),
+            DataType::Array(e) => format!("{}[]", e.scalar().name()),
+            DataType::Vector(array::Elem::Int2) => "int2vector".into(),
+            DataType::Vector(_) => "oidvector".into(),
+            DataType::Oid => "oid".into(),
         }
     }
 
     pub fn is_integer(&self) -> bool {
-        matches!(self, DataType::Int2 | DataType::Int4 | DataType::Int8)
+        matches!(
+            self,
+            DataType::Int2 | DataType::Int4 | DataType::Int8 | DataType::Oid
+        )
     }
 
     /// Integers, floats and numeric: the types arithmetic applies to.
@@ -223,6 +247,10 @@ impl DataType {
                 Value::Int(i)
             }
             (DataType::Int8, Value::Int(i)) => Value::Int(i),
+            (DataType::Oid, Value::Int(i)) => {
+                u32::try_from(i).map_err(|_| out_of_range("oid"))?;
+                Value::Int(i)
+            }
             (t, Value::Float(f)) if t.is_integer() => {
                 let rounded = f.round_ties_even();
                 if !rounded.is_finite() || rounded < i64::MIN as f64 || rounded >= i64::MAX as f64 {
@@ -257,6 +285,9 @@ impl DataType {
                 Value::Text(s)
             }
             (DataType::Bytea, Value::Bytes(b)) => Value::Bytes(b),
+            (DataType::Array(e) | DataType::Vector(e), Value::Array(items)) => {
+                array::coerce(items, e.scalar())?
+            }
             (t, Value::BpChar(s)) if t.is_text() => {
                 t.coerce(Value::Text(s.trim_end_matches(' ').to_string()))?
             }
@@ -291,7 +322,7 @@ impl DataType {
                 "f" | "false" | "no" | "n" | "off" | "0" => Value::Bool(false),
                 _ => return Err(invalid()),
             },
-            DataType::Int2 | DataType::Int4 | DataType::Int8 => {
+            DataType::Int2 | DataType::Int4 | DataType::Int8 | DataType::Oid => {
                 let i: i64 = t.parse().map_err(|_| {
                     if !t.is_empty()
                         && t.trim_start_matches(['-', '+'])
@@ -359,6 +390,12 @@ impl DataType {
             DataType::Json => Value::Json(json::validate_json(s)?),
             DataType::Jsonb => Value::Jsonb(json::normalize_jsonb(s)?),
             DataType::Bpchar(_) => self.coerce(Value::Text(s.to_string()))?,
+            DataType::Array(e) => array::parse(s, e.scalar())?,
+            DataType::Vector(e) => Value::Array(
+                t.split_whitespace()
+                    .map(|x| e.scalar().parse_text(x))
+                    .collect::<Result<_>>()?,
+            ),
         })
     }
 }
@@ -468,6 +505,7 @@ impl DataType {
             (T::Jsonb, Value::Json(j)) => Value::Jsonb(json::normalize_jsonb(&j)?),
             (T::Bool, Value::Bool(b)) => Value::Bool(b),
             (T::Bytea, Value::Bytes(b)) => Value::Bytes(b),
+            (T::Array(e) | T::Vector(e), Value::Array(items)) => array::coerce(items, e.scalar())?,
             (_, v) => return Err(mismatch(&v)),
         })
     }
@@ -642,6 +680,7 @@ impl Value {
             Value::Json(_) => "json",
             Value::Jsonb(_) => "jsonb",
             Value::BpChar(_) => "character",
+            Value::Array(_) => "array",
         }
     }
 
@@ -679,6 +718,15 @@ impl Value {
             }
             (Value::BpChar(a), Value::Text(b)) => Some(a.trim_end_matches(' ').cmp(b.as_str())),
             (Value::Text(a), Value::BpChar(b)) => Some(a.as_str().cmp(b.trim_end_matches(' '))),
+            // Element by element, NULL elements equal to each other and after the rest (as
+            // PostgreSQL's array comparison orders them), then the shorter array first.
+            (Value::Array(a), Value::Array(b)) => Some(
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| x.total_cmp(y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or_else(|| a.len().cmp(&b.len())),
+            ),
             _ => None,
         }
     }
@@ -720,7 +768,8 @@ impl Value {
             Value::Uuid(_) => 7,
             Value::Json(_) => 8,
             Value::Jsonb(_) => 9,
-            Value::Null => 10,
+            Value::Array(_) => 10,
+            Value::Null => 11,
         }
     }
 
@@ -748,6 +797,15 @@ impl Value {
             Value::Interval(i) => datetime::format_interval(i),
             Value::Uuid(u) => format_uuid(u),
             Value::Json(s) | Value::Jsonb(s) | Value::BpChar(s) => s.clone(),
+            Value::Array(items) => match ty {
+                DataType::Array(e) => array::to_text(items, e.scalar()),
+                DataType::Vector(e) => items
+                    .iter()
+                    .map(|v| v.to_pg_text(&e.scalar()).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                _ => array::to_text(items, DataType::Text),
+            },
         })
     }
 }
@@ -837,6 +895,7 @@ impl std::hash::Hash for Value {
             Value::Json(s) => s.hash(state),
             Value::Jsonb(s) => json::canonical(s).hash(state),
             Value::BpChar(s) => s.trim_end_matches(' ').hash(state),
+            Value::Array(items) => items.hash(state),
         }
     }
 }

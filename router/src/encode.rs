@@ -45,7 +45,17 @@ pub fn encode_value(
     binary: bool,
 ) -> PgWireResult<()> {
     if !binary {
-        // Text format: PostgreSQL's output functions, not the Rust types' Display.
+        // Text format: PostgreSQL's output functions, not the Rust types' Display. An
+        // array's text is complete already: typed as text so pgwire does not quote it as it
+        // would quote an element.
+        if let Value::Array(_) = value {
+            return enc.encode_field_with_type_and_format(
+                &value.to_pg_text(t),
+                &Type::TEXT,
+                FieldFormat::Text,
+                &pgwire::types::format::FormatOptions::default(),
+            );
+        }
         return enc.encode_field(&value.to_pg_text(t));
     }
     match (value, t) {
@@ -53,6 +63,7 @@ pub fn encode_value(
         (Value::Int(i), DataType::Int2) => enc.encode_field(&(*i as i16)),
         (Value::Int(i), DataType::Int4) => enc.encode_field(&(*i as i32)),
         (Value::Int(i), DataType::Int8) => enc.encode_field(i),
+        (Value::Int(i), DataType::Oid) => enc.encode_field(&(*i as u32)),
         (Value::Float(f), DataType::Float4) => enc.encode_field(&(*f as f32)),
         (Value::Float(f), DataType::Float8) => enc.encode_field(f),
         (Value::Bool(b), DataType::Bool) => enc.encode_field(b),
@@ -87,8 +98,115 @@ pub fn binary_of(v: &Value, t: &DataType) -> Option<Vec<u8>> {
             out.extend_from_slice(s.as_bytes());
             out
         }
+        (Value::Array(items), DataType::Array(e)) => array_binary(items, e.scalar(), 1)?,
+        (Value::Array(items), DataType::Vector(e)) => array_binary(items, e.scalar(), 0)?,
         _ => return None,
     })
+}
+
+/// The binary form of one array element (any scalar kind).
+fn element_binary(v: &Value, t: &DataType) -> Option<Vec<u8>> {
+    Some(match (v, t) {
+        (Value::Int(i), DataType::Int2) => (*i as i16).to_be_bytes().to_vec(),
+        (Value::Int(i), DataType::Int4) => (*i as i32).to_be_bytes().to_vec(),
+        (Value::Int(i), DataType::Int8) => i.to_be_bytes().to_vec(),
+        (Value::Int(i), DataType::Oid) => (*i as u32).to_be_bytes().to_vec(),
+        (Value::Float(f), DataType::Float4) => (*f as f32).to_be_bytes().to_vec(),
+        (Value::Float(f), DataType::Float8) => f.to_be_bytes().to_vec(),
+        (Value::Bool(b), DataType::Bool) => vec![*b as u8],
+        (Value::Bytes(b), DataType::Bytea) => b.clone(),
+        (Value::Text(s) | Value::BpChar(s) | Value::Json(s), t)
+            if t.is_text() || *t == DataType::Json =>
+        {
+            s.as_bytes().to_vec()
+        }
+        (v, t) => binary_of(v, t)?,
+    })
+}
+
+/// PostgreSQL's binary array format (array_send): the number of dimensions (0 when empty),
+/// a has-NULLs flag and the element type's OID, then each dimension's length and lower bound
+/// (1 for arrays, 0 for int2vector/oidvector), then each element as its length (-1 for NULL)
+/// and binary form.
+fn array_binary(items: &[Value], elem: DataType, lower: i32) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(20 + items.len() * 8);
+    let ndim: i32 = if items.is_empty() { 0 } else { 1 };
+    out.extend_from_slice(&ndim.to_be_bytes());
+    out.extend_from_slice(&i32::from(items.iter().any(Value::is_null)).to_be_bytes());
+    out.extend_from_slice(&elem.oid().to_be_bytes());
+    if ndim == 1 {
+        out.extend_from_slice(&i32::try_from(items.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(&lower.to_be_bytes());
+    }
+    for v in items {
+        if v.is_null() {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+            continue;
+        }
+        let body = element_binary(v, &elem)?;
+        out.extend_from_slice(&i32::try_from(body.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(&body);
+    }
+    Some(out)
+}
+
+/// Decodes array_send's format (see `array_binary`) into an array of `elem`.
+fn decode_array(bytes: &[u8], elem: DataType) -> Result<Value> {
+    let bad = || {
+        Error::new(
+            sqlstate::INVALID_BINARY_REPRESENTATION,
+            format!(
+                "incorrect binary data format in bind parameter of type {}[]",
+                elem.name()
+            ),
+        )
+    };
+    let mut rest = bytes;
+    let word = |rest: &mut &[u8]| -> Result<i32> {
+        let (head, tail) = rest.split_at_checked(4).ok_or_else(bad)?;
+        *rest = tail;
+        Ok(i32::from_be_bytes(head.try_into().map_err(|_| bad())?))
+    };
+    let ndim = word(&mut rest)?;
+    let _has_nulls = word(&mut rest)?;
+    let _elem_oid = word(&mut rest)?;
+    let len = match ndim {
+        0 => 0,
+        1 => {
+            let len = usize::try_from(word(&mut rest)?).map_err(|_| bad())?;
+            let _lower = word(&mut rest)?;
+            len
+        }
+        _ => {
+            return Err(Error::unsupported(
+                "multidimensional arrays are not supported",
+            ));
+        }
+    };
+    // Every element takes at least its 4-byte length: a count beyond that is a lie.
+    if len > bytes.len() / 4 {
+        return Err(bad());
+    }
+    let mut items = Vec::with_capacity(len);
+    for _ in 0..len {
+        let n = word(&mut rest)?;
+        if n < 0 {
+            items.push(Value::Null);
+            continue;
+        }
+        let n = usize::try_from(n).map_err(|_| bad())?;
+        let (body, tail) = rest.split_at_checked(n).ok_or_else(bad)?;
+        rest = tail;
+        items.push(decode_param(
+            Some(&Bytes::copy_from_slice(body)),
+            &elem,
+            true,
+        )?);
+    }
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    Ok(Value::Array(items))
 }
 
 /// Decodes a bound parameter given its type.
@@ -122,6 +240,7 @@ pub fn decode_param(bytes: Option<&Bytes>, t: &DataType, binary: bool) -> Result
         }
     };
     Ok(match t {
+        DataType::Array(e) | DataType::Vector(e) => decode_array(bytes, e.scalar())?,
         DataType::Bool => Value::Bool(fixed(1)?[0] != 0),
         DataType::Int2 => {
             Value::Int(i16::from_be_bytes(fixed(2)?.try_into().map_err(|_| bad())?) as i64)
@@ -130,6 +249,9 @@ pub fn decode_param(bytes: Option<&Bytes>, t: &DataType, binary: bool) -> Result
             Value::Int(i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?) as i64)
         }
         DataType::Int8 => Value::Int(i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad())?)),
+        DataType::Oid => {
+            Value::Int(u32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?) as i64)
+        }
         DataType::Float4 => {
             Value::Float(f32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?) as f64)
         }

@@ -237,24 +237,33 @@ impl Frontend {
         Ok(QueryResult::command(tag, 0))
     }
 
-    /// `pg_backend_pid()` and `pg_cancel_backend(pid)` with constant arguments, replaced by
-    /// their values: both are about this router's sessions, which only the frontend knows.
-    /// With `run` false (Describe), nothing is cancelled and the calls become typed NULLs.
-    fn backend_functions(&self, pid: i32, stmt: &Statement, run: bool) -> Option<Statement> {
+    /// `pg_backend_pid()`, `pg_cancel_backend(pid)`, `current_setting(name [, missing_ok])`
+    /// and `set_config(name, value, is_local)` with constant arguments, replaced by their
+    /// values: all are about this router's sessions, which only the frontend knows. With
+    /// `session` `None` (Describe), nothing is cancelled or set and the calls become typed NULLs.
+    fn backend_functions(
+        &self,
+        session: Option<&Session>,
+        stmt: &Statement,
+    ) -> Result<Option<Statement>> {
         use std::ops::ControlFlow;
+        let run = session.is_some();
+        let pid = session.map_or(0, |s| s.pid.load(std::sync::atomic::Ordering::Relaxed));
         let is_backend_fn = |f: &ast::Function| {
             let name = f.name.to_string().to_lowercase();
-            matches!(
-                name.trim_start_matches("pg_catalog."),
-                "pg_backend_pid" | "pg_cancel_backend"
-            )
+            match name.trim_start_matches("pg_catalog.") {
+                "pg_backend_pid" | "pg_cancel_backend" => true,
+                // With a parameter for the name these are left to the catalogs' defaults.
+                "current_setting" | "set_config" => literal_args(f).is_some(),
+                _ => false,
+            }
         };
         let found = ast::visit_expressions(stmt, |e| match e {
             ast::Expr::Function(f) if is_backend_fn(f) => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         });
         if found.is_continue() {
-            return None;
+            return Ok(None);
         }
         let mut stmt = stmt.clone();
         // `SELECT pg_backend_pid()` keeps the column name PostgreSQL gives it.
@@ -269,13 +278,15 @@ impl Frontend {
                         f.name
                             .to_string()
                             .to_lowercase()
-                            .trim_start_matches("pg_catalog."),
+                            .trim_start_matches("pg_catalog.")
+                            .to_string(),
                     );
                     let expr = ast::Expr::Function(f.clone());
                     *item = ast::SelectItem::ExprWithAlias { expr, alias };
                 }
             }
         }
+        let mut failed = None;
         let _ = ast::visit_expressions_mut(&mut stmt, |e| {
             let ast::Expr::Function(f) = e else {
                 return ControlFlow::<()>::Continue(());
@@ -287,8 +298,10 @@ impl Frontend {
             if !run {
                 let data_type = if name.ends_with("pg_backend_pid") {
                     ast::DataType::Integer(None)
-                } else {
+                } else if name.ends_with("pg_cancel_backend") {
                     ast::DataType::Boolean
+                } else {
+                    ast::DataType::Text
                 };
                 *e = ast::Expr::Cast {
                     kind: ast::CastKind::DoubleColon,
@@ -310,7 +323,15 @@ impl Frontend {
                 },
                 _ => None,
             };
-            let value = if name.ends_with("pg_backend_pid") {
+            let value = if name.ends_with("current_setting") || name.ends_with("set_config") {
+                match setting_call(session, &name, f) {
+                    Ok(v) => v,
+                    Err(err) => {
+                        failed = Some(err);
+                        return ControlFlow::Break(());
+                    }
+                }
+            } else if name.ends_with("pg_backend_pid") {
                 ast::Value::Number(pid.to_string(), false)
             } else if let Some(pid) = arg {
                 let target = self
@@ -328,7 +349,10 @@ impl Frontend {
             *e = ast::Expr::value(value);
             ControlFlow::Continue(())
         });
-        Some(stmt)
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(Some(stmt)),
+        }
     }
 
     /// Runs one statement for a session: session commands here, everything else routed.
@@ -396,14 +420,24 @@ impl Frontend {
             return Ok(result);
         }
         drop(state);
-        let pid = session.pid.load(std::sync::atomic::Ordering::Relaxed);
-        let replaced = self.backend_functions(pid, stmt, true);
+        let replaced = self.backend_functions(Some(session), stmt)?;
         let stmt = replaced.as_ref().unwrap_or(stmt);
         match stmt {
             Statement::Set(set)
                 if !matches!(set, ast::Set::SetTransaction { session: false, .. }) =>
             {
                 self.set(session, set)
+            }
+            Statement::Reset(r) => {
+                match &r.reset {
+                    ast::Reset::ALL => session.reset_all(),
+                    ast::Reset::ConfigurationParameter(name) => {
+                        session.reset(&names::table_name(name))
+                    }
+                    // Tessera has no SET SESSION AUTHORIZATION: the session is its login role.
+                    ast::Reset::SessionAuthorization => {}
+                }
+                Ok(QueryResult::command("RESET", 0))
             }
             Statement::ShowVariable { variable } => {
                 let name: Vec<String> = variable.iter().map(names::ident).collect();
@@ -855,6 +889,7 @@ impl Frontend {
             Some(
                 Statement::Set(_)
                 | Statement::Discard { .. }
+                | Statement::Reset(_)
                 | Statement::StartTransaction { .. }
                 | Statement::Commit { .. }
                 | Statement::Rollback { .. }
@@ -869,7 +904,7 @@ impl Frontend {
                 let name: Vec<String> = variable.iter().map(names::ident).collect();
                 (Vec::new(), vec![text_col(&name.join("."))])
             }
-            Some(stmt) => match self.backend_functions(0, stmt, false) {
+            Some(stmt) => match self.backend_functions(None, stmt)? {
                 Some(form) => self.router.describe(&form).await?,
                 None => self.router.describe(stmt).await?,
             },
@@ -1607,3 +1642,59 @@ impl PgWireServerHandlers for Handlers {
 
 #[allow(unused_imports)]
 use SinkExt as _;
+
+/// The string arguments of a call, when every one is a literal (`'name'`, `true`).
+fn literal_args(f: &ast::Function) -> Option<Vec<String>> {
+    let ast::FunctionArguments::List(l) = &f.args else {
+        return None;
+    };
+    l.args
+        .iter()
+        .map(|a| match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(v))) => {
+                match &v.value {
+                    ast::Value::SingleQuotedString(s) => Some(s.clone()),
+                    ast::Value::Boolean(b) => Some(b.to_string()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `current_setting(name [, missing_ok])`: the session's value, 42704 for a name Tessera does
+/// not know (NULL with missing_ok). `set_config(name, value, is_local)`: SET for the session
+/// (a transaction-local setting outlives the transaction here, as Tessera keeps one session
+/// scope), returning the value.
+fn setting_call(session: Option<&Session>, name: &str, f: &ast::Function) -> Result<ast::Value> {
+    let args = literal_args(f).unwrap_or_default();
+    let Some(session) = session else {
+        return Ok(ast::Value::Null);
+    };
+    let text = |s: String| ast::Value::SingleQuotedString(s);
+    match (name.ends_with("set_config"), args.as_slice()) {
+        (false, [setting, rest @ ..]) if rest.len() <= 1 => {
+            let missing_ok = rest.first().is_some_and(|m| m == "true");
+            match session.get(setting) {
+                Some(v) => Ok(text(v)),
+                None if missing_ok => Ok(ast::Value::Null),
+                None => Err(Error::new(
+                    sqlstate::UNDEFINED_OBJECT,
+                    format!("unrecognized configuration parameter \"{setting}\""),
+                )),
+            }
+        }
+        (true, [setting, value, _local]) => {
+            session.set(setting, value.clone());
+            Ok(text(value.clone()))
+        }
+        _ => Err(Error::new(
+            sqlstate::UNDEFINED_FUNCTION,
+            format!(
+                "function {name} with {} argument(s) does not exist",
+                args.len()
+            ),
+        )),
+    }
+}

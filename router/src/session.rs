@@ -33,6 +33,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("lock_timeout", "0"),
     ("transaction_read_only", "off"),
     ("default_transaction_read_only", "off"),
+    ("default_table_access_method", "heap"),
 ];
 
 /// A client transaction (BEGIN … COMMIT) as the router tracks it.

@@ -164,7 +164,10 @@ FLOAT_OIDS = {700, 701, 1700}  # float4, float8, numeric
 # int2 int4 int8 float4 float8 text varchar bool bytea, numeric, the date/time types,
 # uuid, json, jsonb, bpchar
 SUPPORTED_OIDS = {21, 23, 20, 700, 701, 25, 1043, 16, 17,
-                  1700, 1082, 1083, 1114, 1184, 1186, 2950, 114, 3802, 1042}
+                  1700, 1082, 1083, 1114, 1184, 1186, 2950, 114, 3802, 1042,
+                  # arrays of those (results only; Tessera stores no array columns)
+                  1000, 1001, 1005, 1007, 1009, 1014, 1015, 1016, 1021, 1022, 1115,
+                  1182, 1183, 1185, 1187, 1231, 2951, 199, 3807}
 OID_NAMES = {1700: "numeric", 1082: "date", 1083: "time", 1114: "timestamp",
              1184: "timestamptz", 1186: "interval", 114: "json", 3802: "jsonb",
              705: "unknown", 18: "char", 1042: "bpchar", 19: "name", 26: "oid"}

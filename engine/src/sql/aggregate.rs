@@ -24,8 +24,7 @@ pub enum AggFunc {
     Max,
     Avg,
     StringAgg,
-    /// array_agg: Tessera has no array type yet, so the result is the array's text form
-    /// (`{1,2,NULL}`) typed text — what psql prints, not what a driver's array decoder wants.
+    /// array_agg: an array of the argument's type (text for an unknown literal), NULLs kept.
     ArrayAgg,
     BoolAnd,
     BoolOr,
@@ -132,7 +131,13 @@ pub fn resolve(name: &str, star: bool, args: &[Ty]) -> Result<(AggFunc, DataType
                 vec![Some(DataType::Text), Some(DataType::Text)],
             )
         }
-        ("array_agg", 1) => (AggFunc::ArrayAgg, DataType::Text, vec![first]),
+        ("array_agg", 1) => {
+            let elem = first.unwrap_or(DataType::Text);
+            let Some(e) = protocol::value::array::Elem::of(elem) else {
+                return Err(Error::unsupported("array_agg of arrays is not supported"));
+            };
+            (AggFunc::ArrayAgg, DataType::Array(e), vec![Some(elem)])
+        }
         ("bool_and" | "every" | "bool_or", 1) => {
             if !first.is_none_or(|t| t == DataType::Bool) {
                 return Err(no_such());
@@ -155,24 +160,6 @@ type OrderedRow = (Vec<Value>, Vec<Value>);
 /// An ordered aggregate's sort directions (descending, NULLs first) and waiting rows.
 type Ordered = (Vec<(bool, bool)>, Vec<OrderedRow>);
 
-/// One element of an array's text form, quoted as PostgreSQL's array_out quotes it.
-fn array_element(v: &Value) -> String {
-    if v.is_null() {
-        return "NULL".into();
-    }
-    let s = text_of(v);
-    let plain = !s.is_empty()
-        && !s.eq_ignore_ascii_case("null")
-        && !s
-            .chars()
-            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace());
-    if plain {
-        s
-    } else {
-        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-    }
-}
-
 /// The running state of one aggregate over one group.
 #[derive(Clone)]
 pub struct Accumulator {
@@ -190,6 +177,8 @@ pub struct Accumulator {
     float_sum: f64,
     best: Option<Value>,
     text: Option<String>,
+    /// array_agg's elements so far.
+    items: Vec<Value>,
     flag: Option<bool>,
 }
 
@@ -213,6 +202,7 @@ impl Accumulator {
             float_sum: 0.0,
             best: None,
             text: None,
+            items: Vec::new(),
             flag: None,
         }
     }
@@ -243,14 +233,7 @@ impl Accumulator {
                 return Ok(());
             }
             self.count += 1;
-            let element = array_element(v);
-            match &mut self.text {
-                None => self.text = Some(element),
-                Some(t) => {
-                    t.push(',');
-                    t.push_str(&element);
-                }
-            }
+            self.items.push(v.clone());
             return Ok(());
         }
         if v.is_null() {
@@ -366,10 +349,8 @@ impl Accumulator {
             AggFunc::Avg => Value::Float(self.float_sum / self.count as f64),
             AggFunc::Min | AggFunc::Max => self.best.unwrap_or(Value::Null),
             AggFunc::StringAgg => self.text.map(Value::Text).unwrap_or(Value::Null),
-            AggFunc::ArrayAgg => self
-                .text
-                .map(|t| Value::Text(format!("{{{t}}}")))
-                .unwrap_or(Value::Null),
+            AggFunc::ArrayAgg if self.count == 0 => Value::Null,
+            AggFunc::ArrayAgg => Value::Array(self.items),
             AggFunc::BoolAnd | AggFunc::BoolOr => self.flag.map(Value::Bool).unwrap_or(Value::Null),
         })
     }

@@ -66,6 +66,10 @@ pub struct Cte {
     pub recursive: bool,
     /// Inside its own recursive term: the working table's id and columns.
     pub working: Option<(usize, Vec<protocol::schema::ResultColumn>)>,
+    /// How many query levels enclosed the WITH: a reference at that same depth may read
+    /// their columns (a WITH inside a correlated subquery), as the rows it runs with are
+    /// those levels' rows.
+    pub scope_depth: usize,
 }
 
 pub struct Binder<'a> {
@@ -544,6 +548,8 @@ impl<'a> Binder<'a> {
                 (x, Some(to))
             }
             A::Function(f) => self.function(f)?,
+            A::Array(a) => self.array_constructor(a)?,
+            A::CompoundFieldAccess { root, access_chain } => self.subscript(root, access_chain)?,
             // Tessera compares text bytewise, which is the "C" collation (and its default).
             A::Collate { expr, collation } => {
                 let parts = name_parts(collation)?;
@@ -745,9 +751,7 @@ impl<'a> Binder<'a> {
                     Some(DataType::Bool),
                 ))
             }
-            _ => Err(Error::unsupported(format!(
-                "{op} {quantifier} ({right}) is not supported"
-            ))),
+            _ => self.quantified_array(left, op, right, any),
         }
     }
 
@@ -974,6 +978,11 @@ impl<'a> Binder<'a> {
             B::Multiply => Some(ArithOp::Mul),
             B::Divide => Some(ArithOp::Div),
             B::Modulo => Some(ArithOp::Mod),
+            B::BitwiseAnd => Some(ArithOp::BitAnd),
+            B::BitwiseOr => Some(ArithOp::BitOr),
+            B::PGBitwiseXor => Some(ArithOp::BitXor),
+            B::PGBitwiseShiftLeft => Some(ArithOp::ShiftLeft),
+            B::PGBitwiseShiftRight => Some(ArithOp::ShiftRight),
             _ => None,
         };
         if let Some(a) = arith {
@@ -997,8 +1006,18 @@ impl<'a> Binder<'a> {
                     ));
                 }
             };
-            let ty = types::arithmetic_type(&sym, lty, rty)
-                .ok_or_else(|| types::operator_error(&sym, &Some(lty), &Some(rty)))?;
+            let ty = if a.is_bitwise() {
+                // Integers only; a shift keeps its left operand's type.
+                (lty.is_integer() && rty.is_integer())
+                    .then(|| match a {
+                        ArithOp::ShiftLeft | ArithOp::ShiftRight => Some(lty),
+                        _ => types::arithmetic_type(&sym, lty, rty),
+                    })
+                    .flatten()
+            } else {
+                types::arithmetic_type(&sym, lty, rty)
+            }
+            .ok_or_else(|| types::operator_error(&sym, &Some(lty), &Some(rty)))?;
             return Ok((
                 Expr::Arith {
                     op: a,
@@ -1288,6 +1307,9 @@ impl<'a> Binder<'a> {
             let (_, ty) = self.expr(&exprs[0])?;
             let shown = ty.map(|t| t.name()).unwrap_or_else(|| "unknown".into());
             return Ok((Expr::Const(Value::Text(shown)), Some(DataType::Text)));
+        }
+        if let Some(bound) = self.array_function(&name, &exprs)? {
+            return Ok(bound);
         }
         if name == "coalesce" {
             let mut bound = Vec::with_capacity(exprs.len());

@@ -12,7 +12,7 @@ use protocol::{Error, Result, sqlstate};
 use sqlparser::ast::{self, ColumnOption, TableConstraint};
 
 use super::bind::Binder;
-use super::parse::{data_type, ident, object_name, parse_expr};
+use super::parse::{column_type, ident, object_name, parse_expr};
 use crate::txn::WriteTxn;
 
 fn key_columns(columns: &[ast::IndexColumn]) -> Result<Vec<String>> {
@@ -68,7 +68,7 @@ pub fn schema_from_create(stmt: &ast::Statement) -> Result<TableSchema> {
         }
         let mut def = ColumnDef {
             name: cname.clone(),
-            data_type: data_type(&c.data_type)?,
+            data_type: column_type(&c.data_type)?,
             nullable: true,
             default: None,
         };

@@ -301,8 +301,13 @@ fn run_select(s: &SelectNode, ctx: &Ctx, outer: Option<&Env>) -> Result<Rows> {
         }
     }
     let mut out = Vec::with_capacity(rows.len());
+    let set_returning = super::arrays::has_set_function(&s.projection);
     for r in &rows {
         let env = Env::new(r, outer, ctx);
+        if set_returning {
+            super::arrays::expand(&s.projection, &env, &mut out)?;
+            continue;
+        }
         out.push(
             s.projection
                 .iter()

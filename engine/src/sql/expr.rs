@@ -26,6 +26,25 @@ pub enum ArithOp {
     Mul,
     Div,
     Mod,
+    /// The bitwise operators `&`, `|`, `#` (xor), `<<` and `>>`, on integers only.
+    BitAnd,
+    BitOr,
+    BitXor,
+    ShiftLeft,
+    ShiftRight,
+}
+
+impl ArithOp {
+    pub fn is_bitwise(self) -> bool {
+        matches!(
+            self,
+            ArithOp::BitAnd
+                | ArithOp::BitOr
+                | ArithOp::BitXor
+                | ArithOp::ShiftLeft
+                | ArithOp::ShiftRight
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,7 +58,7 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
-    fn holds(self, ord: Ordering) -> bool {
+    pub(super) fn holds(self, ord: Ordering) -> bool {
         match self {
             CmpOp::Eq => ord == Ordering::Equal,
             CmpOp::NotEq => ord != Ordering::Equal,
@@ -141,6 +160,11 @@ pub enum Expr {
         func: Func,
         args: Vec<Expr>,
     },
+    /// An array operation or set-returning function (see `arrays.rs`).
+    Array {
+        op: super::arrays::ArrayOp,
+        args: Vec<Expr>,
+    },
     Subquery(SubqueryExpr),
     Exists {
         subquery: SubqueryExpr,
@@ -188,6 +212,7 @@ fn row_bytes(row: &[Value]) -> usize {
         .map(|v| match v {
             Value::Text(s) | Value::Json(s) | Value::Jsonb(s) | Value::BpChar(s) => 32 + s.len(),
             Value::Bytes(b) => 32 + b.len(),
+            Value::Array(items) => 32 + row_bytes(items),
             _ => 32,
         })
         .sum::<usize>()
@@ -207,7 +232,11 @@ impl<'a> Ctx<'a> {
     /// statement's memory budget: past it the statement fails with 53200 instead of growing
     /// without bound. Tessera does not spill to disk.
     pub fn charge(&self, rows: &[Vec<Value>]) -> Result<()> {
-        let bytes: usize = rows.iter().map(|r| row_bytes(r)).sum();
+        self.reserve(rows.iter().map(|r| row_bytes(r)).sum())
+    }
+
+    /// Takes `bytes` from the statement's budget (53200 when it is spent).
+    pub fn reserve(&self, bytes: usize) -> Result<()> {
         let left = self.budget.get();
         if bytes > left {
             let limit = QUERY_MEMORY.load(std::sync::atomic::Ordering::Relaxed);
@@ -374,7 +403,7 @@ impl Expr {
                     o.walk(f);
                 }
             }
-            Expr::Coalesce(args) | Expr::Function { args, .. } => {
+            Expr::Coalesce(args) | Expr::Function { args, .. } | Expr::Array { args, .. } => {
                 args.iter().for_each(|e| e.walk(f))
             }
         }
@@ -498,6 +527,10 @@ impl Expr {
                 func,
                 args: args.into_iter().map(&mut *f).collect::<Result<_>>()?,
             },
+            Expr::Array { op, args } => Expr::Array {
+                op,
+                args: args.into_iter().map(&mut *f).collect::<Result<_>>()?,
+            },
             leaf => leaf,
         })
     }
@@ -538,6 +571,7 @@ impl Expr {
                 right,
                 ty,
             } => arith(*op, left.eval(env)?, right.eval(env)?, ty)?,
+            Expr::Array { op, args } => super::arrays::eval(*op, args, env)?,
             Expr::Compare { op, left, right } => {
                 let (l, r) = (left.eval(env)?, right.eval(env)?);
                 from_truth(l.sql_cmp(&r).map(|o| op.holds(o)))
@@ -833,9 +867,32 @@ fn arith(op: ArithOp, l: Value, r: Value, ty: &DataType) -> Result<Value> {
                 ArithOp::Mod if b == 0 => return Err(division_by_zero()),
                 // i64::MIN % -1 overflows in Rust but is 0 in SQL.
                 ArithOp::Mod => Some(a.checked_rem(b).unwrap_or(0)),
+                ArithOp::BitAnd => Some(a & b),
+                ArithOp::BitOr => Some(a | b),
+                ArithOp::BitXor => Some(a ^ b),
+                // PostgreSQL shifts within the type's width: the count is taken modulo it.
+                ArithOp::ShiftLeft | ArithOp::ShiftRight => {
+                    let bits = match ty {
+                        DataType::Int2 => 16,
+                        DataType::Int4 => 32,
+                        _ => 64,
+                    };
+                    let n = (b.rem_euclid(bits)) as u32;
+                    Some(match (op, bits) {
+                        (ArithOp::ShiftLeft, 16) => i64::from((a as i16).wrapping_shl(n)),
+                        (ArithOp::ShiftLeft, 32) => i64::from((a as i32).wrapping_shl(n)),
+                        (ArithOp::ShiftLeft, _) => a.wrapping_shl(n),
+                        (_, _) => a >> n,
+                    })
+                }
             },
             ty,
         ),
+        (a, b) if op.is_bitwise() => Err(Error::internal(format!(
+            "bitwise operation on {} and {}",
+            a.type_name(),
+            b.type_name()
+        ))),
         (a, b) if matches!(ty, DataType::Numeric(_)) => {
             let num = |v: &Value| match v {
                 Value::Int(i) => Some(protocol::value::Numeric::from_i64(*i)),
@@ -855,6 +912,7 @@ fn arith(op: ArithOp, l: Value, r: Value, ty: &DataType) -> Result<Value> {
                 ArithOp::Mul => x.mul(y)?,
                 ArithOp::Div => x.div(y)?,
                 ArithOp::Mod => x.rem(y)?,
+                _ => return Err(Error::internal("bitwise operation on numeric")),
             }))
         }
         (a, b) if !ty.is_numeric() || !is_number(&a) || !is_number(&b) => {
@@ -876,11 +934,12 @@ fn arith(op: ArithOp, l: Value, r: Value, ty: &DataType) -> Result<Value> {
                 ArithOp::Div => x / y,
                 ArithOp::Mod if y == 0.0 => return Err(division_by_zero()),
                 ArithOp::Mod => x % y,
+                _ => return Err(Error::internal("bitwise operation on a float")),
             };
             let underflow = match op {
                 ArithOp::Mul => x != 0.0 && y != 0.0,
                 ArithOp::Div => x != 0.0 && !y.is_infinite(),
-                ArithOp::Add | ArithOp::Sub | ArithOp::Mod => false,
+                _ => false,
             };
             types::check_float_range(out, x.is_finite() && y.is_finite(), underflow, ty)
         }

@@ -117,7 +117,6 @@ pub enum Func {
     EncodingToChar,
     /// `json_build_object(k1, v1, ...)`.
     JsonBuildObject,
-    ArrayToString,
     /// obj_description and friends: Tessera stores no comments.
     NoDescription,
     CurrentSchema,
@@ -345,11 +344,6 @@ fn resolve_typed(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
         ("pg_encoding_to_char", 1) if int_ok(&first) => {
             ok(Func::EncodingToChar, vec![Some(T::Int4)], T::Text)
         }
-        ("array_to_string", 2 | 3) if args.iter().all(|t| text_ok(*t)) => ok(
-            Func::ArrayToString,
-            vec![Some(T::Text); args.len()],
-            T::Text,
-        ),
         ("obj_description" | "shobj_description", 1 | 2) | ("col_description", 2)
             if int_ok(&first) =>
         {
@@ -359,9 +353,11 @@ fn resolve_typed(name: &str, args: &[Ty]) -> Result<Option<Resolved>> {
         }
         ("current_schema", 0) => ok(Func::CurrentSchema, vec![], T::Text),
         ("version", 0) => ok(Func::Version, vec![], T::Text),
-        ("current_schemas", 1) if first.is_none_or(|t| t == T::Bool) => {
-            ok(Func::CurrentSchemas, vec![Some(T::Bool)], T::Text)
-        }
+        ("current_schemas", 1) if first.is_none_or(|t| t == T::Bool) => ok(
+            Func::CurrentSchemas,
+            vec![Some(T::Bool)],
+            T::Array(protocol::value::array::Elem::Text),
+        ),
         ("jsonb_typeof" | "json_typeof" | "jsonb_array_length" | "json_array_length", 1) => {
             let want = if name.starts_with("jsonb") {
                 T::Jsonb
@@ -1135,15 +1131,6 @@ impl Func {
                 }
                 .into(),
             ),
-            Func::ArrayToString => {
-                let items = parse_text_array(&text(&arg(0)))?;
-                let null = args.get(2).map(text);
-                let parts: Vec<String> = items
-                    .into_iter()
-                    .filter_map(|i| i.or_else(|| null.clone()))
-                    .collect();
-                Value::Text(parts.join(&text(&arg(1))))
-            }
             Func::CurrentSchema => Value::Text("public".into()),
             // Drivers and ORMs parse "PostgreSQL <major>.<minor>" from this to pick dialects.
             Func::Version => Value::Text(format!(
@@ -1151,14 +1138,14 @@ impl Func {
                 env!("CARGO_PKG_VERSION"),
                 std::env::consts::ARCH
             )),
-            Func::CurrentSchemas => Value::Text(
+            Func::CurrentSchemas => {
+                let mut schemas = vec![];
                 if matches!(arg(0), Value::Bool(true)) {
-                    "{pg_catalog,public}"
-                } else {
-                    "{public}"
+                    schemas.push(Value::Text("pg_catalog".into()));
                 }
-                .into(),
-            ),
+                schemas.push(Value::Text("public".into()));
+                Value::Array(schemas)
+            }
             Func::Now => Value::TimestampTz(dt::now_micros()),
             Func::LocalTimestamp => Value::Timestamp(dt::now_micros()),
             Func::CurrentDate => Value::Date(dt::now_micros().div_euclid(dt::USECS_PER_DAY) as i32),
@@ -1346,63 +1333,6 @@ pub fn format_type(oid: i64, typmod: Option<i64>) -> String {
         (t, _) => t,
     };
     t.name()
-}
-
-/// The elements of an array in PostgreSQL's text form (`{a,"b c",NULL}`); `None` is NULL.
-pub fn parse_text_array(s: &str) -> Result<Vec<Option<String>>> {
-    let bad = || {
-        Error::new(
-            sqlstate::INVALID_TEXT_REPRESENTATION,
-            format!("malformed array literal: \"{s}\""),
-        )
-    };
-    let inner = s
-        .trim()
-        .strip_prefix('{')
-        .and_then(|r| r.strip_suffix('}'))
-        .ok_or_else(bad)?;
-    let mut out = Vec::new();
-    if inner.trim().is_empty() {
-        return Ok(out);
-    }
-    let mut chars = inner.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut item = String::new();
-        let mut quoted = false;
-        if chars.peek() == Some(&'"') {
-            quoted = true;
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') => break,
-                    Some('\\') => item.push(chars.next().ok_or_else(bad)?),
-                    Some(c) => item.push(c),
-                    None => return Err(bad()),
-                }
-            }
-        }
-        for c in chars.by_ref() {
-            if c == ',' {
-                break;
-            }
-            if !quoted {
-                item.push(c);
-            }
-        }
-        let item = if quoted {
-            Some(item)
-        } else {
-            let t = item.trim();
-            (!t.eq_ignore_ascii_case("null")).then(|| t.to_string())
-        };
-        out.push(item);
-        if chars.peek().is_none() {
-            return Ok(out);
-        }
-    }
 }
 
 /// POSIX regular expressions as `~` uses them (search, not whole-string match): literals,

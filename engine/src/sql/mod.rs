@@ -15,6 +15,7 @@
 mod access;
 mod aggregate;
 pub mod alter;
+mod arrays;
 mod bind;
 mod bind_window;
 mod checks;

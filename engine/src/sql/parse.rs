@@ -365,6 +365,18 @@ pub fn data_type(t: &ast::DataType) -> Result<DataType> {
                 ("json", true) => DataType::Json,
                 ("jsonb", true) => DataType::Jsonb,
                 ("bpchar", true) => DataType::Bpchar(None),
+                // The array types' internal names, and the catalogs' vector types (which
+                // Tessera shows as ordinary arrays).
+                ("oid", true) => DataType::Oid,
+                ("int2vector", true) => DataType::Vector(protocol::value::array::Elem::Int2),
+                ("oidvector", true) => DataType::Vector(protocol::value::array::Elem::Oid),
+                (n, true) if n.starts_with('_') => {
+                    let elem = ast::DataType::Custom(
+                        ast::ObjectName::from(vec![ast::Ident::new(&n[1..])]),
+                        vec![],
+                    );
+                    array_of(data_type(&elem)?, t)?
+                }
                 ("bpchar", false) => match mods.as_slice() {
                     [n] => DataType::Bpchar(Some(char_length(
                         n.to_string()
@@ -377,6 +389,7 @@ pub fn data_type(t: &ast::DataType) -> Result<DataType> {
                 _ => return Err(custom_type_error(t, &parts)),
             }
         }
+        T::Array(ast::ArrayElemTypeDef::SquareBracket(inner, _)) => array_of(data_type(inner)?, t)?,
         _ => return Err(unsupported_type(t)),
     })
 }
@@ -492,6 +505,24 @@ fn custom_type_error(t: &ast::DataType, parts: &[String]) -> Error {
     }
 }
 
+/// The array type of `elem`.
+fn array_of(elem: DataType, t: &ast::DataType) -> Result<DataType> {
+    protocol::value::array::Elem::of(elem)
+        .map(DataType::Array)
+        .ok_or_else(|| unsupported_type(t))
+}
+
+/// A column's type for a stored table: arrays are values in queries, not stored columns.
+pub fn column_type(t: &ast::DataType) -> Result<DataType> {
+    match data_type(t)? {
+        DataType::Array(_) | DataType::Vector(_) => Err(Error::unsupported(format!(
+            "array columns are not supported (type {})",
+            t.to_string().to_lowercase()
+        ))),
+        ty => Ok(ty),
+    }
+}
+
 fn unsupported_type(t: &ast::DataType) -> Error {
     Error::unsupported(format!(
         "type {} is not supported",
@@ -521,6 +552,10 @@ pub fn internal_type_name(t: &DataType) -> &'static str {
         DataType::Json => "json",
         DataType::Jsonb => "jsonb",
         DataType::Bpchar(_) => "bpchar",
+        DataType::Array(_) => "array",
+        DataType::Vector(protocol::value::array::Elem::Int2) => "int2vector",
+        DataType::Vector(_) => "oidvector",
+        DataType::Oid => "oid",
     }
 }
 

@@ -120,6 +120,7 @@ impl Binder<'_> {
                     columns: cte.alias.columns.iter().map(|c| ident(&c.name)).collect(),
                     recursive,
                     working: None,
+                    scope_depth: self.scopes.len(),
                 });
             }
         }
@@ -888,17 +889,25 @@ impl Binder<'_> {
         }
         // A CTE sees only the CTEs defined before it; bind it anew at each reference.
         let hidden = self.ctes.split_off(pos);
-        let (name, query, columns, recursive) = match hidden.first() {
+        let (name, query, columns, recursive, depth) = match hidden.first() {
             Some(c) => (
                 c.name.clone(),
                 c.query.clone(),
                 c.columns.clone(),
                 c.recursive,
+                c.scope_depth,
             ),
             None => return Err(Error::internal("CTE vanished")),
         };
+        // The enclosing levels the CTE may see: those around its WITH, when it is read at
+        // that depth; otherwise none (its outer rows would not line up).
+        let visible = if self.scopes.len() == depth {
+            self.scopes.clone()
+        } else {
+            Vec::new()
+        };
         if recursive {
-            let saved_scopes = std::mem::take(&mut self.scopes);
+            let saved_scopes = std::mem::replace(&mut self.scopes, visible);
             let bound = self.bind_recursive(&name, &query, &columns);
             self.scopes = saved_scopes;
             self.ctes.extend(hidden);
@@ -911,7 +920,7 @@ impl Binder<'_> {
             }
             return Ok((Source::Recursive(Box::new(r)), scope));
         }
-        let saved_scopes = std::mem::take(&mut self.scopes);
+        let saved_scopes = std::mem::replace(&mut self.scopes, visible);
         let plan = self.query(&query);
         self.scopes = saved_scopes;
         self.ctes.extend(hidden);

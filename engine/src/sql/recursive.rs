@@ -104,22 +104,44 @@ fn check_recursive_term(body: &ast::SetExpr, name: &str) -> Result<()> {
     let ast::SetExpr::Select(s) = body else {
         return Ok(());
     };
-    let mut aggregate = false;
-    let _ = ast::visit_expressions(s.as_ref(), |e| {
-        if let ast::Expr::Function(f) = e
-            && f.over.is_none()
-            && f.name.0.len() == 1
-            && f.name
-                .0
-                .first()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| super::aggregate::is_aggregate(&ident(i)))
-        {
-            aggregate = true;
+    // Aggregates of the term's own SELECT; a subquery inside it (in FROM or an expression)
+    // may aggregate, as in PostgreSQL.
+    struct Aggregates {
+        depth: usize,
+        found: bool,
+    }
+    impl ast::Visitor for Aggregates {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
         }
-        ControlFlow::<()>::Continue(())
-    });
-    if aggregate {
+        fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &ast::Expr) -> ControlFlow<()> {
+            if self.depth == 0
+                && let ast::Expr::Function(f) = e
+                && f.over.is_none()
+                && f.name.0.len() == 1
+                && f.name
+                    .0
+                    .first()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| super::aggregate::is_aggregate(&ident(i)))
+            {
+                self.found = true;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut visitor = Aggregates {
+        depth: 0,
+        found: false,
+    };
+    let _ = ast::Visit::visit(s.as_ref(), &mut visitor);
+    if visitor.found {
         return Err(invalid(
             "aggregate functions are not allowed in a recursive query's recursive term".into(),
         ));
@@ -230,6 +252,7 @@ impl Binder<'_> {
             columns: columns.to_vec(),
             recursive: false,
             working: Some((id, base.columns.clone())),
+            scope_depth: self.scopes.len(),
         });
         let step = self.set_expr(right);
         self.ctes.pop();

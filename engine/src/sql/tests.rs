@@ -356,6 +356,7 @@ fn values_match_their_column_types() {
         "SELECT CASE WHEN true THEN 1 ELSE 2.5 END, coalesce(id, 1.5), greatest(1, 2.5), id / 1.0 FROM t",
         "VALUES (1), (2.5)",
         "SELECT id::float4, sum(id), avg(id), -score FROM t GROUP BY id, score",
+        "SELECT ARRAY[id, score], array_agg(name), unnest(ARRAY[1.5]) FROM t GROUP BY id, score",
     ];
     for sql in sqls {
         let r = super::query(&one(sql), &[], &txn).unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -378,6 +379,9 @@ fn values_match_their_column_types() {
                     Value::Json(_) => c.data_type == DataType::Json,
                     Value::Jsonb(_) => c.data_type == DataType::Jsonb,
                     Value::BpChar(_) => matches!(c.data_type, DataType::Bpchar(_)),
+                    Value::Array(_) => {
+                        matches!(c.data_type, DataType::Array(_) | DataType::Vector(_))
+                    }
                 };
                 assert!(ok, "{sql}: {v:?} in a {} column", c.data_type);
             }

@@ -93,6 +93,7 @@ pub fn comparable(l: DataType, r: DataType) -> bool {
         || (l.is_datetime() && r.is_datetime())
         // json has no equality operator in PostgreSQL; the other types compare with their own.
         || (l == r && l != DataType::Json)
+        || matches!((l, r), (DataType::Array(a) | DataType::Vector(a), DataType::Array(b) | DataType::Vector(b)) if comparable(a.scalar(), b.scalar()))
 }
 
 pub fn operator_error(op: &str, l: &Ty, r: &Ty) -> Error {
@@ -140,6 +141,13 @@ pub fn common_type(types: &[Ty], what: &str) -> Result<Ty> {
                     DataType::TimestampTz
                 } else {
                     DataType::Timestamp
+                }
+            }
+            Some(DataType::Array(a)) if let DataType::Array(b) = t => {
+                let elem = common_type(&[Some(a.scalar()), Some(b.scalar())], what)?;
+                match elem.and_then(protocol::value::array::Elem::of) {
+                    Some(e) => DataType::Array(e),
+                    None => DataType::Array(a),
                 }
             }
             Some(o) if o == DataType::Time && *t == DataType::Interval => DataType::Interval,
@@ -277,6 +285,18 @@ pub fn cast(v: Value, from: Ty, to: &DataType) -> Result<Value> {
         (Value::Jsonb(j), t) if t.is_numeric() || *t == DataType::Bool => jsonb_scalar(&j, t)?,
         (Value::Bool(b), DataType::Bool) => Value::Bool(b),
         (Value::Bytes(b), DataType::Bytea) => Value::Bytes(b),
+        (Value::Array(items), DataType::Array(e) | DataType::Vector(e)) => {
+            let from_elem = match from {
+                Some(DataType::Array(f) | DataType::Vector(f)) => Some(f.scalar()),
+                _ => None,
+            };
+            Value::Array(
+                items
+                    .into_iter()
+                    .map(|v| cast(v, from_elem, &e.scalar()))
+                    .collect::<Result<_>>()?,
+            )
+        }
         (Value::Interval(i), DataType::Time) => Value::Time(
             i.micros
                 .rem_euclid(protocol::value::datetime::USECS_PER_DAY),
@@ -334,4 +354,5 @@ pub fn castable(from: DataType, to: DataType) -> bool {
         || matches!((from, to), (T::Time, T::Interval) | (T::Interval, T::Time))
         || matches!((from, to), (T::Json, T::Jsonb) | (T::Jsonb, T::Json))
         || (from == T::Jsonb && (to.is_numeric() || to == T::Bool))
+        || matches!((from, to), (T::Array(a) | T::Vector(a), T::Array(b) | T::Vector(b)) if castable(a.scalar(), b.scalar()))
 }

@@ -124,6 +124,45 @@ fn catalog_name(name: &ast::ObjectName) -> Option<String> {
     }
 }
 
+fn strip_nested(mut e: &Expr) -> &Expr {
+    while let Expr::Nested(inner) = e {
+        e = inner;
+    }
+    e
+}
+
+/// The argument of a call of `information_schema._pg_expandarray(a)`, the set-returning
+/// function of rows `(x, n)`: each element of `a` and its 1-based position (pgJDBC's
+/// metadata queries use it).
+fn expandarray_arg(e: &Expr) -> Option<&Expr> {
+    let Expr::Function(f) = strip_nested(e) else {
+        return None;
+    };
+    let parts: Vec<String> = f
+        .name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => ident(i),
+            ObjectNamePart::Function(f) => ident(&f.name),
+        })
+        .collect();
+    match parts
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["_pg_expandarray"] | ["information_schema", "_pg_expandarray"] => {
+            match function_args(f)?.as_slice() {
+                [arg] => Some(*arg),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 fn string_literal(e: &Expr) -> Option<&str> {
     match e {
         Expr::Value(v) => match &v.value {
@@ -182,6 +221,14 @@ fn function_sql(name: &str, args: &[&Expr]) -> Option<String> {
             a(0)?
         ),
         ("pg_get_expr", 2 | 3) => format!("CAST({} AS TEXT)", a(0)?),
+        // With a column number (not 0): that key column's name.
+        ("pg_get_indexdef", 3) if args[1].to_string() != "0" => format!(
+            "(SELECT CAST(tessera_a.attname AS TEXT) FROM pg_catalog.pg_index tessera_x \
+             JOIN pg_catalog.pg_attribute tessera_a ON tessera_a.attrelid = tessera_x.indrelid \
+             AND tessera_a.attnum = tessera_x.indkey[{} - 1] WHERE tessera_x.indexrelid = {})",
+            a(1)?,
+            a(0)?
+        ),
         ("pg_get_indexdef", 1 | 3) | ("pg_get_constraintdef", 1 | 2) => {
             let pretty = args.len() > 1 && args.last().is_some_and(|p| p.to_string() != "false");
             format!(
@@ -202,6 +249,12 @@ fn function_sql(name: &str, args: &[&Expr]) -> Option<String> {
             _ => return None,
         },
         ("pg_get_viewdef", 1 | 2) => "CAST(NULL AS TEXT)".into(),
+        // The setting's value as pg_settings shows it (the server's, not a session's SET).
+        ("current_setting", 1 | 2) => format!(
+            "(SELECT tessera_s.setting FROM pg_catalog.pg_settings tessera_s \
+             WHERE tessera_s.name = lower(CAST({} AS TEXT)))",
+            a(0)?
+        ),
         ("pg_relation_is_publishable", 1) => "false".into(),
         ("current_database", 0) => quote_literal(DATABASE),
         ("current_user" | "session_user" | "user" | "current_role", 0) => {
@@ -284,7 +337,7 @@ fn cast_sql(type_name: &str, x: &Expr) -> Option<String> {
              WHERE tessera_n.oid = ({x})), CAST(({x}) AS TEXT))"
         ),
         ("oid", _) => format!("CAST(({x}) AS BIGINT)"),
-        ("regproc" | "regprocedure" | "name" | "char" | "int2vector" | "oidvector", _) => {
+        ("regproc" | "regprocedure" | "name" | "char", _) => {
             format!("CAST(({x}) AS TEXT)")
         }
         _ => return None,
@@ -417,6 +470,58 @@ fn output_names(body: &SetExpr) -> Option<Vec<String>> {
     }
 }
 
+/// The types of a query's output columns where they are catalog columns, so that the empty
+/// query standing in for it keeps them (an `oid` column stays comparable with oids).
+fn output_types(body: &SetExpr, width: usize) -> Vec<Option<protocol::DataType>> {
+    let SetExpr::Select(s) = body else {
+        return vec![None; width];
+    };
+    // (alias or relation name, canonical relation name) of each catalog relation in FROM.
+    let mut relations: Vec<(String, String)> = Vec::new();
+    let mut add = |t: &TableFactor| {
+        if let TableFactor::Table { name, alias, .. } = t {
+            let canonical = table_name(name);
+            if is_catalog(&canonical) {
+                let short = canonical
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(&canonical)
+                    .to_string();
+                let key = alias.as_ref().map(|a| ident(&a.name)).unwrap_or(short);
+                relations.push((key, canonical));
+            }
+        }
+    };
+    for twj in &s.from {
+        add(&twj.relation);
+        for j in &twj.joins {
+            add(&j.relation);
+        }
+    }
+    let column = |e: &Expr| -> Option<protocol::DataType> {
+        let (qualifier, col) = match e {
+            Expr::Identifier(i) => (None, ident(i)),
+            Expr::CompoundIdentifier(p) if p.len() >= 2 => {
+                (Some(ident(&p[p.len() - 2])), ident(&p[p.len() - 1]))
+            }
+            _ => return None,
+        };
+        relations
+            .iter()
+            .filter(|(key, _)| qualifier.as_ref().is_none_or(|q| q == key))
+            .find_map(|(_, rel)| tables::column_type(rel, &col))
+    };
+    s.projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { expr, .. } | SelectItem::UnnamedExpr(expr) => column(expr),
+            _ => None,
+        })
+        .chain(std::iter::repeat(None))
+        .take(width)
+        .collect()
+}
+
 fn expr_name(e: &Expr) -> String {
     match e {
         Expr::Identifier(i) => ident(i),
@@ -438,9 +543,17 @@ impl VisitorMut for Rewriter {
         let Some(names) = output_names(&q.body) else {
             return ControlFlow::Continue(());
         };
+        let types = output_types(&q.body, names.len());
         let cols: Vec<String> = names
             .iter()
-            .map(|n| format!("NULL AS \"{}\"", n.replace('"', "\"\"")))
+            .zip(types)
+            .map(|(n, t)| {
+                let n = n.replace('"', "\"\"");
+                match t {
+                    Some(t) => format!("CAST(NULL AS {}) AS \"{n}\"", t.name()),
+                    None => format!("NULL AS \"{n}\""),
+                }
+            })
             .collect();
         let sql = format!("SELECT {} WHERE false", cols.join(", "));
         if let Ok(Statement::Query(empty)) = Parser::new(&PostgreSqlDialect {})
@@ -455,8 +568,44 @@ impl VisitorMut for Rewriter {
         ControlFlow::Continue(())
     }
 
+    /// `(_pg_expandarray(a)).x` is `unnest(a)` and `.n` the positions alongside (set-returning
+    /// functions in one select list run in step); `(col).x` of a column that held its rows
+    /// is the column itself, which the bare call below turns into `unnest(a)`.
+    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        let Expr::CompoundFieldAccess { root, access_chain } = e else {
+            return ControlFlow::Continue(());
+        };
+        let [ast::AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice() else {
+            return ControlFlow::Continue(());
+        };
+        let field = ident(field);
+        let new = match expandarray_arg(root) {
+            Some(arg) if field == "x" => Some(format!("unnest({arg})")),
+            Some(arg) if field == "n" => {
+                Some(format!("generate_subscripts(CAST(({arg}) AS BIGINT[]), 1)"))
+            }
+            Some(_) => None,
+            None if field == "x"
+                && matches!(
+                    strip_nested(root),
+                    Expr::Identifier(_) | Expr::CompoundIdentifier(_)
+                ) =>
+            {
+                Some(strip_nested(root).to_string())
+            }
+            None => None,
+        };
+        if let Some(new) = new.as_deref().and_then(parse_expr) {
+            *e = new;
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
         let replacement = match e {
+            Expr::Function(_) if let Some(arg) = expandarray_arg(e) => {
+                Some(format!("unnest({arg})"))
+            }
             Expr::Subquery(q) if query_is_empty(q) => Some("NULL".to_string()),
             Expr::Exists { subquery, negated } if query_is_empty(subquery) => {
                 Some(negated.to_string())
@@ -509,7 +658,12 @@ mod tests {
             rw(
                 "SELECT pubname, NULL FROM pg_catalog.pg_publication p JOIN pg_class c ON true ORDER BY 1"
             ),
-            "SELECT NULL AS \"pubname\", NULL AS \"?column?\" WHERE false"
+            // A catalog column keeps its type (so it still compares as it would).
+            "SELECT CAST(NULL AS TEXT) AS \"pubname\", NULL AS \"?column?\" WHERE false"
+        );
+        assert_eq!(
+            rw("SELECT i.inhrelid FROM pg_inherits i"),
+            "SELECT CAST(NULL AS oid) AS \"inhrelid\" WHERE false"
         );
         let out = rw(
             "SELECT pubname, (SELECT string_agg(attname, ', ') FROM pg_catalog.generate_series(0, 1) s, pg_catalog.pg_attribute WHERE attnum = prattrs[s]) FROM pg_catalog.pg_publication p UNION SELECT pubname, NULL FROM pg_publication ORDER BY 1",

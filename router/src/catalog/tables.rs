@@ -2,6 +2,7 @@
 
 use protocol::cluster::ClusterState;
 use protocol::schema::{ColumnDef, TableSchema};
+use protocol::value::array::Elem;
 use protocol::{DataType, Value};
 
 /// Namespace OIDs, as in PostgreSQL.
@@ -26,7 +27,8 @@ pub struct Ctx<'a> {
 }
 
 /// Column kinds: `o` oid, `n` name, `t` text, `c` "char", `b` bool, `s` int2, `i` int4,
-/// `l` int8, `f` float4, `z` timestamptz, `a` an array (in its text form).
+/// `l` int8, `f` float4, `z` timestamptz; arrays: `a` text[], `A` int2[], `O` oid[], `v`
+/// int2vector, `w` oidvector (`Row::set` takes arrays in text form).
 type Spec = &'static str;
 
 /// `(schema, relation, columns)`; information_schema relations are views in PostgreSQL.
@@ -69,8 +71,8 @@ pub const RELATIONS: &[(&str, &str, Spec)] = &[
         "pg_index",
         "indexrelid:o indrelid:o indnatts:s indnkeyatts:s indisunique:b indnullsnotdistinct:b \
          indisprimary:b indisexclusion:b indimmediate:b indisclustered:b indisvalid:b \
-         indcheckxmin:b indisready:b indislive:b indisreplident:b indkey:t indcollation:t \
-         indclass:t indoption:t indexprs:t indpred:t",
+         indcheckxmin:b indisready:b indislive:b indisreplident:b indkey:v indcollation:w \
+         indclass:w indoption:v indexprs:t indpred:t",
     ),
     (
         "pg_catalog",
@@ -78,7 +80,7 @@ pub const RELATIONS: &[(&str, &str, Spec)] = &[
         "oid:o conname:n connamespace:o contype:c condeferrable:b condeferred:b \
          convalidated:b conrelid:o contypid:o conindid:o conparentid:o confrelid:o \
          confupdtype:c confdeltype:c confmatchtype:c conislocal:b coninhcount:i \
-         connoinherit:b conkey:a confkey:a conpfeqop:a conppeqop:a conffeqop:a \
+         connoinherit:b conkey:A confkey:A conpfeqop:a conppeqop:a conffeqop:a \
          confdelsetcols:a conexclop:a conbin:t",
     ),
     (
@@ -136,6 +138,18 @@ pub const RELATIONS: &[(&str, &str, Spec)] = &[
     ("pg_catalog", "pg_am", "oid:o amname:n amhandler:t amtype:c"),
     (
         "pg_catalog",
+        "pg_range",
+        "rngtypid:o rngsubtype:o rngmultitypid:o rngcollation:o rngsubopc:o rngcanonical:t \
+         rngsubdiff:t",
+    ),
+    (
+        "pg_catalog",
+        "pg_opclass",
+        "oid:o opcmethod:o opcname:n opcnamespace:o opcowner:o opcfamily:o opcintype:o \
+         opcdefault:b opckeytype:o",
+    ),
+    (
+        "pg_catalog",
         "pg_tablespace",
         "oid:o spcname:n spcowner:o spcacl:a spcoptions:a",
     ),
@@ -152,7 +166,7 @@ pub const RELATIONS: &[(&str, &str, Spec)] = &[
         "oid:o proname:n pronamespace:o proowner:o prolang:o procost:f prorows:f \
          provariadic:o prosupport:t prokind:c prosecdef:b proleakproof:b proisstrict:b \
          proretset:b provolatile:c proparallel:c pronargs:s pronargdefaults:s prorettype:o \
-         proargtypes:t proallargtypes:a proargmodes:a proargnames:a proargdefaults:t \
+         proargtypes:w proallargtypes:O proargmodes:a proargnames:a proargdefaults:t \
          protrftypes:a prosrc:t probin:t prosqlbody:t proconfig:a proacl:a",
     ),
     (
@@ -303,6 +317,11 @@ pub const ALWAYS_EMPTY: &[&str] = &[
     "pg_description",
     "pg_shdescription",
     "pg_inherits",
+    // Every index uses its column type's default operator class, which SQLAlchemy and
+    // psql only look up when it is not the default.
+    "pg_opclass",
+    // Tessera has no range types.
+    "pg_range",
     "pg_proc",
     "pg_policy",
     "pg_statistic_ext",
@@ -339,10 +358,36 @@ pub const TYPES: &[TypeRow] = &[
     (19, "name", 64, false, 'S', 'c', 'p', 1003, 950, false, 'b'),
     (20, "int8", 8, true, 'N', 'd', 'p', 1016, 0, false, 'b'),
     (21, "int2", 2, true, 'N', 's', 'p', 1005, 0, false, 'b'),
+    (
+        22,
+        "int2vector",
+        -1,
+        false,
+        'A',
+        'i',
+        'p',
+        1006,
+        0,
+        false,
+        'b',
+    ),
     (23, "int4", 4, true, 'N', 'i', 'p', 1007, 0, false, 'b'),
     (24, "regproc", 4, true, 'N', 'i', 'p', 1008, 0, false, 'b'),
     (25, "text", -1, false, 'S', 'i', 'x', 1009, 100, true, 'b'),
     (26, "oid", 4, true, 'N', 'i', 'p', 1028, 0, true, 'b'),
+    (
+        30,
+        "oidvector",
+        -1,
+        false,
+        'A',
+        'i',
+        'p',
+        1013,
+        0,
+        false,
+        'b',
+    ),
     (114, "json", -1, false, 'U', 'i', 'x', 199, 0, false, 'b'),
     (700, "float4", 4, true, 'N', 'i', 'p', 1021, 0, false, 'b'),
     (701, "float8", 8, true, 'N', 'd', 'p', 1022, 0, true, 'b'),
@@ -409,16 +454,30 @@ pub fn lookup(name: &str) -> Option<&'static (&'static str, &'static str, Spec)>
     RELATIONS.iter().find(|(s, r, _)| *s == schema && *r == rel)
 }
 
-fn kind_type(kind: &str) -> DataType {
+pub fn kind_type(kind: &str) -> DataType {
     match kind {
         "b" => DataType::Bool,
         "s" => DataType::Int2,
         "i" => DataType::Int4,
-        "o" | "l" => DataType::Int8,
+        "o" => DataType::Oid,
+        "l" => DataType::Int8,
         "f" => DataType::Float4,
         "z" => DataType::TimestampTz,
+        "a" => DataType::Array(Elem::Text),
+        "A" => DataType::Array(Elem::Int2),
+        "O" => DataType::Array(Elem::Oid),
+        "v" => DataType::Vector(Elem::Int2),
+        "w" => DataType::Vector(Elem::Oid),
         _ => DataType::Text,
     }
+}
+
+/// The type of column `col` of catalog relation `name`.
+pub fn column_type(name: &str, col: &str) -> Option<DataType> {
+    let (_, _, spec) = lookup(name)?;
+    columns(spec)
+        .find(|(c, _)| *c == col)
+        .map(|(_, k)| kind_type(k))
 }
 
 fn columns(spec: Spec) -> impl Iterator<Item = (&'static str, &'static str)> {
@@ -456,8 +515,14 @@ impl Row {
     }
 
     fn set(mut self, col: &str, v: impl Into<V>) -> Row {
-        if let Some(i) = columns(self.spec).position(|(c, _)| c == col) {
-            self.values[i] = v.into().0;
+        if let Some((i, (_, kind))) = columns(self.spec).enumerate().find(|(_, (c, _))| *c == col) {
+            self.values[i] = match (kind_type(kind), v.into().0) {
+                // Arrays are given in their text form.
+                (t @ (DataType::Array(_) | DataType::Vector(_)), Value::Text(s)) => {
+                    t.parse_text(&s).unwrap_or(Value::Null)
+                }
+                (_, v) => v,
+            };
         }
         self
     }
@@ -1020,6 +1085,15 @@ pub fn build(name: &str, ctx: &Ctx<'_>) -> Option<(TableSchema, Vec<Vec<Value>>)
                         .set("typisdefined", true)
                         .set("typdelim", ',')
                         .set("typsubscript", "-")
+                        // The vector types are arrays of int2 / oid.
+                        .set(
+                            "typelem",
+                            match oid {
+                                22 => 21,
+                                30 => 26,
+                                _ => 0i64,
+                            },
+                        )
                         .set("typarray", array)
                         .set("typinput", format!("{name}in"))
                         .set("typoutput", format!("{name}out"))

@@ -65,6 +65,7 @@ public class JdbcCheck {
             try (Statement s = conn[0].createStatement()) {
                 s.execute("DROP TABLE IF EXISTS " + T);
                 s.execute("CREATE TABLE " + T + " (" + COLUMNS + ")");
+                s.execute("CREATE INDEX " + T + "_idx ON " + T + " (c_bigint DESC, c_text)");
             }
         });
         if (problems.isEmpty()) {
@@ -75,6 +76,35 @@ public class JdbcCheck {
     }
 
     static void run(Connection c) {
+        // DatabaseMetaData reads pg_catalog: tables, columns, the primary key (through
+        // information_schema._pg_expandarray over pg_index.indkey) and indexes.
+        step("DatabaseMetaData", () -> {
+            DatabaseMetaData md = c.getMetaData();
+            List<String> tables = new ArrayList<>();
+            try (ResultSet rs = md.getTables(null, "public", T, new String[] {"TABLE"})) {
+                while (rs.next()) tables.add(rs.getString("TABLE_NAME"));
+            }
+            expect(tables.equals(List.of(T)), "getTables " + tables);
+            List<String> cols = new ArrayList<>();
+            try (ResultSet rs = md.getColumns(null, "public", T, null)) {
+                while (rs.next()) cols.add(rs.getString("COLUMN_NAME") + ":" + rs.getInt("DATA_TYPE"));
+            }
+            expect(cols.size() == NAMES.length && cols.get(0).equals("id:" + Types.INTEGER)
+                && cols.get(2).equals("c_bigint:" + Types.BIGINT), "getColumns " + cols);
+            List<String> pk = new ArrayList<>();
+            try (ResultSet rs = md.getPrimaryKeys(null, "public", T)) {
+                while (rs.next()) pk.add(rs.getString("COLUMN_NAME") + "#" + rs.getInt("KEY_SEQ") + "@" + rs.getString("PK_NAME"));
+            }
+            expect(pk.equals(List.of("id#1@" + T + "_pkey")), "getPrimaryKeys " + pk);
+            List<String> idx = new ArrayList<>();
+            try (ResultSet rs = md.getIndexInfo(null, "public", T, false, false)) {
+                while (rs.next()) idx.add(rs.getString("INDEX_NAME") + "." + rs.getInt("ORDINAL_POSITION") + "="
+                    + rs.getString("COLUMN_NAME") + "/" + rs.getString("ASC_OR_DESC") + (rs.getBoolean("NON_UNIQUE") ? "" : "!"));
+            }
+            // Unique indexes first (JDBC orders by NON_UNIQUE, TYPE, INDEX_NAME, ORDINAL_POSITION).
+            expect(idx.equals(List.of(T + "_pkey.1=id/A!", T + "_idx.1=c_bigint/D", T + "_idx.2=c_text/A")),
+                "getIndexInfo " + idx);
+        });
         step("prepared insert", () -> {
             String sql = "INSERT INTO " + T + " (" + String.join(", ", NAMES) + ") VALUES (?"
                 + ", ?".repeat(NAMES.length - 1) + ")";

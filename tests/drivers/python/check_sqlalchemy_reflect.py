@@ -19,6 +19,7 @@ with c.step("DDL"):
     with engine.connect() as conn:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {T}")
         conn.exec_driver_sql(f"CREATE TABLE {T} ({COLUMNS})")
+        conn.exec_driver_sql(f"CREATE INDEX {T}_idx ON {T} (c_bigint DESC, c_text)")
 with c.step("inspect"):
     insp = inspect(engine)
     c.expect(T in insp.get_table_names(), f"get_table_names() lacks {T}")
@@ -28,6 +29,13 @@ with c.step("inspect"):
         c.expect(isinstance(col["type"], want), f"{col['name']}: reflected type {col['type']!r}")
     pk = insp.get_pk_constraint(T)["constrained_columns"]
     c.expect(pk == ["id"], f"primary key {pk}, expected ['id']")
+    idx = insp.get_indexes(T)
+    c.expect([i["name"] for i in idx] == [f"{T}_idx"], f"get_indexes() names {idx}")
+    if idx:
+        c.expect(idx[0]["column_names"] == ["c_bigint", "c_text"], f"index columns {idx[0]}")
+        c.expect(idx[0].get("column_sorting") == {"c_bigint": ("desc",)},
+                 f"index sorting {idx[0].get('column_sorting')}")
+        c.expect(idx[0]["unique"] is False, f"index unique {idx[0]['unique']}")
 
 with c.step("MetaData.reflect"):
     md = MetaData()
@@ -37,5 +45,6 @@ with c.step("MetaData.reflect"):
     c.expect(table.c.c_numeric.type.precision == 10 and table.c.c_numeric.type.scale == 2,
              f"c_numeric reflected as {table.c.c_numeric.type!r}, expected NUMERIC(10, 2)")
     c.expect(table.c.c_timestamptz.type.timezone, "c_timestamptz reflected without time zone")
+    c.expect([i.name for i in table.indexes] == [f"{T}_idx"], f"reflected indexes {table.indexes}")
 
 c.report()

@@ -1,0 +1,608 @@
+//! Arrays in queries: `ARRAY[…]`, `a[i]`, `x op ANY/ALL (array)`, the array functions, and
+//! the set-returning functions `unnest`, `generate_subscripts` and `generate_series` as
+//! SELECT items.
+//!
+//! Every array operation binds to one expression node, `Expr::Array { op, args }`, so the
+//! rest of the executor walks and rewrites it like a function call. A set-returning function
+//! is only evaluated by the SELECT's projection (`expand`): one input row gives as many output
+//! rows as its longest set, shorter sets padded with NULL, as PostgreSQL 10+ does.
+//!
+//! ```text
+//!   SELECT id, unnest(a), generate_subscripts(a, 1) FROM t   -- t: (1, {x,y})
+//!   → (1, x, 1), (1, y, 2)
+//! ```
+
+use std::cmp::Ordering;
+
+use protocol::value::array::Elem;
+use protocol::{DataType, Error, Result, Value, sqlstate};
+use sqlparser::ast;
+
+use super::bind::Binder;
+use super::expr::{CmpOp, Env, Expr};
+use super::types::{self, Ty};
+
+/// What an `Expr::Array` node computes from its arguments.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArrayOp {
+    /// `ARRAY[a, b, …]`: the arguments are the elements.
+    Construct,
+    /// `array[index]`: NULL when out of range. `lower` is the first subscript (1, or 0 for
+    /// the catalogs' vector types).
+    Subscript { lower: i64 },
+    /// `x op ANY (array)` (`all` false) or `x op ALL (array)`: arguments `[x, array]`.
+    Quantified { op: CmpOp, all: bool },
+    /// `array_length(a, dim)`, `array_upper(a, dim)`: the length (NULL when empty).
+    Length,
+    /// `array_lower(a, dim)`: 1, or NULL when empty.
+    Lower,
+    /// `cardinality(a)`: the number of elements.
+    Cardinality,
+    /// `array_to_string(a, sep [, null_text])`.
+    ToString,
+    /// `array_position(a, x)`: the first position of `x`, or NULL.
+    Position,
+    /// `array_append(a, x)`.
+    Append,
+    /// `array_cat(a, b)` and `a || b`.
+    Cat,
+    /// `string_to_array(text, sep [, null_text])`.
+    StringToArray,
+    /// `unnest(a)`: each element (set-returning).
+    Unnest,
+    /// `generate_subscripts(a, dim)`: each subscript from `lower` (set-returning).
+    Subscripts { lower: i64 },
+    /// `generate_series(start, stop [, step])` over integers (set-returning).
+    Series,
+}
+
+impl ArrayOp {
+    pub fn is_set_returning(self) -> bool {
+        matches!(
+            self,
+            ArrayOp::Unnest | ArrayOp::Subscripts { .. } | ArrayOp::Series
+        )
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ArrayOp::Unnest => "unnest",
+            ArrayOp::Subscripts { .. } => "generate_subscripts",
+            ArrayOp::Series => "generate_series",
+            _ => "array operation",
+        }
+    }
+}
+
+fn not_an_array(what: &str, t: &Ty) -> Error {
+    Error::new(
+        sqlstate::DATATYPE_MISMATCH,
+        format!("{what} requires an array, not type {}", types::ty_name(t)),
+    )
+}
+
+/// The element type of an array expression's type.
+fn element_of(t: &Ty, what: &str) -> Result<DataType> {
+    match t {
+        Some(DataType::Array(e) | DataType::Vector(e)) => Ok(e.scalar()),
+        other => Err(not_an_array(what, other)),
+    }
+}
+
+/// The first subscript of arrays of type `t`.
+fn lower_bound(t: DataType) -> i64 {
+    match t {
+        DataType::Vector(_) => 0,
+        _ => 1,
+    }
+}
+
+fn array_type(elem: DataType) -> Result<DataType> {
+    Elem::of(elem)
+        .map(DataType::Array)
+        .ok_or_else(|| Error::unsupported("arrays of arrays are not supported"))
+}
+
+impl Binder<'_> {
+    /// `ARRAY[a, b, …]`: the elements' common type (text if all are unknown).
+    pub(super) fn array_constructor(&mut self, a: &ast::Array) -> Result<(Expr, Ty)> {
+        let mut bound = Vec::with_capacity(a.elem.len());
+        for e in &a.elem {
+            bound.push(self.expr(e)?);
+        }
+        let tys: Vec<Ty> = bound.iter().map(|(_, t)| *t).collect();
+        let elem = types::common_type(&tys, "ARRAY")?.unwrap_or(DataType::Text);
+        let ty = array_type(elem)?;
+        let args = bound
+            .into_iter()
+            .map(|(e, t)| self.unify(e, t, elem))
+            .collect::<Result<_>>()?;
+        let node = Expr::Array {
+            op: ArrayOp::Construct,
+            args,
+        };
+        Ok((node, Some(ty)))
+    }
+
+    /// An array an argument of unknown type must be (a parameter, a `'{…}'` literal).
+    fn bind_array(
+        &mut self,
+        e: &ast::Expr,
+        elem: Option<DataType>,
+        what: &str,
+    ) -> Result<(Expr, DataType)> {
+        let (x, t) = self.expr(e)?;
+        match t {
+            Some(t @ (DataType::Array(_) | DataType::Vector(_))) => Ok((x, t)),
+            None => {
+                let ty = array_type(elem.unwrap_or(DataType::Text))?;
+                Ok((self.coerce(x, None, ty)?, ty))
+            }
+            other => Err(not_an_array(what, &other)),
+        }
+    }
+
+    /// `root[i]` (one subscript; slices and field access are refused).
+    pub(super) fn subscript(
+        &mut self,
+        root: &ast::Expr,
+        chain: &[ast::AccessExpr],
+    ) -> Result<(Expr, Ty)> {
+        // `t.col[i]` parses as `t` with the access chain `.col`, `[i]`.
+        if let [ast::AccessExpr::Dot(ast::Expr::Identifier(col)), rest @ ..] = chain {
+            let mut parts = match root {
+                ast::Expr::Identifier(i) => vec![i.clone()],
+                ast::Expr::CompoundIdentifier(p) => p.clone(),
+                _ => vec![],
+            };
+            if !parts.is_empty() {
+                parts.push(col.clone());
+                return self.subscript(&ast::Expr::CompoundIdentifier(parts), rest);
+            }
+        }
+        let [ast::AccessExpr::Subscript(ast::Subscript::Index { index })] = chain else {
+            return Err(Error::unsupported(format!(
+                "{root}{} is not supported: only one array subscript is",
+                chain.iter().map(|c| c.to_string()).collect::<String>()
+            )));
+        };
+        let (array, ty) = self.bind_array(root, None, "subscript")?;
+        let elem = element_of(&Some(ty), "subscript")?;
+        let (i, it) = self.expr(index)?;
+        let i = match it {
+            None => self.coerce(i, None, DataType::Int4)?,
+            Some(t) if t.is_integer() => i,
+            Some(t) => {
+                return Err(Error::new(
+                    sqlstate::DATATYPE_MISMATCH,
+                    format!("array subscript must have type integer, not {}", t.name()),
+                ));
+            }
+        };
+        let node = Expr::Array {
+            op: ArrayOp::Subscript {
+                lower: lower_bound(ty),
+            },
+            args: vec![array, i],
+        };
+        Ok((node, Some(elem)))
+    }
+
+    /// `x op ANY (array)` / `x op ALL (array)` where the array is a value, not a list.
+    pub(super) fn quantified_array(
+        &mut self,
+        left: &ast::Expr,
+        op: &ast::BinaryOperator,
+        right: &ast::Expr,
+        any: bool,
+    ) -> Result<(Expr, Ty)> {
+        use ast::BinaryOperator as B;
+        let cmp = match op {
+            B::Eq => CmpOp::Eq,
+            B::NotEq => CmpOp::NotEq,
+            B::Lt => CmpOp::Lt,
+            B::LtEq => CmpOp::LtEq,
+            B::Gt => CmpOp::Gt,
+            B::GtEq => CmpOp::GtEq,
+            _ => {
+                return Err(Error::unsupported(format!(
+                    "{op} {} (array) is not supported",
+                    if any { "ANY" } else { "ALL" }
+                )));
+            }
+        };
+        let (x, xt) = self.expr(left)?;
+        let (array, at) = self.bind_array(right, xt, "op ANY/ALL (array)")?;
+        let elem = element_of(&Some(at), "op ANY/ALL (array)")?;
+        if let Some(t) = xt.filter(|t| !types::comparable(*t, elem)) {
+            return Err(types::operator_error(
+                &op.to_string(),
+                &Some(t),
+                &Some(elem),
+            ));
+        }
+        let x = self.coerce(x, xt, types::comparison_type(elem))?;
+        let node = Expr::Array {
+            op: ArrayOp::Quantified { op: cmp, all: !any },
+            args: vec![x, array],
+        };
+        Ok((node, Some(DataType::Bool)))
+    }
+
+    /// The array functions and set-returning functions by name; `None` for other names.
+    pub(super) fn array_function(
+        &mut self,
+        name: &str,
+        args: &[ast::Expr],
+    ) -> Result<Option<(Expr, Ty)>> {
+        let wrong_args = || {
+            Error::new(
+                sqlstate::UNDEFINED_FUNCTION,
+                format!(
+                    "function {name} with {} argument(s) does not exist",
+                    args.len()
+                ),
+            )
+        };
+        let (op, ty, bound) = match (name, args) {
+            ("array_length" | "array_upper" | "array_lower", [a, d]) => {
+                let (a, _) = self.bind_array(a, None, name)?;
+                let d = self.int_arg(d)?;
+                let op = if name == "array_lower" {
+                    ArrayOp::Lower
+                } else {
+                    ArrayOp::Length
+                };
+                (op, DataType::Int4, vec![a, d])
+            }
+            ("cardinality", [a]) => {
+                let (a, _) = self.bind_array(a, None, name)?;
+                (ArrayOp::Cardinality, DataType::Int4, vec![a])
+            }
+            ("array_to_string", [a, rest @ ..]) if (1..=2).contains(&rest.len()) => {
+                let (a, _) = self.bind_array(a, None, name)?;
+                let mut bound = vec![a];
+                for r in rest {
+                    bound.push(self.text_arg(r)?);
+                }
+                (ArrayOp::ToString, DataType::Text, bound)
+            }
+            ("string_to_array", [s, rest @ ..]) if (1..=2).contains(&rest.len()) => {
+                let mut bound = vec![self.text_arg(s)?];
+                for r in rest {
+                    bound.push(self.text_arg(r)?);
+                }
+                (ArrayOp::StringToArray, DataType::Array(Elem::Text), bound)
+            }
+            ("array_position" | "array_append", [a, x]) => {
+                let (xe, xt) = self.expr(x)?;
+                let (a, at) = self.bind_array(a, xt, name)?;
+                let elem = element_of(&Some(at), name)?;
+                let xe = self.unify(xe, xt, elem)?;
+                if name == "array_position" {
+                    (ArrayOp::Position, DataType::Int4, vec![a, xe])
+                } else {
+                    (ArrayOp::Append, at, vec![a, xe])
+                }
+            }
+            ("array_cat", [a, b]) => {
+                let (a, at) = self.bind_array(a, None, name)?;
+                let (b, bt) = self.bind_array(b, Some(element_of(&Some(at), name)?), name)?;
+                if at != bt {
+                    return Err(types::operator_error("||", &Some(at), &Some(bt)));
+                }
+                (ArrayOp::Cat, at, vec![a, b])
+            }
+            ("unnest", [a]) => {
+                let (a, at) = self.bind_array(a, None, name)?;
+                (ArrayOp::Unnest, element_of(&Some(at), name)?, vec![a])
+            }
+            ("generate_subscripts", [a, d]) => {
+                let (a, at) = self.bind_array(a, None, name)?;
+                let d = self.int_arg(d)?;
+                let lower = lower_bound(at);
+                (ArrayOp::Subscripts { lower }, DataType::Int4, vec![a, d])
+            }
+            ("generate_series", [start, stop, step @ ..]) if step.len() <= 1 => {
+                let mut bound = Vec::new();
+                let mut wide = false;
+                for e in [start, stop].into_iter().chain(step) {
+                    let (x, t) = self.expr(e)?;
+                    match t {
+                        None => bound.push(self.coerce(x, None, DataType::Int4)?),
+                        Some(t) if t.is_integer() => {
+                            wide |= t == DataType::Int8;
+                            bound.push(x);
+                        }
+                        Some(t) => {
+                            return Err(Error::new(
+                                sqlstate::UNDEFINED_FUNCTION,
+                                format!(
+                                    "function generate_series({}) does not exist (only integer series are supported)",
+                                    t.name()
+                                ),
+                            ));
+                        }
+                    }
+                }
+                let ty = if wide { DataType::Int8 } else { DataType::Int4 };
+                (ArrayOp::Series, ty, bound)
+            }
+            (
+                "array_length"
+                | "array_upper"
+                | "array_lower"
+                | "cardinality"
+                | "array_to_string"
+                | "string_to_array"
+                | "array_position"
+                | "array_append"
+                | "array_cat"
+                | "unnest"
+                | "generate_subscripts"
+                | "generate_series",
+                _,
+            ) => return Err(wrong_args()),
+            _ => return Ok(None),
+        };
+        Ok(Some((Expr::Array { op, args: bound }, Some(ty))))
+    }
+
+    fn int_arg(&mut self, e: &ast::Expr) -> Result<Expr> {
+        let (x, t) = self.expr(e)?;
+        match t {
+            None => self.coerce(x, None, DataType::Int4),
+            Some(t) if t.is_integer() => Ok(x),
+            Some(t) => Err(Error::new(
+                sqlstate::UNDEFINED_FUNCTION,
+                format!("an integer argument was expected, not type {}", t.name()),
+            )),
+        }
+    }
+
+    fn text_arg(&mut self, e: &ast::Expr) -> Result<Expr> {
+        let (x, t) = self.expr(e)?;
+        self.unify(x, t, DataType::Text)
+    }
+}
+
+fn items(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(items) => Some(items),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.to_pg_text(&DataType::Text)
+}
+
+/// Evaluates a scalar array operation.
+pub fn eval(op: ArrayOp, args: &[Expr], env: &Env) -> Result<Value> {
+    if op.is_set_returning() {
+        return Err(Error::unsupported(format!(
+            "set-returning function {} is only supported as a whole SELECT item",
+            op.name()
+        )));
+    }
+    let mut values = args
+        .iter()
+        .map(|a| a.eval(env))
+        .collect::<Result<Vec<_>>>()?;
+    let mut arg = |i: usize| std::mem::replace(&mut values[i], Value::Null);
+    Ok(match op {
+        ArrayOp::Construct => Value::Array((0..args.len()).map(arg).collect()),
+        ArrayOp::Subscript { lower } => {
+            let (Some(items), Some(i)) = (items(arg(0)), int(&arg(1))) else {
+                return Ok(Value::Null);
+            };
+            i.checked_sub(lower)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| items.into_iter().nth(i))
+                .unwrap_or(Value::Null)
+        }
+        ArrayOp::Quantified { op, all } => {
+            let x = arg(0);
+            let Some(items) = items(arg(1)) else {
+                return Ok(Value::Null);
+            };
+            quantified(&x, op, all, &items)
+        }
+        ArrayOp::Length | ArrayOp::Lower => {
+            let (Some(items), Some(dim)) = (items(arg(0)), int(&arg(1))) else {
+                return Ok(Value::Null);
+            };
+            if dim != 1 || items.is_empty() {
+                Value::Null
+            } else if op == ArrayOp::Lower {
+                Value::Int(1)
+            } else {
+                Value::Int(items.len() as i64)
+            }
+        }
+        ArrayOp::Cardinality => match items(arg(0)) {
+            Some(items) => Value::Int(items.len() as i64),
+            None => Value::Null,
+        },
+        ArrayOp::ToString => {
+            let (Some(items), Some(sep)) = (items(arg(0)), text(&arg(1))) else {
+                return Ok(Value::Null);
+            };
+            let null_text = args.get(2).and_then(|_| text(&arg(2)));
+            let parts: Vec<String> = items
+                .iter()
+                .filter_map(|v| text(v).or_else(|| null_text.clone()))
+                .collect();
+            Value::Text(parts.join(&sep))
+        }
+        ArrayOp::StringToArray => {
+            let Some(s) = text(&arg(0)) else {
+                return Ok(Value::Null);
+            };
+            let null_text = args.get(2).and_then(|_| text(&arg(2)));
+            let parts: Vec<String> = match text(&arg(1)) {
+                None => s.chars().map(String::from).collect(),
+                Some(_) if s.is_empty() => vec![],
+                Some(sep) if sep.is_empty() => vec![s],
+                Some(sep) => s.split(sep.as_str()).map(String::from).collect(),
+            };
+            Value::Array(
+                parts
+                    .into_iter()
+                    .map(|p| {
+                        if null_text.as_deref() == Some(p.as_str()) {
+                            Value::Null
+                        } else {
+                            Value::Text(p)
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        ArrayOp::Position => {
+            let x = arg(1);
+            let Some(items) = items(arg(0)) else {
+                return Ok(Value::Null);
+            };
+            // IS NOT DISTINCT FROM: a NULL finds a NULL element.
+            items
+                .iter()
+                .position(|v| {
+                    (v.is_null() && x.is_null()) || v.sql_cmp(&x) == Some(Ordering::Equal)
+                })
+                .map(|p| Value::Int(p as i64 + 1))
+                .unwrap_or(Value::Null)
+        }
+        ArrayOp::Append => {
+            let x = arg(1);
+            let mut items = items(arg(0)).unwrap_or_default();
+            items.push(x);
+            Value::Array(items)
+        }
+        ArrayOp::Cat => match (arg(0), arg(1)) {
+            (Value::Null, b) => b,
+            (a, Value::Null) => a,
+            (a, b) => {
+                let mut a = items(a).unwrap_or_default();
+                a.extend(items(b).unwrap_or_default());
+                Value::Array(a)
+            }
+        },
+        ArrayOp::Unnest | ArrayOp::Subscripts { .. } | ArrayOp::Series => Value::Null,
+    })
+}
+
+/// `x op ANY/ALL (items)` with SQL's three-valued logic: a NULL comparison makes an
+/// otherwise undecided result NULL; an empty array makes ANY false and ALL true.
+fn quantified(x: &Value, op: CmpOp, all: bool, items: &[Value]) -> Value {
+    let mut unknown = false;
+    for item in items {
+        match x.sql_cmp(item).map(|o| op.holds(o)) {
+            Some(true) if !all => return Value::Bool(true),
+            Some(false) if all => return Value::Bool(false),
+            None => unknown = true,
+            _ => {}
+        }
+    }
+    if unknown {
+        Value::Null
+    } else {
+        Value::Bool(all)
+    }
+}
+
+/// Whether a projection has a set-returning item.
+pub fn has_set_function(projection: &[Expr]) -> bool {
+    projection
+        .iter()
+        .any(|e| matches!(e, Expr::Array { op, .. } if op.is_set_returning()))
+}
+
+/// The values of a set-returning call for one input row.
+fn set_values(op: ArrayOp, args: &[Expr], env: &Env) -> Result<Vec<Value>> {
+    let values = args
+        .iter()
+        .map(|a| a.eval(env))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(match (op, values.as_slice()) {
+        (ArrayOp::Unnest, [Value::Array(items)]) => items.clone(),
+        (ArrayOp::Subscripts { lower }, [Value::Array(items), Value::Int(1)]) => (lower
+            ..lower + items.len() as i64)
+            .map(Value::Int)
+            .collect(),
+        (ArrayOp::Series, [Value::Int(start), Value::Int(stop), step @ ..]) => {
+            let step = match step {
+                [] => 1,
+                [Value::Int(s)] => *s,
+                _ => return Ok(vec![]),
+            };
+            if step == 0 {
+                return Err(Error::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    "step size cannot equal zero",
+                ));
+            }
+            let count = if (step > 0 && start > stop) || (step < 0 && start < stop) {
+                0
+            } else {
+                (i128::from(*stop) - i128::from(*start)) / i128::from(step) + 1
+            };
+            // Reserve the series' memory before building it: a huge range is a 53200, not
+            // an allocation failure.
+            env.ctx.reserve(
+                usize::try_from(count)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(32),
+            )?;
+            let mut out = Vec::with_capacity(count as usize);
+            let mut v = i128::from(*start);
+            for _ in 0..count {
+                out.push(Value::Int(v as i64));
+                v += i128::from(step);
+            }
+            out
+        }
+        _ => vec![],
+    })
+}
+
+/// Projects one input row through a projection with set-returning items: as many rows as the
+/// longest set (none if every set is empty), shorter sets and NULL arrays giving NULL.
+pub fn expand(projection: &[Expr], env: &Env, out: &mut Vec<Vec<Value>>) -> Result<()> {
+    let mut sets: Vec<Option<Vec<Value>>> = Vec::with_capacity(projection.len());
+    let mut scalars: Vec<Value> = Vec::with_capacity(projection.len());
+    let mut rows = 0;
+    for e in projection {
+        match e {
+            Expr::Array { op, args } if op.is_set_returning() => {
+                let values = set_values(*op, args, env)?;
+                rows = rows.max(values.len());
+                sets.push(Some(values));
+                scalars.push(Value::Null);
+            }
+            e => {
+                sets.push(None);
+                scalars.push(e.eval(env)?);
+            }
+        }
+    }
+    for i in 0..rows {
+        out.push(
+            sets.iter()
+                .zip(&scalars)
+                .map(|(set, scalar)| match set {
+                    Some(values) => values.get(i).cloned().unwrap_or(Value::Null),
+                    None => scalar.clone(),
+                })
+                .collect(),
+        );
+    }
+    Ok(())
+}
