@@ -93,6 +93,7 @@ pub fn binary_of(v: &Value, t: &DataType) -> Option<Vec<u8>> {
             out
         }
         (Value::Uuid(u), DataType::Uuid) => u.to_vec(),
+        (Value::Int(i), DataType::Oid) => (*i as u32).to_be_bytes().to_vec(),
         (Value::Jsonb(s), DataType::Jsonb) => {
             let mut out = vec![1u8];
             out.extend_from_slice(s.as_bytes());

@@ -249,12 +249,15 @@ impl Frontend {
         use std::ops::ControlFlow;
         let run = session.is_some();
         let pid = session.map_or(0, |s| s.pid.load(std::sync::atomic::Ordering::Relaxed));
+        // Settings are read and set by queries only: a view, a default or a PREPARE keeps
+        // the call (and so the catalogs' value), and EXPLAIN sets nothing.
+        let query = matches!(stmt, Statement::Query(_));
         let is_backend_fn = |f: &ast::Function| {
             let name = f.name.to_string().to_lowercase();
             match name.trim_start_matches("pg_catalog.") {
                 "pg_backend_pid" | "pg_cancel_backend" => true,
                 // With a parameter for the name these are left to the catalogs' defaults.
-                "current_setting" | "set_config" => literal_args(f).is_some(),
+                "current_setting" | "set_config" => query && literal_args(f).is_some(),
                 _ => false,
             }
         };

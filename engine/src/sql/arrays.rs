@@ -29,21 +29,38 @@ pub enum ArrayOp {
     Construct,
     /// `array[index]`: NULL when out of range. `lower` is the first subscript (1, or 0 for
     /// the catalogs' vector types).
-    Subscript { lower: i64 },
+    Subscript {
+        lower: i64,
+    },
     /// `x op ANY (array)` (`all` false) or `x op ALL (array)`: arguments `[x, array]`.
-    Quantified { op: CmpOp, all: bool },
-    /// `array_length(a, dim)`, `array_upper(a, dim)`: the length (NULL when empty).
+    Quantified {
+        op: CmpOp,
+        all: bool,
+    },
+    /// `array_length(a, dim)`: the length (NULL when empty).
     Length,
-    /// `array_lower(a, dim)`: 1, or NULL when empty.
-    Lower,
+    /// `array_lower(a, dim)` / `array_upper(a, dim)`: the first / last subscript (NULL when
+    /// empty); `lower` is the type's first subscript.
+    Lower {
+        lower: i64,
+    },
+    Upper {
+        lower: i64,
+    },
     /// `cardinality(a)`: the number of elements.
     Cardinality,
-    /// `array_to_string(a, sep [, null_text])`.
-    ToString,
-    /// `array_position(a, x)`: the first position of `x`, or NULL.
-    Position,
-    /// `array_append(a, x)`.
+    /// `array_to_string(a, sep [, null_text])`, elements printed as their type prints them.
+    ToString {
+        elem: Elem,
+    },
+    /// `array_position(a, x)`: the first subscript holding `x`, or NULL.
+    Position {
+        lower: i64,
+    },
+    /// `array_append(a, x)` and `a || x`.
     Append,
+    /// `array_prepend(x, a)` and `x || a`: arguments `[x, a]`.
+    Prepend,
     /// `array_cat(a, b)` and `a || b`.
     Cat,
     /// `string_to_array(text, sep [, null_text])`.
@@ -51,7 +68,9 @@ pub enum ArrayOp {
     /// `unnest(a)`: each element (set-returning).
     Unnest,
     /// `generate_subscripts(a, dim)`: each subscript from `lower` (set-returning).
-    Subscripts { lower: i64 },
+    Subscripts {
+        lower: i64,
+    },
     /// `generate_series(start, stop [, step])` over integers (set-returning).
     Series,
 }
@@ -149,17 +168,25 @@ impl Binder<'_> {
         chain: &[ast::AccessExpr],
     ) -> Result<(Expr, Ty)> {
         // `t.col[i]` parses as `t` with the access chain `.col`, `[i]`.
-        if let [ast::AccessExpr::Dot(ast::Expr::Identifier(col)), rest @ ..] = chain {
-            let mut parts = match root {
-                ast::Expr::Identifier(i) => vec![i.clone()],
-                ast::Expr::CompoundIdentifier(p) => p.clone(),
-                _ => vec![],
-            };
-            if !parts.is_empty() {
-                parts.push(col.clone());
-                return self.subscript(&ast::Expr::CompoundIdentifier(parts), rest);
-            }
+        let mut parts = match root {
+            ast::Expr::Identifier(i) => vec![i.clone()],
+            ast::Expr::CompoundIdentifier(p) => p.clone(),
+            _ => vec![],
+        };
+        let mut chain = chain;
+        while !parts.is_empty()
+            && let [ast::AccessExpr::Dot(ast::Expr::Identifier(col)), rest @ ..] = chain
+        {
+            parts.push(col.clone());
+            chain = rest;
         }
+        let dotted;
+        let root = if parts.len() > 1 {
+            dotted = ast::Expr::CompoundIdentifier(parts);
+            &dotted
+        } else {
+            root
+        };
         let [ast::AccessExpr::Subscript(ast::Subscript::Index { index })] = chain else {
             return Err(Error::unsupported(format!(
                 "{root}{} is not supported: only one array subscript is",
@@ -229,6 +256,45 @@ impl Binder<'_> {
         Ok((node, Some(DataType::Bool)))
     }
 
+    /// `a || b` where either side is an array: concatenation, append or prepend; `None`
+    /// when neither is (string concatenation).
+    pub(super) fn array_concat(
+        &mut self,
+        (l, lt): (Expr, Ty),
+        (r, rt): (Expr, Ty),
+    ) -> Result<Option<(Expr, Ty)>> {
+        let is_array = |t: &Ty| matches!(t, Some(DataType::Array(_)));
+        let (op, ty, args) = match (lt, rt) {
+            (Some(a), Some(b)) if is_array(&lt) && is_array(&rt) => {
+                if types::common_type(&[Some(a), Some(b)], "||").is_err() {
+                    return Err(types::operator_error("||", &lt, &rt));
+                }
+                let ty = types::common_type(&[Some(a), Some(b)], "||")?.unwrap_or(a);
+                let l = self.unify(l, lt, ty)?;
+                let r = self.unify(r, rt, ty)?;
+                (ArrayOp::Cat, ty, vec![l, r])
+            }
+            (Some(a), _) if is_array(&lt) => {
+                let elem = element_of(&lt, "||")?;
+                if rt.is_some_and(|t| types::common_type(&[Some(t), Some(elem)], "||").is_err()) {
+                    return Err(types::operator_error("||", &lt, &rt));
+                }
+                let r = self.unify(r, rt, elem)?;
+                (ArrayOp::Append, a, vec![l, r])
+            }
+            (_, Some(b)) if is_array(&rt) => {
+                let elem = element_of(&rt, "||")?;
+                if lt.is_some_and(|t| types::common_type(&[Some(t), Some(elem)], "||").is_err()) {
+                    return Err(types::operator_error("||", &lt, &rt));
+                }
+                let l = self.unify(l, lt, elem)?;
+                (ArrayOp::Prepend, b, vec![l, r])
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some((Expr::Array { op, args }, Some(ty))))
+    }
+
     /// The array functions and set-returning functions by name; `None` for other names.
     pub(super) fn array_function(
         &mut self,
@@ -246,12 +312,13 @@ impl Binder<'_> {
         };
         let (op, ty, bound) = match (name, args) {
             ("array_length" | "array_upper" | "array_lower", [a, d]) => {
-                let (a, _) = self.bind_array(a, None, name)?;
+                let (a, at) = self.bind_array(a, None, name)?;
                 let d = self.int_arg(d)?;
-                let op = if name == "array_lower" {
-                    ArrayOp::Lower
-                } else {
-                    ArrayOp::Length
+                let lower = lower_bound(at);
+                let op = match name {
+                    "array_lower" => ArrayOp::Lower { lower },
+                    "array_upper" => ArrayOp::Upper { lower },
+                    _ => ArrayOp::Length,
                 };
                 (op, DataType::Int4, vec![a, d])
             }
@@ -260,12 +327,13 @@ impl Binder<'_> {
                 (ArrayOp::Cardinality, DataType::Int4, vec![a])
             }
             ("array_to_string", [a, rest @ ..]) if (1..=2).contains(&rest.len()) => {
-                let (a, _) = self.bind_array(a, None, name)?;
+                let (a, at) = self.bind_array(a, None, name)?;
+                let elem = Elem::of(element_of(&Some(at), name)?).unwrap_or(Elem::Text);
                 let mut bound = vec![a];
                 for r in rest {
                     bound.push(self.text_arg(r)?);
                 }
-                (ArrayOp::ToString, DataType::Text, bound)
+                (ArrayOp::ToString { elem }, DataType::Text, bound)
             }
             ("string_to_array", [s, rest @ ..]) if (1..=2).contains(&rest.len()) => {
                 let mut bound = vec![self.text_arg(s)?];
@@ -280,7 +348,8 @@ impl Binder<'_> {
                 let elem = element_of(&Some(at), name)?;
                 let xe = self.unify(xe, xt, elem)?;
                 if name == "array_position" {
-                    (ArrayOp::Position, DataType::Int4, vec![a, xe])
+                    let lower = lower_bound(at);
+                    (ArrayOp::Position { lower }, DataType::Int4, vec![a, xe])
                 } else {
                     (ArrayOp::Append, at, vec![a, xe])
                 }
@@ -415,30 +484,32 @@ pub fn eval(op: ArrayOp, args: &[Expr], env: &Env) -> Result<Value> {
             };
             quantified(&x, op, all, &items)
         }
-        ArrayOp::Length | ArrayOp::Lower => {
+        ArrayOp::Length | ArrayOp::Lower { .. } | ArrayOp::Upper { .. } => {
             let (Some(items), Some(dim)) = (items(arg(0)), int(&arg(1))) else {
                 return Ok(Value::Null);
             };
             if dim != 1 || items.is_empty() {
-                Value::Null
-            } else if op == ArrayOp::Lower {
-                Value::Int(1)
-            } else {
-                Value::Int(items.len() as i64)
+                return Ok(Value::Null);
             }
+            let len = items.len() as i64;
+            Value::Int(match op {
+                ArrayOp::Lower { lower } => lower,
+                ArrayOp::Upper { lower } => lower + len - 1,
+                _ => len,
+            })
         }
         ArrayOp::Cardinality => match items(arg(0)) {
             Some(items) => Value::Int(items.len() as i64),
             None => Value::Null,
         },
-        ArrayOp::ToString => {
+        ArrayOp::ToString { elem } => {
             let (Some(items), Some(sep)) = (items(arg(0)), text(&arg(1))) else {
                 return Ok(Value::Null);
             };
             let null_text = args.get(2).and_then(|_| text(&arg(2)));
             let parts: Vec<String> = items
                 .iter()
-                .filter_map(|v| text(v).or_else(|| null_text.clone()))
+                .filter_map(|v| v.to_pg_text(&elem.scalar()).or_else(|| null_text.clone()))
                 .collect();
             Value::Text(parts.join(&sep))
         }
@@ -447,7 +518,16 @@ pub fn eval(op: ArrayOp, args: &[Expr], env: &Env) -> Result<Value> {
                 return Ok(Value::Null);
             };
             let null_text = args.get(2).and_then(|_| text(&arg(2)));
-            let parts: Vec<String> = match text(&arg(1)) {
+            let separator = text(&arg(1));
+            // Reserve the elements' memory before building them (a NULL separator makes one
+            // element per character).
+            let count = match &separator {
+                None => s.chars().count(),
+                Some(sep) if sep.is_empty() => 1,
+                Some(sep) => s.matches(sep.as_str()).count() + 1,
+            };
+            env.ctx.reserve(count.saturating_mul(40))?;
+            let parts: Vec<String> = match separator {
                 None => s.chars().map(String::from).collect(),
                 Some(_) if s.is_empty() => vec![],
                 Some(sep) if sep.is_empty() => vec![s],
@@ -466,7 +546,7 @@ pub fn eval(op: ArrayOp, args: &[Expr], env: &Env) -> Result<Value> {
                     .collect(),
             )
         }
-        ArrayOp::Position => {
+        ArrayOp::Position { lower } => {
             let x = arg(1);
             let Some(items) = items(arg(0)) else {
                 return Ok(Value::Null);
@@ -477,7 +557,7 @@ pub fn eval(op: ArrayOp, args: &[Expr], env: &Env) -> Result<Value> {
                 .position(|v| {
                     (v.is_null() && x.is_null()) || v.sql_cmp(&x) == Some(Ordering::Equal)
                 })
-                .map(|p| Value::Int(p as i64 + 1))
+                .map(|p| Value::Int(p as i64 + lower))
                 .unwrap_or(Value::Null)
         }
         ArrayOp::Append => {
@@ -485,6 +565,11 @@ pub fn eval(op: ArrayOp, args: &[Expr], env: &Env) -> Result<Value> {
             let mut items = items(arg(0)).unwrap_or_default();
             items.push(x);
             Value::Array(items)
+        }
+        ArrayOp::Prepend => {
+            let mut list = vec![arg(0)];
+            list.extend(items(arg(1)).unwrap_or_default());
+            Value::Array(list)
         }
         ArrayOp::Cat => match (arg(0), arg(1)) {
             (Value::Null, b) => b,
@@ -593,6 +678,9 @@ pub fn expand(projection: &[Expr], env: &Env, out: &mut Vec<Vec<Value>>) -> Resu
             }
         }
     }
+    // The copies of the other columns count against the statement's memory, like any rows.
+    env.ctx
+        .reserve(super::expr::row_bytes(&scalars).saturating_mul(rows))?;
     for i in 0..rows {
         out.push(
             sets.iter()

@@ -35,6 +35,9 @@ pub struct ScopeColumn {
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
     pub columns: Vec<ScopeColumn>,
+    /// Which query level this is (unique within a statement once pushed): a CTE may read the
+    /// levels around its WITH only where exactly those levels surround its reference.
+    pub uid: u64,
 }
 
 impl Scope {
@@ -53,6 +56,7 @@ impl Scope {
                     system: schema.is_system(i),
                 })
                 .collect(),
+            uid: 0,
         }
     }
 }
@@ -66,10 +70,10 @@ pub struct Cte {
     pub recursive: bool,
     /// Inside its own recursive term: the working table's id and columns.
     pub working: Option<(usize, Vec<protocol::schema::ResultColumn>)>,
-    /// How many query levels enclosed the WITH: a reference at that same depth may read
-    /// their columns (a WITH inside a correlated subquery), as the rows it runs with are
-    /// those levels' rows.
-    pub scope_depth: usize,
+    /// The query levels (scope uids) around the WITH: a reference surrounded by exactly
+    /// these may read their columns (a WITH inside a correlated subquery), as the rows it
+    /// runs with are those levels' rows.
+    pub scope_uids: Vec<u64>,
 }
 
 pub struct Binder<'a> {
@@ -77,6 +81,8 @@ pub struct Binder<'a> {
     /// Inferred parameter types, by position; `None` until something types the parameter.
     pub params: Vec<Ty>,
     pub scopes: Vec<Scope>,
+    /// The uid the next pushed scope gets (see `Scope::uid`).
+    pub next_scope_uid: u64,
     pub ctes: Vec<Cte>,
     /// Aggregate calls of the SELECT list being bound; `None` where aggregates are not allowed.
     pub aggregates: Option<Vec<AggCall>>,
@@ -125,6 +131,18 @@ fn is_default_keyword(e: &ast::Expr) -> bool {
 }
 
 impl<'a> Binder<'a> {
+    /// Pushes a query level's scope with a fresh uid.
+    pub fn push_scope(&mut self, mut scope: Scope) {
+        scope.uid = self.next_scope_uid;
+        self.next_scope_uid += 1;
+        self.scopes.push(scope);
+    }
+
+    /// The uids of the scopes now in effect.
+    pub fn scope_uids(&self) -> Vec<u64> {
+        self.scopes.iter().map(|s| s.uid).collect()
+    }
+
     pub fn new(txn: &'a dyn ReadTxn) -> Self {
         Binder {
             txn,
@@ -136,6 +154,7 @@ impl<'a> Binder<'a> {
             windows: None,
             named_windows: Vec::new(),
             next_working: 0,
+            next_scope_uid: 1,
             lowest_scope: usize::MAX,
             last_select_scope: None,
             now: protocol::value::datetime::now_micros(),
@@ -1043,6 +1062,9 @@ impl<'a> Binder<'a> {
             B::StringConcat => {
                 let (le, lt) = self.expr(l)?;
                 let (re, rt) = self.expr(r)?;
+                if let Some(bound) = self.array_concat((le.clone(), lt), (re.clone(), rt))? {
+                    return Ok(bound);
+                }
                 let texty = |t: Ty| t.is_none_or(|t| t.is_text());
                 if !texty(lt) && !texty(rt) {
                     return Err(types::operator_error("||", &lt, &rt));

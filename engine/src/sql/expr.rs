@@ -206,7 +206,7 @@ pub static QUERY_MEMORY: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(1 << 30);
 
 /// A rough size of a row in memory.
-fn row_bytes(row: &[Value]) -> usize {
+pub(super) fn row_bytes(row: &[Value]) -> usize {
     24 + row
         .iter()
         .map(|v| match v {
@@ -870,19 +870,28 @@ fn arith(op: ArithOp, l: Value, r: Value, ty: &DataType) -> Result<Value> {
                 ArithOp::BitAnd => Some(a & b),
                 ArithOp::BitOr => Some(a | b),
                 ArithOp::BitXor => Some(a ^ b),
-                // PostgreSQL shifts within the type's width: the count is taken modulo it.
+                // As PostgreSQL computes them in C on x86-64: int2 and int4 shift as a 32-bit
+                // int (count taken mod 32; int2 then truncated), int8 as 64-bit (mod 64).
                 ArithOp::ShiftLeft | ArithOp::ShiftRight => {
-                    let bits = match ty {
-                        DataType::Int2 => 16,
-                        DataType::Int4 => 32,
-                        _ => 64,
-                    };
-                    let n = (b.rem_euclid(bits)) as u32;
-                    Some(match (op, bits) {
-                        (ArithOp::ShiftLeft, 16) => i64::from((a as i16).wrapping_shl(n)),
-                        (ArithOp::ShiftLeft, 32) => i64::from((a as i32).wrapping_shl(n)),
-                        (ArithOp::ShiftLeft, _) => a.wrapping_shl(n),
-                        (_, _) => a >> n,
+                    let left = op == ArithOp::ShiftLeft;
+                    Some(match ty {
+                        DataType::Int2 | DataType::Int4 => {
+                            let n = (b & 31) as u32;
+                            let v = if left {
+                                (a as i32).wrapping_shl(n)
+                            } else {
+                                (a as i32) >> n
+                            };
+                            if *ty == DataType::Int2 {
+                                i64::from(v as i16)
+                            } else {
+                                i64::from(v)
+                            }
+                        }
+                        _ => {
+                            let n = (b & 63) as u32;
+                            if left { a.wrapping_shl(n) } else { a >> n }
+                        }
                     })
                 }
             },

@@ -370,7 +370,8 @@ pub fn data_type(t: &ast::DataType) -> Result<DataType> {
                 ("oid", true) => DataType::Oid,
                 ("int2vector", true) => DataType::Vector(protocol::value::array::Elem::Int2),
                 ("oidvector", true) => DataType::Vector(protocol::value::array::Elem::Oid),
-                (n, true) if n.starts_with('_') => {
+                // One level only: `_int4` is int4[]; `__int4` would be an array of arrays.
+                (n, true) if n.starts_with('_') && !n[1..].starts_with('_') => {
                     let elem = ast::DataType::Custom(
                         ast::ObjectName::from(vec![ast::Ident::new(&n[1..])]),
                         vec![],

@@ -120,7 +120,7 @@ impl Binder<'_> {
                     columns: cte.alias.columns.iter().map(|c| ident(&c.name)).collect(),
                     recursive,
                     working: None,
-                    scope_depth: self.scopes.len(),
+                    scope_uids: self.scope_uids(),
                 });
             }
         }
@@ -374,7 +374,7 @@ impl Binder<'_> {
             Some(ast::Distinct::On(_)) => false,
         };
         let (source, scope) = self.from(&s.from)?;
-        self.scopes.push(scope);
+        self.push_scope(scope);
         let saved_windows = self.windows.take();
         let saved_named = std::mem::take(&mut self.named_windows);
         let result = self
@@ -889,19 +889,19 @@ impl Binder<'_> {
         }
         // A CTE sees only the CTEs defined before it; bind it anew at each reference.
         let hidden = self.ctes.split_off(pos);
-        let (name, query, columns, recursive, depth) = match hidden.first() {
+        let (name, query, columns, recursive, around) = match hidden.first() {
             Some(c) => (
                 c.name.clone(),
                 c.query.clone(),
                 c.columns.clone(),
                 c.recursive,
-                c.scope_depth,
+                c.scope_uids.clone(),
             ),
             None => return Err(Error::internal("CTE vanished")),
         };
-        // The enclosing levels the CTE may see: those around its WITH, when it is read at
-        // that depth; otherwise none (its outer rows would not line up).
-        let visible = if self.scopes.len() == depth {
+        // The enclosing levels the CTE may see: those around its WITH, when exactly they
+        // surround the reference; otherwise none (its outer rows would not line up).
+        let visible = if !around.is_empty() && self.scope_uids() == around {
             self.scopes.clone()
         } else {
             Vec::new()
@@ -1024,7 +1024,7 @@ impl Binder<'_> {
             });
         }
         if let Some(ast::JoinConstraint::On(e)) = constraint {
-            self.scopes.push(scope);
+            self.push_scope(scope);
             let saved = std::mem::replace(&mut self.no_aggregates_in, "JOIN conditions");
             let saved_aggs = self.aggregates.take();
             let cond = self.condition(e, "JOIN/ON");
@@ -1153,6 +1153,7 @@ fn scope_of_plan(plan: &QueryPlan, qualifier: Option<String>) -> Scope {
                 system: false,
             })
             .collect(),
+        uid: 0,
     }
 }
 

@@ -252,7 +252,7 @@ impl Binder<'_> {
             columns: columns.to_vec(),
             recursive: false,
             working: Some((id, base.columns.clone())),
-            scope_depth: self.scopes.len(),
+            scope_uids: self.scope_uids(),
         });
         let step = self.set_expr(right);
         self.ctes.pop();

@@ -38,6 +38,15 @@ fn int_rank(t: &DataType) -> u8 {
 
 /// The result type of `+ - * / %` on two known types, or `None` if no such operator exists.
 pub fn arithmetic_type(op: &str, l: DataType, r: DataType) -> Option<DataType> {
+    // oid arithmetic is bigint arithmetic (its result need not be a valid oid).
+    let as_int8 = |t: DataType| {
+        if t == DataType::Oid {
+            DataType::Int8
+        } else {
+            t
+        }
+    };
+    let (l, r) = (as_int8(l), as_int8(r));
     if l.is_integer() && r.is_integer() {
         // int2 op int2 is int2 in PostgreSQL; the wider width wins otherwise.
         return Some(if int_rank(&l) >= int_rank(&r) { l } else { r });
