@@ -183,6 +183,11 @@ async fn converse<S, H>(
             _ => message.is_extended_query(),
         };
         let is_cancel_request = matches!(message, PgWireFrontendMessage::CancelRequest(_));
+        socket.get_mut().hold = is_extended_query
+            && !matches!(
+                message,
+                PgWireFrontendMessage::Sync(_) | PgWireFrontendMessage::Flush(_)
+            );
         if let Err(mut e) = process_message(
             message,
             &mut socket,
@@ -207,8 +212,22 @@ async fn converse<S, H>(
         if is_cancel_request {
             break;
         }
+        // Sent now: replies to anything but a held message (pgwire does not flush when it
+        // ignores a Sync during COPY), and a CopyInResponse, which the client waits for
+        // before it sends its data (PostgreSQL flushes before it waits for COPY data).
+        let copying = matches!(socket.state(), PgWireConnectionState::CopyInProgress(_));
+        if !socket.get_ref().hold || copying {
+            socket.get_mut().hold = false;
+            if futures::SinkExt::<pgwire::messages::PgWireBackendMessage>::flush(&mut socket)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
     }
     // Replies queued but not yet flushed go before the FATAL.
+    socket.get_mut().hold = false;
     let _ = futures::SinkExt::<pgwire::messages::PgWireBackendMessage>::flush(&mut socket).await;
     let stream = socket.get_mut();
     if let Some(reason) = stream.violation.take() {
@@ -231,7 +250,19 @@ pub struct Screened<S> {
     screen: Screen,
     /// Why the screen refused the client's bytes, once it has.
     violation: Option<String>,
+    /// Replies written but not yet sent, from `out_sent` on.
+    out: Vec<u8>,
+    out_sent: usize,
+    /// While set, a flush keeps the replies (up to `HELD_REPLIES_MAX`): set for the messages
+    /// of an extended-protocol exchange before its Sync or Flush, whose replies PostgreSQL
+    /// also sends only then. pgwire flushes after every reply; without this a prepared
+    /// statement's BindComplete, RowDescription, DataRows and CommandComplete would go out in
+    /// four writes (and four packets) instead of one.
+    pub hold: bool,
 }
+
+/// Held replies beyond this are sent anyway.
+const HELD_REPLIES_MAX: usize = 256 * 1024;
 
 impl<S> Screened<S> {
     fn new(inner: S, startup: Vec<u8>, max_message: usize) -> Self {
@@ -241,7 +272,28 @@ impl<S> Screened<S> {
             startup_sent: 0,
             screen: Screen::new(max_message),
             violation: None,
+            out: Vec::new(),
+            out_sent: 0,
+            hold: false,
         }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Screened<S> {
+    /// Writes every held reply to the client.
+    fn poll_send_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_sent < self.out.len() {
+            let n = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.out[self.out_sent..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_sent += n;
+        }
+        self.out.clear();
+        self.out_sent = 0;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -282,27 +334,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Screened<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        let this = self.get_mut();
+        if this.out.len() - this.out_sent >= HELD_REPLIES_MAX {
+            std::task::ready!(this.poll_send_out(cx))?;
+        }
+        this.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        if this.hold && this.out.len() - this.out_sent < HELD_REPLIES_MAX {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(this.poll_send_out(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send_out(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -557,6 +609,34 @@ mod tests {
         assert!(stream.violation.is_some());
         client.write_all(&good).await.unwrap();
         assert!(stream.read(&mut got).await.is_err());
+    }
+
+    /// Replies flushed while `hold` is set stay until a flush without it (the Sync), then go
+    /// out together; a shutdown sends what is held.
+    #[tokio::test]
+    async fn held_replies_go_out_at_the_unheld_flush() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut stream = Screened::new(server, Vec::new(), 1024);
+        stream.hold = true;
+        stream.write_all(b"bind").await.unwrap();
+        stream.flush().await.unwrap();
+        stream.write_all(b"rows").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut got = [0u8; 16];
+        let nothing = tokio::time::timeout(Duration::from_millis(50), client.read(&mut got)).await;
+        assert!(nothing.is_err(), "held replies were sent: {nothing:?}");
+        stream.hold = false;
+        stream.write_all(b"ready").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut all = vec![0u8; 13];
+        client.read_exact(&mut all).await.unwrap();
+        assert_eq!(all, b"bindrowsready");
+        stream.hold = true;
+        stream.write_all(b"last").await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"last");
     }
 
     /// Inputs the fuzz target `frontend_messages` found: whatever the guard lets through must
