@@ -137,9 +137,9 @@ machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /pro
     done
 } >"$ROOT/benches/RESULTS.md.new"
 cat "$ROOT/benches/RESULTS.md.new"
-# The other benchmarks' sections (from the second top-level heading on) are kept.
+# Everything from the first heading after the title on is kept: notes on earlier passes (##) and the other benchmarks' sections (#).
 if [ -f "$ROOT/benches/RESULTS.md" ]; then
-    { echo; awk 'FNR > 1 && /^# / { keep = 1 } keep' "$ROOT/benches/RESULTS.md"; } \
+    { echo; awk 'FNR > 1 && /^##? / { keep = 1 } keep' "$ROOT/benches/RESULTS.md"; } \
         >>"$ROOT/benches/RESULTS.md.new"
 fi
 mv "$ROOT/benches/RESULTS.md.new" "$ROOT/benches/RESULTS.md"
