@@ -65,12 +65,27 @@ impl<'a> tokio_postgres::types::FromSql<'a> for Raw {
 fn typed_cell(row: &tokio_postgres::Row, i: usize) -> Result<String, SqlError> {
     let t = row.columns()[i].type_().clone();
     let err = |e: tokio_postgres::Error| SqlError(format!("decoding column {i} of type {t}: {e}"));
-    let array = matches!(
+    // The newer types and arrays: the binary send format, decoded by Tessera's own parameter
+    // decoder and printed with its text output (the protocol::value unit tests pin both
+    // against PostgreSQL's byte layouts).
+    let own_decoder = matches!(
+        t,
+        Type::NUMERIC
+            | Type::DATE
+            | Type::TIME
+            | Type::TIMESTAMP
+            | Type::TIMESTAMPTZ
+            | Type::INTERVAL
+            | Type::UUID
+            | Type::JSON
+            | Type::JSONB
+            | Type::BPCHAR
+    ) || matches!(
         protocol::DataType::from_oid(t.oid()),
         Some(protocol::DataType::Array(_) | protocol::DataType::Vector(_))
     );
     let s = match t {
-        _ if array => match row.try_get::<_, Option<Raw>>(i).map_err(err)? {
+        _ if own_decoder => match row.try_get::<_, Option<Raw>>(i).map_err(err)? {
             None => None,
             Some(Raw(bytes)) => {
                 let ty = protocol::DataType::from_oid(t.oid())
@@ -108,28 +123,6 @@ fn typed_cell(row: &tokio_postgres::Row, i: usize) -> Result<String, SqlError> {
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
             format!("\\x{hex}")
         }),
-        Type::NUMERIC
-        | Type::DATE
-        | Type::TIME
-        | Type::TIMESTAMP
-        | Type::TIMESTAMPTZ
-        | Type::INTERVAL
-        | Type::UUID
-        | Type::JSON
-        | Type::JSONB
-        | Type::BPCHAR => match row.try_get::<_, Option<Raw>>(i).map_err(err)? {
-            None => None,
-            Some(Raw(bytes)) => {
-                // The binary send format, decoded by Tessera's own parameter decoder and
-                // printed with its text output (the protocol::value unit tests pin both
-                // against PostgreSQL's byte layouts).
-                let ty = protocol::DataType::from_oid(t.oid())
-                    .ok_or_else(|| SqlError(format!("no Tessera type for {t}")))?;
-                let v = router::encode::decode_param(Some(&bytes::Bytes::from(bytes)), &ty, true)
-                    .map_err(|e| SqlError(format!("decoding column {i} of type {t}: {e}")))?;
-                v.to_pg_text(&ty)
-            }
-        },
         _ => row.try_get::<_, Option<String>>(i).map_err(err)?,
     };
     Ok(text_cell(s.as_deref()))

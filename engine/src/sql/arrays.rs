@@ -223,20 +223,11 @@ impl Binder<'_> {
         right: &ast::Expr,
         any: bool,
     ) -> Result<(Expr, Ty)> {
-        use ast::BinaryOperator as B;
-        let cmp = match op {
-            B::Eq => CmpOp::Eq,
-            B::NotEq => CmpOp::NotEq,
-            B::Lt => CmpOp::Lt,
-            B::LtEq => CmpOp::LtEq,
-            B::Gt => CmpOp::Gt,
-            B::GtEq => CmpOp::GtEq,
-            _ => {
-                return Err(Error::unsupported(format!(
-                    "{op} {} (array) is not supported",
-                    if any { "ANY" } else { "ALL" }
-                )));
-            }
+        let Some(cmp) = CmpOp::of(op) else {
+            return Err(Error::unsupported(format!(
+                "{op} {} (array) is not supported",
+                if any { "ANY" } else { "ALL" }
+            )));
         };
         let (x, xt) = self.expr(left)?;
         let (array, at) = self.bind_array(right, xt, "op ANY/ALL (array)")?;

@@ -740,18 +740,10 @@ impl<'a> Binder<'a> {
                 global: false,
             }),
             ast::Expr::Subquery(q) => {
-                let cmp = match op {
-                    B::Eq => CmpOp::Eq,
-                    B::NotEq => CmpOp::NotEq,
-                    B::Lt => CmpOp::Lt,
-                    B::LtEq => CmpOp::LtEq,
-                    B::Gt => CmpOp::Gt,
-                    B::GtEq => CmpOp::GtEq,
-                    _ => {
-                        return Err(Error::unsupported(format!(
-                            "{op} {quantifier} (subquery) is not supported"
-                        )));
-                    }
+                let Some(cmp) = CmpOp::of(op) else {
+                    return Err(Error::unsupported(format!(
+                        "{op} {quantifier} (subquery) is not supported"
+                    )));
                 };
                 let (x, xt) = self.expr(left)?;
                 let sq = self.subquery(q)?;
@@ -969,18 +961,7 @@ impl<'a> Binder<'a> {
             return self.scalar_call(f, &[l.clone(), r.clone()]);
         }
         let bool_ty = Some(DataType::Bool);
-        let cmp = |op: &B| -> Option<CmpOp> {
-            Some(match op {
-                B::Eq => CmpOp::Eq,
-                B::NotEq => CmpOp::NotEq,
-                B::Lt => CmpOp::Lt,
-                B::LtEq => CmpOp::LtEq,
-                B::Gt => CmpOp::Gt,
-                B::GtEq => CmpOp::GtEq,
-                _ => return None,
-            })
-        };
-        if let Some(c) = cmp(op) {
+        if let Some(c) = CmpOp::of(op) {
             let (le, re) = self.comparison_operands(l, r, &op.to_string())?;
             return Ok((
                 Expr::Compare {

@@ -58,6 +58,20 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
+    /// The comparison a binary operator is, if it is one (`=`, `<>`, `<`, `<=`, `>`, `>=`).
+    pub(super) fn of(op: &sqlparser::ast::BinaryOperator) -> Option<CmpOp> {
+        use sqlparser::ast::BinaryOperator as B;
+        Some(match op {
+            B::Eq => CmpOp::Eq,
+            B::NotEq => CmpOp::NotEq,
+            B::Lt => CmpOp::Lt,
+            B::LtEq => CmpOp::LtEq,
+            B::Gt => CmpOp::Gt,
+            B::GtEq => CmpOp::GtEq,
+            _ => return None,
+        })
+    }
+
     pub(super) fn holds(self, ord: Ordering) -> bool {
         match self {
             CmpOp::Eq => ord == Ordering::Equal,
