@@ -247,43 +247,43 @@ impl Binder<'_> {
         Ok((node, Some(DataType::Bool)))
     }
 
-    /// `a || b` where either side is an array: concatenation, append or prepend; `None`
-    /// when neither is (string concatenation).
+    /// `a || b` where at least one side is an array: concatenation of two arrays, or an
+    /// element appended or prepended.
     pub(super) fn array_concat(
         &mut self,
         (l, lt): (Expr, Ty),
         (r, rt): (Expr, Ty),
-    ) -> Result<Option<(Expr, Ty)>> {
-        let is_array = |t: &Ty| matches!(t, Some(DataType::Array(_)));
+    ) -> Result<(Expr, Ty)> {
+        let mismatch = || types::operator_error("||", &lt, &rt);
+        // The type both sides convert to (an unknown side takes the other's).
+        let common = |a: DataType, b: Ty| match b {
+            None => Ok(a),
+            Some(b) => types::common_type(&[Some(a), Some(b)], "||")
+                .map_err(|_| mismatch())
+                .map(|t| t.unwrap_or(a)),
+        };
         let (op, ty, args) = match (lt, rt) {
-            (Some(a), Some(b)) if is_array(&lt) && is_array(&rt) => {
-                if types::common_type(&[Some(a), Some(b)], "||").is_err() {
-                    return Err(types::operator_error("||", &lt, &rt));
-                }
-                let ty = types::common_type(&[Some(a), Some(b)], "||")?.unwrap_or(a);
+            (Some(a @ DataType::Array(_)), Some(b @ DataType::Array(_))) => {
+                let ty = common(a, Some(b))?;
                 let l = self.unify(l, lt, ty)?;
                 let r = self.unify(r, rt, ty)?;
                 (ArrayOp::Cat, ty, vec![l, r])
             }
-            (Some(a), _) if is_array(&lt) => {
+            (Some(a @ DataType::Array(_)), _) => {
                 let elem = element_of(&lt, "||")?;
-                if rt.is_some_and(|t| types::common_type(&[Some(t), Some(elem)], "||").is_err()) {
-                    return Err(types::operator_error("||", &lt, &rt));
-                }
+                common(elem, rt)?;
                 let r = self.unify(r, rt, elem)?;
                 (ArrayOp::Append, a, vec![l, r])
             }
-            (_, Some(b)) if is_array(&rt) => {
+            (_, Some(b @ DataType::Array(_))) => {
                 let elem = element_of(&rt, "||")?;
-                if lt.is_some_and(|t| types::common_type(&[Some(t), Some(elem)], "||").is_err()) {
-                    return Err(types::operator_error("||", &lt, &rt));
-                }
+                common(elem, lt)?;
                 let l = self.unify(l, lt, elem)?;
                 (ArrayOp::Prepend, b, vec![l, r])
             }
-            _ => return Ok(None),
+            _ => return Err(mismatch()),
         };
-        Ok(Some((Expr::Array { op, args }, Some(ty))))
+        Ok((Expr::Array { op, args }, Some(ty)))
     }
 
     /// The array functions and set-returning functions by name; `None` for other names.
@@ -473,7 +473,7 @@ pub fn eval(op: ArrayOp, args: &[Expr], env: &Env) -> Result<Value> {
             let Some(items) = items(arg(1)) else {
                 return Ok(Value::Null);
             };
-            quantified(&x, op, all, &items)
+            super::expr::quantified(&x, op, all, items.iter())
         }
         ArrayOp::Length | ArrayOp::Lower { .. } | ArrayOp::Upper { .. } => {
             let (Some(items), Some(dim)) = (items(arg(0)), int(&arg(1))) else {
@@ -573,25 +573,6 @@ pub fn eval(op: ArrayOp, args: &[Expr], env: &Env) -> Result<Value> {
         },
         ArrayOp::Unnest | ArrayOp::Subscripts { .. } | ArrayOp::Series => Value::Null,
     })
-}
-
-/// `x op ANY/ALL (items)` with SQL's three-valued logic: a NULL comparison makes an
-/// otherwise undecided result NULL; an empty array makes ANY false and ALL true.
-fn quantified(x: &Value, op: CmpOp, all: bool, items: &[Value]) -> Value {
-    let mut unknown = false;
-    for item in items {
-        match x.sql_cmp(item).map(|o| op.holds(o)) {
-            Some(true) if !all => return Value::Bool(true),
-            Some(false) if all => return Value::Bool(false),
-            None => unknown = true,
-            _ => {}
-        }
-    }
-    if unknown {
-        Value::Null
-    } else {
-        Value::Bool(all)
-    }
 }
 
 /// Whether a projection has a set-returning item.

@@ -1043,8 +1043,9 @@ impl<'a> Binder<'a> {
             B::StringConcat => {
                 let (le, lt) = self.expr(l)?;
                 let (re, rt) = self.expr(r)?;
-                if let Some(bound) = self.array_concat((le.clone(), lt), (re.clone(), rt))? {
-                    return Ok(bound);
+                let is_array = |t: Ty| matches!(t, Some(DataType::Array(_)));
+                if is_array(lt) || is_array(rt) {
+                    return self.array_concat((le, lt), (re, rt));
                 }
                 let texty = |t: Ty| t.is_none_or(|t| t.is_text());
                 if !texty(lt) && !texty(rt) {

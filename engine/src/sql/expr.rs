@@ -774,22 +774,7 @@ impl Expr {
                     return Ok(Value::Bool(*all));
                 }
                 let v = expr.eval(env)?;
-                // ANY: true if one comparison holds; ALL: false if one fails; NULL where
-                // only unknown comparisons decide.
-                let mut unknown = false;
-                for item in rows.iter().filter_map(|r| r.first()) {
-                    match v.sql_cmp(item).map(|o| op.holds(o)) {
-                        Some(true) if !*all => return Ok(Value::Bool(true)),
-                        Some(false) if *all => return Ok(Value::Bool(false)),
-                        None => unknown = true,
-                        _ => {}
-                    }
-                }
-                if unknown && !rows.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Bool(*all)
-                }
+                quantified(&v, *op, *all, rows.iter().filter_map(|r| r.first()))
             }
             Expr::Aggregate(_) => {
                 return Err(Error::internal("aggregate evaluated outside aggregation"));
@@ -830,6 +815,31 @@ impl SubqueryExpr {
         }
         let rows = super::exec::run_query(&self.plan, env.ctx, Some(env))?;
         Ok(std::borrow::Cow::Borrowed(self.cache.get_or_init(|| rows)))
+    }
+}
+
+/// `x op ANY (items)` (`all` false) or `x op ALL (items)`: ANY is true if one comparison
+/// holds, ALL false if one fails; NULL where only unknown comparisons would decide. No items
+/// make ANY false and ALL true.
+pub(super) fn quantified<'v>(
+    x: &Value,
+    op: CmpOp,
+    all: bool,
+    items: impl Iterator<Item = &'v Value>,
+) -> Value {
+    let mut unknown = false;
+    for item in items {
+        match x.sql_cmp(item).map(|o| op.holds(o)) {
+            Some(true) if !all => return Value::Bool(true),
+            Some(false) if all => return Value::Bool(false),
+            None => unknown = true,
+            _ => {}
+        }
+    }
+    if unknown {
+        Value::Null
+    } else {
+        Value::Bool(all)
     }
 }
 

@@ -108,15 +108,19 @@ fn quote_literal(s: &str) -> String {
 
 /// The unqualified, case-folded name of a function or type, if it is unqualified or in
 /// pg_catalog.
-fn catalog_name(name: &ast::ObjectName) -> Option<String> {
-    let parts: Vec<String> = name
-        .0
+/// A name's parts as PostgreSQL folds them.
+fn name_parts(name: &ast::ObjectName) -> Vec<String> {
+    name.0
         .iter()
         .map(|p| match p {
             ObjectNamePart::Identifier(i) => ident(i),
             ObjectNamePart::Function(f) => ident(&f.name),
         })
-        .collect();
+        .collect()
+}
+
+fn catalog_name(name: &ast::ObjectName) -> Option<String> {
+    let parts = name_parts(name);
     match parts.as_slice() {
         [n] => Some(n.clone()),
         [s, n] if s == "pg_catalog" => Some(n.clone()),
@@ -138,27 +142,17 @@ fn expandarray_arg(e: &Expr) -> Option<&Expr> {
     let Expr::Function(f) = strip_nested(e) else {
         return None;
     };
-    let parts: Vec<String> = f
-        .name
-        .0
-        .iter()
-        .map(|p| match p {
-            ObjectNamePart::Identifier(i) => ident(i),
-            ObjectNamePart::Function(f) => ident(&f.name),
-        })
-        .collect();
-    match parts
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["_pg_expandarray"] | ["information_schema", "_pg_expandarray"] => {
-            match function_args(f)?.as_slice() {
-                [arg] => Some(*arg),
-                _ => None,
-            }
-        }
+    let parts = name_parts(&f.name);
+    let named = match parts.as_slice() {
+        [n] => n == "_pg_expandarray",
+        [schema, n] => schema == "information_schema" && n == "_pg_expandarray",
+        _ => false,
+    };
+    if !named {
+        return None;
+    }
+    match function_args(f)?.as_slice() {
+        [arg] => Some(*arg),
         _ => None,
     }
 }
