@@ -24,7 +24,7 @@ pub const MAGIC: [u8; 4] = *b"TSRA";
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// The shared cluster secret every role is started with.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterSecret(Vec<u8>);
 
 impl ClusterSecret {

@@ -24,6 +24,9 @@ use crate::frame::{MAX_FRAME, read_frame, write_queued};
 use crate::message::{Request, Response};
 use crate::net;
 
+#[cfg(not(feature = "sim"))]
+mod local;
+
 /// How long a connect plus handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -282,6 +285,12 @@ pub trait Service: Send + Sync + 'static {
 /// future: aborting the task that runs `serve` closes all of its connections at once, so an
 /// in-process role can really stop.
 pub async fn serve<S: Service>(listener: net::TcpListener, secret: ClusterSecret, service: Arc<S>) {
+    // Callable in-process for as long as this runs (see `local`).
+    #[cfg(not(feature = "sim"))]
+    let _local = listener
+        .local_addr()
+        .ok()
+        .map(|addr| local::register(addr.to_string(), &secret, service.clone()));
     let mut connections = tokio::task::JoinSet::new();
     let mut next_conn: u64 = 0;
     loop {
@@ -375,6 +384,9 @@ async fn serve_connection<S: Service>(
 pub struct Pool {
     secret: ClusterSecret,
     clients: Arc<tokio::sync::Mutex<HashMap<String, RpcClient>>>,
+    /// Set by `with_local_calls`: calls to services in this process skip the socket.
+    #[cfg(not(feature = "sim"))]
+    local: Option<Arc<local::LocalConnection>>,
 }
 
 impl Pool {
@@ -382,7 +394,19 @@ impl Pool {
         Pool {
             secret,
             clients: Arc::default(),
+            #[cfg(not(feature = "sim"))]
+            local: None,
         }
+    }
+
+    /// A pool whose `call`s to a service running in this same process (registered by
+    /// `serve`) are handed to it directly instead of over TCP; streams still use TCP.
+    pub fn with_local_calls(mut self) -> Self {
+        #[cfg(not(feature = "sim"))]
+        {
+            self.local = Some(Arc::new(local::LocalConnection::new()));
+        }
+        self
     }
 
     pub fn secret(&self) -> &ClusterSecret {
@@ -414,6 +438,12 @@ impl Pool {
     /// sent, a lost connection leaves its outcome unknown, and only the caller can judge
     /// whether repeating it is safe.
     pub async fn call(&self, addr: &str, req: Request) -> Result<Response> {
+        #[cfg(not(feature = "sim"))]
+        if let Some(local) = &self.local
+            && let Some(handler) = local.handler(addr, &self.secret)
+        {
+            return local.call(handler, req).await;
+        }
         self.get(addr).await?.call(req).await
     }
 }

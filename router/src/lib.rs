@@ -75,7 +75,11 @@ impl RouterHandle {
 /// Starts a router: connects to meta, then serves Postgres clients.
 pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
     let meta = MetaClient::connect(cfg.meta.clone(), cfg.secret.clone()).await?;
-    let router = dispatch::Router::new(meta, Pool::new(cfg.secret.clone()), cfg.row_budget);
+    let router = dispatch::Router::new(
+        meta,
+        Pool::new(cfg.secret.clone()).with_local_calls(),
+        cfg.row_budget,
+    );
     if let Some((name, password)) = &cfg.bootstrap_superuser
         && router.meta.state().roles.is_empty()
     {
