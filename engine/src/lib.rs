@@ -13,6 +13,7 @@ pub mod buffer;
 pub mod index;
 pub mod locks;
 pub mod node;
+pub mod point_read;
 pub mod shard;
 pub mod sql;
 pub mod storage;

@@ -309,6 +309,14 @@ impl NodeService {
         }
         let shard = hosted.shard;
         let Some(spec) = spec else {
+            // A lookup by key is cheaper than the hand-off to a blocking thread.
+            if let [stmt] = stmts.as_slice()
+                && !writes
+                && crate::point_read::is_point_shaped(stmt)
+                && let Some(result) = shard.read_points(stmt, &params)?
+            {
+                return Ok(Response::Result(result));
+            }
             let admitted = if writes {
                 let mut g = hosted
                     .gate
@@ -437,6 +445,25 @@ impl NodeService {
                 "transaction was aborted",
             )),
             None => Ok(Response::Ok),
+        })
+        .await
+    }
+
+    /// Two-phase commit on the coordinator shard: its own part commits together with the
+    /// decision (see `Request::CommitDecide`).
+    async fn commit_decide(&self, id: ShardId, txn_id: u64) -> Result<Response> {
+        let _admitted = self.admit_finish(id);
+        let Some(open) = self.take_open(id, txn_id)? else {
+            return Err(part_lost(id));
+        };
+        finish_open(open, move |shard, txn| match txn {
+            Some(t) => shard
+                .commit_deciding(t)
+                .map(|_| Response::Decision(Some(true))),
+            None => Err(Error::new(
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                "transaction was aborted",
+            )),
         })
         .await
     }
@@ -817,6 +844,7 @@ impl Service for NodeService {
                 txn,
                 coordinator,
             } => self.prepare_txn(shard, txn, coordinator).await,
+            Request::CommitDecide { shard, txn } => self.commit_decide(shard, txn).await,
             Request::DecideTxn { shard, txn, commit } => match self.hosted_entry(shard) {
                 Ok(h) => tokio::task::spawn_blocking(move || {
                     h.shard

@@ -157,6 +157,9 @@ struct Pending {
     schemas: Vec<(String, Vec<u8>)>,
     /// A prepared transaction being committed: its `prepared` entry goes in the same write.
     prepared: Option<TxnId>,
+    /// The coordinator's own part of a distributed transaction: committing it records the
+    /// transaction's decision (commit) in the same write, unless an outcome is recorded.
+    decides: Option<TxnId>,
     /// SERIALIZABLE: the snapshot LSN and what was read.
     validate: Option<(u64, ReadSet)>,
 }
@@ -248,6 +251,15 @@ fn serialization_failure() -> Error {
         "could not serialize access due to read/write dependencies among transactions",
     )
     .with_detail("Reason code: Canceled on identification as a pivot, during commit attempt.")
+}
+
+/// A distributed transaction whose outcome was recorded (as an abort, by an in-doubt
+/// resolver) before its coordinator part could commit.
+pub fn aborted_in_doubt() -> Error {
+    Error::new(
+        sqlstate::SERIALIZATION_FAILURE,
+        "the transaction was aborted while its commit was in doubt",
+    )
 }
 
 /// Whether `path` starts with redb's magic number still zeroed (see `Shard::open`).
@@ -462,6 +474,7 @@ impl Shard {
                 schemas: Vec::new(),
                 validate: None,
                 prepared: Some(id),
+                decides: None,
             }))
             .map(|_| ())
         } else {
@@ -575,6 +588,7 @@ impl Shard {
             schemas: Vec::new(),
             prepared: None,
             validate: None,
+            decides: None,
         }))
     }
 
@@ -592,7 +606,7 @@ impl Shard {
 
     /// Records decisions made on another copy of this shard; one already recorded here stands.
     pub fn import_decisions(&self, decisions: &[(TxnId, bool)]) -> Result<()> {
-        let txn = self.begin_write()?;
+        let txn = self.begin_write(true)?;
         {
             let mut table = txn.open_table(DECISIONS).map_err(storage_err)?;
             for &(id, commit) in decisions {
@@ -849,6 +863,50 @@ impl Shard {
                 schemas,
                 validate,
                 prepared: None,
+                decides: None,
+            }))
+        };
+        self.locks.release_all(id);
+        result
+    }
+
+    /// Commits the coordinator shard's part of a distributed transaction and records the
+    /// transaction's decision (commit) in the same write: one durable write where a prepare,
+    /// a decision and a finish were three. The other participants must be prepared already.
+    /// Fails, committing nothing and recording nothing, if validation fails; fails with 40001
+    /// if an outcome was recorded first (an in-doubt resolver's presumed abort).
+    pub fn commit_deciding(&self, t: Transaction) -> Result<u64> {
+        let id = t.id;
+        let result = if t.set.is_empty() {
+            let valid = match (&t.isolation, &t.snapshot) {
+                (Isolation::Serializable, Some((_, lsn))) => {
+                    !self.read_conflict(*lsn, &t.reads, &[])?
+                }
+                _ => true,
+            };
+            if !valid {
+                Err(serialization_failure())
+            } else {
+                match self.decide(id, true) {
+                    Ok(true) => Ok(0),
+                    Ok(false) => Err(aborted_in_doubt()),
+                    Err(e) => Err(e),
+                }
+            }
+        } else {
+            let validate = match (&t.isolation, &t.snapshot) {
+                (Isolation::Serializable, Some((_, lsn))) => Some((*lsn, t.reads)),
+                _ => None,
+            };
+            let ddl_snapshot = t.set.ddl_snapshot();
+            let (changes, schemas) = t.set.into_parts();
+            let validate = with_ddl_validation(validate, ddl_snapshot, &changes);
+            self.submit(Work::Commit(Pending {
+                changes,
+                schemas,
+                validate,
+                prepared: None,
+                decides: Some(id),
             }))
         };
         self.locks.release_all(id);
@@ -930,6 +988,16 @@ impl Shard {
         }
     }
 
+    /// Runs a read-only autocommit statement on the calling thread if it fetches nothing but
+    /// rows by key (see `point_read`); `None` if it must run on a blocking thread instead.
+    pub fn read_points(&self, stmt: &Statement, params: &[Value]) -> Result<Option<QueryResult>> {
+        let snap = self.snapshot()?;
+        match sql::query(stmt, params, &crate::point_read::PointsOnly::new(&snap)) {
+            Err(e) if crate::point_read::is_not_a_point_read(&e) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
     /// Parameter types and result columns of a statement.
     pub fn describe(&self, stmt: &Statement) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
         sql::describe(stmt, &self.snapshot()?)
@@ -979,8 +1047,15 @@ impl Shard {
                 .map(|t| (t, Err(Error::internal("commit history poisoned"))))
                 .collect();
         };
+        // Dropping a decision record or an aborted prepare may be lost in a crash: a lost
+        // forget leaves a few bytes of garbage, a lost discard brings back a prepared
+        // transaction whose coordinator answers "abort" (recorded, or presumed). A batch of
+        // nothing else needs no fsync; the next durable batch makes it durable too.
+        let durable = !batch
+            .iter()
+            .all(|(_, w)| matches!(w, Work::Step(Step::Forget(_) | Step::Discard(_))));
         let written = (|| -> Result<Vec<BatchOutcome>> {
-            let txn = self.begin_write()?;
+            let txn = self.begin_write(durable)?;
             let mut out = Vec::with_capacity(batch.len());
             let mut accepted: Vec<CommitSummary> = Vec::new();
             // Undecided prepared writes count as committed for SERIALIZABLE validation; read
@@ -1025,6 +1100,17 @@ impl Shard {
                     out.push((ticket, Ok(0), None));
                     continue;
                 }
+                if let Some(id) = p.decides
+                    && txn
+                        .open_table(DECISIONS)
+                        .map_err(storage_err)?
+                        .get(id)
+                        .map_err(storage_err)?
+                        .is_some()
+                {
+                    out.push((ticket, Err(aborted_in_doubt()), None));
+                    continue;
+                }
                 if p.prepared.is_none() {
                     let checked = check_schemas(&txn, &p.schemas)
                         .and_then(|()| self.crosses_prepared(&p.changes, None));
@@ -1058,6 +1144,12 @@ impl Shard {
                     txn.open_table(PREPARED)
                         .map_err(storage_err)?
                         .remove(id)
+                        .map_err(storage_err)?;
+                }
+                if let Some(id) = p.decides {
+                    txn.open_table(DECISIONS)
+                        .map_err(storage_err)?
+                        .insert(id, 1u8)
                         .map_err(storage_err)?;
                 }
                 accepted.push(summary.clone());
@@ -1100,9 +1192,10 @@ impl Shard {
         }
     }
 
-    fn begin_write(&self) -> Result<WriteTransaction> {
+    /// A redb write transaction; `durable: false` skips the fsync even where commits sync.
+    fn begin_write(&self, durable: bool) -> Result<WriteTransaction> {
         let mut txn = self.db.begin_write().map_err(storage_err)?;
-        let durability = if self.opts.sync_commits {
+        let durability = if self.opts.sync_commits && durable {
             redb::Durability::Immediate
         } else {
             redb::Durability::None
@@ -1151,7 +1244,7 @@ impl Shard {
         if epoch <= self.placement_epoch() {
             return Ok(());
         }
-        let txn = self.begin_write()?;
+        let txn = self.begin_write(true)?;
         txn.open_table(STATE)
             .map_err(storage_err)?
             .insert(STATE_PLACEMENT_EPOCH, epoch)
@@ -1194,7 +1287,7 @@ impl Shard {
         if fresh.is_empty() {
             return Ok(lsn);
         }
-        let txn = self.begin_write()?;
+        let txn = self.begin_write(true)?;
         for record in fresh {
             if record.lsn != lsn + 1 {
                 return Err(Error::new(
@@ -1221,7 +1314,7 @@ impl Shard {
 
     /// Starts replacing this replica's whole contents with an upstream snapshot.
     pub fn begin_snapshot(&self, tables: &[TableSchema]) -> Result<SnapshotLoad<'_>> {
-        let txn = self.begin_write()?;
+        let txn = self.begin_write(true)?;
         {
             let mut catalog = txn.open_table(CATALOG).map_err(storage_err)?;
             let old: Vec<String> = catalog
@@ -1730,6 +1823,49 @@ mod tests {
         s.forget_decision(77).unwrap();
         assert_eq!(s.decision_count().unwrap(), 0);
         assert_eq!(s.decision(77).unwrap(), None);
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_coordinator_commits_with_its_decision_unless_an_abort_came_first() {
+        let (s, dir) = shard("commit-decide");
+        run(&s, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");
+        run(&s, "INSERT INTO a VALUES (1, 100)");
+        let stmt = sql::parse("UPDATE a SET bal = bal - 10 WHERE id = 1")
+            .unwrap()
+            .remove(0);
+        let lsn = s.lsn();
+        let mut t = s.begin(5, Isolation::ReadCommitted, false, None);
+        s.execute_in(&mut t, &stmt, &[]).unwrap();
+        assert_eq!(
+            s.commit_deciding(t).unwrap(),
+            lsn + 1,
+            "its rows are the next LSN"
+        );
+        assert_eq!(
+            s.decision(5).unwrap(),
+            Some(true),
+            "and the decision is recorded"
+        );
+        assert_eq!(s.locked_rows(), 0);
+        let bal = |s: &Shard| run(s, "SELECT bal FROM a WHERE id = 1").rows;
+        assert_eq!(bal(&s), vec![vec![Value::Int(90)]]);
+
+        // An in-doubt resolver's presumed abort recorded first: nothing commits.
+        let mut t = s.begin(6, Isolation::ReadCommitted, false, None);
+        s.execute_in(&mut t, &stmt, &[]).unwrap();
+        assert!(!s.decide(6, false).unwrap());
+        let e = s.commit_deciding(t).unwrap_err();
+        assert_eq!(e.code, sqlstate::SERIALIZATION_FAILURE);
+        assert_eq!(s.decision(6).unwrap(), Some(false), "the abort stands");
+        assert_eq!(bal(&s), vec![vec![Value::Int(90)]]);
+        assert_eq!(s.locked_rows(), 0);
+
+        // A part that wrote nothing still records the decision.
+        let t = s.begin(7, Isolation::ReadCommitted, false, None);
+        s.commit_deciding(t).unwrap();
+        assert_eq!(s.decision(7).unwrap(), Some(true));
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -126,6 +126,12 @@ pub enum Request {
         shard: ShardId,
         decisions: Vec<(u64, bool)>,
     },
+    /// Node, on the coordinator shard of a distributed commit, once every other written
+    /// shard is prepared: commit this shard's part of `txn` and record the decision
+    /// (commit) in the same durable write. Answers `Decision(Some(true))`; an error means
+    /// nothing was committed or recorded here (40001 when an in-doubt resolver's abort was
+    /// recorded first).
+    CommitDecide { shard: ShardId, txn: u64 },
 }
 
 /// A client transaction as a shard sees it.

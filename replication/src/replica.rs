@@ -18,6 +18,9 @@ use protocol::error::{Error, Result};
 use protocol::message::{Request, Response, StreamItem};
 use protocol::rpc::Pool;
 
+/// The most change records applied in one write when several batches are waiting.
+const APPLY_MAX_RECORDS: usize = 4096;
+
 /// Which shard's log a copy follows: its own, or, while it is being split off another
 /// shard, that shard's (as long as that shard's epoch is `split_epoch`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +75,16 @@ async fn follow_once(
         .await?;
     let mut loading: Option<SnapshotJob> = None;
     let mut report = None;
-    while let Some(resp) = stream.recv().await {
+    // A message read ahead while gathering change batches, handled next.
+    let mut ahead: Option<Response> = None;
+    loop {
+        let resp = match ahead.take() {
+            Some(resp) => resp,
+            None => match stream.recv().await {
+                Some(resp) => resp,
+                None => break,
+            },
+        };
         let item = match resp {
             Response::Stream(item) => item,
             Response::End => return Ok(()),
@@ -85,6 +97,19 @@ async fn follow_once(
         };
         match item {
             StreamItem::Changes(mut records) => {
+                // Batches that arrived while the last one was applied go into the same
+                // write: one fsync for all of them, so a replica keeps up with a primary
+                // whose commits it would otherwise sync one by one.
+                while records.len() < APPLY_MAX_RECORDS {
+                    match stream.try_recv() {
+                        Ok(Response::Stream(StreamItem::Changes(more))) => records.extend(more),
+                        Ok(other) => {
+                            ahead = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 // A move's checksum holds applying at one LSN for a moment: apply up to it,
                 // keep the rest until the hold is lifted (the stream waits meanwhile).
                 while let Some(limit) = shard.apply_limit() {

@@ -1215,15 +1215,18 @@ impl Router {
         }
     }
 
-    /// Two-phase commit. The decision is durable on the coordinator shard (the lowest written
-    /// shard) before any participant commits; participants that never hear it ask the
-    /// coordinator themselves (the node runtime's in-doubt resolver), so a router crash at
-    /// any point leaves no transaction half-applied for long.
+    /// Two-phase commit. The coordinator is the lowest written shard; its own part commits in
+    /// the same durable write as the decision, once every other written shard is prepared
+    /// (so it is never prepared itself: one write where a prepare, a decision and a finish
+    /// were three). Participants that never hear the outcome ask the coordinator themselves
+    /// (the node runtime's in-doubt resolver), so a router crash at any point leaves no
+    /// transaction half-applied for long.
     ///
     /// ```text
-    ///  read-only shards: EndTxn(commit)       written shards: PrepareTxn (durable, locks kept)
-    ///  coordinator: DecideTxn(commit)  ──► outcome that stands (a resolver may have aborted)
-    ///  written shards: FinishPrepared(outcome)
+    ///  read-only shards: EndTxn(commit)      other written shards: PrepareTxn (durable, locks kept)
+    ///  coordinator: CommitDecide  ──► its rows and the decision "commit", one write
+    ///               (a resolver's abort recorded first makes it fail: one outcome stands)
+    ///  other written shards: FinishPrepared(outcome)
     /// ```
     async fn two_phase_commit(&self, txn: &SessionTxn) -> Result<()> {
         let id = txn.spec.id;
@@ -1264,11 +1267,11 @@ impl Router {
             .iter()
             .filter_map(|s| txn.touched.get(s).map(|a| (*s, self.live_addr(*s, a))))
             .collect();
-        let (coordinator, coordinator_addr) = written
-            .first()
-            .cloned()
-            .ok_or_else(|| Error::internal("no written shard"))?;
-        let prepares = written.iter().map(|(shard, addr)| {
+        let Some(((coordinator, coordinator_addr), others)) = written.split_first() else {
+            return Err(Error::internal("no written shard"));
+        };
+        let (coordinator, coordinator_addr) = (*coordinator, coordinator_addr.clone());
+        let prepares = others.iter().map(|(shard, addr)| {
             self.pool.call(
                 addr,
                 Request::PrepareTxn {
@@ -1280,64 +1283,73 @@ impl Router {
         });
         let prepared = futures::future::join_all(prepares).await;
         let failure = prepared.iter().find_map(|r| r.as_ref().err().cloned());
-        let decide = |commit| {
-            self.pool.call(
-                &coordinator_addr,
-                Request::DecideTxn {
+        let outcome = match &failure {
+            Some(_) => {
+                // Nothing can record "commit" now: roll the coordinator's part back.
+                let _ = self
+                    .pool
+                    .call(
+                        &coordinator_addr,
+                        Request::EndTxn {
+                            shard: coordinator,
+                            txn: id,
+                            commit: false,
+                            writes_elsewhere: true,
+                        },
+                    )
+                    .await;
+                Ok(false)
+            }
+            None => {
+                let req = Request::CommitDecide {
                     shard: coordinator,
                     txn: id,
-                    commit,
-                },
-            )
-        };
-        let outcome = match failure {
-            Some(_) => Ok(Response::Decision(Some(false))),
-            None => decide(true).await,
-        };
-        let commit = match &outcome {
-            Ok(Response::Decision(Some(c))) => *c,
-            // Unknown: the coordinator may or may not have recorded it; the resolvers finish
-            // the participants either way. The client must be told the outcome is unknown.
-            _ => {
-                // Hand the participants to their in-doubt resolvers without delay.
-                for (shard, addr) in &written {
-                    let (pool, addr, shard) = (self.pool.clone(), addr.clone(), *shard);
-                    tokio::spawn(async move {
-                        let _ = pool
-                            .call(&addr, Request::ReleasePrepared { shard, txn: id })
-                            .await;
-                    });
+                };
+                match self.pool.call(&coordinator_addr, req).await {
+                    Ok(Response::Decision(Some(true))) => Ok(true),
+                    // Committed nothing and recorded nothing there; only that request
+                    // records "commit", so the outcome is abort.
+                    Err(e) if !outcome_unknown(&e) => Err(e),
+                    _ => {
+                        // Unknown: the coordinator may or may not have recorded it; the
+                        // resolvers finish the participants either way, without delay.
+                        for (shard, addr) in others {
+                            let (pool, addr, shard) = (self.pool.clone(), addr.clone(), *shard);
+                            tokio::spawn(async move {
+                                let _ = pool
+                                    .call(&addr, Request::ReleasePrepared { shard, txn: id })
+                                    .await;
+                            });
+                        }
+                        return Err(Error::new(
+                            sqlstate::CONNECTION_FAILURE,
+                            "the outcome of this distributed commit is unknown (the coordinator shard did not answer)",
+                        ));
+                    }
                 }
-                return Err(Error::new(
-                    sqlstate::CONNECTION_FAILURE,
-                    "the outcome of this distributed commit is unknown (the coordinator shard did not answer)",
-                ));
             }
         };
-        if !commit && failure.is_none() {
-            // An in-doubt resolver aborted it first.
-        } else if !commit {
-            let _ = decide(false).await;
-        }
-        let finishes = written
-            .iter()
-            .zip(&prepared)
-            .filter(|(_, p)| p.is_ok())
-            .map(|((shard, addr), _)| {
-                self.pool.call(
-                    addr,
-                    Request::FinishPrepared {
-                        shard: *shard,
-                        txn: id,
-                        commit,
-                    },
-                )
-            });
+        let commit = matches!(outcome, Ok(true));
+        let finishes =
+            others
+                .iter()
+                .zip(&prepared)
+                .filter(|(_, p)| p.is_ok())
+                .map(|((shard, addr), _)| {
+                    self.pool.call(
+                        addr,
+                        Request::FinishPrepared {
+                            shard: *shard,
+                            txn: id,
+                            commit,
+                        },
+                    )
+                });
         // A participant that misses this still learns the decision from the coordinator.
         let finished = futures::future::join_all(finishes).await;
         // Every participant is done: nobody will ask for the decision again, so the
         // coordinator may drop its record (off the commit's path; a miss only leaves garbage).
-        if failure.is_none() && finished.iter().all(|r| r.is_ok()) {
+        if commit && finished.iter().all(|r| r.is_ok()) {
             let pool = self.pool.clone();
             tokio::spawn(async move {
                 let _ = pool
@@ -1351,15 +1363,15 @@ impl Router {
                     .await;
             });
         }
-        if let Some(e) = failure {
-            return Err(e);
+        match (failure, outcome) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(_)) => Ok(()),
         }
-        if !commit {
-            return Err(Error::new(
-                sqlstate::SERIALIZATION_FAILURE,
-                "the transaction was aborted while its commit was in doubt",
-            ));
-        }
-        Ok(())
     }
+}
+
+/// True if a failed commit step may still have taken effect: the link broke, or the shard's
+/// durable write failed after it may have reached the disk.
+fn outcome_unknown(e: &Error) -> bool {
+    e.is_connection() || e.message.starts_with("commit outcome unknown")
 }
