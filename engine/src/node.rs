@@ -449,6 +449,29 @@ impl NodeService {
         .await
     }
 
+    /// Records a transaction's outcome on its coordinator shard unless one stands; answers
+    /// the one that stands.
+    async fn decide_txn(&self, id: ShardId, txn_id: u64, commit: bool) -> Result<Response> {
+        let shard = self.hosted_entry(id)?.shard;
+        let decided = tokio::task::spawn_blocking(move || shard.decide(txn_id, commit))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))??;
+        if !decided {
+            // The coordinator's own part is never prepared; if its router stopped before
+            // `CommitDecide`, it is still open here. It can never commit now: free its locks.
+            if let Some(open) = self.take_open(id, txn_id)? {
+                finish_open(open, |shard, txn| {
+                    if let Some(t) = txn {
+                        shard.rollback(t);
+                    }
+                    Ok(Response::Ok)
+                })
+                .await?;
+            }
+        }
+        Ok(Response::Decision(Some(decided)))
+    }
+
     /// Two-phase commit on the coordinator shard: its own part commits together with the
     /// decision (see `Request::CommitDecide`).
     async fn commit_decide(&self, id: ShardId, txn_id: u64) -> Result<Response> {
@@ -845,16 +868,7 @@ impl Service for NodeService {
                 coordinator,
             } => self.prepare_txn(shard, txn, coordinator).await,
             Request::CommitDecide { shard, txn } => self.commit_decide(shard, txn).await,
-            Request::DecideTxn { shard, txn, commit } => match self.hosted_entry(shard) {
-                Ok(h) => tokio::task::spawn_blocking(move || {
-                    h.shard
-                        .decide(txn, commit)
-                        .map(|d| Response::Decision(Some(d)))
-                })
-                .await
-                .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
-                Err(e) => Err(e),
-            },
+            Request::DecideTxn { shard, txn, commit } => self.decide_txn(shard, txn, commit).await,
             Request::TxnDecision { shard, txn } => match self.hosted_entry(shard) {
                 Ok(h) => h.shard.decision(txn).map(Response::Decision),
                 Err(e) => Err(e),
@@ -906,18 +920,21 @@ impl Service for NodeService {
             }
             Request::ShardStats { shard } => match self.hosted_entry(shard) {
                 Ok(h) => {
-                    // Read the gate before counting: once frozen is seen, the counts can only
-                    // fall.
-                    let (frozen, sealed, writers) = h
-                        .gate
-                        .lock()
-                        .map(|g| (g.frozen, g.sealed, g.writers))
-                        .unwrap_or((false, false, 0));
+                    // Read `frozen` before counting: once frozen is seen, no transaction opens.
+                    // Read `writers` after counting: a COMMIT is admitted as a writer before
+                    // it leaves the open table, so one that left before the count is still
+                    // counted here until its write is done.
+                    let frozen = h.gate.lock().map(|g| g.frozen).unwrap_or(false);
                     let open_txns = self
                         .txns
                         .lock()
                         .map(|t| t.keys().filter(|(s, _)| *s == shard).count() as u64)
                         .unwrap_or(0);
+                    let (sealed, writers) = h
+                        .gate
+                        .lock()
+                        .map(|g| (g.sealed, g.writers))
+                        .unwrap_or((false, 0));
                     let (primary, epoch) = (h.primary, h.epoch);
                     tokio::task::spawn_blocking(move || {
                         h.shard.stats().map(|mut st| {
@@ -1008,5 +1025,112 @@ fn request_name(req: &Request) -> &'static str {
             "meta requests"
         }
         _ => "this request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::auth::ClusterSecret;
+    use protocol::clock::SystemClock;
+    use protocol::message::Isolation;
+    use protocol::rpc::Pool;
+
+    use super::*;
+
+    /// A node hosting shard 0 as primary, served on a loopback port, and an in-process pool.
+    async fn node(name: &str) -> (Arc<NodeService>, Pool, String, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-node-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
+        let opts = ShardOptions {
+            log_retain: 1000,
+            sync_commits: false,
+        };
+        let svc = Arc::new(NodeService::new(1, dir.clone(), hlc, opts).unwrap());
+        svc.host(0, true, 1, false, false).unwrap();
+        let listener = protocol::net::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let secret = ClusterSecret::new("s");
+        tokio::spawn(protocol::rpc::serve(listener, secret.clone(), svc.clone()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        (svc, Pool::new(secret).with_local_calls(), addr, dir)
+    }
+
+    fn execute(sql: &str, txn: Option<u64>) -> Request {
+        Request::Execute {
+            shard: 0,
+            epoch: 1,
+            sql: sql.into(),
+            params: Vec::new(),
+            txn: txn.map(|id| TxnSpec {
+                id,
+                isolation: Isolation::ReadCommitted,
+                read_only: false,
+                lock_timeout_ms: 0,
+            }),
+            timeout_ms: 0,
+        }
+    }
+
+    async fn balance(pool: &Pool, addr: &str) -> Vec<Vec<Value>> {
+        match pool
+            .call(addr, execute("SELECT bal FROM a WHERE id = 1", None))
+            .await
+            .unwrap()
+        {
+            Response::Result(r) => r.rows,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_decide_commits_with_the_decision_and_an_abort_frees_the_open_part() {
+        let (svc, pool, addr, dir) = node("commit-decide").await;
+        for sql in [
+            "CREATE TABLE a (id int PRIMARY KEY, bal bigint)",
+            "INSERT INTO a VALUES (1, 100)",
+        ] {
+            pool.call(&addr, execute(sql, None)).await.unwrap();
+        }
+        let update = "UPDATE a SET bal = bal - 10 WHERE id = 1";
+        let shard = svc.shard(0).unwrap();
+
+        // The coordinator's part commits with its decision.
+        pool.call(&addr, execute(update, Some(10))).await.unwrap();
+        let decided = pool
+            .call(&addr, Request::CommitDecide { shard: 0, txn: 10 })
+            .await
+            .unwrap();
+        assert_eq!(decided, Response::Decision(Some(true)));
+        assert_eq!(shard.decision(10).unwrap(), Some(true));
+        assert_eq!(balance(&pool, &addr).await, vec![vec![Value::Int(90)]]);
+
+        // Its router went away before CommitDecide; a resolver's abort frees the open part.
+        pool.call(&addr, execute(update, Some(11))).await.unwrap();
+        assert_eq!(shard.locked_rows(), 1);
+        let decided = pool
+            .call(
+                &addr,
+                Request::DecideTxn {
+                    shard: 0,
+                    txn: 11,
+                    commit: false,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(decided, Response::Decision(Some(false)));
+        assert_eq!(shard.locked_rows(), 0, "the open part's locks are gone");
+        let late = pool
+            .call(&addr, Request::CommitDecide { shard: 0, txn: 11 })
+            .await
+            .unwrap_err();
+        assert_eq!(late.code, sqlstate::SERIALIZATION_FAILURE);
+        assert_eq!(balance(&pool, &addr).await, vec![vec![Value::Int(90)]]);
+        drop(svc);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -16,8 +16,10 @@
 //! ```
 //!
 //! The shape check keeps out what could run long without touching a table: WITH (recursive
-//! queries), subqueries, joins, set operations and function calls (set-returning functions,
-//! `repeat`, …). A refused read has read at most a few rows of a snapshot and changed
+//! queries), subqueries, joins, set operations, function calls (set-returning functions,
+//! `repeat`, …) and pattern matching (LIKE, SIMILAR TO, regular expressions). What is left
+//! is a few comparisons per row; a page that is not in memory is still read from disk on
+//! the worker, as it would be by the blocking thread. A refused read has read at most a few rows of a snapshot and changed
 //! nothing, so running it again elsewhere is invisible to the client.
 
 use std::cell::Cell;
@@ -66,8 +68,26 @@ pub fn is_point_shaped(stmt: &Statement) -> bool {
             ControlFlow::Continue(())
         }
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            use sqlparser::ast::BinaryOperator as B;
             match expr {
-                Expr::Function(_) => ControlFlow::Break(()),
+                // Pattern matching costs time in the pattern's and the text's length.
+                Expr::Function(_)
+                | Expr::Like { .. }
+                | Expr::ILike { .. }
+                | Expr::SimilarTo { .. }
+                | Expr::RLike { .. }
+                | Expr::BinaryOp {
+                    op:
+                        B::PGRegexMatch
+                        | B::PGRegexIMatch
+                        | B::PGRegexNotMatch
+                        | B::PGRegexNotIMatch
+                        | B::PGLikeMatch
+                        | B::PGILikeMatch
+                        | B::PGNotLikeMatch
+                        | B::PGNotILikeMatch,
+                    ..
+                } => ControlFlow::Break(()),
                 _ => ControlFlow::Continue(()),
             }
         }
@@ -158,6 +178,8 @@ mod tests {
             "SELECT * FROM t UNION SELECT * FROM u",
             "SELECT * FROM t WHERE k = 1 FOR UPDATE",
             "SELECT 1",
+            "SELECT * FROM t WHERE k = 1 AND v LIKE $2",
+            "SELECT * FROM t WHERE k = 1 AND v ~ $2",
             "UPDATE t SET v = 1 WHERE k = 1",
         ] {
             assert!(!shaped(sql), "{sql}");

@@ -1271,7 +1271,17 @@ impl Router {
             return Err(Error::internal("no written shard"));
         };
         let (coordinator, coordinator_addr) = (*coordinator, coordinator_addr.clone());
-        let prepares = others.iter().map(|(shard, addr)| {
+        // SERIALIZABLE prepares the coordinator too: a prepared write set counts as committed
+        // in every other transaction's validation, and the coordinator's must count while the
+        // others prepare, or a write skew could pass between them. Its decision is then a
+        // write of its own.
+        let coordinator_prepares = txn.spec.isolation == protocol::message::Isolation::Serializable;
+        let to_prepare = if coordinator_prepares {
+            &written[..]
+        } else {
+            others
+        };
+        let prepares = to_prepare.iter().map(|(shard, addr)| {
             self.pool.call(
                 addr,
                 Request::PrepareTxn {
@@ -1284,6 +1294,7 @@ impl Router {
         let prepared = futures::future::join_all(prepares).await;
         let failure = prepared.iter().find_map(|r| r.as_ref().err().cloned());
         let outcome = match &failure {
+            Some(_) if coordinator_prepares => Ok(false),
             Some(_) => {
                 // Nothing can record "commit" now: roll the coordinator's part back.
                 let _ = self
@@ -1301,19 +1312,29 @@ impl Router {
                 Ok(false)
             }
             None => {
-                let req = Request::CommitDecide {
-                    shard: coordinator,
-                    txn: id,
+                let req = if coordinator_prepares {
+                    Request::DecideTxn {
+                        shard: coordinator,
+                        txn: id,
+                        commit: true,
+                    }
+                } else {
+                    Request::CommitDecide {
+                        shard: coordinator,
+                        txn: id,
+                    }
                 };
                 match self.pool.call(&coordinator_addr, req).await {
                     Ok(Response::Decision(Some(true))) => Ok(true),
+                    // An in-doubt resolver recorded an abort first.
+                    Ok(Response::Decision(Some(false))) => Err(engine::shard::aborted_in_doubt()),
                     // Committed nothing and recorded nothing there; only that request
                     // records "commit", so the outcome is abort.
                     Err(e) if !outcome_unknown(&e) => Err(e),
                     _ => {
                         // Unknown: the coordinator may or may not have recorded it; the
                         // resolvers finish the participants either way, without delay.
-                        for (shard, addr) in others {
+                        for (shard, addr) in to_prepare {
                             let (pool, addr, shard) = (self.pool.clone(), addr.clone(), *shard);
                             tokio::spawn(async move {
                                 let _ = pool
@@ -1330,26 +1351,25 @@ impl Router {
             }
         };
         let commit = matches!(outcome, Ok(true));
-        let finishes =
-            others
-                .iter()
-                .zip(&prepared)
-                .filter(|(_, p)| p.is_ok())
-                .map(|((shard, addr), _)| {
-                    self.pool.call(
-                        addr,
-                        Request::FinishPrepared {
-                            shard: *shard,
-                            txn: id,
-                            commit,
-                        },
-                    )
-                });
+        let finishes = to_prepare
+            .iter()
+            .zip(&prepared)
+            .filter(|(_, p)| p.is_ok())
+            .map(|((shard, addr), _)| {
+                self.pool.call(
+                    addr,
+                    Request::FinishPrepared {
+                        shard: *shard,
+                        txn: id,
+                        commit,
+                    },
+                )
+            });
         // A participant that misses this still learns the decision from the coordinator.
         let finished = futures::future::join_all(finishes).await;
         // Every participant is done: nobody will ask for the decision again, so the
         // coordinator may drop its record (off the commit's path; a miss only leaves garbage).
-        if commit && finished.iter().all(|r| r.is_ok()) {
+        if failure.is_none() && finished.iter().all(|r| r.is_ok()) {
             let pool = self.pool.clone();
             tokio::spawn(async move {
                 let _ = pool

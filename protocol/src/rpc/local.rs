@@ -16,8 +16,10 @@
 //!   never cuts a handler off halfway, exactly as a server handler outlives its caller.
 //! - A caller's cancel signal ([`super::CANCEL`]) sets the request's `cancelled` flag.
 //! - Each `Pool` is one connection to each local service: it gets its own connection id, and
-//!   when the last clone of the pool is dropped the service hears `disconnected`, so state a
-//!   node ties to its callers (open transactions) is released as when a socket closes.
+//!   when the last clone of the pool is dropped and its last request has finished, the
+//!   service hears `disconnected`, so state a node ties to its callers (open transactions)
+//!   is released as when a socket closes. It holds its services weakly: a stopped service
+//!   is not kept alive (its files open) by a pool that once called it.
 //! - Only a pool holding the service's own cluster secret may call it locally; any other
 //!   goes over TCP and meets the handshake.
 //!
@@ -29,7 +31,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
 
 use tokio::sync::mpsc;
 
@@ -112,7 +114,7 @@ impl Drop for Registration {
 /// (told `disconnected` when the pool goes).
 pub(super) struct LocalConnection {
     conn: u64,
-    used: Mutex<Vec<Arc<dyn Handler>>>,
+    used: Mutex<Vec<Weak<dyn Handler>>>,
 }
 
 impl LocalConnection {
@@ -130,15 +132,22 @@ impl LocalConnection {
         let handler = entry.handler.clone();
         drop(registry);
         if let Ok(mut used) = self.used.lock()
-            && !used.iter().any(|h| Arc::ptr_eq(h, &handler))
+            && !used
+                .iter()
+                .any(|h| std::ptr::addr_eq(h.as_ptr(), Arc::as_ptr(&handler)))
         {
-            used.push(handler.clone());
+            used.retain(|h| h.strong_count() > 0);
+            used.push(Arc::downgrade(&handler));
         }
         Some(handler)
     }
 
     /// Sends one request to a local service and waits for its answer.
-    pub(super) async fn call(&self, handler: Arc<dyn Handler>, req: Request) -> Result<Response> {
+    pub(super) async fn call(
+        self: &Arc<Self>,
+        handler: Arc<dyn Handler>,
+        req: Request,
+    ) -> Result<Response> {
         // Room for one answer: a call takes the first and hangs up, so a handler that sent
         // more is told the caller is gone instead of waiting for room.
         let (tx, mut rx) = mpsc::channel(1);
@@ -149,7 +158,13 @@ impl LocalConnection {
             conn: self.conn,
             cancelled: cancelled.clone(),
         };
-        tokio::spawn(handler.handle(req, reply));
+        // The handler keeps the connection open until it ends, as a socket would be.
+        let handling = handler.handle(req, reply);
+        let connection = self.clone();
+        tokio::spawn(async move {
+            handling.await;
+            drop(connection);
+        });
         let answer = match CANCEL.try_with(Arc::clone) {
             Err(_) => rx.recv().await,
             Ok(signal) => {
@@ -185,7 +200,7 @@ impl Drop for LocalConnection {
         let conn = self.conn;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                for handler in used {
+                for handler in used.iter().filter_map(Weak::upgrade) {
                     handler.disconnected(conn).await;
                 }
             });
