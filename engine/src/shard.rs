@@ -253,6 +253,25 @@ fn serialization_failure() -> Error {
     .with_detail("Reason code: Canceled on identification as a pivot, during commit attempt.")
 }
 
+/// A transaction's changes as a group-commit entry, with the reads SERIALIZABLE (and DDL)
+/// must validate; `decides` makes it the coordinator part that records the decision.
+fn pending(t: Transaction, decides: Option<TxnId>) -> Pending {
+    let validate = match (&t.isolation, &t.snapshot) {
+        (Isolation::Serializable, Some((_, lsn))) => Some((*lsn, t.reads)),
+        _ => None,
+    };
+    let ddl_snapshot = t.set.ddl_snapshot();
+    let (changes, schemas) = t.set.into_parts();
+    let validate = with_ddl_validation(validate, ddl_snapshot, &changes);
+    Pending {
+        changes,
+        schemas,
+        validate,
+        prepared: None,
+        decides,
+    }
+}
+
 /// A distributed transaction whose outcome was recorded (as an abort, by an in-doubt
 /// resolver) before its coordinator part could commit.
 pub fn aborted_in_doubt() -> Error {
@@ -842,32 +861,25 @@ impl Shard {
         let result = if t.set.is_empty() {
             // A SERIALIZABLE reader still validates its reads: it may be the read-only part of
             // a transaction that writes on other shards (write skew across shards).
-            match (&t.isolation, &t.snapshot) {
-                (Isolation::Serializable, Some((_, lsn)))
-                    if writes_elsewhere && self.read_conflict(*lsn, &t.reads, &[])? =>
-                {
-                    Err(serialization_failure())
-                }
-                _ => Ok(0),
+            if writes_elsewhere && self.stale_reads(&t)? {
+                Err(serialization_failure())
+            } else {
+                Ok(0)
             }
         } else {
-            let validate = match (&t.isolation, &t.snapshot) {
-                (Isolation::Serializable, Some((_, lsn))) => Some((*lsn, t.reads)),
-                _ => None,
-            };
-            let ddl_snapshot = t.set.ddl_snapshot();
-            let (changes, schemas) = t.set.into_parts();
-            let validate = with_ddl_validation(validate, ddl_snapshot, &changes);
-            self.submit(Work::Commit(Pending {
-                changes,
-                schemas,
-                validate,
-                prepared: None,
-                decides: None,
-            }))
+            self.submit(Work::Commit(pending(t, None)))
         };
         self.locks.release_all(id);
         result
+    }
+
+    /// SERIALIZABLE: true if something `t` read was written after its snapshot, or by a
+    /// transaction prepared here.
+    fn stale_reads(&self, t: &Transaction) -> Result<bool> {
+        match (&t.isolation, &t.snapshot) {
+            (Isolation::Serializable, Some((_, lsn))) => self.read_conflict(*lsn, &t.reads, &[]),
+            _ => Ok(false),
+        }
     }
 
     /// Commits the coordinator shard's part of a distributed transaction and records the
@@ -878,13 +890,7 @@ impl Shard {
     pub fn commit_deciding(&self, t: Transaction) -> Result<u64> {
         let id = t.id;
         let result = if t.set.is_empty() {
-            let valid = match (&t.isolation, &t.snapshot) {
-                (Isolation::Serializable, Some((_, lsn))) => {
-                    !self.read_conflict(*lsn, &t.reads, &[])?
-                }
-                _ => true,
-            };
-            if !valid {
+            if self.stale_reads(&t)? {
                 Err(serialization_failure())
             } else {
                 match self.decide(id, true) {
@@ -894,20 +900,7 @@ impl Shard {
                 }
             }
         } else {
-            let validate = match (&t.isolation, &t.snapshot) {
-                (Isolation::Serializable, Some((_, lsn))) => Some((*lsn, t.reads)),
-                _ => None,
-            };
-            let ddl_snapshot = t.set.ddl_snapshot();
-            let (changes, schemas) = t.set.into_parts();
-            let validate = with_ddl_validation(validate, ddl_snapshot, &changes);
-            self.submit(Work::Commit(Pending {
-                changes,
-                schemas,
-                validate,
-                prepared: None,
-                decides: Some(id),
-            }))
+            self.submit(Work::Commit(pending(t, Some(id))))
         };
         self.locks.release_all(id);
         result
