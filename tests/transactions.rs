@@ -133,6 +133,33 @@ async fn second_writer_waits_for_the_first() {
     assert_eq!(values(&t1, "g0").await, vec![(1, 12), (2, 20)]);
 }
 
+/// A client that goes away inside a transaction block leaves no row locks behind: its
+/// session rolls the block back on every shard it touched, as PostgreSQL does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_client_leaves_no_locks() {
+    let cluster = start_cluster(2, 4, 1).await;
+    let (t1, t2) = (cluster.client().await, cluster.client().await);
+    setup(&t1, "gone").await;
+    t1.batch_execute("BEGIN").await.unwrap();
+    for id in [1, 2] {
+        t1.execute("UPDATE gone SET value = value + 1 WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+    }
+    drop(t1);
+    // A lock left behind would fail this with 55P03 instead of waiting for ever.
+    t2.batch_execute("SET lock_timeout = '5s'; BEGIN")
+        .await
+        .unwrap();
+    for id in [1, 2] {
+        t2.execute("UPDATE gone SET value = value + 2 WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+    }
+    t2.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(values(&t2, "gone").await, vec![(1, 12), (2, 22)]);
+}
+
 /// P4 (lost update): READ COMMITTED re-reads the newest row (no update is lost);
 /// REPEATABLE READ and SERIALIZABLE fail the second writer with 40001.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

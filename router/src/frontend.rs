@@ -582,6 +582,7 @@ impl Frontend {
             lock_timeout_ms,
         };
         apply_modes(&mut spec, modes);
+        let _ = session.router.set(self.router.clone());
         *guard = Some(SessionTxn::new(spec));
         Ok(QueryResult::command("BEGIN", 0))
     }

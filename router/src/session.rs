@@ -106,6 +106,27 @@ pub struct Session {
     pub auth: Mutex<Option<crate::auth::Exchange>>,
     /// The role the session logged in as, once authenticated.
     user: std::sync::OnceLock<(String, Option<u32>, bool)>,
+    /// Set when a transaction block begins: a session that ends with a block still open (its
+    /// client went away) rolls it back on every shard it touched, as PostgreSQL does, instead
+    /// of leaving its row locks held.
+    pub router: std::sync::OnceLock<std::sync::Arc<crate::dispatch::Router>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let Some(txn) = self.txn.get_mut().take() else {
+            return;
+        };
+        let (Some(router), Ok(runtime)) = (
+            self.router.get().cloned(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        runtime.spawn(async move {
+            let _ = router.end_transaction(&txn, false).await;
+        });
+    }
 }
 
 impl Session {
