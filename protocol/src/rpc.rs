@@ -401,6 +401,7 @@ impl Pool {
 
     /// A pool whose `call`s to a service running in this same process (registered by
     /// `serve`) are handed to it directly instead of over TCP; streams still use TCP.
+    #[cfg_attr(feature = "sim", allow(unused_mut))]
     pub fn with_local_calls(mut self) -> Self {
         #[cfg(not(feature = "sim"))]
         {
