@@ -440,10 +440,7 @@ impl NodeService {
                 shard.rollback(t);
                 Ok(Response::Ok)
             }
-            None if commit => Err(Error::new(
-                sqlstate::IN_FAILED_SQL_TRANSACTION,
-                "transaction was aborted",
-            )),
+            None if commit => Err(aborted_part()),
             None => Ok(Response::Ok),
         })
         .await
@@ -483,10 +480,7 @@ impl NodeService {
             Some(t) => shard
                 .commit_deciding(t)
                 .map(|_| Response::Decision(Some(true))),
-            None => Err(Error::new(
-                sqlstate::IN_FAILED_SQL_TRANSACTION,
-                "transaction was aborted",
-            )),
+            None => Err(aborted_part()),
         })
         .await
     }
@@ -509,10 +503,7 @@ impl NodeService {
         let now = self.hlc_millis();
         finish_open(open, move |shard, txn| match txn {
             Some(t) => shard.prepare(t, coordinator, now).map(|_| Response::Ok),
-            None => Err(Error::new(
-                sqlstate::IN_FAILED_SQL_TRANSACTION,
-                "transaction was aborted",
-            )),
+            None => Err(aborted_part()),
         })
         .await
     }
@@ -739,6 +730,14 @@ async fn checksum_at(shard: Arc<Shard>, lsn: Option<u64>) -> Result<Response> {
         )));
     }
     Ok(Response::LsnChecksum { lsn: at, sum })
+}
+
+/// A transaction whose part here was rolled back by an earlier error cannot commit.
+fn aborted_part() -> Error {
+    Error::new(
+        sqlstate::IN_FAILED_SQL_TRANSACTION,
+        "transaction was aborted",
+    )
 }
 
 fn part_lost(shard: ShardId) -> Error {

@@ -1215,6 +1215,18 @@ impl Router {
         }
     }
 
+    /// Rolls back one shard's unprepared part of a failing distributed transaction (best
+    /// effort, as every rollback of a failed commit is).
+    async fn roll_back_part(&self, shard: u32, addr: &str, txn: u64) {
+        let req = Request::EndTxn {
+            shard,
+            txn,
+            commit: false,
+            writes_elsewhere: true,
+        };
+        let _ = self.pool.call(addr, req).await;
+    }
+
     /// Two-phase commit. The coordinator is the lowest written shard; its own part commits in
     /// the same durable write as the decision, once every other written shard is prepared
     /// (so it is never prepared itself: one write where a prepare, a decision and a finish
@@ -1247,17 +1259,7 @@ impl Router {
         }
         if let Some(e) = read_failure {
             for (shard, addr) in txn.touched.iter().filter(|(s, _)| txn.written.contains(s)) {
-                let _ = self
-                    .pool
-                    .call(
-                        &self.live_addr(*shard, addr),
-                        Request::EndTxn {
-                            shard: *shard,
-                            txn: id,
-                            commit: false,
-                            writes_elsewhere: true,
-                        },
-                    )
+                self.roll_back_part(*shard, &self.live_addr(*shard, addr), id)
                     .await;
             }
             return Err(e);
@@ -1297,17 +1299,7 @@ impl Router {
             Some(_) if coordinator_prepares => Ok(false),
             Some(_) => {
                 // Nothing can record "commit" now: roll the coordinator's part back.
-                let _ = self
-                    .pool
-                    .call(
-                        &coordinator_addr,
-                        Request::EndTxn {
-                            shard: coordinator,
-                            txn: id,
-                            commit: false,
-                            writes_elsewhere: true,
-                        },
-                    )
+                self.roll_back_part(coordinator, &coordinator_addr, id)
                     .await;
                 Ok(false)
             }

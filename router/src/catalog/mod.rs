@@ -106,8 +106,6 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The unqualified, case-folded name of a function or type, if it is unqualified or in
-/// pg_catalog.
 /// A name's parts as PostgreSQL folds them.
 fn name_parts(name: &ast::ObjectName) -> Vec<String> {
     name.0
@@ -119,6 +117,8 @@ fn name_parts(name: &ast::ObjectName) -> Vec<String> {
         .collect()
 }
 
+/// The unqualified, case-folded name of a function or type, if it is unqualified or in
+/// pg_catalog.
 fn catalog_name(name: &ast::ObjectName) -> Option<String> {
     let parts = name_parts(name);
     match parts.as_slice() {
