@@ -9,7 +9,7 @@
 //! never held while SQL runs, and a rolled-back transaction just drops its write set. Under
 //! SERIALIZABLE the view also records what was read, for validation at commit.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::iter::Peekable;
 use std::ops::Bound;
@@ -57,6 +57,11 @@ impl WriteSet {
         self.changes.is_empty()
     }
 
+    /// True if copying this set (to put it back after a refused quick statement) is cheap.
+    pub fn is_small(&self) -> bool {
+        self.changes.len() <= SMALL_WRITE_SET && self.ddl.is_empty()
+    }
+
     /// The transaction's changes in the order they were made.
     pub fn into_changes(self) -> Vec<Change> {
         self.changes
@@ -76,6 +81,9 @@ impl WriteSet {
         self.writes.get(table).is_some_and(|w| w.contains_key(key))
     }
 }
+
+/// See `WriteSet::is_small`.
+const SMALL_WRITE_SET: usize = 64;
 
 /// What a SERIALIZABLE transaction read: rows by key, and tables it scanned.
 #[derive(Default, Debug, Clone)]
@@ -112,6 +120,9 @@ pub struct TxnView<'a> {
     set: &'a mut WriteSet,
     locking: Option<Locking<'a>>,
     reads: Option<RefCell<&'a mut ReadSet>>,
+    /// Quick mode (see `crate::point_read`): the gets served so far; scans and lock waits
+    /// are refused.
+    quick: Option<Cell<usize>>,
 }
 
 impl<'a> TxnView<'a> {
@@ -126,7 +137,33 @@ impl<'a> TxnView<'a> {
             set,
             locking,
             reads: reads.map(RefCell::new),
+            quick: None,
         }
+    }
+
+    /// Quick mode: serve up to `point_read::MAX_GETS` gets, refuse scans, take a row lock
+    /// only if it is free (`point_read::refused()` otherwise).
+    pub fn quick(mut self) -> Self {
+        self.quick = Some(Cell::new(0));
+        self
+    }
+
+    fn refuse_scans(&self) -> Result<()> {
+        match self.quick {
+            Some(_) => Err(crate::point_read::refused()),
+            None => Ok(()),
+        }
+    }
+
+    fn count_get(&self) -> Result<()> {
+        if let Some(gets) = &self.quick {
+            let n = gets.get() + 1;
+            if n > crate::point_read::MAX_GETS {
+                return Err(crate::point_read::refused());
+            }
+            gets.set(n);
+        }
+        Ok(())
     }
 
     fn require_table(&self, table: &str) -> Result<()> {
@@ -171,6 +208,7 @@ impl ReadTxn for TxnView<'_> {
     }
 
     fn scan(&self, table: &str, range: KeyRange) -> Result<RowIter<'_>> {
+        self.refuse_scans()?;
         self.require_table(table)?;
         if let Some(reads) = &self.reads {
             reads.borrow_mut().tables.insert(table.to_string());
@@ -202,6 +240,7 @@ impl ReadTxn for TxnView<'_> {
         index: &str,
         range: KeyRange,
     ) -> Result<Option<Vec<Vec<u8>>>> {
+        self.refuse_scans()?;
         let schema = self
             .schema(table)?
             .ok_or_else(|| Error::undefined_table(table))?;
@@ -226,6 +265,7 @@ impl ReadTxn for TxnView<'_> {
     }
 
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<Value>>> {
+        self.count_get()?;
         self.require_table(table)?;
         if let Some(reads) = &self.reads {
             reads
@@ -546,8 +586,14 @@ impl TxnView<'_> {
         if self.set.wrote(table, key) || self.set.fresh.contains(table) {
             return Ok(RowLock::Unchanged);
         }
-        l.locks
-            .acquire_or_cancel(l.txn, table, key, timeout, l.cancelled)?;
+        if self.quick.is_some() {
+            if !l.locks.try_acquire(l.txn, table, key)? {
+                return Err(crate::point_read::refused());
+            }
+        } else {
+            l.locks
+                .acquire_or_cancel(l.txn, table, key, timeout, l.cancelled)?;
+        }
         let latest = (l.latest)(table, key)?;
         if latest == self.base.get_raw(table, key)? {
             return Ok(RowLock::Unchanged);

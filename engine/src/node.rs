@@ -375,35 +375,50 @@ impl NodeService {
             });
             open.txn.clone()
         };
-        let run_shard = shard.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut guard = slot.lock().map_err(|_| Error::internal("poisoned transaction"))?;
-            let txn = guard.as_mut().ok_or_else(|| {
-                Error::new(sqlstate::IN_FAILED_SQL_TRANSACTION, "current transaction is aborted, commands ignored until end of transaction block")
-            })?;
-            txn.deadline = deadline;
-            txn.cancelled = Some(cancelled.clone());
-            let mut last = None;
-            for stmt in stmts.iter() {
-                match run_shard.execute_in(txn, stmt, &params) {
-                    Ok(r) => last = Some(r),
-                    Err(e) => {
-                        // PostgreSQL aborts the whole transaction on an error. With a savepoint
-                        // to return to it stays (failed) so ROLLBACK TO can recover it;
-                        // otherwise drop its writes and locks now, not at the client's ROLLBACK.
-                        if txn.has_savepoints() {
-                            txn.failed = true;
-                        } else if let Some(t) = guard.take() {
-                            run_shard.rollback(t);
+        // A statement that only gets rows by key and takes free locks runs right here (see
+        // `point_read`); the slot is free unless a statement of this transaction still runs.
+        let quick = match stmts.as_slice() {
+            [stmt] if crate::point_read::is_quick_shaped(stmt) => match slot.try_lock() {
+                Ok(mut guard) => match guard.as_mut() {
+                    Some(txn) => {
+                        txn.deadline = deadline;
+                        txn.cancelled = Some(cancelled.clone());
+                        match shard.execute_in_quickly(txn, stmt, &params) {
+                            Ok(Some(r)) => Some(Ok(r)),
+                            Ok(None) => None,
+                            Err(e) => Some(Err(statement_failed(&shard, &mut guard, e))),
                         }
-                        return Err(e);
                     }
-                }
+                    None => None,
+                },
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        let result = match quick {
+            Some(result) => result,
+            None => {
+                let run_shard = shard.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut guard = slot.lock().map_err(|_| Error::internal("poisoned transaction"))?;
+                    let txn = guard.as_mut().ok_or_else(|| {
+                        Error::new(sqlstate::IN_FAILED_SQL_TRANSACTION, "current transaction is aborted, commands ignored until end of transaction block")
+                    })?;
+                    txn.deadline = deadline;
+                    txn.cancelled = Some(cancelled.clone());
+                    let mut last = None;
+                    for stmt in stmts.iter() {
+                        match run_shard.execute_in(txn, stmt, &params) {
+                            Ok(r) => last = Some(r),
+                            Err(e) => return Err(statement_failed(&run_shard, &mut guard, e)),
+                        }
+                    }
+                    last.ok_or_else(|| Error::syntax("empty query"))
+                })
+                .await
+                .map_err(|e| Error::internal(format!("executor task failed: {e}")))?
             }
-            last.ok_or_else(|| Error::syntax("empty query"))
-        })
-        .await
-        .map_err(|e| Error::internal(format!("executor task failed: {e}")))?;
+        };
         if result.is_err()
             && let Ok(mut txns) = self.txns.lock()
             && txns
@@ -747,6 +762,21 @@ fn part_lost(shard: ShardId) -> Error {
             "the transaction's part on shard {shard} was lost (its node restarted); it did not commit"
         ),
     )
+}
+
+/// A statement of an open transaction failed with `e`. PostgreSQL aborts the whole
+/// transaction on an error. With a savepoint to return to it stays (failed) so ROLLBACK TO
+/// can recover it; otherwise its writes and locks go now, not at the client's ROLLBACK.
+fn statement_failed(shard: &Shard, slot: &mut Option<Transaction>, e: Error) -> Error {
+    match slot {
+        Some(txn) if txn.has_savepoints() => txn.failed = true,
+        _ => {
+            if let Some(t) = slot.take() {
+                shard.rollback(t);
+            }
+        }
+    }
+    e
 }
 
 /// Ends an open transaction on a blocking thread: `f` gets its shard and the transaction

@@ -90,6 +90,8 @@ pub struct Transaction {
     pub deadline: Option<Instant>,
     /// Set when the client cancels the running statement (see `Request::Cancel`).
     pub cancelled: Option<Arc<AtomicBool>>,
+    /// The running statement runs in quick mode (see `Shard::execute_in_quickly`).
+    quick: bool,
 }
 
 impl Transaction {
@@ -315,6 +317,9 @@ pub struct Shard {
     apply_hold: Mutex<Option<(u64, std::time::Instant)>>,
     /// See `record_placement_epoch`.
     placement_epoch: AtomicU64,
+    /// On a copy that applied change records without an fsync (see `apply`): the last LSN
+    /// known to be on disk. `None`: everything applied is durable.
+    durable_behind: Mutex<Option<u64>>,
 }
 
 /// How long an apply hold lasts if nobody lifts it (its runner died). Long, because the
@@ -375,6 +380,7 @@ impl Shard {
             opts,
             apply_hold: Mutex::new(None),
             placement_epoch: AtomicU64::new(placement_epoch),
+            durable_behind: Mutex::new(None),
         };
         shard.recover_prepared()?;
         Ok(shard)
@@ -691,6 +697,35 @@ impl Shard {
             failed: false,
             deadline: None,
             cancelled: None,
+            quick: false,
+        }
+    }
+
+    /// Runs a statement of quick shape (`point_read::is_quick_shaped`) inside a transaction
+    /// on the caller's thread, if it needs nothing but gets and free row locks: `None` if it
+    /// needed more, with the transaction as it was before (run it with `execute_in` on a
+    /// blocking thread then). A statement the transaction's state makes costly to undo
+    /// (a large write set, DDL, an earlier failure) is not tried.
+    pub fn execute_in_quickly(
+        &self,
+        t: &mut Transaction,
+        stmt: &Statement,
+        params: &[Value],
+    ) -> Result<Option<QueryResult>> {
+        if t.failed || !t.set.is_small() {
+            return Ok(None);
+        }
+        let (set, reads) = (t.set.clone(), t.reads.clone());
+        t.quick = true;
+        let result = self.execute_in(t, stmt, params);
+        t.quick = false;
+        match result {
+            Err(e) if crate::point_read::is_not_a_point_read(&e) => {
+                t.set = set;
+                t.reads = reads;
+                Ok(None)
+            }
+            other => other.map(Some),
         }
     }
 
@@ -810,6 +845,9 @@ impl Shard {
         };
         let reads = (t.isolation == Isolation::Serializable).then_some(&mut t.reads);
         let mut view = TxnView::new(snap, &mut t.set, Some(locking), reads);
+        if t.quick {
+            view = view.quick();
+        }
         let result = if read_only {
             sql::query(stmt, params, &view)
         } else {
@@ -1159,6 +1197,11 @@ impl Shard {
         match written {
             Ok(out) => {
                 self.batches.fetch_add(1, Ordering::Relaxed);
+                if durable {
+                    // A copy promoted to primary: its first synced batch covers what it
+                    // applied as a replica.
+                    self.note_durability(true, 0);
+                }
                 let mut last = None;
                 let mut outcomes = Vec::with_capacity(out.len());
                 for (ticket, result, summary) in out {
@@ -1270,7 +1313,14 @@ impl Shard {
 
     /// Applies records received from the upstream, in LSN order, skipping ones already
     /// applied; a gap is an error (the subscriber then resubscribes).
-    pub fn apply(&self, records: &[ChangeRecord]) -> Result<u64> {
+    ///
+    /// `durable: false` skips the fsync: a crash then takes this copy back to its last
+    /// durable LSN, records and `state.lsn` together, and it subscribes again from there, so
+    /// nothing is skipped or applied twice. Commits are asynchronous, so a replica's fsync
+    /// is on no client's path; the follower syncs every few milliseconds instead of once per
+    /// batch, and whatever must rely on the copy's position (a move's switch) reads the
+    /// durable one (`stats`).
+    pub fn apply(&self, records: &[ChangeRecord], durable: bool) -> Result<u64> {
         let _writer = self
             .write_lock
             .lock()
@@ -1278,9 +1328,13 @@ impl Shard {
         let mut lsn = self.lsn();
         let fresh: Vec<&ChangeRecord> = records.iter().filter(|r| r.lsn > lsn).collect();
         if fresh.is_empty() {
+            if durable {
+                return self.flush_locked().map(|()| lsn);
+            }
             return Ok(lsn);
         }
-        let txn = self.begin_write(true)?;
+        let on_disk = lsn;
+        let txn = self.begin_write(durable)?;
         for record in fresh {
             if record.lsn != lsn + 1 {
                 return Err(Error::new(
@@ -1301,8 +1355,56 @@ impl Shard {
         }
         self.trim_log(&txn, lsn)?;
         txn.commit().map_err(storage_err)?;
+        self.note_durability(durable, on_disk);
         self.lsn.send_replace(lsn);
         Ok(lsn)
+    }
+
+    /// Makes every record applied without an fsync durable (one empty synced write).
+    pub fn flush(&self) -> Result<()> {
+        let _writer = self
+            .write_lock
+            .lock()
+            .map_err(|_| Error::internal("shard writer lock poisoned"))?;
+        self.flush_locked()
+    }
+
+    fn flush_locked(&self) -> Result<()> {
+        if !self.unflushed() {
+            return Ok(());
+        }
+        let txn = self.begin_write(true)?;
+        // A synced commit makes the unsynced ones before it durable; rewriting the LSN gives
+        // it something to write.
+        txn.open_table(STATE)
+            .map_err(storage_err)?
+            .insert(STATE_LSN, self.lsn())
+            .map_err(storage_err)?;
+        txn.commit().map_err(storage_err)?;
+        self.note_durability(true, 0);
+        Ok(())
+    }
+
+    /// True while some applied records are not yet durable.
+    pub fn unflushed(&self) -> bool {
+        self.durable_behind
+            .lock()
+            .map(|d| d.is_some())
+            .unwrap_or(true)
+    }
+
+    /// Records a commit's durability: a synced one makes all before it durable; the first
+    /// unsynced one after that leaves `on_disk` as the durable position.
+    fn note_durability(&self, durable: bool, on_disk: u64) {
+        if let Ok(mut behind) = self.durable_behind.lock() {
+            // Without synced commits (tests, benchmarks that opt out) nothing is ever more
+            // durable than it is now.
+            if durable || !self.opts.sync_commits {
+                *behind = None;
+            } else if behind.is_none() {
+                *behind = Some(on_disk);
+            }
+        }
     }
 
     /// Starts replacing this replica's whole contents with an upstream snapshot.
@@ -1342,7 +1444,12 @@ impl Shard {
             rows += snap.row_count(&schema.name)?;
         }
         let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
-        let lsn = snap.state(STATE_LSN)?;
+        // A copy's position counts once it is durable: a move switches to a copy only when
+        // it holds exactly the primary's LSN, and must not lose it in a crash just after.
+        let lsn = match self.durable_behind.lock().ok().and_then(|d| *d) {
+            Some(on_disk) => on_disk.min(snap.state(STATE_LSN)?),
+            None => snap.state(STATE_LSN)?,
+        };
         let log_start = snap.state(STATE_LOG_START)?.max(1).min(lsn);
         Ok(ShardStats {
             shard: self.id,
@@ -1421,6 +1528,7 @@ impl SnapshotLoad<'_> {
                 .map_err(storage_err)?;
         }
         self.txn.commit().map_err(storage_err)?;
+        self.shard.note_durability(true, 0);
         self.shard.lsn.send_replace(lsn);
         self.shard
             .snapshots_installed
@@ -1816,6 +1924,66 @@ mod tests {
         s.forget_decision(77).unwrap();
         assert_eq!(s.decision_count().unwrap(), 0);
         assert_eq!(s.decision(77).unwrap(), None);
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn quick_statements_run_without_waiting_or_scanning_and_leave_no_trace_when_refused() {
+        let (s, dir) = shard("quick");
+        run(&s, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");
+        run(&s, "INSERT INTO a VALUES (1, 100), (2, 200)");
+        let parse = |sql: &str| sql::parse(sql).unwrap().remove(0);
+        let mut t = s.begin(7, Isolation::ReadCommitted, false, None);
+        // By key, a free lock: done in quick mode.
+        let r = s
+            .execute_in_quickly(
+                &mut t,
+                &parse("UPDATE a SET bal = bal + 1 WHERE id = 1"),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(r.map(|r| r.affected), Some(1));
+        let r = s
+            .execute_in_quickly(&mut t, &parse("INSERT INTO a VALUES (3, 300)"), &[])
+            .unwrap();
+        assert_eq!(r.map(|r| r.affected), Some(1));
+        // A scan is refused, and the transaction is as it was.
+        let before = t.set.clone().into_changes();
+        let scan = parse("UPDATE a SET bal = 0 WHERE bal > 150");
+        assert!(s.execute_in_quickly(&mut t, &scan, &[]).unwrap().is_none());
+        assert_eq!(
+            format!("{:?}", t.set.clone().into_changes()),
+            format!("{before:?}")
+        );
+        // A row locked by another transaction: refused at once, not waited for.
+        let mut other = s.begin(8, Isolation::ReadCommitted, false, None);
+        s.execute_in(&mut other, &parse("UPDATE a SET bal = 5 WHERE id = 2"), &[])
+            .unwrap();
+        let locked = parse("UPDATE a SET bal = bal + 1 WHERE id = 2");
+        assert!(
+            s.execute_in_quickly(&mut t, &locked, &[])
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            format!("{:?}", t.set.clone().into_changes()),
+            format!("{before:?}")
+        );
+        s.rollback(other);
+        // The refused statements run in full, as on the blocking thread.
+        assert_eq!(s.execute_in(&mut t, &scan, &[]).unwrap().affected, 2);
+        assert_eq!(s.execute_in(&mut t, &locked, &[]).unwrap().affected, 1);
+        s.commit(t).unwrap();
+        assert_eq!(
+            run(&s, "SELECT id, bal FROM a ORDER BY id").rows,
+            vec![
+                vec![Value::Int(1), Value::Int(101)],
+                vec![Value::Int(2), Value::Int(1)],
+                vec![Value::Int(3), Value::Int(0)],
+            ]
+        );
+        assert_eq!(s.locked_rows(), 0);
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -8,9 +8,12 @@
 //! ```
 //! Because the applied LSN is stored in the same redb transaction as the rows, a replica that
 //! crashes resumes exactly where its data stands: nothing applied twice, nothing skipped.
+//! That holds for writes that skip the fsync too (a crash takes records and LSN back
+//! together), so batches are applied without one and synced every `SYNC_EVERY` under load,
+//! or once the stream goes quiet: one fsync per 50 ms instead of one per primary commit.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine::shard::Shard;
 use protocol::cluster::NodeId;
@@ -20,6 +23,11 @@ use protocol::rpc::Pool;
 
 /// The most change records applied in one write when several batches are waiting.
 const APPLY_MAX_RECORDS: usize = 4096;
+
+/// Applied records are synced at least this often while changes keep coming...
+const SYNC_EVERY: Duration = Duration::from_millis(50);
+/// ...and as soon as the stream has been quiet this long.
+const SYNC_WHEN_IDLE: Duration = Duration::from_millis(5);
 
 /// Which shard's log a copy follows: its own, or, while it is being split off another
 /// shard, that shard's (as long as that shard's epoch is `split_epoch`).
@@ -49,6 +57,8 @@ pub async fn follow(shard: Arc<Shard>, source: Source, me: NodeId, upstream: Str
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+        // The upstream may be gone for good: what this copy holds must survive it.
+        sync(&shard).await;
         tokio::time::sleep(backoff).await;
     }
 }
@@ -77,9 +87,21 @@ async fn follow_once(
     let mut report = None;
     // A message read ahead while gathering change batches, handled next.
     let mut ahead: Option<Response> = None;
+    let mut synced = Instant::now();
     loop {
         let resp = match ahead.take() {
             Some(resp) => resp,
+            None if shard.unflushed() => {
+                match tokio::time::timeout(SYNC_WHEN_IDLE, stream.recv()).await {
+                    Ok(Some(resp)) => resp,
+                    Ok(None) => break,
+                    Err(_quiet) => {
+                        sync(shard).await;
+                        synced = Instant::now();
+                        continue;
+                    }
+                }
+            }
             None => match stream.recv().await {
                 Some(resp) => resp,
                 None => break,
@@ -120,14 +142,18 @@ async fn follow_once(
                     if cut > 0 {
                         let head: Vec<_> = records.drain(..cut).collect();
                         let s = shard.clone();
-                        tokio::task::spawn_blocking(move || s.apply(&head))
+                        tokio::task::spawn_blocking(move || s.apply(&head, false))
                             .await
                             .map_err(|e| Error::internal(format!("apply task failed: {e}")))??;
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
                 let s = shard.clone();
-                let lsn = tokio::task::spawn_blocking(move || s.apply(&records))
+                let durable = synced.elapsed() >= SYNC_EVERY;
+                if durable {
+                    synced = Instant::now();
+                }
+                let lsn = tokio::task::spawn_blocking(move || s.apply(&records, durable))
                     .await
                     .map_err(|e| Error::internal(format!("apply task failed: {e}")))??;
                 // Best effort, and never awaited here: the answer shares this connection with
@@ -167,6 +193,20 @@ async fn follow_once(
         }
     }
     Err(Error::connection("replication stream closed"))
+}
+
+/// Makes what the copy applied durable (best effort: a failure leaves it to the next try,
+/// and a crash meanwhile only takes the copy back to an earlier LSN).
+async fn sync(shard: &Arc<Shard>) {
+    if !shard.unflushed() {
+        return;
+    }
+    let s = shard.clone();
+    match tokio::task::spawn_blocking(move || s.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(shard = shard.id, "syncing applied changes failed: {e}"),
+        Err(e) => tracing::warn!(shard = shard.id, "syncing applied changes failed: {e}"),
+    }
 }
 
 enum SnapshotPart {
@@ -384,13 +424,45 @@ mod tests {
         run(&p, "INSERT INTO t VALUES (2)");
         let log = p.snapshot().unwrap().changes_after(0, 100).unwrap();
         assert_eq!(log.len(), 3);
-        assert!(r.apply(&log[2..]).is_err(), "a gap is refused");
-        assert_eq!(r.apply(&log[..2]).unwrap(), 2);
+        assert!(r.apply(&log[2..], true).is_err(), "a gap is refused");
+        assert_eq!(r.apply(&log[..2], true).unwrap(), 2);
         assert_eq!(
-            r.apply(&log).unwrap(),
+            r.apply(&log, true).unwrap(),
             3,
             "records already applied are skipped"
         );
         assert_eq!(p.checksum().unwrap(), r.checksum().unwrap());
+    }
+
+    /// Records applied without an fsync are visible at once, but the copy reports (to a
+    /// move's switch) only the position that would survive a crash, until it syncs.
+    #[test]
+    fn unsynced_applies_report_the_durable_position_until_flushed() {
+        let d = dir("unsynced");
+        std::fs::create_dir_all(&d.0).unwrap();
+        let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
+        let opts = ShardOptions::default;
+        let p = Shard::open(&d.0.join("p.redb"), 0, 1, hlc.clone(), opts()).unwrap();
+        let r = Shard::open(&d.0.join("r.redb"), 0, 2, hlc, opts()).unwrap();
+        run(&p, "CREATE TABLE t (k int PRIMARY KEY)");
+        run(&p, "INSERT INTO t VALUES (1)");
+        run(&p, "INSERT INTO t VALUES (2)");
+        let log = p.snapshot().unwrap().changes_after(0, 100).unwrap();
+        assert_eq!(r.apply(&log[..1], true).unwrap(), 1);
+        assert!(!r.unflushed());
+        assert_eq!(r.apply(&log[1..2], false).unwrap(), 2);
+        assert!(r.unflushed());
+        assert_eq!(r.stats().unwrap().lsn, 1, "only LSN 1 is on disk");
+        // Nothing new to apply, but synced: what came before is now durable.
+        assert_eq!(r.apply(&log[..2], true).unwrap(), 2);
+        assert!(!r.unflushed());
+        assert_eq!(r.stats().unwrap().lsn, 2);
+        assert_eq!(r.apply(&log[2..], false).unwrap(), 3);
+        assert_eq!(r.lsn(), 3, "applied and visible");
+        assert_eq!(r.stats().unwrap().rows, 2);
+        assert_eq!(r.stats().unwrap().lsn, 2);
+        r.flush().unwrap();
+        assert!(!r.unflushed());
+        assert_eq!(r.stats().unwrap().lsn, 3);
     }
 }
