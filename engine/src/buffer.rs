@@ -92,6 +92,13 @@ pub struct ReadSet {
     pub tables: HashSet<String>,
 }
 
+impl ReadSet {
+    /// True if copying this set is cheap (see `WriteSet::is_small`).
+    pub fn is_small(&self) -> bool {
+        self.keys.len() + self.tables.len() <= SMALL_WRITE_SET
+    }
+}
+
 /// Reads the newest committed bytes of a row (table, key), outside any snapshot.
 pub type LatestRow<'a> = dyn Fn(&str, &[u8]) -> Result<Option<Vec<u8>>> + 'a;
 
@@ -175,6 +182,11 @@ impl<'a> TxnView<'a> {
 
     fn lock(&self, table: &str, key: &[u8]) -> Result<()> {
         match &self.locking {
+            // Quick mode never waits (it runs on an async worker).
+            Some(l) if self.quick.is_some() => match l.locks.try_acquire(l.txn, table, key)? {
+                true => Ok(()),
+                false => Err(crate::point_read::refused()),
+            },
             Some(l) => l
                 .locks
                 .acquire_or_cancel(l.txn, table, key, l.timeout, l.cancelled),
@@ -587,9 +599,7 @@ impl TxnView<'_> {
             return Ok(RowLock::Unchanged);
         }
         if self.quick.is_some() {
-            if !l.locks.try_acquire(l.txn, table, key)? {
-                return Err(crate::point_read::refused());
-            }
+            self.lock(table, key)?;
         } else {
             l.locks
                 .acquire_or_cancel(l.txn, table, key, timeout, l.cancelled)?;

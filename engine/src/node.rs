@@ -102,7 +102,7 @@ pub struct NodeService {
     applied: RwLock<HashMap<(ShardId, NodeId), u64>>,
     /// Parses of statements that came with parameters (prepared statements, whose text
     /// repeats), so a shard parses each such text once. Syntax only: no catalog state.
-    parsed: Mutex<HashMap<String, Arc<Vec<sql::Statement>>>>,
+    parsed: Mutex<HashMap<String, Arc<Parsed>>>,
     /// The router connection that prepared each two-phase transaction, while it stays open:
     /// a live router is still driving the commit, so the in-doubt resolver gives it longer.
     preparers: Mutex<HashMap<(ShardId, u64), u64>>,
@@ -110,6 +110,38 @@ pub struct NodeService {
 
 /// Parsed statement texts kept per node; the cache is emptied when it fills.
 const PARSE_CACHE: usize = 4096;
+
+/// A statement text's parse and what its syntax alone says about running it, worked out
+/// once per text (walking the tree on every execution of a prepared statement showed in
+/// the profile).
+struct Parsed {
+    stmts: Vec<sql::Statement>,
+    /// Some statement may write.
+    writes: bool,
+    /// One statement, of `point_read::is_point_shaped` shape.
+    point: bool,
+    /// One statement, of `point_read::is_quick_shaped` shape.
+    quick: bool,
+}
+
+impl Parsed {
+    fn new(stmts: Vec<sql::Statement>) -> Parsed {
+        let writes = stmts.iter().any(|s| !sql::is_read_only(s));
+        let (point, quick) = match stmts.as_slice() {
+            [stmt] => (
+                crate::point_read::is_point_shaped(stmt),
+                crate::point_read::is_quick_shaped(stmt),
+            ),
+            _ => (false, false),
+        };
+        Parsed {
+            stmts,
+            writes,
+            point,
+            quick,
+        }
+    }
+}
 
 impl NodeService {
     pub fn new(id: NodeId, data_dir: PathBuf, hlc: Arc<Hlc>, opts: ShardOptions) -> Result<Self> {
@@ -291,8 +323,8 @@ impl NodeService {
         if hosted.gate.lock().is_ok_and(|g| g.sealed) {
             return Err(moving(id));
         }
-        let stmts = self.parse(&sql_text, !params.is_empty())?;
-        let writes = stmts.iter().any(|s| !sql::is_read_only(s));
+        let parsed = self.parse(&sql_text, !params.is_empty())?;
+        let writes = parsed.writes;
         // Reads too: a router whose map is older (or newer) than ours may have planned for
         // other hash ranges (a split) or another primary; it holds the statement and plans
         // or routes it again.
@@ -310,9 +342,9 @@ impl NodeService {
         let shard = hosted.shard;
         let Some(spec) = spec else {
             // A lookup by key is cheaper than the hand-off to a blocking thread.
-            if let [stmt] = stmts.as_slice()
+            if let [stmt] = parsed.stmts.as_slice()
                 && !writes
-                && crate::point_read::is_point_shaped(stmt)
+                && parsed.point
                 && let Some(result) = shard.read_points(stmt, &params)?
             {
                 return Ok(Response::Result(result));
@@ -333,7 +365,7 @@ impl NodeService {
             let result = tokio::task::spawn_blocking(move || {
                 let _admitted = admitted;
                 let mut last = None;
-                for stmt in stmts.iter() {
+                for stmt in parsed.stmts.iter() {
                     last = Some(shard.execute_until(
                         stmt,
                         &params,
@@ -377,8 +409,8 @@ impl NodeService {
         };
         // A statement that only gets rows by key and takes free locks runs right here (see
         // `point_read`); the slot is free unless a statement of this transaction still runs.
-        let quick = match stmts.as_slice() {
-            [stmt] if crate::point_read::is_quick_shaped(stmt) => match slot.try_lock() {
+        let quick = match parsed.stmts.as_slice() {
+            [stmt] if parsed.quick => match slot.try_lock() {
                 Ok(mut guard) => match guard.as_mut() {
                     Some(txn) => {
                         txn.deadline = deadline;
@@ -407,7 +439,7 @@ impl NodeService {
                     txn.deadline = deadline;
                     txn.cancelled = Some(cancelled.clone());
                     let mut last = None;
-                    for stmt in stmts.iter() {
+                    for stmt in parsed.stmts.iter() {
                         match run_shard.execute_in(txn, stmt, &params) {
                             Ok(r) => last = Some(r),
                             Err(e) => return Err(statement_failed(&run_shard, &mut guard, e)),
@@ -585,16 +617,16 @@ impl NodeService {
     }
 
     /// Parses `sql_text`, through the cache when the statement is parameterised.
-    fn parse(&self, sql_text: &str, cache: bool) -> Result<Arc<Vec<sql::Statement>>> {
+    fn parse(&self, sql_text: &str, cache: bool) -> Result<Arc<Parsed>> {
         if !cache {
-            return Ok(Arc::new(sql::parse(sql_text)?));
+            return Ok(Arc::new(Parsed::new(sql::parse(sql_text)?)));
         }
         if let Ok(parsed) = self.parsed.lock()
             && let Some(hit) = parsed.get(sql_text)
         {
             return Ok(hit.clone());
         }
-        let stmts = Arc::new(sql::parse(sql_text)?);
+        let stmts = Arc::new(Parsed::new(sql::parse(sql_text)?));
         if let Ok(mut parsed) = self.parsed.lock() {
             if parsed.len() >= PARSE_CACHE {
                 parsed.clear();

@@ -712,7 +712,7 @@ impl Shard {
         stmt: &Statement,
         params: &[Value],
     ) -> Result<Option<QueryResult>> {
-        if t.failed || !t.set.is_small() {
+        if t.failed || !t.set.is_small() || !t.reads.is_small() {
             return Ok(None);
         }
         let (set, reads) = (t.set.clone(), t.reads.clone());
@@ -1200,7 +1200,7 @@ impl Shard {
                 if durable {
                     // A copy promoted to primary: its first synced batch covers what it
                     // applied as a replica.
-                    self.note_durability(true, 0);
+                    self.note_synced();
                 }
                 let mut last = None;
                 let mut outcomes = Vec::with_capacity(out.len());
@@ -1333,7 +1333,11 @@ impl Shard {
             }
             return Ok(lsn);
         }
-        let on_disk = lsn;
+        if !durable {
+            // Before the commit makes the records visible: `stats` must never see them
+            // without knowing they are not yet durable.
+            self.note_unsynced(lsn);
+        }
         let txn = self.begin_write(durable)?;
         for record in fresh {
             if record.lsn != lsn + 1 {
@@ -1355,7 +1359,9 @@ impl Shard {
         }
         self.trim_log(&txn, lsn)?;
         txn.commit().map_err(storage_err)?;
-        self.note_durability(durable, on_disk);
+        if durable {
+            self.note_synced();
+        }
         self.lsn.send_replace(lsn);
         Ok(lsn)
     }
@@ -1374,14 +1380,19 @@ impl Shard {
             return Ok(());
         }
         let txn = self.begin_write(true)?;
-        // A synced commit makes the unsynced ones before it durable; rewriting the LSN gives
-        // it something to write.
-        txn.open_table(STATE)
-            .map_err(storage_err)?
-            .insert(STATE_LSN, self.lsn())
-            .map_err(storage_err)?;
+        // A synced commit makes the unsynced ones before it durable; rewriting the LSN it
+        // stands at gives it something to write.
+        {
+            let mut state = txn.open_table(STATE).map_err(storage_err)?;
+            let lsn = state
+                .get(STATE_LSN)
+                .map_err(storage_err)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            state.insert(STATE_LSN, lsn).map_err(storage_err)?;
+        }
         txn.commit().map_err(storage_err)?;
-        self.note_durability(true, 0);
+        self.note_synced();
         Ok(())
     }
 
@@ -1393,17 +1404,26 @@ impl Shard {
             .unwrap_or(true)
     }
 
-    /// Records a commit's durability: a synced one makes all before it durable; the first
-    /// unsynced one after that leaves `on_disk` as the durable position.
-    fn note_durability(&self, durable: bool, on_disk: u64) {
+    /// An unsynced commit is about to land on top of `on_disk`: unless an earlier one is
+    /// still unsynced, `on_disk` is the durable position until the next synced commit.
+    /// (Pessimistic if that commit then fails: the next sync clears it.)
+    fn note_unsynced(&self, on_disk: u64) {
+        // Without synced commits (tests, benchmarks that opt out) nothing is ever more
+        // durable than it is now.
+        if !self.opts.sync_commits {
+            return;
+        }
+        if let Ok(mut behind) = self.durable_behind.lock()
+            && behind.is_none()
+        {
+            *behind = Some(on_disk);
+        }
+    }
+
+    /// A synced commit landed: everything before it is durable.
+    fn note_synced(&self) {
         if let Ok(mut behind) = self.durable_behind.lock() {
-            // Without synced commits (tests, benchmarks that opt out) nothing is ever more
-            // durable than it is now.
-            if durable || !self.opts.sync_commits {
-                *behind = None;
-            } else if behind.is_none() {
-                *behind = Some(on_disk);
-            }
+            *behind = None;
         }
     }
 
@@ -1528,7 +1548,7 @@ impl SnapshotLoad<'_> {
                 .map_err(storage_err)?;
         }
         self.txn.commit().map_err(storage_err)?;
-        self.shard.note_durability(true, 0);
+        self.shard.note_synced();
         self.shard.lsn.send_replace(lsn);
         self.shard
             .snapshots_installed
@@ -1970,6 +1990,18 @@ mod tests {
             format!("{:?}", t.set.clone().into_changes()),
             format!("{before:?}")
         );
+        // Nor does it wait for a lock on a UNIQUE value another transaction is inserting.
+        run(&s, "CREATE TABLE u (id int PRIMARY KEY, v int UNIQUE)");
+        s.execute_in(&mut other, &parse("INSERT INTO u VALUES (1, 5)"), &[])
+            .unwrap();
+        let mut third = s.begin(9, Isolation::ReadCommitted, false, None);
+        let clash = parse("INSERT INTO u VALUES (2, 5)");
+        assert!(
+            s.execute_in_quickly(&mut third, &clash, &[])
+                .unwrap()
+                .is_none()
+        );
+        s.rollback(third);
         s.rollback(other);
         // The refused statements run in full, as on the blocking thread.
         assert_eq!(s.execute_in(&mut t, &scan, &[]).unwrap().affected, 2);

@@ -91,7 +91,8 @@ async fn follow_once(
     loop {
         let resp = match ahead.take() {
             Some(resp) => resp,
-            None if shard.unflushed() => {
+            // Not while a snapshot is being installed: its job holds the shard's writer.
+            None if shard.unflushed() && loading.is_none() => {
                 match tokio::time::timeout(SYNC_WHEN_IDLE, stream.recv()).await {
                     Ok(Some(resp)) => resp,
                     Ok(None) => break,
@@ -176,6 +177,8 @@ async fn follow_once(
             }
             StreamItem::SnapshotBegin { lsn, tables } => {
                 tracing::info!(shard = shard.id, lsn, "installing snapshot from {upstream}");
+                // The install's write transaction would keep a sync waiting until it ends.
+                sync(shard).await;
                 loading = Some(SnapshotJob::start(shard.clone(), tables));
             }
             StreamItem::SnapshotRows { table, rows } => {
