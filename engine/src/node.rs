@@ -949,11 +949,12 @@ impl Service for NodeService {
                 Ok(Response::Ok)
             }
             Request::ForgetDecision { shard, txn } => match self.hosted_entry(shard) {
-                Ok(h) => tokio::task::spawn_blocking(move || {
-                    h.shard.forget_decision(txn).map(|_| Response::Ok)
+                Ok(h) if h.shard.forget_decision(txn) => tokio::task::spawn_blocking(move || {
+                    h.shard.write_forgotten().map(|_| Response::Ok)
                 })
                 .await
                 .unwrap_or_else(|e| Err(Error::internal(e.to_string()))),
+                Ok(_) => Ok(Response::Ok),
                 Err(e) => Err(e),
             },
             Request::Describe { shard, sql } => self.describe(shard, sql).await,

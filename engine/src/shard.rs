@@ -146,8 +146,9 @@ enum Step {
     /// The coordinator's outcome unless one is recorded. Outcome: the one that stands (1:
     /// commit, 0: abort).
     Decide { id: TxnId, commit: bool },
-    /// Drops a decision record every participant has acted on. Outcome: 0.
-    Forget(TxnId),
+    /// Writes the queued forgets (see `Shard::forget_decision`); any batch writes them, this
+    /// makes one when enough have piled up. Outcome: 0.
+    Forget,
     /// Drops an aborted prepared transaction. Outcome: 0.
     Discard(TxnId),
 }
@@ -320,7 +321,12 @@ pub struct Shard {
     /// On a copy that applied change records without an fsync (see `apply`): the last LSN
     /// known to be on disk. `None`: everything applied is durable.
     durable_behind: Mutex<Option<u64>>,
+    /// Decision records to delete with the next batch (see `forget_decision`).
+    forgotten: Mutex<Vec<TxnId>>,
 }
+
+/// Queued forgets that make a batch of their own (see `Shard::forget_decision`).
+const FORGET_BATCH: usize = 256;
 
 /// How long an apply hold lasts if nobody lifts it (its runner died). Long, because the
 /// primary's checksum of a big shard runs meanwhile; only a copy being moved in is held.
@@ -381,6 +387,7 @@ impl Shard {
             apply_hold: Mutex::new(None),
             placement_epoch: AtomicU64::new(placement_epoch),
             durable_behind: Mutex::new(None),
+            forgotten: Mutex::default(),
         };
         shard.recover_prepared()?;
         Ok(shard)
@@ -563,12 +570,24 @@ impl Shard {
             .map(|d| d == 1)
     }
 
-    /// Deletes a decision record once every participant has finished (see
-    /// `Request::ForgetDecision`), so decisions do not pile up under a steady workload. It
-    /// joins the group-commit queue (under load it shares a batch; alone it is a batch of its
-    /// own); a record that survives a crash is only a few bytes of garbage, never wrong.
-    pub fn forget_decision(&self, id: TxnId) -> Result<()> {
-        self.submit(Work::Step(Step::Forget(id))).map(|_| ())
+    /// Queues the deletion of a decision record once every participant has finished (see
+    /// `Request::ForgetDecision`), so decisions do not pile up under a steady workload. The
+    /// next group-commit batch deletes every queued record, at no cost of its own; true once
+    /// `FORGET_BATCH` are waiting, when the caller should write them (`write_forgotten`).
+    /// A record that survives a crash is only a few bytes of garbage, never wrong.
+    pub fn forget_decision(&self, id: TxnId) -> bool {
+        match self.forgotten.lock() {
+            Ok(mut f) => {
+                f.push(id);
+                f.len() >= FORGET_BATCH
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Deletes the queued decision records now (see `forget_decision`).
+    pub fn write_forgotten(&self) -> Result<()> {
+        self.submit(Work::Step(Step::Forget)).map(|_| ())
     }
 
     /// The number of decision records kept (for tests and stats).
@@ -1084,9 +1103,20 @@ impl Shard {
         // nothing else needs no fsync; the next durable batch makes it durable too.
         let durable = !batch
             .iter()
-            .all(|(_, w)| matches!(w, Work::Step(Step::Forget(_) | Step::Discard(_))));
+            .all(|(_, w)| matches!(w, Work::Step(Step::Forget | Step::Discard(_))));
+        let forgotten = self
+            .forgotten
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default();
         let written = (|| -> Result<Vec<BatchOutcome>> {
             let txn = self.begin_write(durable)?;
+            if !forgotten.is_empty() {
+                let mut decisions = txn.open_table(DECISIONS).map_err(storage_err)?;
+                for id in &forgotten {
+                    decisions.remove(id).map_err(storage_err)?;
+                }
+            }
             let mut out = Vec::with_capacity(batch.len());
             let mut accepted: Vec<CommitSummary> = Vec::new();
             // Undecided prepared writes count as committed for SERIALIZABLE validation; read
@@ -1599,13 +1629,8 @@ fn write_step(txn: &WriteTransaction, step: Step) -> Result<u64> {
             };
             Ok(decided as u64)
         }
-        Step::Forget(id) => {
-            txn.open_table(DECISIONS)
-                .map_err(storage_err)?
-                .remove(id)
-                .map_err(storage_err)?;
-            Ok(0)
-        }
+        // The queued forgets were written with the batch (`write_batch`).
+        Step::Forget => Ok(0),
         Step::Discard(id) => {
             txn.open_table(PREPARED)
                 .map_err(storage_err)?
@@ -1941,8 +1966,18 @@ mod tests {
         assert!(s.prepared().is_empty());
         // Once every participant finished, the decision record is dropped.
         assert_eq!(s.decision_count().unwrap(), 1);
-        s.forget_decision(77).unwrap();
-        assert_eq!(s.decision_count().unwrap(), 0);
+        assert!(!s.forget_decision(77), "one forget is not worth a write");
+        assert_eq!(s.decision_count().unwrap(), 1, "queued");
+        run(&s, "INSERT INTO a VALUES (2, 0)");
+        assert_eq!(
+            s.decision_count().unwrap(),
+            0,
+            "written with the next batch"
+        );
+        assert!(s.decide(78, true).unwrap());
+        s.forget_decision(78);
+        s.write_forgotten().unwrap();
+        assert_eq!(s.decision_count().unwrap(), 0, "or on request");
         assert_eq!(s.decision(77).unwrap(), None);
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
