@@ -27,6 +27,7 @@ fn encoding(c: &mut Criterion) {
         params: vec![Value::Int(42)],
         txn: None,
         timeout_ms: 0,
+        lock_timeout_ms: 0,
     };
     c.bench_function("frame/encode", |b| {
         b.iter(|| frame::encode(black_box(&(7u64, &req))))

@@ -106,6 +106,7 @@ async fn run(lookups: usize) {
             params: vec![Value::Int(k)],
             txn: None,
             timeout_ms: 0,
+            lock_timeout_ms: 0,
         };
         let t = Instant::now();
         let resp = pool.call(&addr, req).await.expect("direct lookup");

@@ -409,6 +409,17 @@ async fn statement_and_lock_timeouts() {
         started.elapsed() < Duration::from_secs(4),
         "cancelled near its deadline"
     );
+    // lock_timeout holds outside a block too (it used to wait for the deadlock timeout).
+    t2.batch_execute("SET statement_timeout = 0; SET lock_timeout = '200ms'")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = t2
+        .execute("UPDATE st SET value = 97 WHERE id = 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55P03");
+    assert!(started.elapsed() < Duration::from_secs(4));
     t2.batch_execute("SET statement_timeout = 0; SET lock_timeout = '200ms'; BEGIN")
         .await
         .unwrap();

@@ -79,6 +79,8 @@ pub fn moving(id: ShardId) -> Error {
 struct Caller {
     conn: u64,
     deadline: Option<std::time::Instant>,
+    /// lock_timeout of a statement outside a transaction block.
+    lock_timeout: Option<Duration>,
     /// Set when the router forwards the client's cancel of this statement.
     cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -317,6 +319,7 @@ impl NodeService {
         let Caller {
             conn,
             deadline,
+            lock_timeout,
             cancelled,
         } = caller;
         let hosted = self.hosted_entry(id)?;
@@ -371,6 +374,7 @@ impl NodeService {
                         &params,
                         deadline,
                         Some(cancelled.clone()),
+                        lock_timeout,
                     )?);
                 }
                 last.ok_or_else(|| Error::syntax("empty query"))
@@ -900,9 +904,12 @@ impl Service for NodeService {
                 params,
                 txn,
                 timeout_ms,
+                lock_timeout_ms,
             } => {
                 let deadline = (timeout_ms > 0)
                     .then(|| std::time::Instant::now() + Duration::from_millis(timeout_ms));
+                let lock_timeout =
+                    (lock_timeout_ms > 0).then(|| Duration::from_millis(lock_timeout_ms));
                 self.execute(
                     shard,
                     epoch,
@@ -912,6 +919,7 @@ impl Service for NodeService {
                     Caller {
                         conn: reply.conn,
                         deadline,
+                        lock_timeout,
                         cancelled: reply.cancelled.clone(),
                     },
                 )
@@ -1134,6 +1142,7 @@ mod tests {
                 lock_timeout_ms: 0,
             }),
             timeout_ms: 0,
+            lock_timeout_ms: 0,
         }
     }
 

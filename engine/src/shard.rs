@@ -1007,21 +1007,23 @@ impl Shard {
     /// Runs one statement as its own transaction; a serialization failure is retried here,
     /// invisibly to the client.
     pub fn execute(&self, stmt: &Statement, params: &[Value]) -> Result<QueryResult> {
-        self.execute_until(stmt, params, None, None)
+        self.execute_until(stmt, params, None, None, None)
     }
 
-    /// As `execute`, failing with 57014 (and committing nothing) once `deadline` passes.
+    /// As `execute`, failing with 57014 (and committing nothing) once `deadline` passes, and
+    /// with 55P03 after waiting `lock_timeout` for a row lock (the deadlock timeout if none).
     pub fn execute_until(
         &self,
         stmt: &Statement,
         params: &[Value],
         deadline: Option<Instant>,
         cancelled: Option<Arc<AtomicBool>>,
+        lock_timeout: Option<Duration>,
     ) -> Result<QueryResult> {
         let mut attempt = 0;
         loop {
             let id = AUTOCOMMIT_IDS.fetch_add(1, Ordering::Relaxed) | (1 << 63);
-            let mut t = self.begin(id, Isolation::ReadCommitted, false, None);
+            let mut t = self.begin(id, Isolation::ReadCommitted, false, lock_timeout);
             t.deadline = deadline;
             t.cancelled = cancelled.clone();
             let outcome = match self.execute_in(&mut t, stmt, params) {
@@ -1494,17 +1496,19 @@ impl Shard {
             rows += snap.row_count(&schema.name)?;
         }
         let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
-        // A copy's position counts once it is durable: a move switches to a copy only when
-        // it holds exactly the primary's LSN, and must not lose it in a crash just after.
-        let lsn = match self.durable_behind.lock().ok().and_then(|d| *d) {
-            Some(on_disk) => on_disk.min(snap.state(STATE_LSN)?),
-            None => snap.state(STATE_LSN)?,
+        // Read after the snapshot: an unsynced apply marks itself before it is visible, so
+        // a snapshot that sees it also sees the mark.
+        let lsn = snap.state(STATE_LSN)?;
+        let durable_lsn = match self.durable_behind.lock().ok().and_then(|d| *d) {
+            Some(on_disk) => on_disk.min(lsn),
+            None => lsn,
         };
         let log_start = snap.state(STATE_LOG_START)?.max(1).min(lsn);
         Ok(ShardStats {
             shard: self.id,
             rows,
             lsn,
+            durable_lsn,
             log_start,
             bytes,
             primary: false,

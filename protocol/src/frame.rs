@@ -135,6 +135,7 @@ mod tests {
             params: vec![Value::Int(7)],
             txn: None,
             timeout_ms: 0,
+            lock_timeout_ms: 0,
         };
         let mut buf = Vec::new();
         write_frame(&mut buf, &(9u64, req.clone())).await.unwrap();

@@ -26,6 +26,9 @@ pub enum Request {
         /// statement_timeout in milliseconds (0: none). A statement past it is rolled back and
         /// fails with 57014 — it never commits after its deadline.
         timeout_ms: u64,
+        /// lock_timeout in milliseconds for a statement outside a transaction block (0: the
+        /// deadlock timeout); a block's comes with its `TxnSpec`.
+        lock_timeout_ms: u64,
     },
     /// Node: commit or roll back a client transaction on a shard.
     EndTxn {
@@ -241,6 +244,9 @@ pub struct ShardStats {
     pub rows: u64,
     /// Highest LSN present (primary: last committed; replica: last applied).
     pub lsn: u64,
+    /// Highest LSN that survives a crash: `lsn` on a primary; on a replica, which applies
+    /// without an fsync and syncs every few milliseconds, up to 50 ms of commits behind it.
+    pub durable_lsn: u64,
     /// Oldest LSN still in the change log (0 if empty).
     pub log_start: u64,
     pub bytes: u64,

@@ -32,6 +32,8 @@ use crate::status;
 tokio::task_local! {
     /// The session's statement_timeout for the statement being run (set by the frontend).
     pub static STATEMENT_TIMEOUT_MS: u64;
+    /// The session's lock_timeout for the statement being run (set by the frontend).
+    pub static LOCK_TIMEOUT_MS: u64;
 }
 
 pub struct Router {
@@ -707,6 +709,7 @@ impl Router {
         txn: Option<TxnSpec>,
     ) -> Result<QueryResult> {
         let timeout_ms = STATEMENT_TIMEOUT_MS.try_with(|t| *t).unwrap_or(0);
+        let lock_timeout_ms = LOCK_TIMEOUT_MS.try_with(|t| *t).unwrap_or(0);
         let deadline = tokio::time::Instant::now() + HOLD_WAIT;
         let mut target = target.clone();
         loop {
@@ -717,6 +720,7 @@ impl Router {
                 params: params.to_vec(),
                 txn,
                 timeout_ms,
+                lock_timeout_ms,
             };
             match self.pool.call(&target.addr, req).await {
                 Ok(Response::Result(r)) => return Ok(r),

@@ -947,6 +947,11 @@ async fn with_timeout(
             }
         }
     };
+    let lock_ms = session
+        .get("lock_timeout")
+        .and_then(|v| parse_millis(&v))
+        .unwrap_or(0);
+    let run = crate::dispatch::LOCK_TIMEOUT_MS.scope(lock_ms, run);
     let ms = session
         .get("statement_timeout")
         .and_then(|v| parse_millis(&v))

@@ -268,6 +268,7 @@ pub fn replication_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>
             col("lsn", DataType::Int8),
             col("lag_lsn", DataType::Int8),
             col("snapshots", DataType::Int8),
+            col("durable_lsn", DataType::Int8),
         ],
         primary_key: vec![0, 1],
         indexes: Vec::new(),
@@ -291,6 +292,7 @@ pub fn replication_view(status: &[ShardStatus]) -> (TableSchema, Vec<Vec<Value>>
                 opt_int(lsn),
                 opt_int(lag),
                 opt_int(r.stats.as_ref().map(|st| st.snapshots_installed)),
+                opt_int(r.stats.as_ref().map(|st| st.durable_lsn)),
             ]);
         }
     }

@@ -293,6 +293,8 @@ impl Runner {
                     && p.open_txns == 0
                     && p.prepared == 0
                     && t.lsn == p.lsn
+                    // The old primary goes right after: the copy must keep it all in a crash.
+                    && t.durable_lsn == p.lsn
             }
             _ => false,
         };
