@@ -437,6 +437,34 @@ async fn statement_and_lock_timeouts() {
     );
 }
 
+/// lock_timeout also bounds a statement outside a block that becomes a distributed
+/// transaction of its own (an UPDATE of every shard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_timeout_bounds_an_implicit_distributed_write() {
+    let cluster = start_cluster(1, 4, 1).await;
+    let (t1, t2) = (cluster.client().await, cluster.client().await);
+    setup(&t1, "lt").await;
+    t1.batch_execute("BEGIN; UPDATE lt SET value = 11 WHERE id = 1")
+        .await
+        .unwrap();
+    t2.batch_execute("SET lock_timeout = '200ms'")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = t2
+        .execute("UPDATE lt SET value = value + 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55P03");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    t1.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        values(&t1, "lt").await,
+        vec![(1, 11), (2, 20)],
+        "the timed-out write changed nothing"
+    );
+}
+
 /// SELECT … FOR UPDATE SKIP LOCKED, the job-queue pattern: each worker gets the first rows
 /// nobody else holds, without waiting, on one shard and across four (where a worker may lock
 /// up to LIMIT rows on every shard, more than it returns).

@@ -640,10 +640,18 @@ impl Shard {
     pub fn decisions(&self) -> Result<Vec<(TxnId, bool)>> {
         let read = redb::ReadableDatabase::begin_read(&self.db).map_err(storage_err)?;
         let table = read.open_table(DECISIONS).map_err(storage_err)?;
+        // Forgotten already, only not yet deleted: the new copy would keep them for good.
+        let forgotten: HashSet<TxnId> = self
+            .forgotten
+            .lock()
+            .map(|f| f.iter().copied().collect())
+            .unwrap_or_default();
         let mut out = Vec::new();
         for entry in redb::ReadableTable::range::<TxnId>(&table, ..).map_err(storage_err)? {
             let (k, v) = entry.map_err(storage_err)?;
-            out.push((k.value(), v.value() == 1));
+            if !forgotten.contains(&k.value()) {
+                out.push((k.value(), v.value() == 1));
+            }
         }
         Ok(out)
     }
@@ -1113,12 +1121,6 @@ impl Shard {
             .unwrap_or_default();
         let written = (|| -> Result<Vec<BatchOutcome>> {
             let txn = self.begin_write(durable)?;
-            if !forgotten.is_empty() {
-                let mut decisions = txn.open_table(DECISIONS).map_err(storage_err)?;
-                for id in &forgotten {
-                    decisions.remove(id).map_err(storage_err)?;
-                }
-            }
             let mut out = Vec::with_capacity(batch.len());
             let mut accepted: Vec<CommitSummary> = Vec::new();
             // Undecided prepared writes count as committed for SERIALIZABLE validation; read
@@ -1218,6 +1220,14 @@ impl Shard {
                 accepted.push(summary.clone());
                 out.push((ticket, Ok(lsn), Some(summary)));
             }
+            // Last: a step queued before a forget (an in-doubt resolver's decide of the same
+            // transaction) must still find the record.
+            if !forgotten.is_empty() {
+                let mut decisions = txn.open_table(DECISIONS).map_err(storage_err)?;
+                for id in &forgotten {
+                    decisions.remove(id).map_err(storage_err)?;
+                }
+            }
             txn.open_table(STATE)
                 .map_err(storage_err)?
                 .insert(STATE_TXN, txn_id)
@@ -1252,6 +1262,10 @@ impl Shard {
                 outcomes
             }
             Err(e) => {
+                // The next batch deletes them (deleting one already gone is harmless).
+                if let Ok(mut f) = self.forgotten.lock() {
+                    f.extend(forgotten);
+                }
                 // A failed redb commit may still be on disk: report the outcome as unknown,
                 // never as a clean rollback.
                 let e = Error::new(&e.code, format!("commit outcome unknown: {}", e.message));

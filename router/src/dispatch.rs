@@ -449,7 +449,7 @@ impl Router {
     /// Runs a statement that writes on several shards as its own distributed transaction, so
     /// it applies on all of them or on none (two-phase commit).
     async fn run_atomically(&self, plan: Plan, params: &[Value]) -> Result<QueryResult> {
-        let mut txn = SessionTxn::implicit();
+        let mut txn = SessionTxn::implicit(LOCK_TIMEOUT_MS.try_with(|t| *t).unwrap_or(0));
         let spec = txn.spec;
         admit(&plan, &mut txn)?;
         let outcome = match plan {

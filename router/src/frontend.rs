@@ -130,7 +130,11 @@ impl Frontend {
                 None => false,
             }
         };
-        let copy = crate::copy::CopyIn::start(&self.router, &cmd, in_block)?;
+        let lock_timeout_ms = session
+            .get("lock_timeout")
+            .and_then(|v| parse_millis(&v))
+            .unwrap_or(0);
+        let copy = crate::copy::CopyIn::start(&self.router, &cmd, in_block, lock_timeout_ms)?;
         let columns = copy.columns();
         *session.copy.lock().await = Some(copy);
         Ok(Response::CopyIn(pgwire::api::results::CopyResponse::new(

@@ -67,13 +67,14 @@ impl SessionTxn {
     }
 
     /// The distributed transaction of one statement run outside a block (a multi-shard
-    /// write, a COPY): READ COMMITTED, with a fresh random id.
-    pub fn implicit() -> Self {
+    /// write, a COPY): READ COMMITTED, with a fresh random id and the session's
+    /// lock_timeout (0: the deadlock timeout).
+    pub fn implicit(lock_timeout_ms: u64) -> Self {
         SessionTxn::new(TxnSpec {
             id: rand::random::<u64>() | 1,
             isolation: protocol::message::Isolation::ReadCommitted,
             read_only: false,
-            lock_timeout_ms: 0,
+            lock_timeout_ms,
         })
     }
 }

@@ -324,7 +324,13 @@ pub struct CopyIn {
 
 impl CopyIn {
     /// Prepares to receive rows for `cmd`, checking the table and columns as PostgreSQL does.
-    pub fn start(router: &Router, cmd: &CopyCommand, in_block: bool) -> Result<CopyIn> {
+    /// `lock_timeout_ms`: the session's, for the transaction of a COPY outside a block.
+    pub fn start(
+        router: &Router,
+        cmd: &CopyCommand,
+        in_block: bool,
+        lock_timeout_ms: u64,
+    ) -> Result<CopyIn> {
         let state = router.meta.state();
         let table = state
             .tables
@@ -410,7 +416,7 @@ impl CopyIn {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let own = (!in_block).then(SessionTxn::implicit);
+        let own = (!in_block).then(|| SessionTxn::implicit(lock_timeout_ms));
         Ok(CopyIn {
             decoder: Decoder::new(cmd.opts.clone()),
             binary: cmd.opts.format == Format::Binary,
