@@ -411,24 +411,10 @@ impl NodeService {
             });
             open.txn.clone()
         };
-        // A statement that only gets rows by key and takes free locks runs right here (see
-        // `point_read`); the slot is free unless a statement of this transaction still runs.
         let quick = match parsed.stmts.as_slice() {
-            [stmt] if parsed.quick => match slot.try_lock() {
-                Ok(mut guard) => match guard.as_mut() {
-                    Some(txn) => {
-                        txn.deadline = deadline;
-                        txn.cancelled = Some(cancelled.clone());
-                        match shard.execute_in_quickly(txn, stmt, &params) {
-                            Ok(Some(r)) => Some(Ok(r)),
-                            Ok(None) => None,
-                            Err(e) => Some(Err(statement_failed(&shard, &mut guard, e))),
-                        }
-                    }
-                    None => None,
-                },
-                Err(_) => None,
-            },
+            [stmt] if parsed.quick => {
+                run_quickly(&shard, &slot, stmt, &params, deadline, &cancelled)
+            }
             _ => None,
         };
         let result = match quick {
@@ -798,6 +784,28 @@ fn part_lost(shard: ShardId) -> Error {
             "the transaction's part on shard {shard} was lost (its node restarted); it did not commit"
         ),
     )
+}
+
+/// Runs a quick-shaped statement of an open transaction right here (see `point_read`):
+/// `None` if it must go to a blocking thread after all — it needed a scan or a held lock,
+/// or the slot is busy (a statement of this transaction still runs) or empty.
+fn run_quickly(
+    shard: &Shard,
+    slot: &Mutex<Option<Transaction>>,
+    stmt: &sql::Statement,
+    params: &[Value],
+    deadline: Option<std::time::Instant>,
+    cancelled: &Arc<std::sync::atomic::AtomicBool>,
+) -> Option<Result<protocol::schema::QueryResult>> {
+    let mut guard = slot.try_lock().ok()?;
+    let txn = guard.as_mut()?;
+    txn.deadline = deadline;
+    txn.cancelled = Some(cancelled.clone());
+    match shard.execute_in_quickly(txn, stmt, params) {
+        Ok(Some(r)) => Some(Ok(r)),
+        Ok(None) => None,
+        Err(e) => Some(Err(statement_failed(shard, &mut guard, e))),
+    }
 }
 
 /// A statement of an open transaction failed with `e`. PostgreSQL aborts the whole

@@ -205,10 +205,11 @@ async fn sync(shard: &Arc<Shard>) {
         return;
     }
     let s = shard.clone();
-    match tokio::task::spawn_blocking(move || s.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(shard = shard.id, "syncing applied changes failed: {e}"),
-        Err(e) => tracing::warn!(shard = shard.id, "syncing applied changes failed: {e}"),
+    let synced = tokio::task::spawn_blocking(move || s.flush())
+        .await
+        .unwrap_or_else(|e| Err(Error::internal(e.to_string())));
+    if let Err(e) = synced {
+        tracing::warn!(shard = shard.id, "syncing applied changes failed: {e}");
     }
 }
 

@@ -36,6 +36,11 @@ tokio::task_local! {
     pub static LOCK_TIMEOUT_MS: u64;
 }
 
+/// The running statement's lock_timeout (see `LOCK_TIMEOUT_MS`); 0 outside one.
+pub fn lock_timeout_ms() -> u64 {
+    LOCK_TIMEOUT_MS.try_with(|t| *t).unwrap_or(0)
+}
+
 pub struct Router {
     pub meta: MetaClient,
     pub pool: Pool,
@@ -449,7 +454,7 @@ impl Router {
     /// Runs a statement that writes on several shards as its own distributed transaction, so
     /// it applies on all of them or on none (two-phase commit).
     async fn run_atomically(&self, plan: Plan, params: &[Value]) -> Result<QueryResult> {
-        let mut txn = SessionTxn::implicit(LOCK_TIMEOUT_MS.try_with(|t| *t).unwrap_or(0));
+        let mut txn = SessionTxn::implicit(lock_timeout_ms());
         let spec = txn.spec;
         admit(&plan, &mut txn)?;
         let outcome = match plan {
@@ -709,7 +714,7 @@ impl Router {
         txn: Option<TxnSpec>,
     ) -> Result<QueryResult> {
         let timeout_ms = STATEMENT_TIMEOUT_MS.try_with(|t| *t).unwrap_or(0);
-        let lock_timeout_ms = LOCK_TIMEOUT_MS.try_with(|t| *t).unwrap_or(0);
+        let lock_timeout_ms = lock_timeout_ms();
         let deadline = tokio::time::Instant::now() + HOLD_WAIT;
         let mut target = target.clone();
         loop {

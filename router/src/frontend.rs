@@ -48,7 +48,7 @@ use crate::dispatch::Router;
 type Description = (Vec<DataType>, Vec<ResultColumn>);
 use crate::encode;
 use crate::names;
-use crate::session::{DEFAULTS, SavepointMark, Session, SessionTxn, parse_millis};
+use crate::session::{DEFAULTS, SavepointMark, Session, SessionTxn};
 use std::collections::BTreeMap;
 
 /// A statement prepared by the client: its text, its parse, and what Describe learned.
@@ -130,10 +130,7 @@ impl Frontend {
                 None => false,
             }
         };
-        let lock_timeout_ms = session
-            .get("lock_timeout")
-            .and_then(|v| parse_millis(&v))
-            .unwrap_or(0);
+        let lock_timeout_ms = session.millis("lock_timeout");
         let copy = crate::copy::CopyIn::start(&self.router, &cmd, in_block, lock_timeout_ms)?;
         let columns = copy.columns();
         *session.copy.lock().await = Some(copy);
@@ -575,10 +572,7 @@ impl Frontend {
         let read_only = session
             .get("default_transaction_read_only")
             .is_some_and(|v| v == "on" || v == "true");
-        let lock_timeout_ms = session
-            .get("lock_timeout")
-            .and_then(|v| parse_millis(&v))
-            .unwrap_or(0);
+        let lock_timeout_ms = session.millis("lock_timeout");
         let mut spec = TxnSpec {
             id: rand::random::<u64>() | 1,
             isolation,
@@ -951,15 +945,9 @@ async fn with_timeout(
             }
         }
     };
-    let lock_ms = session
-        .get("lock_timeout")
-        .and_then(|v| parse_millis(&v))
-        .unwrap_or(0);
+    let lock_ms = session.millis("lock_timeout");
     let run = crate::dispatch::LOCK_TIMEOUT_MS.scope(lock_ms, run);
-    let ms = session
-        .get("statement_timeout")
-        .and_then(|v| parse_millis(&v))
-        .unwrap_or(0);
+    let ms = session.millis("statement_timeout");
     if ms == 0 {
         return run.await;
     }

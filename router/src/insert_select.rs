@@ -52,11 +52,7 @@ impl Router {
         if let Some(t) = txn {
             return self.insert_select_in(insert, params, t).await;
         }
-        let mut own = SessionTxn::implicit(
-            crate::dispatch::LOCK_TIMEOUT_MS
-                .try_with(|t| *t)
-                .unwrap_or(0),
-        );
+        let mut own = SessionTxn::implicit(crate::dispatch::lock_timeout_ms());
         match self.insert_select_in(insert, params, &mut own).await {
             Ok(result) => {
                 self.end_transaction(&own, true).await?;

@@ -131,6 +131,11 @@ impl Drop for Session {
 }
 
 impl Session {
+    /// A duration setting (statement_timeout, lock_timeout) in milliseconds; 0 if unset.
+    pub fn millis(&self, name: &str) -> u64 {
+        self.get(name).and_then(|v| parse_millis(&v)).unwrap_or(0)
+    }
+
     pub fn get(&self, name: &str) -> Option<String> {
         let name = name.to_lowercase();
         match name.as_str() {
