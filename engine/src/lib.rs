@@ -14,6 +14,7 @@ pub mod index;
 pub mod locks;
 pub mod node;
 pub mod point_read;
+pub mod read_plans;
 pub mod shard;
 pub mod sql;
 pub mod storage;

@@ -124,10 +124,12 @@ struct Parsed {
     point: bool,
     /// One statement, of `point_read::is_quick_shaped` shape.
     quick: bool,
+    /// Bound plans of a point read, per shard; `None` for a parse that is not kept.
+    read_plans: Option<crate::read_plans::ReadPlans>,
 }
 
 impl Parsed {
-    fn new(stmts: Vec<sql::Statement>) -> Parsed {
+    fn new(stmts: Vec<sql::Statement>, kept: bool) -> Parsed {
         let writes = stmts.iter().any(|s| !sql::is_read_only(s));
         let (point, quick) = match stmts.as_slice() {
             [stmt] => (
@@ -137,6 +139,7 @@ impl Parsed {
             _ => (false, false),
         };
         Parsed {
+            read_plans: (kept && point && !writes).then(Default::default),
             stmts,
             writes,
             point,
@@ -348,7 +351,8 @@ impl NodeService {
             if let [stmt] = parsed.stmts.as_slice()
                 && !writes
                 && parsed.point
-                && let Some(result) = shard.read_points(stmt, &params)?
+                && let Some(result) =
+                    shard.read_points(stmt, &params, parsed.read_plans.as_ref())?
             {
                 return Ok(Response::Result(result));
             }
@@ -609,14 +613,14 @@ impl NodeService {
     /// Parses `sql_text`, through the cache when the statement is parameterised.
     fn parse(&self, sql_text: &str, cache: bool) -> Result<Arc<Parsed>> {
         if !cache {
-            return Ok(Arc::new(Parsed::new(sql::parse(sql_text)?)));
+            return Ok(Arc::new(Parsed::new(sql::parse(sql_text)?, false)));
         }
         if let Ok(parsed) = self.parsed.lock()
             && let Some(hit) = parsed.get(sql_text)
         {
             return Ok(hit.clone());
         }
-        let stmts = Arc::new(Parsed::new(sql::parse(sql_text)?));
+        let stmts = Arc::new(Parsed::new(sql::parse(sql_text)?, true));
         if let Ok(mut parsed) = self.parsed.lock() {
             if parsed.len() >= PARSE_CACHE {
                 parsed.clear();

@@ -37,6 +37,7 @@ use tokio::sync::watch;
 use crate::buffer::{Locking, ReadSet, TxnView, WriteSet};
 use crate::index;
 use crate::locks::{LockTable, TxnId};
+use crate::read_plans::{ReadPlan, ReadPlans};
 use crate::sql::{self, Statement};
 use crate::storage::{
     self, CATALOG, CHANGELOG, DECISIONS, PREPARED, STATE, STATE_LOG_START, STATE_LSN,
@@ -1050,9 +1051,37 @@ impl Shard {
 
     /// Runs a read-only autocommit statement on the calling thread if it fetches nothing but
     /// rows by key (see `point_read`); `None` if it must run on a blocking thread instead.
-    pub fn read_points(&self, stmt: &Statement, params: &[Value]) -> Result<Option<QueryResult>> {
+    ///
+    /// `plans` holds the statement's bound plans when it is a prepared statement: one bound
+    /// against this snapshot's catalog runs without binding (`crate::read_plans`).
+    pub fn read_points(
+        &self,
+        stmt: &Statement,
+        params: &[Value],
+        plans: Option<&ReadPlans>,
+    ) -> Result<Option<QueryResult>> {
         let snap = self.snapshot()?;
-        match sql::query(stmt, params, &crate::point_read::PointsOnly::new(&snap)) {
+        let view = crate::point_read::PointsOnly::new(&snap);
+        let result = match plans {
+            Some(plans) => match plans.get(self.id) {
+                Some(plan) if snap.catalog_is(&plan.catalog)? => {
+                    sql::reuse::run_bound(&plan.bound, params, &view)
+                }
+                _ => match sql::reuse::bind_read(stmt, &view)? {
+                    Some(bound) => {
+                        let plan = Arc::new(ReadPlan {
+                            catalog: snap.catalog_entries(&bound.tables)?,
+                            bound,
+                        });
+                        plans.put(self.id, plan.clone());
+                        sql::reuse::run_bound(&plan.bound, params, &view)
+                    }
+                    None => sql::query(stmt, params, &view),
+                },
+            },
+            None => sql::query(stmt, params, &view),
+        };
+        match result {
             Err(e) if crate::point_read::is_not_a_point_read(&e) => Ok(None),
             other => other.map(Some),
         }

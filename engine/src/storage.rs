@@ -100,6 +100,31 @@ impl Snapshot {
         })
     }
 
+    /// The stored catalog entries of `tables` (`None` where a table does not exist), to
+    /// check later with [`Snapshot::catalog_is`] that their definitions have not changed.
+    pub fn catalog_entries(&self, tables: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        let catalog = self.txn.open_table(CATALOG).map_err(storage_err)?;
+        tables
+            .iter()
+            .map(|t| {
+                let bytes = catalog.get(t.as_str()).map_err(storage_err)?;
+                Ok((t.clone(), bytes.map(|b| b.value().to_vec())))
+            })
+            .collect()
+    }
+
+    /// True if this snapshot's catalog holds exactly `entries` for their tables.
+    pub fn catalog_is(&self, entries: &[(String, Option<Vec<u8>>)]) -> Result<bool> {
+        let catalog = self.txn.open_table(CATALOG).map_err(storage_err)?;
+        for (table, expected) in entries {
+            let bytes = catalog.get(table.as_str()).map_err(storage_err)?;
+            if bytes.as_ref().map(|b| b.value()) != expected.as_deref() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     pub fn state(&self, key: &str) -> Result<u64> {
         let table = self.txn.open_table(STATE).map_err(storage_err)?;
         Ok(table

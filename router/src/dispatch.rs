@@ -20,6 +20,8 @@ use protocol::message::{Request, Response, TxnSpec};
 use protocol::rpc::Pool;
 use protocol::schema::{QueryResult, ResultColumn};
 use protocol::{DataType, Value};
+
+use crate::route_cache::RouteCache;
 use replication::meta::MetaClient;
 use sqlparser::ast::{self, Ident, ObjectName, Statement};
 
@@ -67,7 +69,20 @@ impl Router {
     ) -> Result<QueryResult> {
         // Boxed once here: the statement's whole state machine lives on the heap, so callers
         // (the frontend's several paths, SQL-level EXECUTE) keep small futures on the stack.
-        Box::pin(self.execute_boxed(stmt, params, txn)).await
+        Box::pin(self.execute_boxed(stmt, params, txn, None)).await
+    }
+
+    /// [`Router::execute`] for an execution of a prepared statement: by the route it remembers
+    /// while that holds (`crate::route_cache`), else planned in full and the route remembered
+    /// when it is one shard chosen by one parameter. `route` `None` is `execute`.
+    pub async fn execute_with(
+        &self,
+        stmt: &Statement,
+        params: &[Value],
+        txn: Option<&mut SessionTxn>,
+        route: Option<&RouteCache>,
+    ) -> Result<QueryResult> {
+        Box::pin(self.execute_boxed(stmt, params, txn, route)).await
     }
 
     async fn execute_boxed(
@@ -75,13 +90,34 @@ impl Router {
         stmt: &Statement,
         params: &[Value],
         mut txn: Option<&mut SessionTxn>,
+        route: Option<&RouteCache>,
     ) -> Result<QueryResult> {
+        if let Some(plan) = route.and_then(|r| r.plan(&self.meta.state(), params)) {
+            if let Some(t) = txn.as_deref_mut() {
+                admit(&plan, t)?;
+            }
+            let version = self.meta.state().version;
+            match self.run(plan, params, txn.as_deref().map(|t| t.spec)).await {
+                // Refused before it ran: plan in full below (which may retry once more).
+                Err(e) if is_stale_route(&e) => {
+                    let _ = self
+                        .meta
+                        .wait_for_version(version + 1, Duration::from_secs(5))
+                        .await;
+                }
+                Err(e) if is_resplit(&e) && txn.is_none() => {}
+                other => return other,
+            }
+        }
+        // The route may be remembered only if nothing before planning changed the statement.
+        let mut rememberable = route.is_some() && !calls_functions(stmt);
         if let Some(result) = Box::pin(self.view_ddl(stmt, txn.is_some())).await? {
             return Ok(result);
         }
         let expanded;
         let stmt = match crate::views::expand(stmt, &self.meta.state())? {
             Some(s) => {
+                rememberable = false;
                 expanded = s;
                 &expanded
             }
@@ -156,6 +192,7 @@ impl Router {
         let stmt = match self.prepare_sequences(stmt, params).await? {
             crate::sequences::Prepared::Done(result) => return Ok(result),
             crate::sequences::Prepared::Rewritten(s) => {
+                rememberable = false;
                 prepared = *s;
                 &prepared
             }
@@ -196,7 +233,14 @@ impl Router {
         let mut retried = false;
         loop {
             let state = self.meta.state();
-            let plan = Planner::new(&state, params).plan(stmt)?;
+            let planner = Planner::new(&state, params);
+            let plan = planner.plan(stmt)?;
+            if rememberable
+                && let Some(route) = route
+                && let Some((table, n)) = planner.point_param()
+            {
+                route.remember(&state, params, &table, n, &plan);
+            }
             if let Plan::AlterTable {
                 tag,
                 name,
@@ -1058,6 +1102,16 @@ fn resplit(shard: u32) -> Error {
         sqlstate::SERIALIZATION_FAILURE,
         format!("shard {shard} was split while this statement waited; retry the transaction"),
     )
+}
+
+/// True if the statement calls any function: such calls (`nextval`, `tessera.*`, …) may be
+/// rewritten before planning in ways that depend on the parameters.
+pub(crate) fn calls_functions(stmt: &Statement) -> bool {
+    ast::visit_expressions(stmt, |e| match e {
+        ast::Expr::Function(_) => std::ops::ControlFlow::Break(()),
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 fn is_resplit(e: &Error) -> bool {

@@ -43,6 +43,7 @@ use protocol::{DataType, Value};
 use sqlparser::ast::{self, Statement};
 
 use crate::dispatch::Router;
+use crate::route_cache::RouteCache;
 
 /// Parameter types and result columns of a statement.
 type Description = (Vec<DataType>, Vec<ResultColumn>);
@@ -57,6 +58,23 @@ pub struct Prepared {
     pub sql: String,
     pub stmt: Option<Statement>,
     described: Arc<Mutex<Option<Description>>>,
+    /// Calls `pg_backend_pid()` or another function the session answers itself.
+    backend_calls: bool,
+    /// The route its executions take while the cluster map stays the same.
+    route: Arc<RouteCache>,
+}
+
+impl Prepared {
+    fn new(sql: &str, stmt: Option<Statement>, described: Option<Description>) -> Prepared {
+        Prepared {
+            sql: sql.to_string(),
+            // Any function call might be one; only statements without calls skip the check.
+            backend_calls: stmt.as_ref().is_none_or(crate::dispatch::calls_functions),
+            stmt,
+            described: Arc::new(Mutex::new(described)),
+            route: Arc::default(),
+        }
+    }
 }
 
 pub fn to_pg_error(e: Error) -> PgWireError {
@@ -106,7 +124,7 @@ impl Frontend {
                 .into_iter()
                 .next()
                 .ok_or_else(|| Error::internal("empty COPY query"))?;
-            let result = self.run(session, &select, &[]).await?;
+            let result = self.run(session, &select, &[], None).await?;
             let columns = result.columns.len();
             let mut chunks = crate::copy::encode_rows(&cmd, &result);
             // A header travels with the first row, so the "COPY n" count stays the row count.
@@ -366,6 +384,7 @@ impl Frontend {
         session: &Session,
         stmt: &Statement,
         params: &[Value],
+        prepared: Option<&Prepared>,
     ) -> Result<QueryResult> {
         let identity = crate::catalog::SessionIdentity {
             name: session.user().to_string(),
@@ -374,16 +393,18 @@ impl Frontend {
         crate::catalog::SESSION_USER
             .scope(
                 identity,
-                Box::pin(self.run_statement(session, stmt, params)),
+                Box::pin(self.run_statement(session, stmt, params, prepared)),
             )
             .await
     }
 
+    /// `prepared`: the client's prepared statement `stmt` comes from (extended protocol).
     async fn run_statement(
         &self,
         session: &Session,
         stmt: &Statement,
         params: &[Value],
+        prepared: Option<&Prepared>,
     ) -> Result<QueryResult> {
         let role_statement = matches!(
             stmt,
@@ -424,7 +445,11 @@ impl Frontend {
             return Ok(result);
         }
         drop(state);
-        let replaced = self.backend_functions(Some(session), stmt)?;
+        let replaced = match prepared {
+            Some(p) if !p.backend_calls => None,
+            _ => self.backend_functions(Some(session), stmt)?,
+        };
+        let route = prepared.map(|p| &*p.route);
         let stmt = replaced.as_ref().unwrap_or(stmt);
         match stmt {
             Statement::Set(set)
@@ -523,7 +548,10 @@ impl Frontend {
             _ => {
                 let mut guard = session.txn.lock().await;
                 match guard.as_mut() {
-                    None => with_timeout(session, self.router.execute(stmt, params, None)).await,
+                    None => {
+                        with_timeout(session, self.router.execute_with(stmt, params, None, route))
+                            .await
+                    }
                     Some(txn) if txn.failed => Err(Error::in_failed_transaction()),
                     Some(txn)
                         if matches!(
@@ -542,7 +570,8 @@ impl Frontend {
                     Some(txn) => {
                         let result = with_timeout(
                             session,
-                            self.router.execute(stmt, params, Some(&mut *txn)),
+                            self.router
+                                .execute_with(stmt, params, Some(&mut *txn), route),
                         )
                         .await;
                         if result.is_err() {
@@ -794,7 +823,7 @@ impl Frontend {
                     .iter()
                     .map(parameter_value)
                     .collect::<Result<Vec<_>>>()?;
-                Box::pin(self.run(session, &target, &params)).await
+                Box::pin(self.run(session, &target, &params, None)).await
             }
             Statement::Deallocate { name, .. } => {
                 let name = names::ident(name);
@@ -1114,7 +1143,7 @@ impl SimpleQueryHandler for Frontend {
                 }
                 continue;
             }
-            match self.run(&session, stmt, &[]).await {
+            match self.run(&session, stmt, &[], None).await {
                 Ok(result) => out.push(response(result, &Format::UnifiedText)?),
                 Err(e) => {
                     // Later statements of the string do not run, as in PostgreSQL.
@@ -1145,20 +1174,20 @@ impl QueryParser for StatementParser {
         if let Some(parsed) = crate::keyspaces::parse(sql) {
             // Checked at Parse; run at Execute.
             parsed.map_err(to_pg_error)?;
-            return Ok(Some(Prepared {
-                sql: sql.to_string(),
-                stmt: None,
-                described: Arc::new(Mutex::new(Some((Vec::new(), Vec::new())))),
-            }));
+            return Ok(Some(Prepared::new(
+                sql,
+                None,
+                Some((Vec::new(), Vec::new())),
+            )));
         }
         if let Some(parsed) = crate::maintenance::parse(sql) {
             // Checked at Parse, as PostgreSQL does; run at Execute (see do_query).
             parsed.map_err(to_pg_error)?;
-            return Ok(Some(Prepared {
-                sql: sql.to_string(),
-                stmt: None,
-                described: Arc::new(Mutex::new(Some((Vec::new(), Vec::new())))),
-            }));
+            return Ok(Some(Prepared::new(
+                sql,
+                None,
+                Some((Vec::new(), Vec::new())),
+            )));
         }
         let mut stmts =
             engine::sql::parse(&crate::copy::normalize_options(sql)).map_err(to_pg_error)?;
@@ -1167,11 +1196,7 @@ impl QueryParser for StatementParser {
                 "cannot insert multiple commands into a prepared statement",
             )));
         }
-        Ok(Some(Prepared {
-            sql: sql.to_string(),
-            stmt: stmts.pop(),
-            described: Arc::default(),
-        }))
+        Ok(Some(Prepared::new(sql, stmts.pop(), None)))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -1270,7 +1295,7 @@ impl ExtendedQueryHandler for Frontend {
             );
         }
         let result = self
-            .run(&session, stmt, &params)
+            .run(&session, stmt, &params, Some(prepared))
             .await
             .map_err(to_pg_error)?;
         response(result, &portal.result_column_format)

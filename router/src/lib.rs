@@ -27,6 +27,7 @@ pub mod names;
 pub mod plan;
 pub mod pushdown;
 pub mod roles;
+pub mod route_cache;
 pub mod sequences;
 pub mod session;
 pub mod status;

@@ -254,6 +254,11 @@ impl Plan {
 pub struct Planner<'a> {
     pub state: &'a ClusterState,
     pub params: &'a [Value],
+    /// Set by `pinned_shards` when the condition that pinned the shards was `key = $n`.
+    pinned_by: std::cell::Cell<Option<usize>>,
+    /// Set when the plan is one shard's, chosen by parameter `$n + 1` alone: the table and
+    /// `n` (see [`Planner::point_param`]).
+    point: std::cell::RefCell<Option<(String, usize)>>,
 }
 
 pub(crate) fn target(state: &ClusterState, shard: &ShardInfo) -> Result<Target> {
@@ -274,7 +279,12 @@ pub(crate) fn target(state: &ClusterState, shard: &ShardInfo) -> Result<Target> 
 
 impl<'a> Planner<'a> {
     pub fn new(state: &'a ClusterState, params: &'a [Value]) -> Self {
-        Planner { state, params }
+        Planner {
+            state,
+            params,
+            pinned_by: Default::default(),
+            point: Default::default(),
+        }
     }
 
     fn keyspace_targets(&self, keyspace: &str) -> Result<Vec<Target>> {
@@ -293,6 +303,14 @@ impl<'a> Planner<'a> {
             .tables
             .get(name)
             .ok_or_else(|| Error::undefined_table(name))
+    }
+
+    /// After [`Planner::plan`]: the parameter (0-based) whose value alone chose the plan's one
+    /// shard, through `shard key = $n` over one sharded table. Planning the same statement
+    /// with other parameters picks the shard of that parameter's value and changes nothing
+    /// else, which is what lets a prepared statement skip planning (`crate::route_cache`).
+    pub fn point_param(&self) -> Option<(String, usize)> {
+        self.point.borrow().clone()
     }
 
     pub fn plan(&self, stmt: &Statement) -> Result<Plan> {
@@ -1041,6 +1059,19 @@ impl<'a> Planner<'a> {
         let mut conjuncts = Vec::new();
         split_and(selection, &mut conjuncts);
         for c in conjuncts {
+            self.pinned_by.set(match c {
+                Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::Eq,
+                    right,
+                } if is_column(left, &key.name) => placeholder(right),
+                Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::Eq,
+                    right,
+                } if is_column(right, &key.name) => placeholder(left),
+                _ => None,
+            });
             let values = match c {
                 Expr::BinaryOp {
                     left,
@@ -1237,6 +1268,11 @@ impl<'a> Planner<'a> {
                     .shards
                     .get(only)
                     .ok_or_else(|| Error::internal("shard vanished"))?;
+                if table.distribution == Distribution::Sharded
+                    && let Some(n) = self.pinned_by.get()
+                {
+                    *self.point.borrow_mut() = Some((table.schema.name.clone(), n));
+                }
                 return Ok(Plan::Direct {
                     targets: vec![target(self.state, shard)?],
                     sql: stmt.to_string(),
@@ -1429,6 +1465,20 @@ pub(crate) fn split_and<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
         }
         Expr::Nested(e) => split_and(e, out),
         other => out.push(other),
+    }
+}
+
+/// `n - 1` of a bare `$n`.
+fn placeholder(expr: &Expr) -> Option<usize> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            ast::Value::Placeholder(p) => p
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1)),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -104,6 +104,11 @@ pub struct Binder<'a> {
     /// The statement's start time (µs since 2000-01-01): now(), current_date and friends are
     /// folded to it, so they are one value for the whole statement.
     pub now: i64,
+    /// Set when binding folded `now` into the plan, which then holds for this statement only.
+    pub folded_now: bool,
+    /// Set when binding made a subquery: an uncorrelated one keeps its rows in the plan for
+    /// the rest of the statement, so such a plan serves one execution only.
+    pub made_subquery: bool,
 }
 
 /// True if the qualifier of a column reference (`t` of `t.c`, `s.t` of `s.t.c`) names the
@@ -158,6 +163,8 @@ impl<'a> Binder<'a> {
             lowest_scope: usize::MAX,
             last_select_scope: None,
             now: protocol::value::datetime::now_micros(),
+            folded_now: false,
+            made_subquery: false,
         }
     }
 
@@ -1362,6 +1369,7 @@ impl<'a> Binder<'a> {
             )),
             _ => None,
         };
+        self.folded_now |= folded.is_some();
         if let Some(v) = folded {
             return Ok((Expr::Const(v), Some(resolved.ret)));
         }
@@ -1464,6 +1472,7 @@ impl<'a> Binder<'a> {
         self.windows = saved_windows;
         self.named_windows = saved_named;
         self.no_aggregates_in = saved_clause;
+        self.made_subquery = true;
         Ok(SubqueryExpr::new(plan?, correlated))
     }
 

@@ -9,8 +9,8 @@
 //! A column reference carries a `depth`: 0 is the current row, 1 the row of the enclosing
 //! query (for correlated subqueries), and so on up the [`Env`] chain.
 
-use std::cell::OnceCell;
 use std::cmp::Ordering;
+use std::sync::OnceLock;
 
 use protocol::{DataType, Error, Result, Value, sqlstate};
 
@@ -101,7 +101,7 @@ impl CmpOp {
 pub struct SubqueryExpr {
     pub plan: Box<QueryPlan>,
     pub correlated: bool,
-    pub cache: OnceCell<Vec<Vec<Value>>>,
+    pub cache: OnceLock<Vec<Vec<Value>>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -798,7 +798,7 @@ impl SubqueryExpr {
         SubqueryExpr {
             plan: Box::new(plan),
             correlated,
-            cache: OnceCell::new(),
+            cache: OnceLock::new(),
         }
     }
 

@@ -37,6 +37,7 @@ mod parse;
 mod plan;
 mod query;
 mod recursive;
+pub mod reuse;
 #[cfg(test)]
 mod tests;
 mod types;

@@ -555,3 +555,46 @@ fn memory_budget_fails_with_53200() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.rows, vec![vec![Value::Int(300)]]);
 }
+
+/// A bound read is reusable only when its plan holds for any execution: it names the tables
+/// whose schemas it read, and a plan that folded the statement's time or keeps a subquery's
+/// rows is not offered for reuse. A reused plan gives what binding afresh gives.
+#[test]
+fn bound_reads_are_reusable_only_when_nothing_execution_bound_is_folded_in() {
+    let mut txn = setup();
+    run_sql(
+        &mut txn,
+        "INSERT INTO t (id, name) VALUES (1, 'one'), (2, 'two');",
+    );
+    let cases: &[(&str, Option<&[&str]>)] = &[
+        ("SELECT name FROM t WHERE id = $1", Some(&["t"])),
+        ("SELECT name FROM missing WHERE id = $1", None),
+        ("SELECT name, now() FROM t WHERE id = $1", None),
+        (
+            "SELECT name FROM t WHERE id = $1 AND current_date > '2000-01-01'",
+            None,
+        ),
+        (
+            "SELECT name FROM t WHERE id = (SELECT max(id) FROM t)",
+            None,
+        ),
+        ("UPDATE t SET name = 'x' WHERE id = $1", None),
+        ("SELECT name FROM t FOR UPDATE", None),
+    ];
+    for (sql, tables) in cases {
+        let bound = super::reuse::bind_read(&one(sql), &txn);
+        let got = match &bound {
+            Ok(Some(b)) => Some(b.tables.iter().map(String::as_str).collect::<Vec<_>>()),
+            Ok(None) | Err(_) => None,
+        };
+        assert_eq!(got.as_deref(), *tables, "{sql}");
+    }
+    let stmt = one("SELECT name FROM t WHERE id = $1");
+    let bound = super::reuse::bind_read(&stmt, &txn).unwrap().unwrap();
+    for id in [1, 2, 3] {
+        let params = [Value::Text(id.to_string())];
+        let reused = super::reuse::run_bound(&bound, &params, &txn).unwrap();
+        let fresh = super::query(&stmt, &params, &txn).unwrap();
+        assert_eq!(show_result(&reused), show_result(&fresh), "id {id}");
+    }
+}

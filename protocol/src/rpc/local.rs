@@ -12,8 +12,11 @@
 //! ```
 //!
 //! What stays the same as over TCP, and why:
-//! - The handler runs as a task of its own, so a caller that gives up (its client went away)
-//!   never cuts a handler off halfway, exactly as a server handler outlives its caller.
+//! - A handler that waits (on a blocking thread, a lock, a commit) runs as a task of its
+//!   own, so a caller that gives up (its client went away) never cuts it off halfway,
+//!   exactly as a server handler outlives its caller. A statement's handler is first polled
+//!   once on the caller's task, and most point statements are done by then (no task, no
+//!   wake-ups); one that is not goes on as its own task from where it stopped.
 //! - A caller's cancel signal ([`super::CANCEL`]) sets the request's `cancelled` flag.
 //! - Each `Pool` is one connection to each local service: it gets its own connection id, and
 //!   when the last clone of the pool is dropped and its last request has finished, the
@@ -158,13 +161,23 @@ impl LocalConnection {
             conn: self.conn,
             cancelled: cancelled.clone(),
         };
-        // The handler keeps the connection open until it ends, as a socket would be.
-        let handling = handler.handle(req, reply);
-        let connection = self.clone();
-        tokio::spawn(async move {
-            handling.await;
-            drop(connection);
-        });
+        // A statement often finishes without waiting on anything (a read by key, a quick
+        // write in a transaction): its first poll runs here, on the caller's task, which
+        // saves a task and two wake-ups. A handler that is not done by then goes on as its
+        // own task, so a caller that gives up still never cuts it off halfway.
+        let inline = matches!(req, Request::Execute { .. });
+        let mut handling = handler.handle(req, reply);
+        if inline && first_poll_finishes(&mut handling) {
+            // Its reply sender goes with it, so the wait below ends either way.
+            drop(handling);
+        } else {
+            // The handler keeps the connection open until it ends, as a socket would be.
+            let connection = self.clone();
+            tokio::spawn(async move {
+                handling.await;
+                drop(connection);
+            });
+        }
         let answer = match CANCEL.try_with(Arc::clone) {
             Err(_) => rx.recv().await,
             Ok(signal) => {
@@ -186,6 +199,18 @@ impl LocalConnection {
             )),
         }
     }
+}
+
+/// Polls `handling` once on this thread; true if it finished (or panicked, which ends it
+/// as a panic in its own task would: the caller hears no answer).
+fn first_poll_finishes(handling: &mut BoxFuture) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // A later poll from the spawned task registers the real waker: a future polled again
+    // re-checks whatever it waits on, so nothing signalled in between is missed.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handling.as_mut().poll(&mut cx).is_ready()
+    }))
+    .unwrap_or(true)
 }
 
 impl Drop for LocalConnection {
