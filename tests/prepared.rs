@@ -99,3 +99,41 @@ async fn prepared_point_reads_see_the_table_as_it_is_now() {
         .collect();
     assert_eq!(values(&c, &get, &keys).await, expected);
 }
+
+/// A prepared statement that reads a session setting gets the setting's value at each
+/// execution, not the one it had when its route was first found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_point_reads_see_session_settings_as_they_are_now() {
+    let cluster = start_cluster(2, 4, 1).await;
+    let c = cluster.client().await;
+    c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    c.batch_execute(&insert(20, |k| format!("({k}, 'v{k}')")))
+        .await
+        .unwrap();
+    let get = c
+        .prepare("SELECT v FROM kv WHERE k = $1 AND v <> current_setting('application_name')")
+        .await
+        .unwrap();
+    let keys: Vec<i32> = (0..20).collect();
+    c.batch_execute("SET application_name = 'v3'")
+        .await
+        .unwrap();
+    let hidden = |name: i32| -> Vec<Option<String>> {
+        keys.iter()
+            .map(|k| {
+                Some(if *k == name {
+                    "<none>".into()
+                } else {
+                    format!("v{k}")
+                })
+            })
+            .collect()
+    };
+    assert_eq!(values(&c, &get, &keys).await, hidden(3));
+    c.batch_execute("SET application_name = 'v4'")
+        .await
+        .unwrap();
+    assert_eq!(values(&c, &get, &keys).await, hidden(4));
+}

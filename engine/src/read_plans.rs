@@ -17,10 +17,11 @@ use protocol::cluster::ShardId;
 
 use crate::sql::reuse::BoundRead;
 
-/// A bound plan and the catalog entries it is valid for.
+/// A bound plan and the catalog entries it is valid for; `bound` `None` records that the
+/// statement's plan is single-use over these entries (it is bound each time, once).
 pub struct ReadPlan {
     pub catalog: Vec<(String, Option<Vec<u8>>)>,
-    pub bound: BoundRead,
+    pub bound: Option<BoundRead>,
 }
 
 #[derive(Default)]

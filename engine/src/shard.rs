@@ -1064,17 +1064,17 @@ impl Shard {
         let view = crate::point_read::PointsOnly::new(&snap);
         let result = match plans {
             Some(plans) => match plans.get(self.id) {
-                Some(plan) if snap.catalog_is(&plan.catalog)? => {
-                    sql::reuse::run_bound(&plan.bound, params, &view)
-                }
+                Some(plan) if snap.catalog_is(&plan.catalog)? => match &plan.bound {
+                    Some(bound) => sql::reuse::run_bound(bound, params, &view),
+                    None => sql::query(stmt, params, &view),
+                },
                 _ => match sql::reuse::bind_read(stmt, &view)? {
                     Some(bound) => {
-                        let plan = Arc::new(ReadPlan {
-                            catalog: snap.catalog_entries(&bound.tables)?,
-                            bound,
-                        });
-                        plans.put(self.id, plan.clone());
-                        sql::reuse::run_bound(&plan.bound, params, &view)
+                        let catalog = snap.catalog_entries(&bound.tables)?;
+                        let result = sql::reuse::run_bound(&bound, params, &view);
+                        let bound = bound.reusable.then_some(bound);
+                        plans.put(self.id, Arc::new(ReadPlan { catalog, bound }));
+                        result
                     }
                     None => sql::query(stmt, params, &view),
                 },

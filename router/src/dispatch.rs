@@ -92,11 +92,12 @@ impl Router {
         mut txn: Option<&mut SessionTxn>,
         route: Option<&RouteCache>,
     ) -> Result<QueryResult> {
-        if let Some(plan) = route.and_then(|r| r.plan(&self.meta.state(), params)) {
+        let state = self.meta.state();
+        if let Some(plan) = route.and_then(|r| r.plan(&state, params)) {
             if let Some(t) = txn.as_deref_mut() {
                 admit(&plan, t)?;
             }
-            let version = self.meta.state().version;
+            let version = state.version;
             match self.run(plan, params, txn.as_deref().map(|t| t.spec)).await {
                 // Refused before it ran: plan in full below (which may retry once more).
                 Err(e) if is_stale_route(&e) => {

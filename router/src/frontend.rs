@@ -449,7 +449,9 @@ impl Frontend {
             Some(p) if !p.backend_calls => None,
             _ => self.backend_functions(Some(session), stmt)?,
         };
-        let route = prepared.map(|p| &*p.route);
+        // A statement the session rewrote (its settings, its pid) must not leave a route:
+        // the route's text would keep this execution's values.
+        let route = prepared.filter(|_| replaced.is_none()).map(|p| &*p.route);
         let stmt = replaced.as_ref().unwrap_or(stmt);
         match stmt {
             Statement::Set(set)

@@ -14,9 +14,10 @@
 //!
 //! Binding reads nothing but table schemas, so the bytes of those schemas are a complete
 //! check; [`bind_read`] records every schema it asked for through [`SchemaReads`]. A plan
-//! that folded the statement's start time (`now()`, `current_date`) is not reusable: it
-//! returns `None`, and the caller binds each time as before; so does one with a subquery,
-//! whose plan keeps the subquery's rows for the rest of its statement.
+//! that holds the statement's time (`now()`, `current_date`, a `'now'` or `'today'`
+//! literal: anything that read the clock while binding) is not reusable, nor is one with a
+//! subquery, whose plan keeps the subquery's rows for the rest of its statement; the caller
+//! binds those each time.
 
 use std::cell::{Cell, RefCell};
 
@@ -27,16 +28,18 @@ use sqlparser::ast::Statement;
 use super::{Binder, Plan, bind, prepare_params, run_plan_read};
 use crate::txn::{KeyRange, ReadTxn, RowIter};
 
-/// A read-only statement, bound once.
+/// A read-only statement, bound.
 pub struct BoundRead {
     plan: Plan,
     param_types: Vec<DataType>,
     /// Every table whose schema binding read (existing or not), in first-read order.
     pub tables: Vec<String>,
+    /// The plan may serve later executions (over the same catalog entries of `tables`); if
+    /// not, it holds something of this execution's (its time, a subquery's rows).
+    pub reusable: bool,
 }
 
-/// Binds a plain read-only query for reuse; `None` if its plan cannot be reused (not a
-/// query, a write, or it folded the statement's time).
+/// Binds a plain read-only query; `None` if it is not one (a write, EXPLAIN, …).
 pub fn bind_read(stmt: &Statement, txn: &dyn ReadTxn) -> Result<Option<BoundRead>> {
     if !matches!(stmt, Statement::Query(_)) || !super::is_read_only(stmt) {
         return Ok(None);
@@ -47,16 +50,19 @@ pub fn bind_read(stmt: &Statement, txn: &dyn ReadTxn) -> Result<Option<BoundRead
         other: Cell::new(false),
     };
     let mut binder = Binder::new(&reads);
+    let clock = protocol::value::datetime::clock_reads();
     let plan = bind(stmt, &mut binder)?;
-    if binder.folded_now || binder.made_subquery || reads.other.get() {
-        return Ok(None);
-    }
+    let reusable = !binder.folded_now
+        && !binder.made_subquery
+        && !reads.other.get()
+        && protocol::value::datetime::clock_reads() == clock;
     let param_types = binder.param_types();
     drop(binder);
     Ok(Some(BoundRead {
         plan,
         param_types,
         tables: reads.tables.into_inner(),
+        reusable,
     }))
 }
 

@@ -566,28 +566,42 @@ fn bound_reads_are_reusable_only_when_nothing_execution_bound_is_folded_in() {
         &mut txn,
         "INSERT INTO t (id, name) VALUES (1, 'one'), (2, 'two');",
     );
-    let cases: &[(&str, Option<&[&str]>)] = &[
-        ("SELECT name FROM t WHERE id = $1", Some(&["t"])),
+    // (statement, the tables binding read and whether the plan is reusable; None where
+    // bind_read binds nothing: a failed bind, a write, a locking read)
+    type Case<'a> = (&'a str, Option<(&'a [&'a str], bool)>);
+    let cases: &[Case] = &[
+        ("SELECT name FROM t WHERE id = $1", Some((&["t"], true))),
         ("SELECT name FROM missing WHERE id = $1", None),
-        ("SELECT name, now() FROM t WHERE id = $1", None),
+        (
+            "SELECT name, now() FROM t WHERE id = $1",
+            Some((&["t"], false)),
+        ),
         (
             "SELECT name FROM t WHERE id = $1 AND current_date > '2000-01-01'",
-            None,
+            Some((&["t"], false)),
+        ),
+        (
+            "SELECT name, 'today'::date FROM t WHERE id = $1",
+            Some((&["t"], false)),
+        ),
+        (
+            "SELECT name, 'epoch'::date FROM t WHERE id = $1",
+            Some((&["t"], true)),
         ),
         (
             "SELECT name FROM t WHERE id = (SELECT max(id) FROM t)",
-            None,
+            Some((&["t"], false)),
         ),
         ("UPDATE t SET name = 'x' WHERE id = $1", None),
         ("SELECT name FROM t FOR UPDATE", None),
     ];
-    for (sql, tables) in cases {
-        let bound = super::reuse::bind_read(&one(sql), &txn);
-        let got = match &bound {
-            Ok(Some(b)) => Some(b.tables.iter().map(String::as_str).collect::<Vec<_>>()),
+    for (sql, expected) in cases {
+        let got = match super::reuse::bind_read(&one(sql), &txn) {
+            Ok(Some(b)) => Some((b.tables.clone(), b.reusable)),
             Ok(None) | Err(_) => None,
         };
-        assert_eq!(got.as_deref(), *tables, "{sql}");
+        let expected = expected.map(|(t, r)| (t.iter().map(|t| t.to_string()).collect(), r));
+        assert_eq!(got, expected, "{sql}");
     }
     let stmt = one("SELECT name FROM t WHERE id = $1");
     let bound = super::reuse::bind_read(&stmt, &txn).unwrap().unwrap();

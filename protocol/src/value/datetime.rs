@@ -237,7 +237,19 @@ pub fn timestamp_add(ts: i64, iv: Interval) -> Result<i64> {
         .ok_or_else(timestamp_range)
 }
 
+thread_local! {
+    static CLOCK_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times this thread has read the clock through [`now_micros`]: comparing it
+/// before and after binding a statement tells whether the plan holds the time (`'now'`,
+/// `'today'`, a folded `now()`), so must not outlive the statement.
+pub fn clock_reads() -> u64 {
+    CLOCK_READS.with(|c| c.get())
+}
+
 pub fn now_micros() -> i64 {
+    CLOCK_READS.with(|c| c.set(c.get().wrapping_add(1)));
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -631,12 +643,12 @@ fn parse_datetime(s: &str) -> std::result::Result<Parsed, bool> {
 }
 
 fn special_days(sp: Special) -> Option<i64> {
-    let today = now_micros().div_euclid(USECS_PER_DAY);
+    let today = || now_micros().div_euclid(USECS_PER_DAY);
     match sp {
         Special::Epoch => Some(-UNIX_TO_PG_DAYS),
-        Special::Today | Special::Now => Some(today),
-        Special::Tomorrow => Some(today + 1),
-        Special::Yesterday => Some(today - 1),
+        Special::Today | Special::Now => Some(today()),
+        Special::Tomorrow => Some(today() + 1),
+        Special::Yesterday => Some(today() - 1),
         Special::Infinity | Special::NegInfinity => None,
     }
 }
