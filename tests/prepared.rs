@@ -14,6 +14,20 @@ fn insert(n: i32, row: impl Fn(i32) -> String) -> String {
     format!("INSERT INTO kv VALUES {}", rows.join(", "))
 }
 
+/// A 4-shard cluster with `kv (k int PRIMARY KEY, v text)` holding `(k, 'v<k>')` for k in
+/// 0..rows, and a client.
+async fn kv_cluster(rows: i32) -> (inproc::Cluster, Client) {
+    let cluster = start_cluster(2, 4, 1).await;
+    let c = cluster.client().await;
+    c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    c.batch_execute(&insert(rows, |k| format!("({k}, 'v{k}')")))
+        .await
+        .unwrap();
+    (cluster, c)
+}
+
 async fn values(c: &Client, stmt: &tokio_postgres::Statement, keys: &[i32]) -> Vec<Option<String>> {
     let mut out = Vec::new();
     for k in keys {
@@ -32,14 +46,7 @@ async fn values(c: &Client, stmt: &tokio_postgres::Statement, keys: &[i32]) -> V
 /// recreated with another shard key (the remembered route no longer holds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_point_reads_follow_the_shard_key() {
-    let cluster = start_cluster(2, 4, 1).await;
-    let c = cluster.client().await;
-    c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    c.batch_execute(&insert(200, |k| format!("({k}, 'v{k}')")))
-        .await
-        .unwrap();
+    let (_cluster, c) = kv_cluster(200).await;
     let get = c.prepare("SELECT v FROM kv WHERE k = $1").await.unwrap();
     let keys: Vec<i32> = (0..200).collect();
     let expected: Vec<Option<String>> = keys.iter().map(|k| Some(format!("v{k}"))).collect();
@@ -64,14 +71,7 @@ async fn prepared_point_reads_follow_the_shard_key() {
 /// first bound to, and rows written since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_point_reads_see_the_table_as_it_is_now() {
-    let cluster = start_cluster(2, 4, 1).await;
-    let c = cluster.client().await;
-    c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    c.batch_execute(&insert(20, |k| format!("({k}, 'v{k}')")))
-        .await
-        .unwrap();
+    let (_cluster, c) = kv_cluster(20).await;
     let get = c.prepare("SELECT v FROM kv WHERE k = $1").await.unwrap();
     let keys: Vec<i32> = (0..20).collect();
     let expected: Vec<Option<String>> = keys.iter().map(|k| Some(format!("v{k}"))).collect();
@@ -104,14 +104,7 @@ async fn prepared_point_reads_see_the_table_as_it_is_now() {
 /// execution, not the one it had when its route was first found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_point_reads_see_session_settings_as_they_are_now() {
-    let cluster = start_cluster(2, 4, 1).await;
-    let c = cluster.client().await;
-    c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    c.batch_execute(&insert(20, |k| format!("({k}, 'v{k}')")))
-        .await
-        .unwrap();
+    let (_cluster, c) = kv_cluster(20).await;
     let get = c
         .prepare("SELECT v FROM kv WHERE k = $1 AND v <> current_setting('application_name')")
         .await
