@@ -1137,13 +1137,13 @@ impl<'a> Planner<'a> {
         // as rewritten: its empty parts no longer read anything.
         let rewritten;
         let before = relations(stmt);
-        let stmt = if before.is_empty() || before.iter().any(|t| crate::catalog::is_catalog(t)) {
-            rewritten = crate::catalog::rewrite(stmt);
-            &rewritten
-        } else {
-            stmt
-        };
-        let relations = relations(stmt);
+        let (stmt, relations) =
+            if before.is_empty() || before.iter().any(|t| crate::catalog::is_catalog(t)) {
+                rewritten = crate::catalog::rewrite(stmt);
+                (&rewritten, relations(&rewritten))
+            } else {
+                (stmt, before)
+            };
         let ctes = cte_names(stmt);
         let tables: Vec<String> = relations
             .into_iter()
@@ -1189,10 +1189,10 @@ impl<'a> Planner<'a> {
         // Every table on one single-shard keyspace: the shard answers everything itself.
         if keyspaces.len() == 1 {
             let ks = *keyspaces.iter().next().unwrap_or(&DEFAULT_KEYSPACE);
-            let all = self.keyspace_targets(ks)?;
-            if all.len() == 1 {
+            // (With no shard placed, `keyspace_targets` reports that.)
+            if self.state.keyspace_shards(ks).len() <= 1 {
                 return Ok(Plan::Direct {
-                    targets: all,
+                    targets: self.keyspace_targets(ks)?,
                     sql: stmt.to_string(),
                 });
             }
