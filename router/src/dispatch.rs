@@ -74,7 +74,9 @@ impl Router {
 
     /// [`Router::execute`] for an execution of a prepared statement: by the route it remembers
     /// while that holds (`crate::route_cache`), else planned in full and the route remembered
-    /// when it is one shard chosen by one parameter. `route` `None` is `execute`.
+    /// when it is one shard chosen by one parameter. `route` `None` is `execute`. Only a
+    /// statement that calls no function has a route: a call may be rewritten before planning
+    /// (`nextval`, `tessera.*`, the session's `current_setting`) in ways the route would keep.
     pub async fn execute_with(
         &self,
         stmt: &Statement,
@@ -92,12 +94,18 @@ impl Router {
         mut txn: Option<&mut SessionTxn>,
         route: Option<&RouteCache>,
     ) -> Result<QueryResult> {
-        let state = self.meta.state();
-        if let Some(plan) = route.and_then(|r| r.plan(&state, params)) {
+        debug_assert!(
+            route.is_none() || !calls_functions(stmt),
+            "a route for a statement that calls functions"
+        );
+        let remembered = route.and_then(|r| {
+            let state = self.meta.state();
+            r.plan(&state, params).map(|plan| (plan, state.version))
+        });
+        if let Some((plan, version)) = remembered {
             if let Some(t) = txn.as_deref_mut() {
                 admit(&plan, t)?;
             }
-            let version = state.version;
             match self.run(plan, params, txn.as_deref().map(|t| t.spec)).await {
                 // Refused before it ran: plan in full below (which may retry once more).
                 Err(e) if is_stale_route(&e) => {
@@ -111,7 +119,7 @@ impl Router {
             }
         }
         // The route may be remembered only if nothing before planning changed the statement.
-        let mut rememberable = route.is_some() && !calls_functions(stmt);
+        let mut rememberable = route.is_some();
         if let Some(result) = Box::pin(self.view_ddl(stmt, txn.is_some())).await? {
             return Ok(result);
         }
@@ -1106,7 +1114,7 @@ fn resplit(shard: u32) -> Error {
 }
 
 /// True if the statement calls any function: such calls (`nextval`, `tessera.*`, …) may be
-/// rewritten before planning in ways that depend on the parameters.
+/// rewritten before planning in ways that depend on the parameters or the session.
 pub(crate) fn calls_functions(stmt: &Statement) -> bool {
     ast::visit_expressions(stmt, |e| match e {
         ast::Expr::Function(_) => std::ops::ControlFlow::Break(()),

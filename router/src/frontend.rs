@@ -58,9 +58,10 @@ pub struct Prepared {
     pub sql: String,
     pub stmt: Option<Statement>,
     described: Arc<Mutex<Option<Description>>>,
-    /// Calls `pg_backend_pid()` or another function the session answers itself.
+    /// Calls a function: maybe `pg_backend_pid()` or another the session answers itself.
     backend_calls: bool,
-    /// The route its executions take while the cluster map stays the same.
+    /// The route its executions take while the cluster map stays the same (used only for a
+    /// statement without function calls).
     route: Arc<RouteCache>,
 }
 
@@ -449,9 +450,9 @@ impl Frontend {
             Some(p) if !p.backend_calls => None,
             _ => self.backend_functions(Some(session), stmt)?,
         };
-        // A statement the session rewrote (its settings, its pid) must not leave a route:
-        // the route's text would keep this execution's values.
-        let route = prepared.filter(|_| replaced.is_none()).map(|p| &*p.route);
+        // Only a statement without function calls has a route (see `Router::execute_with`);
+        // such a statement is never rewritten above.
+        let route = prepared.filter(|p| !p.backend_calls).map(|p| &*p.route);
         let stmt = replaced.as_ref().unwrap_or(stmt);
         match stmt {
             Statement::Set(set)

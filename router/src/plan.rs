@@ -995,10 +995,7 @@ impl<'a> Planner<'a> {
         key_type: &DataType,
         value: Value,
     ) -> Result<&'a ShardInfo> {
-        let value = key_type.coerce(value)?;
-        self.state
-            .shard_for_hash(&table.keyspace, shard_hash(&value))
-            .ok_or_else(|| Error::internal(format!("no shard covers the hash of {value}")))
+        shard_of_key(self.state, table, key_type, value)
     }
 
     /// The value of a constant expression: a literal or bound parameter, maybe negated or cast.
@@ -1466,6 +1463,19 @@ pub(crate) fn split_and<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
         Expr::Nested(e) => split_and(e, out),
         other => out.push(other),
     }
+}
+
+/// The shard that owns `value` (coerced to `key_type`) as the shard key of `table`.
+pub(crate) fn shard_of_key<'s>(
+    state: &'s ClusterState,
+    table: &TableInfo,
+    key_type: &DataType,
+    value: Value,
+) -> Result<&'s ShardInfo> {
+    let value = key_type.coerce(value)?;
+    state
+        .shard_for_hash(&table.keyspace, shard_hash(&value))
+        .ok_or_else(|| Error::internal(format!("no shard covers the hash of {value}")))
 }
 
 /// `n - 1` of a bare `$n`.

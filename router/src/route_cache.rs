@@ -22,9 +22,8 @@ use std::sync::Mutex;
 
 use protocol::Value;
 use protocol::cluster::ClusterState;
-use protocol::hash::shard_hash;
 
-use crate::plan::{Plan, target};
+use crate::plan::{Plan, shard_of_key, target};
 
 /// How one prepared statement was last routed.
 #[derive(Clone, Debug)]
@@ -95,7 +94,6 @@ fn shard_target(state: &ClusterState, table: &str, value: &Value) -> Option<crat
         return None;
     };
     let key_type = &info.schema.columns.get(*key)?.data_type;
-    let value = key_type.coerce(value.clone()).ok()?;
-    let shard = state.shard_for_hash(&info.keyspace, shard_hash(&value))?;
+    let shard = shard_of_key(state, info, key_type, value.clone()).ok()?;
     target(state, shard).ok()
 }

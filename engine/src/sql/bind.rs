@@ -102,10 +102,9 @@ pub struct Binder<'a> {
     /// of the query (an error of its own) from a name that does not exist.
     pub last_select_scope: Option<Scope>,
     /// The statement's start time (µs since 2000-01-01): now(), current_date and friends are
-    /// folded to it, so they are one value for the whole statement.
-    pub now: i64,
-    /// Set when binding folded `now` into the plan, which then holds for this statement only.
-    pub folded_now: bool,
+    /// folded to it, so they are one value for the whole statement. Read from the clock on
+    /// first use, so `datetime::clock_reads` tells whether a plan holds it.
+    now: Option<i64>,
     /// Set when binding made a subquery: an uncorrelated one keeps its rows in the plan for
     /// the rest of the statement, so such a plan serves one execution only.
     pub made_subquery: bool,
@@ -162,8 +161,7 @@ impl<'a> Binder<'a> {
             next_scope_uid: 1,
             lowest_scope: usize::MAX,
             last_select_scope: None,
-            now: protocol::value::datetime::now_micros(),
-            folded_now: false,
+            now: None,
             made_subquery: false,
         }
     }
@@ -1357,19 +1355,22 @@ impl<'a> Binder<'a> {
                 ),
             ));
         };
-        let now = self.now;
+        let mut now = || {
+            *self
+                .now
+                .get_or_insert_with(protocol::value::datetime::now_micros)
+        };
         let folded = match resolved.func {
-            Func::Now => Some(Value::TimestampTz(now)),
-            Func::LocalTimestamp => Some(Value::Timestamp(now)),
+            Func::Now => Some(Value::TimestampTz(now())),
+            Func::LocalTimestamp => Some(Value::Timestamp(now())),
             Func::CurrentDate => Some(Value::Date(
-                now.div_euclid(protocol::value::datetime::USECS_PER_DAY) as i32,
+                now().div_euclid(protocol::value::datetime::USECS_PER_DAY) as i32,
             )),
             Func::LocalTime => Some(Value::Time(
-                now.rem_euclid(protocol::value::datetime::USECS_PER_DAY),
+                now().rem_euclid(protocol::value::datetime::USECS_PER_DAY),
             )),
             _ => None,
         };
-        self.folded_now |= folded.is_some();
         if let Some(v) = folded {
             return Ok((Expr::Const(v), Some(resolved.ret)));
         }

@@ -52,8 +52,7 @@ pub fn bind_read(stmt: &Statement, txn: &dyn ReadTxn) -> Result<Option<BoundRead
     let mut binder = Binder::new(&reads);
     let clock = protocol::value::datetime::clock_reads();
     let plan = bind(stmt, &mut binder)?;
-    let reusable = !binder.folded_now
-        && !binder.made_subquery
+    let reusable = !binder.made_subquery
         && !reads.other.get()
         && protocol::value::datetime::clock_reads() == clock;
     let param_types = binder.param_types();

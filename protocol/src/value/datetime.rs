@@ -243,7 +243,7 @@ thread_local! {
 
 /// How many times this thread has read the clock through [`now_micros`]: comparing it
 /// before and after binding a statement tells whether the plan holds the time (`'now'`,
-/// `'today'`, a folded `now()`), so must not outlive the statement.
+/// `'today'`, a folded `now()` or `current_date`), so must not outlive the statement.
 pub fn clock_reads() -> u64 {
     CLOCK_READS.with(|c| c.get())
 }
