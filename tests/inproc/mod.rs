@@ -158,6 +158,24 @@ impl Cluster {
         router::start_router(config).await.expect("router starts")
     }
 
+    /// Two-phase-commit decision records kept by every shard's primary.
+    pub async fn decisions_kept(&self) -> usize {
+        let router = &self.router.router;
+        let state = router.meta.state();
+        let mut kept = 0;
+        for (id, shard) in &state.shards {
+            let addr = state
+                .node_addr(shard.primary)
+                .expect("primary has an address");
+            let req = protocol::message::Request::ShardDecisions { shard: *id };
+            match router.pool.call(addr, req).await {
+                Ok(protocol::message::Response::Decisions(d)) => kept += d.len(),
+                other => panic!("ShardDecisions on shard {id}: {other:?}"),
+            }
+        }
+        kept
+    }
+
     /// A connected tokio-postgres client.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(
