@@ -132,6 +132,15 @@ impl Router {
             }
             None => stmt,
         };
+        let with_functions;
+        let stmt = match crate::table_functions::expand(stmt)? {
+            Some(s) => {
+                rememberable = false;
+                with_functions = s;
+                &with_functions
+            }
+            None => stmt,
+        };
         if let Statement::Explain {
             statement,
             analyze: false,
@@ -661,6 +670,9 @@ impl Router {
             return Ok((Vec::new(), Vec::new()));
         }
         if let Some(expanded) = crate::views::expand(stmt, &self.meta.state())? {
+            return Box::pin(self.describe(&expanded)).await;
+        }
+        if let Some(expanded) = crate::table_functions::expand(stmt)? {
             return Box::pin(self.describe(&expanded)).await;
         }
         if let Some(form) = crate::sequences::describe_form(stmt) {

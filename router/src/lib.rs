@@ -31,6 +31,7 @@ pub mod route_cache;
 pub mod sequences;
 pub mod session;
 pub mod status;
+pub mod table_functions;
 pub mod tls;
 pub mod views;
 pub mod wire_check;
