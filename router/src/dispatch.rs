@@ -1133,6 +1133,7 @@ pub(crate) fn calls_functions(stmt: &Statement) -> bool {
         _ => std::ops::ControlFlow::Continue(()),
     })
     .is_break()
+        || crate::table_functions::has_function_in_from(stmt)
 }
 
 fn is_resplit(e: &Error) -> bool {

@@ -267,6 +267,9 @@ impl Frontend {
         stmt: &Statement,
     ) -> Result<Option<Statement>> {
         use std::ops::ControlFlow;
+        // A function in FROM becomes a select item first, so these are found there too.
+        let in_from = crate::table_functions::expand(stmt)?;
+        let stmt = in_from.as_ref().unwrap_or(stmt);
         let run = session.is_some();
         let pid = session.map_or(0, |s| s.pid.load(std::sync::atomic::Ordering::Relaxed));
         // Settings are read and set by queries only: a view, a default or a PREPARE keeps
@@ -286,7 +289,7 @@ impl Frontend {
             _ => ControlFlow::Continue(()),
         });
         if found.is_continue() {
-            return Ok(None);
+            return Ok(in_from);
         }
         let mut stmt = stmt.clone();
         // `SELECT pg_backend_pid()` keeps the column name PostgreSQL gives it.

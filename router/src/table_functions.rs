@@ -10,40 +10,45 @@
 //! one). The executor already runs set-returning functions in a select list, so the router
 //! rewrites each function in FROM into that subquery before planning (as it expands
 //! views): the planner then sees no table of that name, and a join of the function's rows
-//! with sharded tables is planned like a join with any FROM subquery. A function in FROM
-//! cannot see its sibling FROM items (no implicit LATERAL): such a reference is refused as
-//! an unknown column.
+//! with sharded tables is planned like a join with any FROM subquery (explicit `LATERAL`
+//! changes nothing for arguments that read no columns). The frontend rewrites before it
+//! replaces session functions, so `FROM set_config(…)` or `FROM current_setting(…)` are the
+//! session's too. Arguments that read columns are not rewritten: PostgreSQL resolves them
+//! against the sibling FROM items (implicit LATERAL), which a FROM subquery cannot see, and
+//! a same-named column of an enclosing query would silently be read instead. Those, and
+//! WITH ORDINALITY, are left for the later stages to refuse as before.
 
 use std::ops::ControlFlow;
 
-use protocol::{Error, Result};
-use sqlparser::ast::{Ident, Statement, TableAlias, TableFactor, VisitMut, VisitorMut};
+use protocol::Result;
+use sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, Statement, TableAlias, TableFactor,
+    VisitMut, VisitorMut,
+};
 
 /// The statement with every function in FROM replaced by a subquery, or `None` if it has
-/// none.
+/// none that can be. A form this does not rewrite (see `subquery_for`) stays as it is, to be
+/// answered (a catalog query) or refused further on, as before.
 pub fn expand(stmt: &Statement) -> Result<Option<Statement>> {
     if !has_function_in_from(stmt) {
         return Ok(None);
     }
     let mut out = stmt.clone();
-    let mut rewriter = Rewriter { error: None };
+    let mut rewriter = Rewriter { changed: false };
     let _ = out.visit(&mut rewriter);
-    match rewriter.error {
-        Some(e) => Err(e),
-        None => Ok(Some(out)),
-    }
+    Ok(rewriter.changed.then_some(out))
 }
 
 /// True if some FROM item anywhere in the statement is a function call.
-fn has_function_in_from(stmt: &Statement) -> bool {
+pub fn has_function_in_from(stmt: &Statement) -> bool {
     struct Finder;
     impl sqlparser::ast::Visitor for Finder {
         type Break = ();
         fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
             match factor {
-                TableFactor::Table { args: Some(_), .. } | TableFactor::UNNEST { .. } => {
-                    ControlFlow::Break(())
-                }
+                TableFactor::Table { args: Some(_), .. }
+                | TableFactor::UNNEST { .. }
+                | TableFactor::Function { .. } => ControlFlow::Break(()),
                 _ => ControlFlow::Continue(()),
             }
         }
@@ -52,76 +57,63 @@ fn has_function_in_from(stmt: &Statement) -> bool {
 }
 
 struct Rewriter {
-    error: Option<Error>,
+    changed: bool,
 }
 
 impl VisitorMut for Rewriter {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-        match subquery_for(factor) {
-            Ok(Some(derived)) => *factor = derived,
-            Ok(None) => {}
-            Err(e) => {
-                self.error = Some(e);
-                return ControlFlow::Break(());
-            }
+        if let Some(derived) = subquery_for(factor) {
+            *factor = derived;
+            self.changed = true;
         }
         ControlFlow::Continue(())
     }
 }
 
-/// The FROM subquery standing for a function in FROM, or `None` for any other FROM item.
-fn subquery_for(factor: &TableFactor) -> Result<Option<TableFactor>> {
-    let unsupported = || Error::unsupported(format!("table reference {factor} is not supported"));
-    let (call, function, alias, with_ordinality) = match factor {
-        TableFactor::Table {
-            name,
-            alias,
-            args: Some(args),
-            with_ordinality,
-            ..
-        } => {
-            if args.settings.is_some() {
-                return Err(unsupported());
-            }
-            let function = name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .map(crate::names::ident)
-                .ok_or_else(|| Error::syntax(format!("{name} is not a function name")))?;
-            let args: Vec<String> = args.args.iter().map(|a| a.to_string()).collect();
-            let call = format!("{name}({})", args.join(", "));
-            (call, function, alias, *with_ordinality)
-        }
-        TableFactor::UNNEST {
-            alias,
-            array_exprs,
-            with_offset,
-            with_ordinality,
-            ..
-        } => {
-            // Several arrays side by side make several columns: not done here.
-            let [array] = array_exprs.as_slice() else {
-                return Err(unsupported());
-            };
-            if *with_offset {
-                return Err(unsupported());
-            }
-            (
-                format!("unnest({array})"),
-                "unnest".to_string(),
+/// The FROM subquery standing for a function in FROM; `None` for any other FROM item and for
+/// forms not rewritten: WITH ORDINALITY, WITH OFFSET, several arrays in one `unnest`, and
+/// arguments that read columns. PostgreSQL resolves those against the sibling FROM items
+/// (implicit LATERAL), which a FROM subquery cannot see; rewritten, a column of an enclosing
+/// query with the same name would be read instead, a silently wrong answer.
+fn subquery_for(factor: &TableFactor) -> Option<TableFactor> {
+    let (call, function, alias, args): (String, String, &Option<TableAlias>, Vec<&Expr>) =
+        match factor {
+            TableFactor::Table {
+                name,
                 alias,
-                *with_ordinality,
-            )
-        }
-        _ => return Ok(None),
-    };
-    if with_ordinality {
-        return Err(Error::unsupported(
-            "WITH ORDINALITY on a function in FROM is not supported",
-        ));
+                args: Some(args),
+                with_ordinality: false,
+                ..
+            } if args.settings.is_none() => {
+                let call = format!("{name}({})", comma_list(&args.args));
+                (call, function_name(name)?, alias, arg_exprs(&args.args))
+            }
+            TableFactor::Function {
+                name,
+                args,
+                alias,
+                with_ordinality: false,
+                ..
+            } => {
+                let call = format!("{name}({})", comma_list(args));
+                (call, function_name(name)?, alias, arg_exprs(args))
+            }
+            TableFactor::UNNEST {
+                alias,
+                array_exprs,
+                with_offset: false,
+                with_ordinality: false,
+                ..
+            } if array_exprs.len() == 1 => {
+                let call = format!("unnest({})", array_exprs[0]);
+                (call, "unnest".into(), alias, array_exprs.iter().collect())
+            }
+            _ => return None,
+        };
+    if args.iter().any(|e| reads_columns(e)) {
+        return None;
     }
     // The result column: the alias's column list, else the alias, else the function.
     let column = match alias {
@@ -132,7 +124,7 @@ fn subquery_for(factor: &TableFactor) -> Result<Option<TableFactor>> {
         None => function.clone(),
     };
     let sql = format!("SELECT {call} AS {}", Ident::with_quote('"', &column));
-    let query = crate::views::parse_query(&sql)?;
+    let query = crate::views::parse_query(&sql).ok()?;
     // An alias's column list stays: the executor checks its length against the one column.
     let alias = match alias {
         Some(a) => a.clone(),
@@ -143,12 +135,52 @@ fn subquery_for(factor: &TableFactor) -> Result<Option<TableFactor>> {
             at: None,
         },
     };
-    Ok(Some(TableFactor::Derived {
+    Some(TableFactor::Derived {
         lateral: false,
         subquery: Box::new(query),
         alias: Some(alias),
         sample: None,
-    }))
+    })
+}
+
+/// The function's own name (without its schema), as PostgreSQL names its result column.
+fn function_name(name: &ObjectName) -> Option<String> {
+    name.0.last()?.as_ident().map(crate::names::ident)
+}
+
+fn comma_list(args: &[FunctionArg]) -> String {
+    args.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn arg_exprs(args: &[FunctionArg]) -> Vec<&Expr> {
+    args.iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+            | FunctionArg::Named {
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            }
+            | FunctionArg::ExprNamed {
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// True if the expression names a column (anything but constants, parameters and calls).
+fn reads_columns(e: &Expr) -> bool {
+    sqlparser::ast::visit_expressions(e, |e| match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::CompoundFieldAccess { .. } => {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 #[cfg(test)]
@@ -189,9 +221,28 @@ mod tests {
             ),
             ("SELECT * FROM t, u WHERE t.k = u.k", "unchanged"),
             (
-                "SELECT * FROM generate_series(1, 3) WITH ORDINALITY",
-                "error 0A000: WITH ORDINALITY on a function in FROM is not supported",
+                r#"SELECT "G" FROM LATERAL generate_series(1, 2) AS "G""#,
+                r#"SELECT "G" FROM (SELECT generate_series(1, 2) AS "G") AS "G""#,
             ),
+            (
+                "SELECT * FROM generate_series(1, $1) g",
+                r#"SELECT * FROM (SELECT generate_series(1, $1) AS "g") g"#,
+            ),
+            (
+                "SELECT * FROM (SELECT * FROM unnest(ARRAY[now()])) AS x",
+                r#"SELECT * FROM (SELECT * FROM (SELECT unnest(ARRAY[now()]) AS "unnest") AS "unnest") AS x"#,
+            ),
+            // Left for later stages (which refuse them, or answer a catalog query).
+            (
+                "SELECT * FROM generate_series(1, 3) WITH ORDINALITY",
+                "unchanged",
+            ),
+            ("SELECT * FROM t, generate_series(1, t.n) g", "unchanged"),
+            (
+                "SELECT * FROM u, LATERAL generate_series(1, n) g",
+                "unchanged",
+            ),
+            ("SELECT * FROM unnest(ARRAY[1], ARRAY[2])", "unchanged"),
         ];
         for (sql, want) in cases {
             assert_eq!(rewritten(sql), want, "{sql}");
