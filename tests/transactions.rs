@@ -429,6 +429,22 @@ async fn statement_and_lock_timeouts() {
         .unwrap_err();
     assert_eq!(code(&e), "55P03");
     t2.batch_execute("ROLLBACK").await.unwrap();
+    // A SET inside the block applies from the next statement on, also on a shard the block
+    // already opened (it used to keep the value the block began with).
+    t2.batch_execute("SET lock_timeout = 0; BEGIN; SELECT value FROM st WHERE id = 2")
+        .await
+        .unwrap();
+    t2.batch_execute("SET lock_timeout = '200ms'")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = t2
+        .execute("UPDATE st SET value = 96 WHERE id = 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55P03", "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    t2.batch_execute("ROLLBACK").await.unwrap();
     t1.batch_execute("COMMIT").await.unwrap();
     assert_eq!(
         values(&t1, "st").await[0],

@@ -416,9 +416,14 @@ impl NodeService {
             open.txn.clone()
         };
         let quick = match parsed.stmts.as_slice() {
-            [stmt] if parsed.quick => {
-                run_quickly(&shard, &slot, stmt, &params, deadline, &cancelled)
-            }
+            [stmt] if parsed.quick => run_quickly(
+                &shard,
+                &slot,
+                stmt,
+                &params,
+                (deadline, lock_timeout),
+                &cancelled,
+            ),
             _ => None,
         };
         let result = match quick {
@@ -431,6 +436,7 @@ impl NodeService {
                         Error::new(sqlstate::IN_FAILED_SQL_TRANSACTION, "current transaction is aborted, commands ignored until end of transaction block")
                     })?;
                     txn.deadline = deadline;
+                    txn.set_lock_timeout(lock_timeout);
                     txn.cancelled = Some(cancelled.clone());
                     let mut last = None;
                     for stmt in parsed.stmts.iter() {
@@ -798,12 +804,13 @@ fn run_quickly(
     slot: &Mutex<Option<Transaction>>,
     stmt: &sql::Statement,
     params: &[Value],
-    deadline: Option<std::time::Instant>,
+    (deadline, lock_timeout): (Option<std::time::Instant>, Option<Duration>),
     cancelled: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<Result<protocol::schema::QueryResult>> {
     let mut guard = slot.try_lock().ok()?;
     let txn = guard.as_mut()?;
     txn.deadline = deadline;
+    txn.set_lock_timeout(lock_timeout);
     txn.cancelled = Some(cancelled.clone());
     match shard.execute_in_quickly(txn, stmt, params) {
         Ok(Some(r)) => Some(Ok(r)),

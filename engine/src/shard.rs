@@ -104,6 +104,12 @@ impl Transaction {
             .ok_or_else(|| no_savepoint(name))
     }
 
+    /// The lock_timeout of the statements that follow (a `SET lock_timeout` inside the block
+    /// applies from the next statement on, as in PostgreSQL); `None` is the deadlock timeout.
+    pub fn set_lock_timeout(&mut self, timeout: Option<Duration>) {
+        self.lock_timeout = timeout;
+    }
+
     /// True if a ROLLBACK TO SAVEPOINT could still recover this transaction after an error.
     pub fn has_savepoints(&self) -> bool {
         !self.savepoints.is_empty()

@@ -26,8 +26,9 @@ pub enum Request {
         /// statement_timeout in milliseconds (0: none). A statement past it is rolled back and
         /// fails with 57014 — it never commits after its deadline.
         timeout_ms: u64,
-        /// lock_timeout in milliseconds for a statement outside a transaction block (0: the
-        /// deadlock timeout); a block's comes with its `TxnSpec`.
+        /// lock_timeout in milliseconds for this statement (0: the deadlock timeout). In a
+        /// transaction block it replaces the `TxnSpec`'s from this statement on, so a `SET
+        /// lock_timeout` inside the block applies to the statements after it.
         lock_timeout_ms: u64,
     },
     /// Node: commit or roll back a client transaction on a shard.
