@@ -413,21 +413,11 @@ async fn statement_and_lock_timeouts() {
     t2.batch_execute("SET statement_timeout = 0; SET lock_timeout = '200ms'")
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    let e = t2
-        .execute("UPDATE st SET value = 97 WHERE id = 1", &[])
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "55P03");
-    assert!(started.elapsed() < Duration::from_secs(4));
+    gives_up_on_the_lock(&t2, "UPDATE st SET value = 97 WHERE id = 1").await;
     t2.batch_execute("SET statement_timeout = 0; SET lock_timeout = '200ms'; BEGIN")
         .await
         .unwrap();
-    let e = t2
-        .execute("UPDATE st SET value = 98 WHERE id = 1", &[])
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "55P03");
+    gives_up_on_the_lock(&t2, "UPDATE st SET value = 98 WHERE id = 1").await;
     t2.batch_execute("ROLLBACK").await.unwrap();
     // A SET inside the block applies from the next statement on, also on a shard the block
     // already opened (it used to keep the value the block began with).
@@ -437,13 +427,7 @@ async fn statement_and_lock_timeouts() {
     t2.batch_execute("SET lock_timeout = '200ms'")
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    let e = t2
-        .execute("UPDATE st SET value = 96 WHERE id = 1", &[])
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "55P03", "{e:?}");
-    assert!(started.elapsed() < Duration::from_secs(4));
+    gives_up_on_the_lock(&t2, "UPDATE st SET value = 96 WHERE id = 1").await;
     t2.batch_execute("ROLLBACK").await.unwrap();
     t1.batch_execute("COMMIT").await.unwrap();
     assert_eq!(
@@ -451,6 +435,15 @@ async fn statement_and_lock_timeouts() {
         (1, 11),
         "neither timed-out write committed"
     );
+}
+
+/// Runs `sql`, which must give up waiting for a row lock with 55P03 (lock_timeout), well
+/// before the 5 s deadlock timeout would have ended the wait.
+async fn gives_up_on_the_lock(client: &tokio_postgres::Client, sql: &str) {
+    let started = std::time::Instant::now();
+    let e = client.execute(sql, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "55P03", "{sql}: {e:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "{sql}");
 }
 
 /// lock_timeout also bounds a statement outside a block that becomes a distributed
@@ -466,13 +459,7 @@ async fn lock_timeout_bounds_an_implicit_distributed_write() {
     t2.batch_execute("SET lock_timeout = '200ms'")
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    let e = t2
-        .execute("UPDATE lt SET value = value + 1", &[])
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "55P03");
-    assert!(started.elapsed() < Duration::from_secs(4));
+    gives_up_on_the_lock(&t2, "UPDATE lt SET value = value + 1").await;
     t1.batch_execute("COMMIT").await.unwrap();
     assert_eq!(
         values(&t1, "lt").await,
