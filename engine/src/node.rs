@@ -421,7 +421,8 @@ impl NodeService {
                 &slot,
                 stmt,
                 &params,
-                (deadline, lock_timeout),
+                deadline,
+                lock_timeout,
                 &cancelled,
             ),
             _ => None,
@@ -804,7 +805,8 @@ fn run_quickly(
     slot: &Mutex<Option<Transaction>>,
     stmt: &sql::Statement,
     params: &[Value],
-    (deadline, lock_timeout): (Option<std::time::Instant>, Option<Duration>),
+    deadline: Option<std::time::Instant>,
+    lock_timeout: Option<Duration>,
     cancelled: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<Result<protocol::schema::QueryResult>> {
     let mut guard = slot.try_lock().ok()?;

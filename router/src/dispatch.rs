@@ -133,7 +133,7 @@ impl Router {
             None => stmt,
         };
         let with_functions;
-        let stmt = match crate::table_functions::expand(stmt)? {
+        let stmt = match crate::table_functions::expand(stmt) {
             Some(s) => {
                 rememberable = false;
                 with_functions = s;
@@ -672,7 +672,7 @@ impl Router {
         if let Some(expanded) = crate::views::expand(stmt, &self.meta.state())? {
             return Box::pin(self.describe(&expanded)).await;
         }
-        if let Some(expanded) = crate::table_functions::expand(stmt)? {
+        if let Some(expanded) = crate::table_functions::expand(stmt) {
             return Box::pin(self.describe(&expanded)).await;
         }
         if let Some(form) = crate::sequences::describe_form(stmt) {
@@ -1128,12 +1128,7 @@ fn resplit(shard: u32) -> Error {
 /// True if the statement calls any function: such calls (`nextval`, `tessera.*`, …) may be
 /// rewritten before planning in ways that depend on the parameters or the session.
 pub(crate) fn calls_functions(stmt: &Statement) -> bool {
-    ast::visit_expressions(stmt, |e| match e {
-        ast::Expr::Function(_) => std::ops::ControlFlow::Break(()),
-        _ => std::ops::ControlFlow::Continue(()),
-    })
-    .is_break()
-        || crate::table_functions::has_function_in_from(stmt)
+    crate::table_functions::finds_call(stmt, |_| true)
 }
 
 fn is_resplit(e: &Error) -> bool {

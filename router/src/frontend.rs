@@ -267,9 +267,6 @@ impl Frontend {
         stmt: &Statement,
     ) -> Result<Option<Statement>> {
         use std::ops::ControlFlow;
-        // A function in FROM becomes a select item first, so these are found there too.
-        let in_from = crate::table_functions::expand(stmt)?;
-        let stmt = in_from.as_ref().unwrap_or(stmt);
         let run = session.is_some();
         let pid = session.map_or(0, |s| s.pid.load(std::sync::atomic::Ordering::Relaxed));
         // Settings are read and set by queries only: a view, a default or a PREPARE keeps
@@ -284,6 +281,13 @@ impl Frontend {
                 _ => false,
             }
         };
+        // One walk in the common case; a function in FROM becomes a select item first, so
+        // these are found there too.
+        if !crate::table_functions::finds_call(stmt, is_backend_fn) {
+            return Ok(None);
+        }
+        let in_from = crate::table_functions::expand(stmt);
+        let stmt = in_from.as_ref().unwrap_or(stmt);
         let found = ast::visit_expressions(stmt, |e| match e {
             ast::Expr::Function(f) if is_backend_fn(f) => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),

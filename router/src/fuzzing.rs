@@ -118,11 +118,7 @@ pub fn run_sql(sql: &str, state: &ClusterState, tables: &Tables) {
             Ok(None) => stmt,
             Err(_) => continue,
         };
-        let stmt = match crate::table_functions::expand(&stmt) {
-            Ok(Some(s)) => s,
-            Ok(None) => stmt,
-            Err(_) => continue,
-        };
+        let stmt = crate::table_functions::expand(&stmt).unwrap_or(stmt);
         let _ = Planner::new(state, &[]).plan(&stmt);
         if matches!(stmt, Statement::Query(_)) {
             let mut mem = MemTables::new(10_000);
