@@ -48,6 +48,9 @@ pub struct Router {
     pub pool: Pool,
     pub row_budget: usize,
     pub sequences: crate::sequences::SequenceCache,
+    /// Simple-protocol statements run as a shape their session had learned
+    /// (`crate::shapes`); tests read it to see that the shortcut is taken.
+    pub shaped_runs: std::sync::atomic::AtomicU64,
 }
 
 impl Router {
@@ -57,6 +60,7 @@ impl Router {
             pool,
             row_budget,
             sequences: Default::default(),
+            shaped_runs: Default::default(),
         })
     }
 

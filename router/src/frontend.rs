@@ -66,7 +66,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    fn new(sql: &str, stmt: Option<Statement>, described: Option<Description>) -> Prepared {
+    pub(crate) fn new(
+        sql: &str,
+        stmt: Option<Statement>,
+        described: Option<Description>,
+    ) -> Prepared {
         Prepared {
             sql: sql.to_string(),
             // Any function call might be one; only statements without calls skip the check.
@@ -898,6 +902,37 @@ impl Frontend {
         }
     }
 
+    /// Learns, on its second sighting, whether `shape` may stand for statements like `stmt`
+    /// (just run the long way under cluster map `version`), and remembers the answer.
+    async fn learn_shape(
+        &self,
+        session: &Session,
+        shape: crate::shapes::Shape<'_>,
+        stmt: &Statement,
+        version: u64,
+    ) {
+        let due = session
+            .shapes
+            .lock()
+            .is_ok_and(|mut s| s.should_learn(&shape.text, version));
+        if !due {
+            return;
+        }
+        let mut learned = None;
+        if let Some(shaped) = shape.learn(stmt)
+            && let Ok((types, columns)) = self.router.describe(&shaped).await
+            && crate::shapes::types_allowed(&types, shape.literals())
+        {
+            learned = Some(crate::shapes::Learned {
+                prepared: Prepared::new(&shape.text, Some(shaped), Some((types.clone(), columns))),
+                types,
+            });
+        }
+        if let Ok(mut s) = session.shapes.lock() {
+            s.learned(shape.text, version, learned);
+        }
+    }
+
     async fn prepared_types(
         &self,
         session: &Session,
@@ -1133,10 +1168,44 @@ impl SimpleQueryHandler for Frontend {
                 Err(e) => Response::Error(Box::new(error_info(e))),
             }]);
         }
+        // A statement whose shape the session knows runs as that shape, prepared.
+        let shape = crate::shapes::Shape::of(query);
+        let version = self.router.meta.state().version;
+        if let Some(shape) = &shape
+            && let Some(known) = session
+                .shapes
+                .lock()
+                .ok()
+                .and_then(|s| s.usable(&shape.text, version))
+            && let (Some(stmt), Some(params)) = (&known.prepared.stmt, shape.params(&known.types))
+        {
+            self.router
+                .shaped_runs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(vec![match self
+                .run(&session, stmt, &params, Some(&known.prepared))
+                .await
+            {
+                Ok(result) => response(result, &Format::UnifiedText)?,
+                Err(e) => Response::Error(Box::new(error_info(e))),
+            }]);
+        }
         let stmts = match engine::sql::parse(&crate::copy::normalize_options(query)) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(e)))]),
         };
+        if let (Some(shape), [stmt]) = (shape, stmts.as_slice())
+            && !matches!(stmt, Statement::Copy { .. })
+        {
+            let result = self.run(&session, stmt, &[], None).await;
+            if result.is_ok() {
+                self.learn_shape(&session, shape, stmt, version).await;
+            }
+            return Ok(vec![match result {
+                Ok(result) => response(result, &Format::UnifiedText)?,
+                Err(e) => Response::Error(Box::new(error_info(e))),
+            }]);
+        }
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
             if let Statement::Copy { to, .. } = stmt {

@@ -30,6 +30,7 @@ pub mod roles;
 pub mod route_cache;
 pub mod sequences;
 pub mod session;
+pub mod shapes;
 pub mod status;
 pub mod table_functions;
 pub mod tls;

@@ -111,6 +111,8 @@ pub struct Session {
     /// client went away) rolls it back on every shard it touched, as PostgreSQL does, instead
     /// of leaving its row locks held.
     pub router: std::sync::OnceLock<std::sync::Arc<crate::dispatch::Router>>,
+    /// Simple-protocol statement shapes this session has met (`crate::shapes`).
+    pub shapes: Mutex<crate::shapes::ShapeCache>,
 }
 
 impl Drop for Session {
