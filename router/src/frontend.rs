@@ -903,34 +903,57 @@ impl Frontend {
     }
 
     /// Learns, on its second sighting, whether `shape` may stand for statements like `stmt`
-    /// (just run the long way under cluster map `version`), and remembers the answer.
-    async fn learn_shape(
+    /// (just run the long way against cluster map `state`, returning `columns`), and
+    /// remembers the answer. The description is asked for in the background: the client
+    /// has its answer already.
+    fn learn_shape(
         &self,
-        session: &Session,
+        session: &Arc<Session>,
         shape: crate::shapes::Shape<'_>,
         stmt: &Statement,
-        version: u64,
+        state: Arc<protocol::cluster::ClusterState>,
+        columns: Vec<ResultColumn>,
     ) {
         let due = session
             .shapes
             .lock()
-            .is_ok_and(|mut s| s.should_learn(&shape.text, version));
+            .is_ok_and(|mut s| s.should_learn(&shape.text));
         if !due {
             return;
         }
-        let mut learned = None;
-        if let Some(shaped) = shape.learn(stmt)
-            && let Ok((types, columns)) = self.router.describe(&shaped).await
-            && crate::shapes::types_allowed(&types, shape.literals())
-        {
-            learned = Some(crate::shapes::Learned {
-                prepared: Prepared::new(&shape.text, Some(shaped), Some((types.clone(), columns))),
-                types,
-            });
-        }
-        if let Ok(mut s) = session.shapes.lock() {
-            s.learned(shape.text, version, learned);
-        }
+        let literals = shape.literals();
+        let shaped = shape.learn(stmt);
+        let text = shape.text;
+        let router = self.router.clone();
+        let session = Arc::downgrade(session);
+        tokio::spawn(async move {
+            let mut learned = None;
+            if let Some(shaped) = shaped {
+                let described = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    router.describe(&shaped),
+                )
+                .await;
+                if let Ok(Ok((types, described))) = described
+                    && crate::shapes::types_allowed(&types, literals)
+                    && described == columns
+                {
+                    learned = Some(crate::shapes::Learned {
+                        prepared: Prepared::new(
+                            &text,
+                            Some(shaped),
+                            Some((types.clone(), described)),
+                        ),
+                        types,
+                    });
+                }
+            }
+            if let Some(session) = session.upgrade()
+                && let Ok(mut s) = session.shapes.lock()
+            {
+                s.learned(text, state, learned);
+            }
+        });
     }
 
     async fn prepared_types(
@@ -1170,13 +1193,13 @@ impl SimpleQueryHandler for Frontend {
         }
         // A statement whose shape the session knows runs as that shape, prepared.
         let shape = crate::shapes::Shape::of(query);
-        let version = self.router.meta.state().version;
+        let state = self.router.meta.state();
         if let Some(shape) = &shape
             && let Some(known) = session
                 .shapes
                 .lock()
                 .ok()
-                .and_then(|s| s.usable(&shape.text, version))
+                .and_then(|mut s| s.usable(&shape.text, &state))
             && let (Some(stmt), Some(params)) = (&known.prepared.stmt, shape.params(&known.types))
         {
             self.router
@@ -1198,8 +1221,8 @@ impl SimpleQueryHandler for Frontend {
             && !matches!(stmt, Statement::Copy { .. })
         {
             let result = self.run(&session, stmt, &[], None).await;
-            if result.is_ok() {
-                self.learn_shape(&session, shape, stmt, version).await;
+            if let Ok(r) = &result {
+                self.learn_shape(&session, shape, stmt, state, r.columns.clone());
             }
             return Ok(vec![match result {
                 Ok(result) => response(result, &Format::UnifiedText)?,

@@ -31,23 +31,32 @@
 //!
 //! Only integers that fit `integer` are cut out (larger ones are `bigint` or `numeric`
 //! literals in PostgreSQL); a text with a `$`, a backslash, a comment or a second statement
-//! is not scanned at all. Shapes are per session, bounded, and forgotten when the cluster
-//! map's version changes (DDL, a move, a failover), as the routes of prepared statements are.
+//! is not scanned at all. A parenthesised literal counts where its parentheses stand, and a
+//! shift's left operand is never cut out (its type would come from the shift count). As a
+//! last net, the described result columns must be the ones the text's own run returned.
+//!
+//! Learning describes the statement at a node; it runs in the background once the answer
+//! is sent, so no client waits for it. Shapes are per session and bounded, and one is
+//! learned again when a table, view or keyspace changes; its route is the prepared
+//! statement's, which follows every change of the cluster map.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use protocol::cluster::ClusterState;
 use protocol::{DataType, Value};
 use sqlparser::ast::{self, Expr, SetExpr, Statement, Visit};
 
 use crate::frontend::Prepared;
 
-/// Shapes a session remembers; past this many it forgets them all and starts again.
-const MAX_SHAPES: usize = 256;
+/// Shapes a session remembers; past this many it forgets the ones seen only once, then all.
+const MAX_SHAPES: usize = 128;
 
-/// Longer texts are not scanned: what a session keeps stays small.
-const MAX_TEXT: usize = 4096;
+/// Longer texts, or texts with more literals, are not scanned: what a session keeps stays
+/// small (a multi-row INSERT of many literals is not a statement that repeats anyway).
+const MAX_TEXT: usize = 2048;
+const MAX_LITERALS: usize = 32;
 
 /// A statement's text with its integer literals replaced by `$1`, `$2`, … in text order.
 #[derive(Debug, PartialEq)]
@@ -91,6 +100,9 @@ impl<'a> Shape<'a> {
                         && !bytes.get(end).is_some_and(|&c| is_ident_byte(c));
                     let literal = &sql[i..end];
                     if plain && literal.parse::<i32>().is_ok() {
+                        if literals.len() == MAX_LITERALS {
+                            return None;
+                        }
                         text.push_str(&sql[copied..i]);
                         literals.push(literal);
                         text.push('$');
@@ -184,9 +196,11 @@ enum Known {
     /// Seen once: a shape is learned on its second sighting, so one-off statements pay only
     /// for the scan.
     Seen,
-    /// Learned under the cluster map `version`: `None` if it may not be used.
+    /// Being learned (in the background, see `Frontend::learn_shape`).
+    Learning,
+    /// Learned against the cluster map `state`: `None` if it may not be used.
     Learned {
-        version: u64,
+        state: Arc<ClusterState>,
         shape: Option<Arc<Learned>>,
     },
 }
@@ -202,23 +216,34 @@ pub struct Learned {
 pub struct ShapeCache(HashMap<String, Known>);
 
 impl ShapeCache {
-    /// The prepared statement that runs `shape` under cluster map `version`, if it is known.
-    pub fn usable(&self, shape: &str, version: u64) -> Option<Arc<Learned>> {
-        match self.0.get(shape)? {
-            Known::Learned {
-                version: v,
-                shape: Some(s),
-            } if *v == version => Some(s.clone()),
-            _ => None,
+    /// The prepared statement that runs `shape` under the cluster map `state`, if it is
+    /// known. A newer map that changed no table, view or keyspace keeps the shape (most
+    /// versions are sequence allocations, job steps, heartbeats of placement); one that did
+    /// sends it back to be learned again.
+    pub fn usable(&mut self, shape: &str, state: &Arc<ClusterState>) -> Option<Arc<Learned>> {
+        let known = self.0.get_mut(shape)?;
+        let Known::Learned { state: at, shape } = known else {
+            return None;
+        };
+        if at.version != state.version {
+            if !same_schema(at, state) {
+                *known = Known::Seen;
+                return None;
+            }
+            *at = state.clone();
         }
+        shape.clone()
     }
 
-    /// True if `shape`, just run the long way under `version`, should be learned now; else
-    /// notes the sighting.
-    pub fn should_learn(&mut self, shape: &str, version: u64) -> bool {
-        match self.0.get(shape) {
-            Some(Known::Seen) => true,
-            Some(Known::Learned { version: v, .. }) => *v != version,
+    /// True if `shape`, just run the long way, should be learned now (it is then marked as
+    /// being learned); else notes the sighting.
+    pub fn should_learn(&mut self, shape: &str) -> bool {
+        match self.0.get_mut(shape) {
+            Some(known @ Known::Seen) => {
+                *known = Known::Learning;
+                true
+            }
+            Some(_) => false,
             None => {
                 self.insert(shape.to_string(), Known::Seen);
                 false
@@ -226,18 +251,27 @@ impl ShapeCache {
         }
     }
 
-    /// Records what learning `shape` under `version` found.
-    pub fn learned(&mut self, text: String, version: u64, shape: Option<Learned>) {
+    /// Records what learning `shape` against `state` found.
+    pub fn learned(&mut self, text: String, state: Arc<ClusterState>, shape: Option<Learned>) {
         let shape = shape.map(Arc::new);
-        self.insert(text, Known::Learned { version, shape });
+        self.insert(text, Known::Learned { state, shape });
     }
 
     fn insert(&mut self, shape: String, known: Known) {
         if self.0.len() >= MAX_SHAPES && !self.0.contains_key(&shape) {
-            self.0.clear();
+            // One-off statements go first, so they do not push out the shapes in use.
+            self.0.retain(|_, k| !matches!(k, Known::Seen));
+            if self.0.len() >= MAX_SHAPES {
+                self.0.clear();
+            }
         }
         self.0.insert(shape, known);
     }
+}
+
+/// True if what a shape's meaning depends on is the same in both maps.
+fn same_schema(a: &ClusterState, b: &ClusterState) -> bool {
+    a.tables == b.tables && a.views == b.views && a.keyspaces == b.keyspaces
 }
 
 /// The number `n` of a `$n` placeholder expression.
@@ -251,6 +285,14 @@ fn placeholder(e: &Expr) -> Option<usize> {
     }
 }
 
+/// True for a placeholder, parenthesised or not: the parentheses' own position decides.
+fn operand_placeholder(e: &Expr) -> bool {
+    match e {
+        Expr::Nested(inner) => operand_placeholder(inner),
+        e => placeholder(e).is_some(),
+    }
+}
+
 /// Placeholders that stand where a literal and a parameter mean the same: operands of
 /// operators, IN-list and BETWEEN items, VALUES items and UPDATE's assigned values.
 fn operand_placeholders(stmt: &Statement) -> usize {
@@ -258,10 +300,19 @@ fn operand_placeholders(stmt: &Statement) -> usize {
     impl ast::Visitor for Counter {
         type Break = ();
         fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            let is = |e: &Expr| usize::from(placeholder(e).is_some());
+            let is = |e: &Expr| usize::from(operand_placeholder(e));
             self.0 += match e {
+                // A shift's result has its left operand's type, which an `integer` literal
+                // fixes but a parameter takes from the shift count.
+                Expr::BinaryOp {
+                    op:
+                        ast::BinaryOperator::PGBitwiseShiftLeft
+                        | ast::BinaryOperator::PGBitwiseShiftRight,
+                    right,
+                    ..
+                } => is(right),
                 Expr::BinaryOp { left, right, .. } => is(left) + is(right),
-                Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => is(expr),
+                Expr::UnaryOp { expr, .. } => is(expr),
                 Expr::In {
                     expr,
                     target: ast::InTarget::List(list),
@@ -280,7 +331,7 @@ fn operand_placeholders(stmt: &Statement) -> usize {
                     self.0 += row
                         .content
                         .iter()
-                        .filter(|e| placeholder(e).is_some())
+                        .filter(|e| operand_placeholder(e))
                         .count();
                 }
             }
@@ -289,7 +340,7 @@ fn operand_placeholders(stmt: &Statement) -> usize {
         fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
             if let Statement::Update(update) = s {
                 for a in &update.assignments {
-                    self.0 += usize::from(placeholder(&a.value).is_some());
+                    self.0 += usize::from(operand_placeholder(&a.value));
                 }
             }
             ControlFlow::Continue(())
@@ -414,6 +465,9 @@ mod tests {
         ("UPDATE a SET v = v + 5, w = 6 WHERE k = 7", true),
         ("INSERT INTO a VALUES (1, 2), (3, 4)", true),
         ("DELETE FROM a WHERE k = (2)", true),
+        ("SELECT k << 2 FROM a WHERE k = 1", true),
+        ("SELECT 1 << k FROM a WHERE k = 2", false),
+        ("SELECT k FROM a WHERE k = 1 LIMIT (5)", false),
         ("SELECT x FROM a WHERE k = 1 ORDER BY 1", false),
         ("SELECT x, count(*) FROM a WHERE k > 1 GROUP BY 1", false),
         ("SELECT x FROM a WHERE k = 1 LIMIT 1", false),
@@ -434,6 +488,58 @@ mod tests {
             let original = engine::sql::parse(sql).expect(sql).remove(0);
             assert_eq!(shape.learn(&original).is_some(), *want, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_shape_is_learned_on_its_second_sighting_and_kept_while_the_schema_holds() {
+        let mut cache = ShapeCache::default();
+        let text = "SELECT v FROM a WHERE k = $1";
+        let state = Arc::new(ClusterState::default());
+        assert!(!cache.should_learn(text), "first sighting");
+        assert!(cache.usable(text, &state).is_none());
+        assert!(cache.should_learn(text), "second sighting");
+        assert!(!cache.should_learn(text), "already being learned");
+        let learned = Learned {
+            prepared: Prepared::new(text, None, None),
+            types: vec![DataType::Int4],
+        };
+        cache.learned(text.to_string(), state.clone(), Some(learned));
+        assert!(cache.usable(text, &state).is_some());
+
+        // A newer map that changed no table keeps it.
+        let mut newer = (*state).clone();
+        newer.version += 1;
+        let newer = Arc::new(newer);
+        assert!(cache.usable(text, &newer).is_some());
+
+        // A new view (or a changed table) sends it back to be learned on the next sighting.
+        let mut changed = (*newer).clone();
+        changed.version += 1;
+        changed.views.insert(
+            "a".into(),
+            protocol::cluster::ViewInfo {
+                name: "a".into(),
+                query: "SELECT 1 AS v, 2 AS k".into(),
+                columns: Vec::new(),
+                depends_on: Vec::new(),
+            },
+        );
+        let changed = Arc::new(changed);
+        assert!(cache.usable(text, &changed).is_none());
+        assert!(cache.should_learn(text));
+    }
+
+    #[test]
+    fn one_off_statements_do_not_push_out_learned_shapes() {
+        let mut cache = ShapeCache::default();
+        let state = Arc::new(ClusterState::default());
+        let kept = "SELECT v FROM a WHERE k = $1";
+        cache.learned(kept.into(), state.clone(), None);
+        for i in 0..MAX_SHAPES * 2 {
+            cache.should_learn(&format!("SELECT {i} FROM a WHERE k = $1"));
+        }
+        assert!(cache.0.len() <= MAX_SHAPES);
+        assert!(matches!(cache.0.get(kept), Some(Known::Learned { .. })));
     }
 
     #[test]
