@@ -98,12 +98,13 @@ impl<'a> Shape<'a> {
                     let end = number_end(bytes, i);
                     let plain = bytes[i..end].iter().all(u8::is_ascii_digit)
                         && !bytes.get(end).is_some_and(|&c| is_ident_byte(c));
-                    let literal = &sql[i..end];
+                    let start = if is_sign(bytes, i) { i - 1 } else { i };
+                    let literal = &sql[start..end];
                     if plain && literal.parse::<i32>().is_ok() {
                         if literals.len() == MAX_LITERALS {
                             return None;
                         }
-                        text.push_str(&sql[copied..i]);
+                        text.push_str(&sql[copied..start]);
                         literals.push(literal);
                         text.push('$');
                         text.push_str(&literals.len().to_string());
@@ -172,7 +173,14 @@ impl<'a> Shape<'a> {
             if let Some(n) = placeholder(e)
                 && let Some(literal) = self.literals.get(n.wrapping_sub(1))
             {
-                *e = Expr::value(ast::Value::Number((*literal).to_string(), false));
+                let number = |n: &str| Expr::value(ast::Value::Number(n.to_string(), false));
+                *e = match literal.strip_prefix('-') {
+                    Some(digits) => Expr::UnaryOp {
+                        op: ast::UnaryOperator::Minus,
+                        expr: Box::new(number(digits)),
+                    },
+                    None => number(literal),
+                };
             }
             ControlFlow::<()>::Continue(())
         });
@@ -351,6 +359,23 @@ fn operand_placeholders(stmt: &Statement) -> usize {
     counter.0
 }
 
+/// True if the digits at `i` follow a prefix minus: a `-` right before them, itself after an
+/// operator, an opening parenthesis or a comma (`abalance + -5`, `IN (-1, -2)`), never after
+/// an operand (`x -5` subtracts). The shape's parse check catches any other reading.
+fn is_sign(bytes: &[u8], i: usize) -> bool {
+    if i == 0 || bytes[i - 1] != b'-' {
+        return false;
+    }
+    let before = bytes[..i - 1]
+        .iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace());
+    matches!(
+        before,
+        Some(b'=' | b'<' | b'>' | b'+' | b'-' | b'*' | b'/' | b'%' | b'(' | b',')
+    )
+}
+
 /// Bytes that continue an identifier or keyword (`$` too, which the scanner refuses).
 fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
@@ -441,6 +466,14 @@ mod tests {
         ("SELECT 1; SELECT 2", None),
         ("SELECT 'unclosed 1", None),
         ("SELECT 1abc", None),
+        // A prefix minus belongs to the literal; a subtraction's does not.
+        (
+            "UPDATE a SET v = v + -1234, w = x -5 WHERE k IN (-1, - 2) AND j = -2147483648",
+            Some((
+                "UPDATE a SET v = v + $1, w = x -$2 WHERE k IN ($3, - $4) AND j = $5",
+                &["-1234", "5", "-1", "2", "-2147483648"],
+            )),
+        ),
     ];
 
     #[test]
@@ -466,6 +499,8 @@ mod tests {
         ("INSERT INTO a VALUES (1, 2), (3, 4)", true),
         ("DELETE FROM a WHERE k = (2)", true),
         ("SELECT k << 2 FROM a WHERE k = 1", true),
+        ("UPDATE a SET v = v + -5 WHERE k = -1", true),
+        ("SELECT x FROM a WHERE k = -2 ^ 2", false),
         ("SELECT 1 << k FROM a WHERE k = 2", false),
         ("SELECT k FROM a WHERE k = 1 LIMIT (5)", false),
         ("SELECT x FROM a WHERE k = 1 ORDER BY 1", false),
@@ -548,6 +583,11 @@ mod tests {
         assert_eq!(
             shape.params(&[DataType::Int4, DataType::Int8]),
             Some(vec![Value::Int(7), Value::Int(2147483647)])
+        );
+        let lowest = Shape::of("SELECT x FROM a WHERE k = -2147483648").unwrap();
+        assert_eq!(
+            lowest.params(&[DataType::Int4]),
+            Some(vec![Value::Int(-2147483648)])
         );
         assert_eq!(shape.params(&[DataType::Int4]), None);
         assert!(types_allowed(&[DataType::Int4, DataType::Int8], 2));
