@@ -86,13 +86,7 @@ async fn prepared_point_reads_see_the_table_as_it_is_now() {
         .collect();
     assert_eq!(values(&c, &get, &keys).await, expected);
 
-    c.batch_execute(
-        "ALTER TABLE kv RENAME COLUMN v TO old;
-         ALTER TABLE kv ADD COLUMN v text;
-         UPDATE kv SET v = 'n' || k WHERE k >= 15",
-    )
-    .await
-    .unwrap();
+    c.batch_execute(inproc::REPLACE_KV_V).await.unwrap();
     let expected: Vec<Option<String>> = keys
         .iter()
         .map(|k| (*k >= 15).then(|| format!("n{k}")))

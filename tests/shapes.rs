@@ -93,13 +93,7 @@ async fn point_statements_run_as_their_shape() {
     }
 
     // The column that carries the name now, not the one the shape was learned with.
-    c.batch_execute(
-        "ALTER TABLE kv RENAME COLUMN v TO old;
-         ALTER TABLE kv ADD COLUMN v text;
-         UPDATE kv SET v = 'n' || k WHERE k >= 15",
-    )
-    .await
-    .unwrap();
+    c.batch_execute(inproc::REPLACE_KV_V).await.unwrap();
     for k in 10..20 {
         let want = (k >= 15).then(|| format!("n{k}"));
         assert_eq!(

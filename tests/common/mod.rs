@@ -45,17 +45,63 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
     PORTS.get_or_init(|| Mutex::new(HashSet::new()))
 }
 
-/// A port on 127.0.0.1 that was free a moment ago and was not handed out before in this
-/// process (the tests of one binary run concurrently).
+/// Test servers' ports: below Linux's ephemeral range (32768–60999), so that no outgoing
+/// connection (a node dialing a peer that is not listening yet) is given one as its source
+/// port before the server binds it, which made a test fail with "address in use" now and then.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port on 127.0.0.1 that was free a moment ago and that no other test holds: not handed
+/// out before in this process (the tests of one binary run concurrently), and reserved in
+/// a directory every test process shares (nextest runs each test in a process of its own).
 pub fn free_port() -> u16 {
+    let dir = std::env::temp_dir().join("tessera-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let me = std::process::id();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut seed = (u64::from(me) << 32) ^ u64::from(nanos) ^ 0x9E37_79B9_7F4A_7C15;
     loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().expect("local_addr").port();
-        drop(l);
-        if handed_out().lock().unwrap().insert(port) {
+        // xorshift64: any spread will do.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+        let port = TEST_PORTS.start + (seed % span) as u16;
+        if handed_out().lock().unwrap().contains(&port) || !reserve(&dir, port, me) {
+            continue;
+        }
+        handed_out().lock().unwrap().insert(port);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+}
+
+/// Reserves `port` for this process with a file holding its pid; a reservation whose
+/// process is gone is removed (and the port may be picked again later).
+fn reserve(dir: &Path, port: u16, me: u32) -> bool {
+    let path = dir.join(port.to_string());
+    if let Ok(mut f) = OpenOptions::new().write(true).create_new(true).open(&path) {
+        return writeln!(f, "{me}").is_ok();
+    }
+    let owner = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let stale = match owner {
+        Some(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+        // Being written right now, or left half-written long ago.
+        None => std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(60)),
+    };
+    if stale {
+        let _ = std::fs::remove_file(&path);
+    }
+    false
 }
 
 /// A unique directory under the system temp dir, removed on drop (kept if the test panicked,

@@ -26,6 +26,12 @@ impl Drop for TempDir {
     }
 }
 
+/// Gives `kv` a new, empty column `v` (the old one renamed to `old`) and fills it with
+/// `'n<k>'` for k ≥ 15: a statement bound to the old column would now read the wrong one.
+pub const REPLACE_KV_V: &str = "ALTER TABLE kv RENAME COLUMN v TO old;
+     ALTER TABLE kv ADD COLUMN v text;
+     UPDATE kv SET v = 'n' || k WHERE k >= 15";
+
 pub async fn start_cluster(nodes: u64, shards: u32, replicas: u32) -> Cluster {
     start_cluster_with(
         nodes,
