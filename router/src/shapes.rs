@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!  "… WHERE aid = 4711"  ──scan──►  shape "… WHERE aid = $1", literals [4711]
-//!        │                              │ known to the session, same cluster map version?
+//!        │                              │ learned by the session, schema unchanged since?
 //!        │                              ├─ yes ─► run the shape's prepared statement with
 //!        │                              │         params [4711] (its remembered route, the
 //!        │                              │         node's cached parse and bound plan)
@@ -30,7 +30,8 @@
 //!   an error into an answer, and is left to the full path.
 //!
 //! Only integers that fit `integer` are cut out (larger ones are `bigint` or `numeric`
-//! literals in PostgreSQL); a text with a `$`, a backslash, a comment or a second statement
+//! literals in PostgreSQL), with a prefix minus (`v + -5`: the binder folds it into the
+//! constant, so the parameter carries `-5`); a text with a `$`, a backslash, a comment or a second statement
 //! is not scanned at all. A parenthesised literal counts where its parentheses stand, and a
 //! shift's left operand is never cut out (its type would come from the shift count). As a
 //! last net, the described result columns must be the ones the text's own run returned.
