@@ -17,7 +17,7 @@ use engine::node::NodeService;
 use engine::shard::ShardOptions;
 use protocol::auth::ClusterSecret;
 use protocol::clock::{Clock, Hlc};
-use protocol::cluster::{ClusterState, MetaCommand, NodeId, NodeInfo, ShardId};
+use protocol::cluster::{ClusterState, MetaCommand, NodeId, NodeInfo, ShardId, ShardInfo};
 use protocol::error::{Error, Result};
 use protocol::jobs::{JobKind, JobPhase};
 use protocol::rpc::Pool;
@@ -147,69 +147,105 @@ fn reconcile(
     pool: &Pool,
     followers: &mut HashMap<ShardId, (String, JoinHandle<()>)>,
 ) -> Result<()> {
-    let me = svc.id;
+    // One shard that cannot be hosted (its file still locked, say) must not keep this node
+    // from serving the others: each is reconciled on its own, and the first failure is
+    // reported once all have been tried (the caller retries).
+    let mut first_failure = None;
+    let mut note = |shard: ShardId, r: Result<()>| {
+        if let Err(e) = r {
+            tracing::warn!(shard, "reconcile of shard failed: {e}");
+            first_failure.get_or_insert(e);
+        }
+    };
     for shard in state.shards.values() {
-        if !shard.placed_on(me) {
-            continue;
-        }
-        if shard.primary == me && shard.split_from.is_none() {
-            svc.host(shard.id, true, shard.epoch, shard.frozen, shard.sealed)?;
-            if let Some((_, task)) = followers.remove(&shard.id) {
-                task.abort();
-            }
-            continue;
-        }
-        // A replica follows its shard's primary; every copy of a shard being split off
-        // another follows that other shard's primary.
-        let source = match shard.split_from {
-            Some(from) => replica::Source {
-                shard: from,
-                split_epoch: state.shards.get(&from).map(|s| s.epoch),
-            },
-            None => replica::Source::own(shard.id),
-        };
-        let hosted = svc.host(shard.id, false, shard.epoch, false, false)?;
-        let Some(upstream) = state
-            .shards
-            .get(&source.shard)
-            .and_then(|s| state.node_addr(s.primary))
-        else {
-            continue;
-        };
-        let follows = format!("{upstream}/{source:?}");
-        if followers.get(&shard.id).map(|(f, _)| f.as_str()) != Some(follows.as_str()) {
-            if let Some((_, task)) = followers.remove(&shard.id) {
-                task.abort();
-            }
-            let task = tokio::spawn(replica::follow(
-                hosted,
-                source,
-                me,
-                upstream.to_string(),
-                pool.clone(),
-            ));
-            followers.insert(shard.id, (follows, task));
+        if shard.placed_on(svc.id) {
+            note(
+                shard.id,
+                reconcile_placed(svc, state, shard, pool, followers),
+            );
         }
     }
     for id in svc.hosted() {
-        if state.shards.get(&id).is_some_and(|s| s.placed_on(me)) {
-            continue;
+        if !state.shards.get(&id).is_some_and(|s| s.placed_on(svc.id)) {
+            note(id, reconcile_unplaced(svc, state, id, followers));
         }
-        if let Some((_, task)) = followers.remove(&id) {
+    }
+    first_failure.map_or(Ok(()), Err)
+}
+
+/// Hosts a copy the map places on this node: as primary, or as a replica following its
+/// upstream.
+fn reconcile_placed(
+    svc: &Arc<NodeService>,
+    state: &ClusterState,
+    shard: &ShardInfo,
+    pool: &Pool,
+    followers: &mut HashMap<ShardId, (String, JoinHandle<()>)>,
+) -> Result<()> {
+    let me = svc.id;
+    if shard.primary == me && shard.split_from.is_none() {
+        svc.host(shard.id, true, shard.epoch, shard.frozen, shard.sealed)?;
+        if let Some((_, task)) = followers.remove(&shard.id) {
             task.abort();
         }
-        if svc
-            .stored_epoch(id)
-            .is_ok_and(|epoch| moved_away(state, id, me, epoch))
-        {
-            tracing::info!(
-                shard = id,
-                "shard copy moved to another node; dropping it here"
-            );
-            svc.drop_copy(id)?;
-        } else {
-            svc.unhost(id);
+        return Ok(());
+    }
+    // A replica follows its shard's primary; every copy of a shard being split off
+    // another follows that other shard's primary.
+    let source = match shard.split_from {
+        Some(from) => replica::Source {
+            shard: from,
+            split_epoch: state.shards.get(&from).map(|s| s.epoch),
+        },
+        None => replica::Source::own(shard.id),
+    };
+    let hosted = svc.host(shard.id, false, shard.epoch, false, false)?;
+    let Some(upstream) = state
+        .shards
+        .get(&source.shard)
+        .and_then(|s| state.node_addr(s.primary))
+    else {
+        return Ok(());
+    };
+    let follows = format!("{upstream}/{source:?}");
+    if followers.get(&shard.id).map(|(f, _)| f.as_str()) != Some(follows.as_str()) {
+        if let Some((_, task)) = followers.remove(&shard.id) {
+            task.abort();
         }
+        let task = tokio::spawn(replica::follow(
+            hosted,
+            source,
+            me,
+            upstream.to_string(),
+            pool.clone(),
+        ));
+        followers.insert(shard.id, (follows, task));
+    }
+    Ok(())
+}
+
+/// Lets go of a hosted copy the map no longer places here: its file is dropped only if a
+/// newer placement moved the shard away (see `moved_away`).
+fn reconcile_unplaced(
+    svc: &Arc<NodeService>,
+    state: &ClusterState,
+    id: ShardId,
+    followers: &mut HashMap<ShardId, (String, JoinHandle<()>)>,
+) -> Result<()> {
+    if let Some((_, task)) = followers.remove(&id) {
+        task.abort();
+    }
+    if svc
+        .stored_epoch(id)
+        .is_ok_and(|epoch| moved_away(state, id, svc.id, epoch))
+    {
+        tracing::info!(
+            shard = id,
+            "shard copy moved to another node; dropping it here"
+        );
+        svc.drop_copy(id)?;
+    } else {
+        svc.unhost(id);
     }
     Ok(())
 }
@@ -363,5 +399,31 @@ mod tests {
         job.phase = JobPhase::RolledBack;
         rolled.jobs.insert(1, job);
         assert!(moved_away(&rolled, 7, 1, 0), "a rolled-back split's shard");
+    }
+
+    /// A shard whose file cannot be opened does not keep the node from hosting the others;
+    /// the failure is still reported, so the caller retries it.
+    #[tokio::test]
+    async fn one_unopenable_shard_does_not_stop_the_rest() {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-reconcile-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Shard 0's file is a directory: redb cannot open it.
+        std::fs::create_dir_all(dir.join("shard-0.redb")).unwrap();
+        let hlc = Arc::new(Hlc::new(Arc::new(protocol::clock::SystemClock)));
+        let svc = Arc::new(NodeService::new(1, dir.clone(), hlc, ShardOptions::default()).unwrap());
+        let mut map = state(1, 1);
+        let mut second = map.shards[&0].clone();
+        second.id = 1;
+        map.shards.insert(1, second);
+        let mut followers = HashMap::new();
+        let pool = Pool::new(ClusterSecret::new("s"));
+        let result = reconcile(&svc, &map, &pool, &mut followers);
+        assert!(result.is_err(), "shard 0's failure is reported");
+        assert_eq!(svc.hosted(), vec![1], "shard 1 is hosted all the same");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
