@@ -22,7 +22,9 @@
 //!   out exactly the number tokens);
 //! - every literal stood as an operand of an operator, in an IN list or BETWEEN, as a
 //!   VALUES item or as an UPDATE's assigned value: never where an integer means a column
-//!   position (`ORDER BY 1`, `GROUP BY 1`), a type modifier or a function argument;
+//!   position (`ORDER BY 1`, `GROUP BY 1`), a type modifier or a function argument, nor in
+//!   LIMIT/OFFSET (the router bounds each shard's rows by the number itself, `pushdown::top_n`,
+//!   which a parameter would turn into gathering every row);
 //! - the statement calls no function (a call may be rewritten before planning);
 //! - each parameter's described type is `integer` or `bigint`, so the value means what the
 //!   literal (an `integer`) did: PostgreSQL compares and adds an int4 with an int8 the same
