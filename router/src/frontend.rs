@@ -912,7 +912,7 @@ impl Frontend {
         shape: crate::shapes::Shape<'_>,
         stmt: &Statement,
         state: Arc<protocol::cluster::ClusterState>,
-        columns: Vec<ResultColumn>,
+        columns: &[ResultColumn],
     ) {
         let due = session
             .shapes
@@ -923,6 +923,7 @@ impl Frontend {
         }
         let literals = shape.literals();
         let shaped = shape.learn(stmt);
+        let columns = columns.to_vec();
         let text = shape.text;
         let router = self.router.clone();
         let session = Arc::downgrade(session);
@@ -1161,6 +1162,14 @@ fn response(result: QueryResult, format: &Format) -> PgWireResult<Response> {
     Ok(Response::Query(resp))
 }
 
+/// The answer to a simple-protocol text of one statement: its rows, or its error.
+fn simple_response(result: Result<QueryResult>) -> PgWireResult<Response> {
+    Ok(match result {
+        Ok(r) => response(r, &Format::UnifiedText)?,
+        Err(e) => Response::Error(Box::new(error_info(e))),
+    })
+}
+
 #[async_trait]
 impl SimpleQueryHandler for Frontend {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
@@ -1176,20 +1185,14 @@ impl SimpleQueryHandler for Frontend {
                 Ok(create) => self.create_keyspace(&session, create).await,
                 Err(e) => Err(e),
             };
-            return Ok(vec![match result {
-                Ok(r) => response(r, &Format::UnifiedText)?,
-                Err(e) => Response::Error(Box::new(error_info(e))),
-            }]);
+            return Ok(vec![simple_response(result)?]);
         }
         if let Some(parsed) = crate::maintenance::parse(query) {
             let result = match parsed {
                 Ok((tag, tables)) => self.maintenance(&session, tag, &tables).await,
                 Err(e) => Err(e),
             };
-            return Ok(vec![match result {
-                Ok(r) => response(r, &Format::UnifiedText)?,
-                Err(e) => Response::Error(Box::new(error_info(e))),
-            }]);
+            return Ok(vec![simple_response(result)?]);
         }
         // A statement whose shape the session knows runs as that shape, prepared.
         let shape = crate::shapes::Shape::of(query);
@@ -1205,30 +1208,17 @@ impl SimpleQueryHandler for Frontend {
             self.router
                 .shaped_runs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(vec![match self
+            let result = self
                 .run(&session, stmt, &params, Some(&known.prepared))
-                .await
-            {
-                Ok(result) => response(result, &Format::UnifiedText)?,
-                Err(e) => Response::Error(Box::new(error_info(e))),
-            }]);
+                .await;
+            return Ok(vec![simple_response(result)?]);
         }
         let stmts = match engine::sql::parse(&crate::copy::normalize_options(query)) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(e)))]),
         };
-        if let (Some(shape), [stmt]) = (shape, stmts.as_slice())
-            && !matches!(stmt, Statement::Copy { .. })
-        {
-            let result = self.run(&session, stmt, &[], None).await;
-            if let Ok(r) = &result {
-                self.learn_shape(&session, shape, stmt, state, r.columns.clone());
-            }
-            return Ok(vec![match result {
-                Ok(result) => response(result, &Format::UnifiedText)?,
-                Err(e) => Response::Error(Box::new(error_info(e))),
-            }]);
-        }
+        // Only a text of one statement has a shape to learn.
+        let mut shape = shape.filter(|_| stmts.len() == 1);
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
             if let Statement::Copy { to, .. } = stmt {
@@ -1246,7 +1236,12 @@ impl SimpleQueryHandler for Frontend {
                 continue;
             }
             match self.run(&session, stmt, &[], None).await {
-                Ok(result) => out.push(response(result, &Format::UnifiedText)?),
+                Ok(result) => {
+                    if let Some(shape) = shape.take() {
+                        self.learn_shape(&session, shape, stmt, state.clone(), &result.columns);
+                    }
+                    out.push(response(result, &Format::UnifiedText)?)
+                }
                 Err(e) => {
                     // Later statements of the string do not run, as in PostgreSQL.
                     out.push(Response::Error(Box::new(error_info(e))));
