@@ -330,6 +330,39 @@ pub struct Shard {
     durable_behind: Mutex<Option<u64>>,
     /// Decision records to delete with the next batch (see `forget_decision`).
     forgotten: Mutex<Vec<TxnId>>,
+    /// Bumped to odd before and to even after every commit that may change the catalog, so
+    /// a reader that sees the same even value before and after opening its snapshot knows
+    /// the snapshot's catalog is the one that value stands for (see `catalog_stamp`).
+    catalog_seq: AtomicU64,
+    /// The change log's first LSN as far as this process knows (a hint: never above the
+    /// true first record for long, see `trim_log`).
+    log_start: AtomicU64,
+}
+
+/// Hands each opened shard copy its own range of catalog stamps (see `Shard::catalog_seq`).
+static CATALOG_SEQ_BASES: AtomicU64 = AtomicU64::new(1);
+
+/// Marks a commit that may change the catalog: `catalog_seq` is odd from before the commit
+/// until this is dropped, after it (whether it succeeded or not).
+struct CatalogWrite<'a>(&'a AtomicU64);
+
+impl<'a> CatalogWrite<'a> {
+    fn begin(seq: &'a AtomicU64) -> Self {
+        seq.fetch_add(1, Ordering::SeqCst);
+        CatalogWrite(seq)
+    }
+}
+
+impl Drop for CatalogWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn has_ddl(changes: &[Change]) -> bool {
+    changes
+        .iter()
+        .any(|c| !matches!(c, Change::Put { .. } | Change::Delete { .. }))
 }
 
 /// Queued forgets that make a batch of their own (see `Shard::forget_decision`).
@@ -368,6 +401,7 @@ impl Shard {
         let snapshot = Snapshot::new(&db)?;
         let lsn = snapshot.state(STATE_LSN)?;
         let placement_epoch = snapshot.state(STATE_PLACEMENT_EPOCH)?;
+        let log_start = snapshot.state(STATE_LOG_START)?.max(1);
         // Restart the clock past the newest commit: timestamps, and the row ids drawn from
         // them, must never repeat even if the wall clock stepped back while we were down.
         if let Some(last) = snapshot.changes_after(lsn.saturating_sub(1), 1)?.first() {
@@ -395,6 +429,10 @@ impl Shard {
             placement_epoch: AtomicU64::new(placement_epoch),
             durable_behind: Mutex::new(None),
             forgotten: Mutex::default(),
+            log_start: AtomicU64::new(log_start),
+            // Each opened copy counts from its own base, so a stamp taken on one copy never
+            // matches another copy's catalog (a shard dropped and hosted again).
+            catalog_seq: AtomicU64::new(CATALOG_SEQ_BASES.fetch_add(1, Ordering::Relaxed) << 32),
         };
         shard.recover_prepared()?;
         Ok(shard)
@@ -682,6 +720,18 @@ impl Shard {
         let read = redb::ReadableDatabase::begin_read(&self.db).map_err(storage_err)?;
         let table = read.open_table(DECISIONS).map_err(storage_err)?;
         Ok(table.get(id).map_err(storage_err)?.map(|v| v.value() == 1))
+    }
+
+    /// A snapshot and, when no catalog change was being committed meanwhile, the stamp of
+    /// its catalog: two snapshots with the same stamp have the same catalog.
+    fn stamped_snapshot(&self) -> Result<(Snapshot, Option<u64>)> {
+        let before = self.catalog_seq.load(Ordering::SeqCst);
+        let snap = self.snapshot()?;
+        let after = self.catalog_seq.load(Ordering::SeqCst);
+        Ok((
+            snap,
+            (before == after && before.is_multiple_of(2)).then_some(before),
+        ))
     }
 
     pub fn snapshot(&self) -> Result<Snapshot> {
@@ -1066,11 +1116,11 @@ impl Shard {
         params: &[Value],
         plans: Option<&ReadPlans>,
     ) -> Result<Option<QueryResult>> {
-        let snap = self.snapshot()?;
+        let (snap, stamp) = self.stamped_snapshot()?;
         let view = crate::point_read::PointsOnly::new(&snap);
         let result = match plans {
             Some(plans) => match plans.get(self.id) {
-                Some(plan) if snap.catalog_is(&plan.catalog)? => match &plan.bound {
+                Some(plan) if plan.valid_in(&snap, stamp)? => match &plan.bound {
                     Some(bound) => sql::reuse::run_bound(bound, params, &view),
                     None => sql::query(stmt, params, &view),
                 },
@@ -1079,7 +1129,7 @@ impl Shard {
                         let catalog = snap.catalog_entries(&bound.tables)?;
                         let result = sql::reuse::run_bound(&bound, params, &view);
                         let bound = bound.reusable.then_some(bound);
-                        plans.put(self.id, Arc::new(ReadPlan { catalog, bound }));
+                        plans.put(self.id, Arc::new(ReadPlan::new(catalog, bound, stamp)));
                         result
                     }
                     None => sql::query(stmt, params, &view),
@@ -1154,6 +1204,9 @@ impl Shard {
             .lock()
             .map(|mut f| std::mem::take(&mut *f))
             .unwrap_or_default();
+        let ddl = batch
+            .iter()
+            .any(|(_, w)| matches!(w, Work::Commit(p) if has_ddl(&p.changes)));
         let written = (|| -> Result<Vec<BatchOutcome>> {
             let txn = self.begin_write(durable)?;
             let mut out = Vec::with_capacity(batch.len());
@@ -1268,6 +1321,7 @@ impl Shard {
                 .insert(STATE_TXN, txn_id)
                 .map_err(storage_err)?;
             self.trim_log(&txn, lsn)?;
+            let _catalog = ddl.then(|| CatalogWrite::begin(&self.catalog_seq));
             txn.commit().map_err(storage_err)?;
             Ok(out)
         })();
@@ -1321,12 +1375,22 @@ impl Shard {
         Ok(txn)
     }
 
-    /// Drops change-log records older than the retention window.
+    /// Drops change-log records older than the retention window, a run of them at a time:
+    /// trimming one record per commit rewrote the log's first leaf and its branch pages (and
+    /// the `state` page) in every commit; waiting until a 64th of the window is due spreads
+    /// that over many commits. Keeping a few more records than `log_retain` is harmless.
     fn trim_log(&self, txn: &WriteTransaction, lsn: u64) -> Result<()> {
         if lsn <= self.opts.log_retain {
             return Ok(());
         }
         let cutoff = lsn - self.opts.log_retain;
+        let slack = (self.opts.log_retain / 64).max(1);
+        // Set before the commit: if it fails the hint is ahead of the log for a while, and
+        // the next trim (which pops everything up to its cutoff) catches up.
+        if cutoff < self.log_start.load(Ordering::Relaxed) + slack - 1 {
+            return Ok(());
+        }
+        self.log_start.store(cutoff + 1, Ordering::Relaxed);
         let mut log = txn.open_table(CHANGELOG).map_err(storage_err)?;
         let mut trimmed = false;
         loop {
@@ -1419,6 +1483,7 @@ impl Shard {
             // without knowing they are not yet durable.
             self.note_unsynced(lsn);
         }
+        let ddl = fresh.iter().any(|r| has_ddl(&r.changes));
         let txn = self.begin_write(durable)?;
         for record in fresh {
             if record.lsn != lsn + 1 {
@@ -1439,7 +1504,9 @@ impl Shard {
                 .map_err(storage_err)?;
         }
         self.trim_log(&txn, lsn)?;
+        let catalog = ddl.then(|| CatalogWrite::begin(&self.catalog_seq));
         txn.commit().map_err(storage_err)?;
+        drop(catalog);
         if durable {
             self.note_synced();
         }
@@ -1630,7 +1697,10 @@ impl SnapshotLoad<'_> {
                 .insert(STATE_LOG_START, lsn + 1)
                 .map_err(storage_err)?;
         }
+        let catalog = CatalogWrite::begin(&self.shard.catalog_seq);
         self.txn.commit().map_err(storage_err)?;
+        drop(catalog);
+        self.shard.log_start.store(lsn + 1, Ordering::Relaxed);
         self.shard.note_synced();
         self.shard.lsn.send_replace(lsn);
         self.shard
@@ -1862,6 +1932,47 @@ mod tests {
     fn run(s: &Shard, sql: &str) -> QueryResult {
         let stmt = sql::parse(sql).unwrap().remove(0);
         s.execute(&stmt, &[]).unwrap()
+    }
+
+    /// A prepared point read keeps its bound plan while the catalog stamp stands, and binds
+    /// again after a table is redefined, on the primary (a commit) and on a replica (an
+    /// apply): a plan kept across the redefinition would read the old column position.
+    #[test]
+    fn prepared_point_reads_rebind_after_a_table_is_redefined() {
+        let (primary, dir) = shard("stamp-primary");
+        let (replica, dir2) = shard("stamp-replica");
+        let read = sql::parse("SELECT v FROM t WHERE k = $1")
+            .unwrap()
+            .remove(0);
+        let (on_primary, on_replica) = (ReadPlans::default(), ReadPlans::default());
+        let value = |s: &Shard, plans: &ReadPlans| {
+            let r = s.read_points(&read, &[Value::Int(1)], Some(plans)).unwrap();
+            r.expect("a point read").rows
+        };
+        let ship = |from: u64| {
+            let records = primary
+                .snapshot()
+                .unwrap()
+                .changes_after(from, 100)
+                .unwrap();
+            replica.apply(&records, false).unwrap();
+        };
+        run(&primary, "CREATE TABLE t (k INT PRIMARY KEY, v INT)");
+        run(&primary, "INSERT INTO t VALUES (1, 10)");
+        ship(0);
+        for _ in 0..3 {
+            assert_eq!(value(&primary, &on_primary), vec![vec![Value::Int(10)]]);
+            assert_eq!(value(&replica, &on_replica), vec![vec![Value::Int(10)]]);
+        }
+        let before = primary.lsn();
+        run(&primary, "DROP TABLE t");
+        run(&primary, "CREATE TABLE t (k INT PRIMARY KEY, x INT, v INT)");
+        run(&primary, "INSERT INTO t VALUES (1, 5, 20)");
+        ship(before);
+        assert_eq!(value(&primary, &on_primary), vec![vec![Value::Int(20)]]);
+        assert_eq!(value(&replica, &on_replica), vec![vec![Value::Int(20)]]);
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(dir2);
     }
 
     /// A file whose creation a crash cut short (redb's magic still zero) is created again;
