@@ -127,21 +127,23 @@ impl Router {
         if let Some(result) = Box::pin(self.view_ddl(stmt, txn.is_some())).await? {
             return Ok(result);
         }
-        let expanded;
+        // Statements kept across an await are boxed: a `Statement` is 3.5 KB, and each one
+        // held in place would grow this future (see `prepare_sequences` below).
+        let expanded: Box<Statement>;
         let stmt = match crate::views::expand(stmt, &self.meta.state())? {
             Some(s) => {
                 rememberable = false;
-                expanded = s;
-                &expanded
+                expanded = Box::new(s);
+                &*expanded
             }
             None => stmt,
         };
-        let with_functions;
+        let with_functions: Box<Statement>;
         let stmt = match crate::table_functions::expand(stmt) {
             Some(s) => {
                 rememberable = false;
-                with_functions = s;
-                &with_functions
+                with_functions = Box::new(s);
+                &*with_functions
             }
             None => stmt,
         };
@@ -177,7 +179,7 @@ impl Router {
                 _ => {
                     let plan = Planner::new(&state, params).plan(statement)?;
                     let mut lines = plan.explain();
-                    lines.extend(self.explain_below(&plan, params).await?);
+                    lines.extend(Box::pin(self.explain_below(&plan, params)).await?);
                     lines
                 }
             };
@@ -208,22 +210,25 @@ impl Router {
                     format!("must be superuser to run tessera.{}()", call.name),
                 ));
             }
-            return self.admin(&call).await;
+            return Box::pin(self.admin(&call)).await;
         }
         let prepared;
-        let stmt = match self.prepare_sequences(stmt, params).await? {
+        // Boxed (as the rarer branches below are): a sub-future awaited in place makes this
+        // whole state machine as large as the largest one, and every statement moves it onto
+        // the heap once (`execute`); kept small, that move is cheap.
+        let stmt = match Box::pin(self.prepare_sequences(stmt, params)).await? {
             crate::sequences::Prepared::Done(result) => return Ok(result),
             crate::sequences::Prepared::Rewritten(s) => {
                 rememberable = false;
-                prepared = *s;
-                &prepared
+                prepared = s;
+                &*prepared
             }
             crate::sequences::Prepared::Unchanged => stmt,
         };
         if let Statement::Insert(insert) = stmt
             && crate::insert_select::runs_at_router(&self.meta.state(), insert)
         {
-            return self.insert_select(insert, params, txn).await;
+            return Box::pin(self.insert_select(insert, params, txn)).await;
         }
         if let Statement::Drop {
             object_type: ast::ObjectType::Index,
@@ -244,8 +249,8 @@ impl Router {
                 Planner::new(&state, params).plan(&one)?;
             }
             for n in names {
-                let mut one = stmt.clone();
-                if let Statement::Drop { names, .. } = &mut one {
+                let mut one = Box::new(stmt.clone());
+                if let Statement::Drop { names, .. } = &mut *one {
                     *names = vec![n.clone()];
                 }
                 Box::pin(self.execute(&one, params, None)).await?;
@@ -285,15 +290,14 @@ impl Router {
                     return Err(Error::internal("admit let DDL into a transaction"));
                 }
                 return match info {
-                    Some(info) => self
-                        .alter_table(name, *info, targets, sql)
+                    Some(info) => Box::pin(self.alter_table(name, *info, targets, sql))
                         .await
                         .map(|_| QueryResult::command(tag, 0)),
                     None => Ok(QueryResult::command(tag, 0)),
                 };
             }
             if txn.is_none() && writes_several_shards(&plan) {
-                match self.run_atomically(plan, params).await {
+                match Box::pin(self.run_atomically(plan, params)).await {
                     // Rolled back everywhere: planning again is safe.
                     Err(e) if is_resplit(&e) && !retried => {
                         retried = true;
@@ -305,7 +309,7 @@ impl Router {
             if let Some(t) = txn.as_deref_mut() {
                 admit(&plan, t)?;
                 if matches!(plan, Plan::MoveUpdate { .. }) {
-                    return self.run_move(plan, params, t).await;
+                    return Box::pin(self.run_move(plan, params, t)).await;
                 }
             }
             match self.run(plan, params, txn.as_deref().map(|t| t.spec)).await {
