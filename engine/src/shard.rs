@@ -332,8 +332,12 @@ pub struct Shard {
     forgotten: Mutex<Vec<TxnId>>,
     /// Bumped to odd before and to even after every commit that may change the catalog, so
     /// a reader that sees the same even value before and after opening its snapshot knows
-    /// the snapshot's catalog is the one that value stands for (see `catalog_stamp`).
+    /// the snapshot's catalog is the one that value stands for (see `stamped_snapshot`).
     catalog_seq: AtomicU64,
+    /// Held from a catalog write's first bump to its second: two such commits (a batch and
+    /// a snapshot install, say) must not interleave their bumps, or the sequence would read
+    /// even while one of them is still being committed.
+    catalog_writers: Mutex<()>,
     /// The change log's first LSN as far as this process knows (a hint: never above the
     /// true first record for long, see `trim_log`).
     log_start: AtomicU64,
@@ -344,18 +348,31 @@ static CATALOG_SEQ_BASES: AtomicU64 = AtomicU64::new(1);
 
 /// Marks a commit that may change the catalog: `catalog_seq` is odd from before the commit
 /// until this is dropped, after it (whether it succeeded or not).
-struct CatalogWrite<'a>(&'a AtomicU64);
+/// Catalog writes are serialised by `Shard::catalog_writers` (a poisoned lock is taken over:
+/// it guards no data of its own).
+struct CatalogWrite<'a> {
+    seq: &'a AtomicU64,
+    _exclusive: std::sync::MutexGuard<'a, ()>,
+}
 
 impl<'a> CatalogWrite<'a> {
-    fn begin(seq: &'a AtomicU64) -> Self {
-        seq.fetch_add(1, Ordering::SeqCst);
-        CatalogWrite(seq)
+    fn begin(shard: &'a Shard) -> Self {
+        let exclusive = shard
+            .catalog_writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        shard.catalog_seq.fetch_add(1, Ordering::SeqCst);
+        CatalogWrite {
+            seq: &shard.catalog_seq,
+            _exclusive: exclusive,
+        }
     }
 }
 
 impl Drop for CatalogWrite<'_> {
     fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        // Before the lock is released (fields drop after this body runs).
+        self.seq.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -433,6 +450,7 @@ impl Shard {
             // Each opened copy counts from its own base, so a stamp taken on one copy never
             // matches another copy's catalog (a shard dropped and hosted again).
             catalog_seq: AtomicU64::new(CATALOG_SEQ_BASES.fetch_add(1, Ordering::Relaxed) << 32),
+            catalog_writers: Mutex::new(()),
         };
         shard.recover_prepared()?;
         Ok(shard)
@@ -1321,7 +1339,7 @@ impl Shard {
                 .insert(STATE_TXN, txn_id)
                 .map_err(storage_err)?;
             self.trim_log(&txn, lsn)?;
-            let _catalog = ddl.then(|| CatalogWrite::begin(&self.catalog_seq));
+            let _catalog = ddl.then(|| CatalogWrite::begin(self));
             txn.commit().map_err(storage_err)?;
             Ok(out)
         })();
@@ -1504,7 +1522,7 @@ impl Shard {
                 .map_err(storage_err)?;
         }
         self.trim_log(&txn, lsn)?;
-        let catalog = ddl.then(|| CatalogWrite::begin(&self.catalog_seq));
+        let catalog = ddl.then(|| CatalogWrite::begin(self));
         txn.commit().map_err(storage_err)?;
         drop(catalog);
         if durable {
@@ -1697,7 +1715,7 @@ impl SnapshotLoad<'_> {
                 .insert(STATE_LOG_START, lsn + 1)
                 .map_err(storage_err)?;
         }
-        let catalog = CatalogWrite::begin(&self.shard.catalog_seq);
+        let catalog = CatalogWrite::begin(self.shard);
         self.txn.commit().map_err(storage_err)?;
         drop(catalog);
         self.shard.log_start.store(lsn + 1, Ordering::Relaxed);
@@ -1941,10 +1959,12 @@ mod tests {
     fn prepared_point_reads_rebind_after_a_table_is_redefined() {
         let (primary, dir) = shard("stamp-primary");
         let (replica, dir2) = shard("stamp-replica");
+        let (installed, dir3) = shard("stamp-installed");
         let read = sql::parse("SELECT v FROM t WHERE k = $1")
             .unwrap()
             .remove(0);
         let (on_primary, on_replica) = (ReadPlans::default(), ReadPlans::default());
+        let on_installed = ReadPlans::default();
         let value = |s: &Shard, plans: &ReadPlans| {
             let r = s.read_points(&read, &[Value::Int(1)], Some(plans)).unwrap();
             r.expect("a point read").rows
@@ -1957,22 +1977,45 @@ mod tests {
                 .unwrap();
             replica.apply(&records, false).unwrap();
         };
+        // A copy filled by snapshot installs, as a replica too far behind the log is.
+        let install = || {
+            let snap = primary.snapshot().unwrap();
+            let schemas = snap.schemas().unwrap();
+            let mut load = installed.begin_snapshot(&schemas).unwrap();
+            for s in &schemas {
+                let rows: Vec<(Vec<u8>, Vec<u8>)> = snap
+                    .raw_rows(&s.name)
+                    .unwrap()
+                    .collect::<Result<_>>()
+                    .unwrap();
+                load.rows(&s.name, &rows).unwrap();
+            }
+            load.finish(primary.lsn()).unwrap();
+        };
         run(&primary, "CREATE TABLE t (k INT PRIMARY KEY, v INT)");
         run(&primary, "INSERT INTO t VALUES (1, 10)");
         ship(0);
+        install();
         for _ in 0..3 {
             assert_eq!(value(&primary, &on_primary), vec![vec![Value::Int(10)]]);
             assert_eq!(value(&replica, &on_replica), vec![vec![Value::Int(10)]]);
+            assert_eq!(value(&installed, &on_installed), vec![vec![Value::Int(10)]]);
         }
+        // Quiet copies stamp their snapshots (else the shortcut would never be taken).
+        assert!(primary.stamped_snapshot().unwrap().1.is_some());
+        assert!(replica.stamped_snapshot().unwrap().1.is_some());
         let before = primary.lsn();
         run(&primary, "DROP TABLE t");
         run(&primary, "CREATE TABLE t (k INT PRIMARY KEY, x INT, v INT)");
         run(&primary, "INSERT INTO t VALUES (1, 5, 20)");
         ship(before);
+        install();
         assert_eq!(value(&primary, &on_primary), vec![vec![Value::Int(20)]]);
         assert_eq!(value(&replica, &on_replica), vec![vec![Value::Int(20)]]);
+        assert_eq!(value(&installed, &on_installed), vec![vec![Value::Int(20)]]);
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_dir_all(dir2);
+        let _ = std::fs::remove_dir_all(dir3);
     }
 
     /// A file whose creation a crash cut short (redb's magic still zero) is created again;
