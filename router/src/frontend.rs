@@ -57,7 +57,8 @@ use std::collections::BTreeMap;
 pub struct Prepared {
     pub sql: String,
     pub stmt: Option<Statement>,
-    described: Arc<Mutex<Option<Description>>>,
+    /// Shared, not copied, by every Bind, Describe and Execute that needs it.
+    described: Arc<Mutex<Option<Arc<Description>>>>,
     /// Calls a function: maybe `pg_backend_pid()` or another the session answers itself.
     backend_calls: bool,
     /// The route its executions take while the cluster map stays the same (used only for a
@@ -76,7 +77,7 @@ impl Prepared {
             // Any function call might be one; only statements without calls skip the check.
             backend_calls: stmt.as_ref().is_none_or(crate::dispatch::calls_functions),
             stmt,
-            described: Arc::new(Mutex::new(described)),
+            described: Arc::new(Mutex::new(described.map(Arc::new))),
             route: Arc::default(),
         }
     }
@@ -963,7 +964,7 @@ impl Frontend {
         &self,
         session: &Session,
         prepared: &Prepared,
-    ) -> Result<(Vec<DataType>, Vec<ResultColumn>)> {
+    ) -> Result<Arc<Description>> {
         if let Ok(guard) = prepared.described.lock()
             && let Some(d) = guard.as_ref()
         {
@@ -982,8 +983,8 @@ impl Frontend {
                 .get(&names::table_name(name))
                 .cloned();
             return match target {
-                Some(t) => Ok((Vec::new(), self.router.describe(&t).await?.1)),
-                None => Ok((Vec::new(), Vec::new())),
+                Some(t) => Ok(Arc::new((Vec::new(), self.router.describe(&t).await?.1))),
+                None => Ok(Arc::new((Vec::new(), Vec::new()))),
             };
         }
         let described = match &prepared.stmt {
@@ -1011,6 +1012,7 @@ impl Frontend {
                 None => self.router.describe(stmt).await?,
             },
         };
+        let described = Arc::new(described);
         if let Ok(mut guard) = prepared.described.lock() {
             *guard = Some(described.clone());
         }
@@ -1305,7 +1307,7 @@ impl QueryParser for StatementParser {
             .map_err(|_| to_pg_error(Error::internal("poisoned lock")))?;
         Ok(guard
             .as_ref()
-            .map(|(p, _)| p.iter().map(encode::pg_type).collect())
+            .map(|d| d.0.iter().map(encode::pg_type).collect())
             .unwrap_or_default())
     }
 
@@ -1321,7 +1323,7 @@ impl QueryParser for StatementParser {
         let format = format.cloned().unwrap_or(Format::UnifiedText);
         Ok(guard
             .as_ref()
-            .map(|(_, c)| encode::field_infos(c, |i| format.format_for(i)))
+            .map(|d| encode::field_infos(&d.1, |i| format.format_for(i)))
             .unwrap_or_default())
     }
 }
@@ -1371,10 +1373,11 @@ impl ExtendedQueryHandler for Frontend {
         if let Statement::Copy { .. } = stmt {
             return self.copy(&session, stmt).await.map_err(to_pg_error);
         }
-        let (described, _) = self
+        let description = self
             .prepared_types(&session, prepared)
             .await
             .map_err(to_pg_error)?;
+        let described = &description.0;
         let mut params = Vec::with_capacity(portal.parameter_len());
         for i in 0..portal.parameter_len() {
             let declared = portal
@@ -1412,10 +1415,11 @@ impl ExtendedQueryHandler for Frontend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = Self::session(client);
-        let (params, columns) = self
+        let description = self
             .prepared_types(&session, &target.statement)
             .await
             .map_err(to_pg_error)?;
+        let (params, columns) = (&description.0, &description.1);
         let n = params.len().max(target.parameter_types.len());
         let param_types = (0..n)
             .map(|i| {
@@ -1430,7 +1434,7 @@ impl ExtendedQueryHandler for Frontend {
             .collect();
         Ok(DescribeStatementResponse::new(
             param_types,
-            encode::field_infos(&columns, |_| pgwire::api::results::FieldFormat::Text),
+            encode::field_infos(columns, |_| pgwire::api::results::FieldFormat::Text),
         ))
     }
 
@@ -1446,13 +1450,14 @@ impl ExtendedQueryHandler for Frontend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = Self::session(client);
-        let (_, columns) = self
+        let description = self
             .prepared_types(&session, &target.statement.statement)
             .await
             .map_err(to_pg_error)?;
+        let columns = &description.1;
         let format = &target.result_column_format;
         Ok(DescribePortalResponse::new(encode::field_infos(
-            &columns,
+            columns,
             |i| format.format_for(i),
         )))
     }
