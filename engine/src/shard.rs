@@ -348,6 +348,7 @@ static CATALOG_SEQ_BASES: AtomicU64 = AtomicU64::new(1);
 
 /// Marks a commit that may change the catalog: `catalog_seq` is odd from before the commit
 /// until this is dropped, after it (whether it succeeded or not).
+///
 /// Catalog writes are serialised by `Shard::catalog_writers` (a poisoned lock is taken over:
 /// it guards no data of its own).
 struct CatalogWrite<'a> {
@@ -376,10 +377,13 @@ impl Drop for CatalogWrite<'_> {
     }
 }
 
+/// True if `c` (re)defines a table rather than writing a row.
+fn is_ddl(c: &Change) -> bool {
+    !matches!(c, Change::Put { .. } | Change::Delete { .. })
+}
+
 fn has_ddl(changes: &[Change]) -> bool {
-    changes
-        .iter()
-        .any(|c| !matches!(c, Change::Put { .. } | Change::Delete { .. }))
+    changes.iter().any(is_ddl)
 }
 
 /// Queued forgets that make a batch of their own (see `Shard::forget_decision`).
@@ -1813,7 +1817,7 @@ fn change_table(c: &Change) -> &str {
 fn ddl_tables(changes: &[Change]) -> Vec<&str> {
     let mut out: Vec<&str> = changes
         .iter()
-        .filter(|c| !matches!(c, Change::Put { .. } | Change::Delete { .. }))
+        .filter(|c| is_ddl(c))
         .map(change_table)
         .collect();
     out.sort_unstable();
@@ -1953,8 +1957,9 @@ mod tests {
     }
 
     /// A prepared point read keeps its bound plan while the catalog stamp stands, and binds
-    /// again after a table is redefined, on the primary (a commit) and on a replica (an
-    /// apply): a plan kept across the redefinition would read the old column position.
+    /// again after a table is redefined, on the primary (a commit), on a replica (an apply)
+    /// and on a copy filled by snapshot installs: a plan kept across the redefinition would
+    /// read the old column position.
     #[test]
     fn prepared_point_reads_rebind_after_a_table_is_redefined() {
         let (primary, dir) = shard("stamp-primary");
