@@ -113,9 +113,8 @@ pub async fn start_node(cfg: NodeConfig) -> Result<NodeHandle> {
         let mut swept = false;
         loop {
             let state = rx.borrow_and_update().clone();
-            let failed = reconcile(&svc, &state, &pool, &mut followers)
-                .inspect_err(|e| tracing::warn!("reconcile failed: {e}"))
-                .is_err();
+            // Each failing shard was logged with its id by `reconcile`.
+            let failed = reconcile(&svc, &state, &pool, &mut followers).is_err();
             if !swept && state.version > 0 {
                 sweep_orphans(&svc, &state);
                 swept = true;
