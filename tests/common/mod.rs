@@ -57,18 +57,8 @@ pub fn free_port() -> u16 {
     let dir = std::env::temp_dir().join("tessera-test-ports");
     let _ = std::fs::create_dir_all(&dir);
     let me = std::process::id();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let mut seed = (u64::from(me) << 32) ^ u64::from(nanos) ^ 0x9E37_79B9_7F4A_7C15;
     loop {
-        // xorshift64: any spread will do.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
-        let port = TEST_PORTS.start + (seed % span) as u16;
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), TEST_PORTS);
         if handed_out().lock().unwrap().contains(&port) || !reserve(&dir, port, me) {
             continue;
         }
