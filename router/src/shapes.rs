@@ -44,6 +44,7 @@
 //! statement's, which follows every change of the cluster map.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -109,8 +110,8 @@ impl<'a> Shape<'a> {
                         }
                         text.push_str(&sql[copied..start]);
                         literals.push(literal);
-                        text.push('$');
-                        text.push_str(&literals.len().to_string());
+                        // Writing to a String cannot fail.
+                        let _ = write!(text, "${}", literals.len());
                         copied = end;
                     }
                     i = end;
