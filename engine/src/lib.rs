@@ -16,6 +16,7 @@ pub mod node;
 pub mod point_read;
 pub mod read_plans;
 pub mod shard;
+pub mod snapshot_cache;
 pub mod sql;
 pub mod storage;
 pub mod txn;

@@ -303,6 +303,9 @@ fn creation_never_finished(path: &Path) -> bool {
 pub struct Shard {
     pub id: ShardId,
     path: PathBuf,
+    /// The read snapshot readers share until the next write commits. Declared before `db`
+    /// so that its read transaction ends before the database is closed.
+    snapshots: crate::snapshot_cache::SnapshotCache,
     db: Database,
     /// Serialises replica-side writes (apply, snapshot install).
     write_lock: Mutex<()>,
@@ -341,6 +344,30 @@ pub struct Shard {
     /// The change log's first LSN as far as this process knows (a hint: never above the
     /// true first record for long, see `trim_log`).
     log_start: AtomicU64,
+}
+
+/// A redb write transaction on a shard copy. Its commit retires the copy's shared read
+/// snapshot (see `snapshot_cache`); every write goes through here, so none can commit
+/// without doing that.
+struct ShardWrite<'a> {
+    txn: WriteTransaction,
+    shard: &'a Shard,
+}
+
+impl std::ops::Deref for ShardWrite<'_> {
+    type Target = WriteTransaction;
+
+    fn deref(&self) -> &WriteTransaction {
+        &self.txn
+    }
+}
+
+impl ShardWrite<'_> {
+    fn commit(self) -> std::result::Result<(), redb::CommitError> {
+        let committed = self.txn.commit();
+        self.shard.snapshots.invalidate();
+        committed
+    }
 }
 
 /// Hands each opened shard copy its own range of catalog stamps (see `Shard::catalog_seq`).
@@ -451,6 +478,7 @@ impl Shard {
             durable_behind: Mutex::new(None),
             forgotten: Mutex::default(),
             log_start: AtomicU64::new(log_start),
+            snapshots: Default::default(),
             // Each opened copy counts from its own base, so a stamp taken on one copy never
             // matches another copy's catalog (a shard dropped and hosted again).
             catalog_seq: AtomicU64::new(CATALOG_SEQ_BASES.fetch_add(1, Ordering::Relaxed) << 32),
@@ -760,6 +788,12 @@ impl Shard {
         Snapshot::new(&self.db)
     }
 
+    /// The newest committed state, shared with other readers until a write commits (see
+    /// `snapshot_cache`).
+    fn shared_snapshot(&self) -> Result<Arc<Snapshot>> {
+        Ok(self.snapshots.get(|| self.stamped_snapshot())?.0)
+    }
+
     /// The last committed (primary) or applied (replica) LSN.
     pub fn lsn(&self) -> u64 {
         *self.lsn.borrow()
@@ -925,13 +959,14 @@ impl Shard {
         let snap = match &t.snapshot {
             Some((snap, _)) => snap,
             None => {
-                fresh = self.snapshot()?;
-                &fresh
+                fresh = self.shared_snapshot()?;
+                &*fresh
             }
         };
-        let latest = |table: &str, key: &[u8]| self.snapshot()?.get_raw(table, key);
+        // The newest committed version: the shared snapshot is that until a write commits.
+        let latest = |table: &str, key: &[u8]| self.shared_snapshot()?.get_raw(table, key);
         let latest_index = |table: &str, index: &str, range: &crate::txn::KeyRange| {
-            self.snapshot()?.index_keys(table, index, range)
+            self.shared_snapshot()?.index_keys(table, index, range)
         };
         let user_timeout = t.lock_timeout;
         let deadline = t.deadline;
@@ -1138,8 +1173,8 @@ impl Shard {
         params: &[Value],
         plans: Option<&ReadPlans>,
     ) -> Result<Option<QueryResult>> {
-        let (snap, stamp) = self.stamped_snapshot()?;
-        let view = crate::point_read::PointsOnly::new(&snap);
+        let (snap, stamp) = self.snapshots.get(|| self.stamped_snapshot())?;
+        let view = crate::point_read::PointsOnly::new(&*snap);
         let result = match plans {
             Some(plans) => match plans.get(self.id) {
                 Some(plan) if plan.valid_in(&snap, stamp)? => match &plan.bound {
@@ -1386,7 +1421,7 @@ impl Shard {
     }
 
     /// A redb write transaction; `durable: false` skips the fsync even where commits sync.
-    fn begin_write(&self, durable: bool) -> Result<WriteTransaction> {
+    fn begin_write(&self, durable: bool) -> Result<ShardWrite<'_>> {
         let mut txn = self.db.begin_write().map_err(storage_err)?;
         let durability = if self.opts.sync_commits && durable {
             redb::Durability::Immediate
@@ -1394,7 +1429,7 @@ impl Shard {
             redb::Durability::None
         };
         txn.set_durability(durability).map_err(storage_err)?;
-        Ok(txn)
+        Ok(ShardWrite { txn, shard: self })
     }
 
     /// Drops change-log records older than the retention window, a run of them at a time:
@@ -1686,7 +1721,7 @@ impl Shard {
 /// A snapshot being installed: one redb write transaction, committed by `finish`.
 pub struct SnapshotLoad<'a> {
     shard: &'a Shard,
-    txn: WriteTransaction,
+    txn: ShardWrite<'a>,
 }
 
 impl SnapshotLoad<'_> {
@@ -2021,6 +2056,52 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_dir_all(dir2);
         let _ = std::fs::remove_dir_all(dir3);
+    }
+
+    /// Point reads share one snapshot between writes: every kind of write (an autocommit
+    /// statement, a transaction's commit, a prepared transaction's finish, a replica's
+    /// apply) must retire it, or the next read returns the value from before the write.
+    #[test]
+    fn a_point_read_after_any_write_sees_it() {
+        let (s, dir) = shard("shared-primary");
+        let (replica, dir2) = shard("shared-replica");
+        let read = sql::parse("SELECT v FROM t WHERE k = 1").unwrap().remove(0);
+        let value = |s: &Shard| {
+            let r = s.read_points(&read, &[], None).unwrap();
+            r.expect("a point read").rows
+        };
+        let in_txn = |id: TxnId, sql: &str| {
+            let mut t = s.begin(id, Isolation::ReadCommitted, false, None);
+            let stmt = sql::parse(sql).unwrap().remove(0);
+            s.execute_in(&mut t, &stmt, &[]).unwrap();
+            t
+        };
+        run(&s, "CREATE TABLE t (k INT PRIMARY KEY, v INT)");
+        run(&s, "INSERT INTO t VALUES (1, 1)");
+        assert_eq!(value(&s), vec![vec![Value::Int(1)]]);
+        run(&s, "UPDATE t SET v = 2 WHERE k = 1");
+        assert_eq!(value(&s), vec![vec![Value::Int(2)]]);
+        s.commit(in_txn(11, "UPDATE t SET v = 3 WHERE k = 1"))
+            .unwrap();
+        assert_eq!(value(&s), vec![vec![Value::Int(3)]]);
+        s.prepare(in_txn(12, "UPDATE t SET v = 4 WHERE k = 1"), 0, 0)
+            .unwrap();
+        assert_eq!(value(&s), vec![vec![Value::Int(3)]]);
+        s.finish_prepared(12, true).unwrap();
+        assert_eq!(value(&s), vec![vec![Value::Int(4)]]);
+        // An increment reads the newest version through the shared snapshot too.
+        run(&s, "UPDATE t SET v = v + 1 WHERE k = 1");
+        assert_eq!(value(&s), vec![vec![Value::Int(5)]]);
+        let mut shipped = 0;
+        for _ in 0..2 {
+            let records = s.snapshot().unwrap().changes_after(shipped, 100).unwrap();
+            shipped = replica.apply(&records, false).unwrap();
+            assert_eq!(value(&replica), value(&s));
+            run(&s, "UPDATE t SET v = v * 10 WHERE k = 1");
+        }
+        assert_eq!(value(&replica), vec![vec![Value::Int(50)]]);
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(dir2);
     }
 
     /// A file whose creation a crash cut short (redb's magic still zero) is created again;

@@ -16,6 +16,7 @@
 //! they always agree. The byte layouts are in docs/FORMATS.md.
 
 use std::ops::Bound;
+use std::sync::{Arc, Mutex};
 
 use protocol::changes::ChangeRecord;
 use protocol::error::{Error, Result, sqlstate};
@@ -42,6 +43,9 @@ pub const STATE_TXN: &str = "txn";
 /// The highest placement epoch under which this node held the copy (see
 /// `Shard::record_placement_epoch`).
 pub const STATE_PLACEMENT_EPOCH: &str = "placement_epoch";
+
+/// Row tables a snapshot keeps open for reuse (more are opened each time they are read).
+const MAX_OPENED: usize = 16;
 
 /// The redb table name that holds a SQL table's rows.
 pub fn data_table_name(table: &str) -> String {
@@ -88,15 +92,24 @@ pub fn init(db: &redb::Database) -> Result<()> {
     txn.commit().map_err(storage_err)
 }
 
+/// A table of rows as a snapshot opened it.
+type RowsTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 /// One consistent read-only view of a shard.
+///
+/// A snapshot may be shared by many point reads at once (`Shard::shared_snapshot`), so it
+/// keeps the row tables it opened: opening one is a lookup in redb's table tree and a name
+/// allocation, which cost about as much as the primary-key lookup that follows.
 pub struct Snapshot {
     txn: ReadTransaction,
+    opened: Mutex<Vec<(String, Arc<RowsTable>)>>,
 }
 
 impl Snapshot {
     pub fn new(db: &redb::Database) -> Result<Self> {
         Ok(Snapshot {
             txn: db.begin_read().map_err(storage_err)?,
+            opened: Mutex::new(Vec::new()),
         })
     }
 
@@ -134,16 +147,26 @@ impl Snapshot {
             .unwrap_or(0))
     }
 
-    fn rows_table(
-        &self,
-        table: &str,
-    ) -> Result<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>> {
-        let name = data_table_name(table);
-        match self.txn.open_table(data_table(&name)) {
-            Ok(t) => Ok(Some(t)),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(storage_err(e)),
+    fn rows_table(&self, table: &str) -> Result<Option<Arc<RowsTable>>> {
+        if let Ok(opened) = self.opened.lock()
+            && let Some((_, t)) = opened.iter().find(|(name, _)| name == table)
+        {
+            return Ok(Some(t.clone()));
         }
+        let name = data_table_name(table);
+        let t = match self.txn.open_table(data_table(&name)) {
+            Ok(t) => Arc::new(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(storage_err(e)),
+        };
+        // A handful of tables per statement; a snapshot that scans many keeps them all, which
+        // is no more than their roots.
+        if let Ok(mut opened) = self.opened.lock()
+            && opened.len() < MAX_OPENED
+        {
+            opened.push((table.to_string(), t.clone()));
+        }
+        Ok(Some(t))
     }
 
     /// Raw (key, row bytes) pairs of a table, for snapshots sent to replicas.
