@@ -30,6 +30,8 @@ use crate::txn::ReadTxn;
 /// Rows per snapshot chunk and records per change batch sent to a subscriber.
 const SNAPSHOT_CHUNK: usize = 1000;
 const CHANGE_BATCH: usize = 512;
+/// A subscriber at most this many records behind has its log read on the async worker.
+const INLINE_LOG_READ: u64 = 64;
 
 #[derive(Clone)]
 struct Hosted {
@@ -100,8 +102,6 @@ pub struct NodeService {
     hlc: Arc<Hlc>,
     opts: ShardOptions,
     shards: RwLock<HashMap<ShardId, Hosted>>,
-    /// Last LSN each subscriber reported applying, per shard.
-    applied: RwLock<HashMap<(ShardId, NodeId), u64>>,
     /// Parses of statements that came with parameters (prepared statements, whose text
     /// repeats), so a shard parses each such text once. Syntax only: no catalog state.
     parsed: Mutex<HashMap<String, Arc<Parsed>>>,
@@ -158,7 +158,6 @@ impl NodeService {
             hlc,
             opts,
             shards: RwLock::default(),
-            applied: RwLock::default(),
             parsed: Mutex::default(),
             preparers: Mutex::default(),
         })
@@ -687,9 +686,8 @@ impl NodeService {
                 pos = send_snapshot(shard.clone(), valid.clone(), reply).await?;
                 need_snapshot = false;
             }
-            let s = shard.clone();
-            let batch = tokio::task::spawn_blocking(move || {
-                let snap = s.snapshot()?;
+            let read = move |s: &Shard| -> Result<Option<Vec<protocol::changes::ChangeRecord>>> {
+                let snap = s.read_snapshot()?;
                 let start = snap.state(crate::storage::STATE_LOG_START)?;
                 // Our log went back below what was sent (a snapshot replaced this copy while
                 // it served): only a snapshot can bring the subscriber back in line.
@@ -697,9 +695,18 @@ impl NodeService {
                     return Ok(None);
                 }
                 snap.changes_after(pos, CHANGE_BATCH).map(Some)
-            })
-            .await
-            .map_err(|e| Error::internal(format!("log reader failed: {e}")))??;
+            };
+            // A subscriber that keeps up reads a few records just committed, still in redb's
+            // cache: cheaper here than the two thread hand-offs of a blocking task, which
+            // every commit would pay. One that is catching up reads on a blocking thread.
+            let batch = if shard.lsn().saturating_sub(pos) <= INLINE_LOG_READ {
+                read(&shard)?
+            } else {
+                let s = shard.clone();
+                tokio::task::spawn_blocking(move || read(&s))
+                    .await
+                    .map_err(|e| Error::internal(format!("log reader failed: {e}")))??
+            };
             match batch {
                 None => need_snapshot = true,
                 Some(records) if records.first().is_some_and(|r| r.lsn != pos + 1) => {
@@ -713,6 +720,13 @@ impl NodeService {
                         .await
                     {
                         return Ok(());
+                    }
+                    // Read again only if a commit came meanwhile (a full batch means more are
+                    // waiting), not to find the log empty after every send.
+                    lsn_rx.borrow_and_update();
+                    if *lsn_rx.borrow() <= pos && !reply.is_closed() {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(1), lsn_rx.changed()).await;
                     }
                 }
                 Some(_) => {
@@ -999,16 +1013,8 @@ impl Service for NodeService {
                     Err(e) => Err(e),
                 }
             }
-            Request::ReportApplied {
-                shard,
-                subscriber,
-                lsn,
-            } => {
-                if let Ok(mut applied) = self.applied.write() {
-                    applied.insert((shard, subscriber), lsn);
-                }
-                Ok(Response::Ok)
-            }
+            // Sent by older replicas after every apply; nothing reads it.
+            Request::ReportApplied { .. } => Ok(Response::Ok),
             Request::ShardStats { shard } => match self.hosted_entry(shard) {
                 Ok(h) => {
                     // Read `frozen` before counting: once frozen is seen, no transaction opens.

@@ -790,7 +790,7 @@ impl Shard {
 
     /// The newest committed state, shared with other readers until a write commits (see
     /// `snapshot_cache`).
-    fn shared_snapshot(&self) -> Result<Arc<Snapshot>> {
+    pub fn read_snapshot(&self) -> Result<Arc<Snapshot>> {
         Ok(self.snapshots.get(|| self.stamped_snapshot())?.0)
     }
 
@@ -959,14 +959,14 @@ impl Shard {
         let snap = match &t.snapshot {
             Some((snap, _)) => snap,
             None => {
-                fresh = self.shared_snapshot()?;
+                fresh = self.read_snapshot()?;
                 &*fresh
             }
         };
         // The newest committed version: the shared snapshot is that until a write commits.
-        let latest = |table: &str, key: &[u8]| self.shared_snapshot()?.get_raw(table, key);
+        let latest = |table: &str, key: &[u8]| self.read_snapshot()?.get_raw(table, key);
         let latest_index = |table: &str, index: &str, range: &crate::txn::KeyRange| {
-            self.shared_snapshot()?.index_keys(table, index, range)
+            self.read_snapshot()?.index_keys(table, index, range)
         };
         let user_timeout = t.lock_timeout;
         let deadline = t.deadline;

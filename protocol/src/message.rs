@@ -72,7 +72,9 @@ pub enum Request {
         /// subscriber's map. The stream is refused, or ends, once `shard`'s epoch differs.
         split_epoch: Option<u64>,
     },
-    /// Node: a replica reports how far it has durably applied a shard's log.
+    /// Node: a replica reported how far it had applied a shard's log. Replicas no longer send
+    /// it (nothing read it); a node still answers `Ok`, and the variant keeps its place so
+    /// the variants after it keep their numbers.
     ReportApplied {
         shard: ShardId,
         subscriber: NodeId,

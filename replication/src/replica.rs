@@ -84,7 +84,6 @@ async fn follow_once(
         )
         .await?;
     let mut loading: Option<SnapshotJob> = None;
-    let mut report = None;
     // A message read ahead while gathering change batches, handled next.
     let mut ahead: Option<Response> = None;
     let mut synced = Instant::now();
@@ -154,26 +153,9 @@ async fn follow_once(
                 if durable {
                     synced = Instant::now();
                 }
-                let lsn = tokio::task::spawn_blocking(move || s.apply(&records, durable))
+                tokio::task::spawn_blocking(move || s.apply(&records, durable))
                     .await
                     .map_err(|e| Error::internal(format!("apply task failed: {e}")))??;
-                // Best effort, and never awaited here: the answer shares this connection with
-                // the stream, so waiting for it while the stream's buffer is full would
-                // deadlock. At most one report is in flight.
-                if report
-                    .as_ref()
-                    .is_none_or(|r: &tokio::task::JoinHandle<()>| r.is_finished())
-                {
-                    let c = client.clone();
-                    let req = Request::ReportApplied {
-                        shard: source.shard,
-                        subscriber: me,
-                        lsn,
-                    };
-                    report = Some(tokio::spawn(async move {
-                        let _ = c.call(req).await;
-                    }));
-                }
             }
             StreamItem::SnapshotBegin { lsn, tables } => {
                 tracing::info!(shard = shard.id, lsn, "installing snapshot from {upstream}");

@@ -134,8 +134,21 @@ impl Drop for Session {
 
 impl Session {
     /// A duration setting (statement_timeout, lock_timeout) in milliseconds; 0 if unset.
+    /// `name` is lower case. Read for every statement, so it copies nothing.
     pub fn millis(&self, name: &str) -> u64 {
-        self.get(name).and_then(|v| parse_millis(&v)).unwrap_or(0)
+        let set = self
+            .settings
+            .lock()
+            .ok()
+            .and_then(|s| s.get(name).map(|v| parse_millis(v)));
+        match set {
+            Some(ms) => ms,
+            None => DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| parse_millis(v)),
+        }
+        .unwrap_or(0)
     }
 
     pub fn get(&self, name: &str) -> Option<String> {
