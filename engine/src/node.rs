@@ -31,7 +31,8 @@ use crate::txn::ReadTxn;
 const SNAPSHOT_CHUNK: usize = 1000;
 const CHANGE_BATCH: usize = 512;
 /// A subscriber at most this many records behind has its log read on the async worker.
-const INLINE_LOG_READ: u64 = 64;
+/// (and gets at most this many there).
+const INLINE_LOG_READ: usize = 64;
 
 #[derive(Clone)]
 struct Hosted {
@@ -686,7 +687,9 @@ impl NodeService {
                 pos = send_snapshot(shard.clone(), valid.clone(), reply).await?;
                 need_snapshot = false;
             }
-            let read = move |s: &Shard| -> Result<Option<Vec<protocol::changes::ChangeRecord>>> {
+            let read = move |s: &Shard,
+                             limit: usize|
+                  -> Result<Option<Vec<protocol::changes::ChangeRecord>>> {
                 let snap = s.read_snapshot()?;
                 let start = snap.state(crate::storage::STATE_LOG_START)?;
                 // Our log went back below what was sent (a snapshot replaced this copy while
@@ -694,16 +697,16 @@ impl NodeService {
                 if start > pos + 1 || snap.state(crate::storage::STATE_LSN)? < pos {
                     return Ok(None);
                 }
-                snap.changes_after(pos, CHANGE_BATCH).map(Some)
+                snap.changes_after(pos, limit).map(Some)
             };
             // A subscriber that keeps up reads a few records just committed, still in redb's
             // cache: cheaper here than the two thread hand-offs of a blocking task, which
             // every commit would pay. One that is catching up reads on a blocking thread.
-            let batch = if shard.lsn().saturating_sub(pos) <= INLINE_LOG_READ {
-                read(&shard)?
+            let batch = if shard.lsn().saturating_sub(pos) <= INLINE_LOG_READ as u64 {
+                read(&shard, INLINE_LOG_READ)?
             } else {
                 let s = shard.clone();
-                tokio::task::spawn_blocking(move || read(&s))
+                tokio::task::spawn_blocking(move || read(&s, CHANGE_BATCH))
                     .await
                     .map_err(|e| Error::internal(format!("log reader failed: {e}")))??
             };

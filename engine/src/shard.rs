@@ -364,9 +364,8 @@ impl std::ops::Deref for ShardWrite<'_> {
 
 impl ShardWrite<'_> {
     fn commit(self) -> std::result::Result<(), redb::CommitError> {
-        let committed = self.txn.commit();
-        self.shard.snapshots.invalidate();
-        committed
+        let _committing = self.shard.snapshots.committing();
+        self.txn.commit()
     }
 }
 

@@ -163,6 +163,7 @@ impl Snapshot {
         // is no more than their roots.
         if let Ok(mut opened) = self.opened.lock()
             && opened.len() < MAX_OPENED
+            && !opened.iter().any(|(name, _)| name == table)
         {
             opened.push((table.to_string(), t.clone()));
         }
