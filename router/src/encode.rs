@@ -33,8 +33,19 @@ pub fn field_infos(
                 format_for(i),
             )
             .with_type_modifier(c.data_type.typmod())
+            .with_type_size(type_size(c.data_type.oid()))
         })
         .collect()
+}
+
+/// A type's `typlen` as PostgreSQL's RowDescription carries it: the size of a fixed-size
+/// type, -1 for a variable-length one (arrays and anything not in the builtin list).
+fn type_size(oid: u32) -> i16 {
+    crate::catalog::tables::TYPES
+        .iter()
+        .find(|t| t.0 == i64::from(oid))
+        .and_then(|t| i16::try_from(t.2).ok())
+        .unwrap_or(-1)
 }
 
 /// Encodes one value of a column of type `t`, in text or binary format.
@@ -326,5 +337,8 @@ mod tests {
         );
         let mods: Vec<i32> = fields.iter().map(|f| f.type_modifier()).collect();
         assert_eq!(mods, [655366, 24, 7, -1, -1]);
+        // typlen, as PostgreSQL sends it.
+        let sizes: Vec<i16> = fields.iter().map(|f| f.type_size()).collect();
+        assert_eq!(sizes, [-1, -1, -1, -1, 4]);
     }
 }
