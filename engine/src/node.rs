@@ -30,8 +30,8 @@ use crate::txn::ReadTxn;
 /// Rows per snapshot chunk and records per change batch sent to a subscriber.
 const SNAPSHOT_CHUNK: usize = 1000;
 const CHANGE_BATCH: usize = 512;
-/// A subscriber at most this many records behind has its log read on the async worker.
-/// (and gets at most this many there).
+/// A subscriber at most this many records behind has its log read on the async worker, at
+/// most this many records at a time.
 const INLINE_LOG_READ: usize = 64;
 
 #[derive(Clone)]

@@ -347,8 +347,8 @@ pub struct Shard {
 }
 
 /// A redb write transaction on a shard copy. Its commit retires the copy's shared read
-/// snapshot (see `snapshot_cache`); every write goes through here, so none can commit
-/// without doing that.
+/// snapshot (see `snapshot_cache`) and, if it may change the catalog, moves the catalog
+/// stamp (`CatalogWrite`); every write goes through here, so none can commit without that.
 struct ShardWrite<'a> {
     txn: WriteTransaction,
     shard: &'a Shard,
@@ -363,9 +363,11 @@ impl std::ops::Deref for ShardWrite<'_> {
 }
 
 impl ShardWrite<'_> {
-    fn commit(self) -> std::result::Result<(), redb::CommitError> {
+    fn commit(self, changes_catalog: bool) -> Result<()> {
+        // Dropped in reverse: the snapshot generation moves on before the catalog stamp.
+        let _catalog = changes_catalog.then(|| CatalogWrite::begin(self.shard));
         let _committing = self.shard.snapshots.committing();
-        self.txn.commit()
+        self.txn.commit().map_err(storage_err)
     }
 }
 
@@ -761,7 +763,7 @@ impl Shard {
                 }
             }
         }
-        txn.commit().map_err(storage_err)
+        txn.commit(false)
     }
 
     /// The recorded outcome of a transaction this shard coordinates.
@@ -790,7 +792,12 @@ impl Shard {
     /// The newest committed state, shared with other readers until a write commits (see
     /// `snapshot_cache`).
     pub fn read_snapshot(&self) -> Result<Arc<Snapshot>> {
-        Ok(self.snapshots.get(|| self.stamped_snapshot())?.0)
+        Ok(self.stamped_read_snapshot()?.0)
+    }
+
+    /// `read_snapshot` with its catalog stamp.
+    fn stamped_read_snapshot(&self) -> Result<crate::snapshot_cache::Stamped> {
+        self.snapshots.get(|| self.stamped_snapshot())
     }
 
     /// The last committed (primary) or applied (replica) LSN.
@@ -1172,7 +1179,7 @@ impl Shard {
         params: &[Value],
         plans: Option<&ReadPlans>,
     ) -> Result<Option<QueryResult>> {
-        let (snap, stamp) = self.snapshots.get(|| self.stamped_snapshot())?;
+        let (snap, stamp) = self.stamped_read_snapshot()?;
         let view = crate::point_read::PointsOnly::new(&*snap);
         let result = match plans {
             Some(plans) => match plans.get(self.id) {
@@ -1377,8 +1384,7 @@ impl Shard {
                 .insert(STATE_TXN, txn_id)
                 .map_err(storage_err)?;
             self.trim_log(&txn, lsn)?;
-            let _catalog = ddl.then(|| CatalogWrite::begin(self));
-            txn.commit().map_err(storage_err)?;
+            txn.commit(ddl)?;
             Ok(out)
         })();
         match written {
@@ -1486,7 +1492,7 @@ impl Shard {
             .map_err(storage_err)?
             .insert(STATE_PLACEMENT_EPOCH, epoch)
             .map_err(storage_err)?;
-        txn.commit().map_err(storage_err)?;
+        txn.commit(false)?;
         self.placement_epoch.fetch_max(epoch, Ordering::SeqCst);
         Ok(())
     }
@@ -1560,9 +1566,7 @@ impl Shard {
                 .map_err(storage_err)?;
         }
         self.trim_log(&txn, lsn)?;
-        let catalog = ddl.then(|| CatalogWrite::begin(self));
-        txn.commit().map_err(storage_err)?;
-        drop(catalog);
+        txn.commit(ddl)?;
         if durable {
             self.note_synced();
         }
@@ -1595,7 +1599,7 @@ impl Shard {
                 .unwrap_or(0);
             state.insert(STATE_LSN, lsn).map_err(storage_err)?;
         }
-        txn.commit().map_err(storage_err)?;
+        txn.commit(false)?;
         self.note_synced();
         Ok(())
     }
@@ -1753,9 +1757,7 @@ impl SnapshotLoad<'_> {
                 .insert(STATE_LOG_START, lsn + 1)
                 .map_err(storage_err)?;
         }
-        let catalog = CatalogWrite::begin(self.shard);
-        self.txn.commit().map_err(storage_err)?;
-        drop(catalog);
+        self.txn.commit(true)?;
         self.shard.log_start.store(lsn + 1, Ordering::Relaxed);
         self.shard.note_synced();
         self.shard.lsn.send_replace(lsn);

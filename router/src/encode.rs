@@ -41,9 +41,7 @@ pub fn field_infos(
 /// A type's `typlen` as PostgreSQL's RowDescription carries it: the size of a fixed-size
 /// type, -1 for a variable-length one (arrays and anything not in the builtin list).
 fn type_size(oid: u32) -> i16 {
-    crate::catalog::tables::TYPES
-        .iter()
-        .find(|t| t.0 == i64::from(oid))
+    crate::catalog::tables::type_row(i64::from(oid))
         .and_then(|t| i16::try_from(t.2).ok())
         .unwrap_or(-1)
 }

@@ -136,19 +136,7 @@ impl Session {
     /// A duration setting (statement_timeout, lock_timeout) in milliseconds; 0 if unset.
     /// `name` is lower case. Read for every statement, so it copies nothing.
     pub fn millis(&self, name: &str) -> u64 {
-        let set = self
-            .settings
-            .lock()
-            .ok()
-            .and_then(|s| s.get(name).map(|v| parse_millis(v)));
-        match set {
-            Some(ms) => ms,
-            None => DEFAULTS
-                .iter()
-                .find(|(k, _)| *k == name)
-                .and_then(|(_, v)| parse_millis(v)),
-        }
-        .unwrap_or(0)
+        self.with_value(name, parse_millis).flatten().unwrap_or(0)
     }
 
     pub fn get(&self, name: &str) -> Option<String> {
@@ -158,13 +146,15 @@ impl Session {
             "session_authorization" => return Some(self.user().to_string()),
             _ => {}
         }
-        if let Some(v) = self.settings.lock().ok()?.get(&name) {
-            return Some(v.clone());
+        self.with_value(&name, str::to_string)
+    }
+
+    /// `f` of a setting's value (set in the session, else its default); `name` is lower case.
+    fn with_value<R>(&self, name: &str, f: impl FnOnce(&str) -> R) -> Option<R> {
+        if let Some(v) = self.settings.lock().ok()?.get(name) {
+            return Some(f(v));
         }
-        DEFAULTS
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
+        DEFAULTS.iter().find(|(k, _)| *k == name).map(|(_, v)| f(v))
     }
 
     pub fn set(&self, name: &str, value: String) {

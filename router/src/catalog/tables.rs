@@ -824,7 +824,8 @@ fn typmod(t: &DataType) -> i64 {
     i64::from(t.typmod())
 }
 
-fn type_row(oid: i64) -> Option<&'static TypeRow> {
+/// A builtin type's row (`TYPES`).
+pub(crate) fn type_row(oid: i64) -> Option<&'static TypeRow> {
     TYPES.iter().find(|t| t.0 == oid)
 }
 
