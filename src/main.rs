@@ -96,8 +96,36 @@ fn init_logging() {
         .try_init();
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// The async runtime's worker threads: `TESSERA_WORKER_THREADS`, or one more than the
+/// machine's cores.
+///
+/// *Why not one per core* (tokio's default): measured on 2 cores with pgbench beside the
+/// server, exactly one worker per core was the worst count. Select-only ran 62–64k tps
+/// against 70–73k with 1, 3, 4 or 8 workers, and pgbench itself spent 11.5 µs per query
+/// against 7.5 (RESULTS.md, "The ninth pass"). TPC-B did not move. A spare worker costs
+/// nothing while idle: it parks.
+fn worker_threads(setting: Option<&str>, cores: usize) -> Result<usize> {
+    match setting {
+        Some(n) => match n.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("TESSERA_WORKER_THREADS must be a positive number, not {n:?}"),
+        },
+        None => Ok(cores + 1),
+    }
+}
+
+fn main() -> Result<()> {
+    let setting = std::env::var("TESSERA_WORKER_THREADS").ok();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads(setting.as_deref(), cores)?)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> Result<()> {
     init_logging();
     // The memory one statement's intermediate results may hold, on nodes and routers alike;
     // past it the statement fails with 53200.
@@ -277,3 +305,20 @@ pub fn data_path(base: &std::path::Path, sub: &str) -> PathBuf {
 }
 
 pub type Shared<T> = Arc<T>;
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+
+    #[test]
+    fn one_worker_more_than_cores_unless_told() {
+        assert_eq!(worker_threads(None, 2).unwrap(), 3);
+        assert_eq!(worker_threads(None, 16).unwrap(), 17);
+        assert_eq!(worker_threads(Some("2"), 2).unwrap(), 2);
+        assert_eq!(worker_threads(Some(" 8 "), 2).unwrap(), 8);
+        for bad in ["0", "-1", "many", ""] {
+            let e = worker_threads(Some(bad), 2).unwrap_err().to_string();
+            assert!(e.contains("TESSERA_WORKER_THREADS"), "{e}");
+        }
+    }
+}
