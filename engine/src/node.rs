@@ -103,6 +103,10 @@ pub struct NodeService {
     hlc: Arc<Hlc>,
     opts: ShardOptions,
     shards: RwLock<HashMap<ShardId, Hosted>>,
+    /// Serializes `host` and `unhost` among themselves, so the slow part of hosting (opening
+    /// a shard's file, the durable write of a new placement epoch) runs without holding
+    /// `shards`, which every request reads: it used to stall the whole node for an fsync.
+    hosting: Mutex<()>,
     /// Parses of statements that came with parameters (prepared statements, whose text
     /// repeats), so a shard parses each such text once. Syntax only: no catalog state.
     parsed: Mutex<HashMap<String, Arc<Parsed>>>,
@@ -159,6 +163,7 @@ impl NodeService {
             hlc,
             opts,
             shards: RwLock::default(),
+            hosting: Mutex::default(),
             parsed: Mutex::default(),
             preparers: Mutex::default(),
         })
@@ -174,20 +179,29 @@ impl NodeService {
         frozen: bool,
         sealed: bool,
     ) -> Result<Arc<Shard>> {
-        let mut shards = self
-            .shards
-            .write()
+        let _hosting = self
+            .hosting
+            .lock()
             .map_err(|_| Error::internal("poisoned lock"))?;
-        if let Some(h) = shards.get_mut(&id) {
-            h.primary = primary;
-            h.epoch = epoch;
-            if let Ok(mut g) = h.gate.lock() {
-                g.epoch = epoch;
-                g.frozen = frozen;
-                g.sealed = sealed;
-            }
-            h.shard.record_placement_epoch(epoch)?;
-            return Ok(h.shard.clone());
+        let hosted = {
+            let mut shards = self
+                .shards
+                .write()
+                .map_err(|_| Error::internal("poisoned lock"))?;
+            shards.get_mut(&id).map(|h| {
+                h.primary = primary;
+                h.epoch = epoch;
+                if let Ok(mut g) = h.gate.lock() {
+                    g.epoch = epoch;
+                    g.frozen = frozen;
+                    g.sealed = sealed;
+                }
+                h.shard.clone()
+            })
+        };
+        if let Some(shard) = hosted {
+            shard.record_placement_epoch(epoch)?;
+            return Ok(shard);
         }
         let path = self.shard_path(id);
         let shard = Arc::new(Shard::open(
@@ -198,25 +212,34 @@ impl NodeService {
             self.opts.clone(),
         )?);
         shard.record_placement_epoch(epoch)?;
-        shards.insert(
-            id,
-            Hosted {
-                shard: shard.clone(),
-                primary,
-                epoch,
-                gate: Arc::new(Mutex::new(WriteGate {
+        self.shards
+            .write()
+            .map_err(|_| Error::internal("poisoned lock"))?
+            .insert(
+                id,
+                Hosted {
+                    shard: shard.clone(),
+                    primary,
                     epoch,
-                    frozen,
-                    sealed,
-                    writers: 0,
-                })),
-            },
-        );
+                    gate: Arc::new(Mutex::new(WriteGate {
+                        epoch,
+                        frozen,
+                        sealed,
+                        writers: 0,
+                    })),
+                },
+            );
         Ok(shard)
     }
 
     /// Stops hosting a shard (its file stays on disk).
     pub fn unhost(&self, id: ShardId) {
+        let _hosting = self.hosting.lock().unwrap_or_else(|e| e.into_inner());
+        self.unhost_locked(id);
+    }
+
+    /// `unhost`, for a caller that holds `hosting`.
+    fn unhost_locked(&self, id: ShardId) {
         if let Ok(mut shards) = self.shards.write() {
             shards.remove(&id);
         }
@@ -225,7 +248,8 @@ impl NodeService {
     /// Stops hosting a shard whose copy moved elsewhere and deletes its file. Open
     /// transactions on it are rolled back (a move only switches once there are none).
     pub fn drop_copy(&self, id: ShardId) -> Result<()> {
-        self.unhost(id);
+        let _hosting = self.hosting.lock().unwrap_or_else(|e| e.into_inner());
+        self.unhost_locked(id);
         if let Ok(mut txns) = self.txns.lock() {
             txns.retain(|(s, _), _| *s != id);
         }
@@ -264,6 +288,11 @@ impl NodeService {
 
     /// The placement epoch recorded in a copy's file, hosted or not.
     pub fn stored_epoch(&self, id: ShardId) -> Result<u64> {
+        // Not while `host` may be opening the same file.
+        let _hosting = self
+            .hosting
+            .lock()
+            .map_err(|_| Error::internal("poisoned lock"))?;
         if let Some(s) = self.shard(id) {
             return Ok(s.placement_epoch());
         }
@@ -279,6 +308,10 @@ impl NodeService {
 
     /// Deletes the file of a shard this node does not host.
     pub fn remove_unhosted_file(&self, id: ShardId) -> Result<()> {
+        let _hosting = self
+            .hosting
+            .lock()
+            .map_err(|_| Error::internal("poisoned lock"))?;
         if self.shard(id).is_some() {
             return Err(Error::internal(format!("shard {id} is hosted here")));
         }
