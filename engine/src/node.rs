@@ -103,9 +103,11 @@ pub struct NodeService {
     hlc: Arc<Hlc>,
     opts: ShardOptions,
     shards: RwLock<HashMap<ShardId, Hosted>>,
-    /// Serializes `host` and `unhost` among themselves, so the slow part of hosting (opening
-    /// a shard's file, the durable write of a new placement epoch) runs without holding
-    /// `shards`, which every request reads: it used to stall the whole node for an fsync.
+    /// Serializes `host`, `unhost`, `drop_copy`, `stored_epoch` and `remove_unhosted_file`
+    /// among themselves, so the slow part of hosting (opening a shard's file, the durable
+    /// write of a new placement epoch) runs without holding `shards`, which every request
+    /// reads: it used to stall the whole node for an fsync. It guards no data, so a poisoned
+    /// lock is simply taken.
     hosting: Mutex<()>,
     /// Parses of statements that came with parameters (prepared statements, whose text
     /// repeats), so a shard parses each such text once. Syntax only: no catalog state.
@@ -179,10 +181,7 @@ impl NodeService {
         frozen: bool,
         sealed: bool,
     ) -> Result<Arc<Shard>> {
-        let _hosting = self
-            .hosting
-            .lock()
-            .map_err(|_| Error::internal("poisoned lock"))?;
+        let _hosting = self.hosting.lock().unwrap_or_else(|e| e.into_inner());
         let hosted = {
             let mut shards = self
                 .shards
@@ -289,10 +288,7 @@ impl NodeService {
     /// The placement epoch recorded in a copy's file, hosted or not.
     pub fn stored_epoch(&self, id: ShardId) -> Result<u64> {
         // Not while `host` may be opening the same file.
-        let _hosting = self
-            .hosting
-            .lock()
-            .map_err(|_| Error::internal("poisoned lock"))?;
+        let _hosting = self.hosting.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = self.shard(id) {
             return Ok(s.placement_epoch());
         }
@@ -308,10 +304,7 @@ impl NodeService {
 
     /// Deletes the file of a shard this node does not host.
     pub fn remove_unhosted_file(&self, id: ShardId) -> Result<()> {
-        let _hosting = self
-            .hosting
-            .lock()
-            .map_err(|_| Error::internal("poisoned lock"))?;
+        let _hosting = self.hosting.lock().unwrap_or_else(|e| e.into_inner());
         if self.shard(id).is_some() {
             return Err(Error::internal(format!("shard {id} is hosted here")));
         }
