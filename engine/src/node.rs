@@ -752,8 +752,8 @@ impl NodeService {
                     }
                     // Read again only if a commit came meanwhile (a full batch means more are
                     // waiting), not to find the log empty after every send.
-                    lsn_rx.borrow_and_update();
-                    if *lsn_rx.borrow() <= pos && !reply.is_closed() {
+                    let newest = *lsn_rx.borrow_and_update();
+                    if newest <= pos && !reply.is_closed() {
                         let _ =
                             tokio::time::timeout(Duration::from_secs(1), lsn_rx.changed()).await;
                     }

@@ -97,9 +97,10 @@ type RowsTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 /// One consistent read-only view of a shard.
 ///
-/// A snapshot may be shared by many point reads at once (`Shard::shared_snapshot`), so it
-/// keeps the row tables it opened: opening one is a lookup in redb's table tree and a name
-/// allocation, which cost about as much as the primary-key lookup that follows.
+/// A snapshot may be shared by many reads at once (`Shard::read_snapshot`), so it keeps
+/// the first `MAX_OPENED` row tables it opened: opening one is a lookup in redb's table
+/// tree and a name allocation, which cost about as much as the primary-key lookup that
+/// follows.
 pub struct Snapshot {
     txn: ReadTransaction,
     opened: Mutex<Vec<(String, Arc<RowsTable>)>>,
@@ -159,8 +160,8 @@ impl Snapshot {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(storage_err(e)),
         };
-        // A handful of tables per statement; a snapshot that scans many keeps them all, which
-        // is no more than their roots.
+        // A handful of tables per statement; past `MAX_OPENED` (a snapshot that reads many),
+        // the rest are opened on each read rather than kept.
         if let Ok(mut opened) = self.opened.lock()
             && opened.len() < MAX_OPENED
             && !opened.iter().any(|(name, _)| name == table)
