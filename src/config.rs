@@ -268,6 +268,7 @@ impl RouterArgs {
                 (None, None) => None,
                 _ => return Err(anyhow!("tls_cert and tls_key go together")),
             },
+            session_threads: crate::session_thread_count()?,
         })
     }
 }

@@ -105,6 +105,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             Some((cert, key)) => Some(router::tls::acceptor(cert, key)?),
             None => None,
         },
+        session_threads: crate::session_thread_count()?,
     })
     .await
     .context("starting router")?;

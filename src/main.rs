@@ -114,6 +114,30 @@ fn worker_threads(setting: Option<&str>, cores: usize) -> Result<usize> {
     }
 }
 
+/// The router's session threads (`router::session_threads`): `TESSERA_SESSION_THREADS`, or
+/// two per core. 0 runs sessions on the async runtime's workers instead.
+///
+/// *Why two per core:* on 2 cores with pgbench beside the server, 4 threads gave select-only
+/// 55–66k tps prepared; 2 threads swung between 52k and 73k from run to run (whether each
+/// thread shared a CPU with the pgbench thread it served), 8 gave 49–58k, and sessions on
+/// the workers 42–48k (RESULTS.md, "The tenth pass").
+fn session_threads(setting: Option<&str>, cores: usize) -> Result<usize> {
+    match setting {
+        Some(n) => match n.trim().parse::<usize>() {
+            Ok(n) => Ok(n),
+            _ => bail!("TESSERA_SESSION_THREADS must be a number (0: none), not {n:?}"),
+        },
+        None => Ok(2 * cores),
+    }
+}
+
+/// `session_threads` for this process's environment and machine.
+pub(crate) fn session_thread_count() -> Result<usize> {
+    let setting = std::env::var("TESSERA_SESSION_THREADS").ok();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    session_threads(setting.as_deref(), cores)
+}
+
 fn main() -> Result<()> {
     let setting = std::env::var("TESSERA_WORKER_THREADS").ok();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -308,7 +332,19 @@ pub type Shared<T> = Arc<T>;
 
 #[cfg(test)]
 mod tests {
-    use super::worker_threads;
+    use super::{session_threads, worker_threads};
+
+    #[test]
+    fn two_session_threads_per_core_unless_told() {
+        assert_eq!(session_threads(None, 2).unwrap(), 4);
+        assert_eq!(session_threads(None, 16).unwrap(), 32);
+        assert_eq!(session_threads(Some("0"), 2).unwrap(), 0);
+        assert_eq!(session_threads(Some(" 3 "), 2).unwrap(), 3);
+        for bad in ["-1", "many", ""] {
+            let e = session_threads(Some(bad), 2).unwrap_err().to_string();
+            assert!(e.contains("TESSERA_SESSION_THREADS"), "{e}");
+        }
+    }
 
     #[test]
     fn one_worker_more_than_cores_unless_told() {

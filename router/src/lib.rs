@@ -30,6 +30,7 @@ pub mod roles;
 pub mod route_cache;
 pub mod sequences;
 pub mod session;
+pub mod session_threads;
 pub mod shapes;
 pub mod status;
 pub mod table_functions;
@@ -61,6 +62,9 @@ pub struct RouterConfig {
     pub bootstrap_superuser: Option<(String, String)>,
     /// Offered to clients that send SSLRequest (`crate::tls::acceptor`).
     pub tls: Option<pgwire::tokio::tokio_rustls::TlsAcceptor>,
+    /// Threads of their own for client sessions (`session_threads`); 0 runs sessions as
+    /// tasks of the runtime that started the router.
+    pub session_threads: usize,
 }
 
 pub struct RouterHandle {
@@ -113,6 +117,10 @@ pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let limits = cfg.limits;
     let tls = cfg.tls.clone();
+    let session_threads = match cfg.session_threads {
+        0 => None,
+        n => Some(session_threads::SessionThreads::start(n)?),
+    };
     let task = tokio::spawn(async move {
         loop {
             let (socket, _) = match listener.accept().await {
@@ -127,12 +135,18 @@ pub async fn start_router(cfg: RouterConfig) -> Result<RouterHandle> {
             let handlers = handlers.clone();
             let tls = tls.clone();
             let permit = slots.clone().try_acquire_owned();
-            tokio::spawn(async move {
+            let session = move |socket| async move {
                 match permit {
                     Ok(_permit) => guard::serve(socket, handlers, limits, tls).await,
                     Err(_) => refuse_too_many(socket).await,
                 }
-            });
+            };
+            match &session_threads {
+                Some(threads) => threads.spawn(socket, session),
+                None => {
+                    tokio::spawn(session(socket));
+                }
+            }
         }
     });
     Ok(RouterHandle { addr, router, task })

@@ -124,6 +124,7 @@ fn router_config(
         auth,
         bootstrap_superuser: Some(("tessera".into(), "tessera".into())),
         tls: None,
+        session_threads: 2,
     }
 }
 
