@@ -89,6 +89,9 @@ timed_init() {
 }
 pg_init_s=$(timed_init "$PG_PORT" postgres postgres)
 ts_init_s=$(timed_init "$TS_PORT" tessera tessera)
+# PostgreSQL would otherwise write the loaded tables out at its next timed checkpoint,
+# minutes later, in the middle of a later run (possibly Tessera's).
+psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qc "CHECKPOINT" >/dev/null 2>&1 || true
 for script in select-only tpcb; do
     flag=""; [ "$script" = select-only ] && flag="-S"
     for mode in simple prepared; do
