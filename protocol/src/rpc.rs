@@ -384,6 +384,11 @@ async fn serve_connection<S: Service>(
 pub struct Pool {
     secret: ClusterSecret,
     clients: Arc<tokio::sync::Mutex<HashMap<String, RpcClient>>>,
+    /// Where connections are made: the runtime the pool was created on, if any. A socket
+    /// and its reader and writer tasks belong to the runtime that connects, and one pool
+    /// serves callers on many runtimes (a router's session threads): the connection must
+    /// not live on whichever session thread happened to dial first.
+    runtime: Option<tokio::runtime::Handle>,
     /// Set by `with_local_calls`: calls to services in this process skip the socket.
     #[cfg(not(feature = "sim"))]
     local: Option<Arc<local::LocalConnection>>,
@@ -394,9 +399,16 @@ impl Pool {
         Pool {
             secret,
             clients: Arc::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             #[cfg(not(feature = "sim"))]
             local: None,
         }
+    }
+
+    /// Makes this pool's connections on `runtime` instead of the one it was created on.
+    pub fn connecting_on(mut self, runtime: Option<tokio::runtime::Handle>) -> Self {
+        self.runtime = runtime;
+        self
     }
 
     /// A pool whose `call`s to a service running in this same process (registered by
@@ -423,7 +435,16 @@ impl Pool {
         }
         // Connect without holding the map: a dead peer's connect timeout must not stall
         // calls to every other peer.
-        let client = RpcClient::connect(addr, &self.secret).await?;
+        let client = match &self.runtime {
+            Some(runtime) => {
+                let (addr, secret) = (addr.to_string(), self.secret.clone());
+                runtime
+                    .spawn(async move { RpcClient::connect(&addr, &secret).await })
+                    .await
+                    .map_err(|e| Error::connection(format!("connecting failed: {e}")))??
+            }
+            None => RpcClient::connect(addr, &self.secret).await?,
+        };
         let mut clients = self.clients.lock().await;
         match clients.get(addr) {
             // Another caller connected meanwhile: share its connection, drop ours.

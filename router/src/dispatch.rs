@@ -956,7 +956,12 @@ impl Router {
             }
             Plan::Local { stmt, views } => {
                 let (mem, stmt) = self.local_tables(&stmt, &views, true).await?;
-                engine::sql::query(&stmt, params, &mem)
+                // On a blocking thread, as gathered rows are: a join of catalog views can be
+                // long, and a session thread serves other sessions too.
+                let params = params.to_vec();
+                tokio::task::spawn_blocking(move || engine::sql::query(&stmt, &params, &mem))
+                    .await
+                    .map_err(|e| Error::internal(format!("router executor failed: {e}")))?
             }
             Plan::CreateTable {
                 info,

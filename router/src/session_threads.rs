@@ -59,7 +59,7 @@ impl Drop for Seat {
 }
 
 impl SessionThreads {
-    /// Starts `n` session threads (n > 0).
+    /// Starts `n` session threads (at least one).
     pub fn start(n: usize) -> Result<SessionThreads> {
         let mut threads = Vec::with_capacity(n);
         for i in 0..n.max(1) {

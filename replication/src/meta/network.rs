@@ -41,6 +41,9 @@ use super::types::{MetaRaft, TypeConfig};
 pub struct PeerPools {
     secret: ClusterSecret,
     pools: Arc<Mutex<BTreeMap<String, Pool>>>,
+    /// The runtime the pools connect on (see `Pool::connecting_on`): a pool redialled from
+    /// a router session must not tie the meta connection to that session's thread.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl PeerPools {
@@ -48,7 +51,12 @@ impl PeerPools {
         PeerPools {
             secret,
             pools: Arc::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
+    }
+
+    fn pool(&self) -> Pool {
+        Pool::new(self.secret.clone()).connecting_on(self.runtime.clone())
     }
 
     /// The pool for `addr`; never blocks on the network.
@@ -56,10 +64,10 @@ impl PeerPools {
         match self.pools.lock() {
             Ok(mut pools) => pools
                 .entry(addr.to_string())
-                .or_insert_with(|| Pool::new(self.secret.clone()))
+                .or_insert_with(|| self.pool())
                 .clone(),
             // A poisoned map only loses connection reuse.
-            Err(_) => Pool::new(self.secret.clone()),
+            Err(_) => self.pool(),
         }
     }
 
