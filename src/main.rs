@@ -105,13 +105,7 @@ fn init_logging() {
 /// against 7.5 (RESULTS.md, "The ninth pass"). TPC-B did not move. A spare worker costs
 /// nothing while idle: it parks.
 fn worker_threads(setting: Option<&str>, cores: usize) -> Result<usize> {
-    match setting {
-        Some(n) => match n.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => bail!("TESSERA_WORKER_THREADS must be a positive number, not {n:?}"),
-        },
-        None => Ok(cores + 1),
-    }
+    thread_count("TESSERA_WORKER_THREADS", setting, 1, cores + 1)
 }
 
 /// The router's session threads (`router::session_threads`): `TESSERA_SESSION_THREADS`, or
@@ -122,27 +116,35 @@ fn worker_threads(setting: Option<&str>, cores: usize) -> Result<usize> {
 /// thread shared a CPU with the pgbench thread it served), 8 gave 49–58k, and sessions on
 /// the workers 42–48k (RESULTS.md, "The tenth pass").
 fn session_threads(setting: Option<&str>, cores: usize) -> Result<usize> {
+    thread_count("TESSERA_SESSION_THREADS", setting, 0, 2 * cores)
+}
+
+/// A thread count from the environment variable `name` (its value `setting`): at least
+/// `min`, `default` when unset.
+fn thread_count(name: &str, setting: Option<&str>, min: usize, default: usize) -> Result<usize> {
     match setting {
         Some(n) => match n.trim().parse::<usize>() {
-            Ok(n) => Ok(n),
-            _ => bail!("TESSERA_SESSION_THREADS must be a number (0: none), not {n:?}"),
+            Ok(n) if n >= min => Ok(n),
+            _ => bail!("{name} must be a whole number of at least {min}, not {n:?}"),
         },
-        None => Ok(2 * cores),
+        None => Ok(default),
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `session_threads` for this process's environment and machine.
 pub(crate) fn session_thread_count() -> Result<usize> {
     let setting = std::env::var("TESSERA_SESSION_THREADS").ok();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    session_threads(setting.as_deref(), cores)
+    session_threads(setting.as_deref(), cores())
 }
 
 fn main() -> Result<()> {
     let setting = std::env::var("TESSERA_WORKER_THREADS").ok();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads(setting.as_deref(), cores)?)
+        .worker_threads(worker_threads(setting.as_deref(), cores())?)
         .enable_all()
         .build()
         .context("starting the async runtime")?

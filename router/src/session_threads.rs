@@ -59,10 +59,10 @@ impl Drop for Seat {
 }
 
 impl SessionThreads {
-    /// Starts `n` session threads (at least one).
+    /// Starts `n` session threads.
     pub fn start(n: usize) -> Result<SessionThreads> {
         let mut threads = Vec::with_capacity(n);
-        for i in 0..n.max(1) {
+        for i in 0..n {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
