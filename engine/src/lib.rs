@@ -11,6 +11,7 @@
 
 pub mod buffer;
 pub mod index;
+pub mod journal;
 pub mod locks;
 pub mod node;
 pub mod point_read;

@@ -259,12 +259,18 @@ impl NodeService {
         self.data_dir.join(format!("shard-{id}.redb"))
     }
 
+    /// Deletes a copy's file and its journal (the file first: a journal without its file
+    /// is never read, see `crate::journal`).
     fn remove_file(&self, id: ShardId) -> Result<()> {
-        match std::fs::remove_file(self.shard_path(id)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(e)),
+        let path = self.shard_path(id);
+        for file in [path.clone(), crate::journal::path_for(&path)] {
+            match std::fs::remove_file(file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(e)),
+            }
         }
+        Ok(())
     }
 
     /// Shard files in the data directory, hosted or not (a copy whose move finished while

@@ -36,12 +36,13 @@ use tokio::sync::watch;
 
 use crate::buffer::{Locking, ReadSet, TxnView, WriteSet};
 use crate::index;
+use crate::journal::{self, Journal, Redo};
 use crate::locks::{LockTable, TxnId};
 use crate::read_plans::{ReadPlan, ReadPlans};
 use crate::sql::{self, Statement};
 use crate::storage::{
-    self, CATALOG, CHANGELOG, DECISIONS, PREPARED, STATE, STATE_LOG_START, STATE_LSN,
-    STATE_PLACEMENT_EPOCH, STATE_TXN, Snapshot, storage_err,
+    self, CATALOG, CHANGELOG, DECISIONS, PREPARED, STATE, STATE_JOURNAL, STATE_JOURNAL_ID,
+    STATE_LOG_START, STATE_LSN, STATE_PLACEMENT_EPOCH, STATE_TXN, Snapshot, storage_err,
 };
 use crate::txn::ReadTxn;
 
@@ -344,6 +345,9 @@ pub struct Shard {
     /// The change log's first LSN as far as this process knows (a hint: never above the
     /// true first record for long, see `trim_log`).
     log_start: AtomicU64,
+    /// Where group commit makes its batches durable (see `crate::journal`); `None` when
+    /// commits are not synced at all.
+    journal: Option<Mutex<Journal>>,
 }
 
 /// A redb write transaction on a shard copy. Its commit retires the copy's shared read
@@ -447,6 +451,11 @@ impl Shard {
             Err(e) => return Err(storage_err(e)),
         };
         storage::init(&db)?;
+        let journal = if opts.sync_commits {
+            Some(Mutex::new(replay_journal(&db, path, id)?))
+        } else {
+            None
+        };
         let snapshot = Snapshot::new(&db)?;
         let lsn = snapshot.state(STATE_LSN)?;
         let placement_epoch = snapshot.state(STATE_PLACEMENT_EPOCH)?;
@@ -479,6 +488,7 @@ impl Shard {
             durable_behind: Mutex::new(None),
             forgotten: Mutex::default(),
             log_start: AtomicU64::new(log_start),
+            journal,
             snapshots: Default::default(),
             // Each opened copy counts from its own base, so a stamp taken on one copy never
             // matches another copy's catalog (a shard dropped and hosted again).
@@ -1270,8 +1280,27 @@ impl Shard {
         let ddl = batch
             .iter()
             .any(|(_, w)| matches!(w, Work::Commit(p) if has_ddl(&p.changes)));
-        let written = (|| -> Result<Vec<BatchOutcome>> {
-            let txn = self.begin_write(durable)?;
+        let written = (|| -> Result<(Vec<BatchOutcome>, bool)> {
+            let mut journal = self
+                .journal
+                .as_ref()
+                .map(|j| j.lock())
+                .transpose()
+                .map_err(|_| Error::internal("journal poisoned"))?;
+            // With a journal, the batch's entry there is synced and redb's commit is not,
+            // except at a checkpoint. A copy that applied records unsynced (a replica just
+            // promoted) checkpoints first: replay must never run on top of a file that lost
+            // writes the journal's entries came after.
+            let checkpoint = journal
+                .as_ref()
+                .is_some_and(|j| j.checkpoint_due() || self.unflushed());
+            let synced_commit = if journal.is_some() {
+                checkpoint
+            } else {
+                durable
+            };
+            let txn = self.begin_write(synced_commit)?;
+            let mut redo: Vec<Redo> = Vec::with_capacity(batch.len() + 2);
             let mut out = Vec::with_capacity(batch.len());
             let mut accepted: Vec<CommitSummary> = Vec::new();
             // Undecided prepared writes count as committed for SERIALIZABLE validation; read
@@ -1300,7 +1329,7 @@ impl Shard {
                 let p = match work {
                     Work::Commit(p) => p,
                     Work::Step(step) => {
-                        out.push((ticket, write_step(&txn, step), None));
+                        out.push((ticket, write_step(&txn, step, &mut redo), None));
                         continue;
                     }
                 };
@@ -1355,18 +1384,16 @@ impl Shard {
                     origin: self.origin,
                     changes: p.changes,
                 };
-                write_record(&txn, &record)?;
+                let mut writes = vec![Redo::Commit(record)];
                 if let Some(id) = p.prepared {
-                    txn.open_table(PREPARED)
-                        .map_err(storage_err)?
-                        .remove(id)
-                        .map_err(storage_err)?;
+                    writes.push(Redo::Unprepare(id));
                 }
                 if let Some(id) = p.decides {
-                    txn.open_table(DECISIONS)
-                        .map_err(storage_err)?
-                        .insert(id, 1u8)
-                        .map_err(storage_err)?;
+                    writes.push(Redo::Decide { id, commit: true });
+                }
+                for write in writes {
+                    apply_redo(&txn, &write)?;
+                    redo.push(write);
                 }
                 accepted.push(summary.clone());
                 out.push((ticket, Ok(lsn), Some(summary)));
@@ -1374,23 +1401,45 @@ impl Shard {
             // Last: a step queued before a forget (an in-doubt resolver's decide of the same
             // transaction) must still find the record.
             if !forgotten.is_empty() {
-                let mut decisions = txn.open_table(DECISIONS).map_err(storage_err)?;
-                for id in &forgotten {
-                    decisions.remove(id).map_err(storage_err)?;
-                }
+                let write = Redo::Forget(forgotten.clone());
+                apply_redo(&txn, &write)?;
+                redo.push(write);
             }
-            txn.open_table(STATE)
-                .map_err(storage_err)?
-                .insert(STATE_TXN, txn_id)
-                .map_err(storage_err)?;
+            let write = Redo::TxnCounter(txn_id);
+            apply_redo(&txn, &write)?;
+            redo.push(write);
+            if let Some(j) = &journal {
+                // The entry this batch becomes (`append` numbers it so), or at a checkpoint
+                // every number handed out so far, a failed append's included.
+                let covered = if checkpoint {
+                    j.next_seq() - 1
+                } else {
+                    j.next_seq()
+                };
+                txn.open_table(STATE)
+                    .map_err(storage_err)?
+                    .insert(STATE_JOURNAL, covered)
+                    .map_err(storage_err)?;
+            }
             self.trim_log(&txn, lsn)?;
+            if let Some(j) = journal.as_mut()
+                && !checkpoint
+            {
+                // Synced before redb's commit makes anything visible: a reader never sees
+                // a write a crash could take back. A batch of forgets and discards only
+                // (which a crash may lose) rides on the next synced entry.
+                j.append(&redo, durable)?;
+            }
             txn.commit(ddl)?;
-            Ok(out)
+            if checkpoint && let Some(j) = journal.as_mut() {
+                j.checkpointed();
+            }
+            Ok((out, synced_commit))
         })();
         match written {
-            Ok(out) => {
+            Ok((out, synced_commit)) => {
                 self.batches.fetch_add(1, Ordering::Relaxed);
-                if durable {
+                if synced_commit {
                     // A copy promoted to primary: its first synced batch covers what it
                     // applied as a replica.
                     self.note_synced();
@@ -1784,42 +1833,132 @@ fn create_table(
 
 /// Writes one two-phase-commit step of a group-commit batch. A storage failure fails the
 /// whole batch when it commits, so only the outcome is per step.
-fn write_step(txn: &WriteTransaction, step: Step) -> Result<u64> {
-    match step {
+/// Writes a two-phase-commit step, adding what it wrote to `redo`; returns its outcome.
+fn write_step(txn: &WriteTransaction, step: Step, redo: &mut Vec<Redo>) -> Result<u64> {
+    let (write, outcome) = match step {
         Step::Prepare {
             id,
             record,
             schemas,
         } => {
             check_schemas(txn, &schemas)?;
-            txn.open_table(PREPARED)
-                .map_err(storage_err)?
-                .insert(id, record.as_slice())
-                .map_err(storage_err)?;
-            Ok(0)
+            (Some(Redo::Prepare { id, record }), 0)
         }
         Step::Decide { id, commit } => {
-            let mut table = txn.open_table(DECISIONS).map_err(storage_err)?;
-            let existing = table.get(id).map_err(storage_err)?.map(|v| v.value() == 1);
-            let decided = match existing {
-                Some(d) => d,
-                None => {
-                    table.insert(id, commit as u8).map_err(storage_err)?;
-                    commit
-                }
-            };
-            Ok(decided as u64)
+            let existing = txn
+                .open_table(DECISIONS)
+                .map_err(storage_err)?
+                .get(id)
+                .map_err(storage_err)?
+                .map(|v| v.value() == 1);
+            match existing {
+                Some(decided) => (None, decided as u64),
+                None => (Some(Redo::Decide { id, commit }), commit as u64),
+            }
         }
         // The queued forgets were written with the batch (`write_batch`).
-        Step::Forget => Ok(0),
-        Step::Discard(id) => {
+        Step::Forget => (None, 0),
+        Step::Discard(id) => (Some(Redo::Unprepare(id)), 0),
+    };
+    if let Some(write) = write {
+        apply_redo(txn, &write)?;
+        redo.push(write);
+    }
+    Ok(outcome)
+}
+
+/// Makes one of a group-commit batch's writes. Every write a batch makes goes through here,
+/// and replaying a journal entry calls it again with the same `Redo`s in the same order.
+fn apply_redo(txn: &WriteTransaction, write: &Redo) -> Result<()> {
+    match write {
+        Redo::Commit(record) => write_record(txn, record)?,
+        Redo::Prepare { id, record } => {
             txn.open_table(PREPARED)
                 .map_err(storage_err)?
-                .remove(id)
+                .insert(*id, record.as_slice())
                 .map_err(storage_err)?;
-            Ok(0)
+        }
+        Redo::Unprepare(id) => {
+            txn.open_table(PREPARED)
+                .map_err(storage_err)?
+                .remove(*id)
+                .map_err(storage_err)?;
+        }
+        Redo::Decide { id, commit } => {
+            txn.open_table(DECISIONS)
+                .map_err(storage_err)?
+                .insert(*id, *commit as u8)
+                .map_err(storage_err)?;
+        }
+        Redo::Forget(ids) => {
+            let mut decisions = txn.open_table(DECISIONS).map_err(storage_err)?;
+            for id in ids {
+                decisions.remove(id).map_err(storage_err)?;
+            }
+        }
+        Redo::TxnCounter(id) => {
+            txn.open_table(STATE)
+                .map_err(storage_err)?
+                .insert(STATE_TXN, *id)
+                .map_err(storage_err)?;
         }
     }
+    Ok(())
+}
+
+/// Opens a shard file's journal and replays the entries its last durable commit does not
+/// cover, in one synced redb commit; the journal then starts a new run.
+fn replay_journal(db: &Database, path: &Path, shard: ShardId) -> Result<Journal> {
+    let (incarnation, covered, mut lsn) = {
+        let read = redb::ReadableDatabase::begin_read(db).map_err(storage_err)?;
+        let state = read.open_table(STATE).map_err(storage_err)?;
+        let get = |key: &str| -> Result<u64> {
+            Ok(state
+                .get(key)
+                .map_err(storage_err)?
+                .map_or(0, |v| v.value()))
+        };
+        (get(STATE_JOURNAL_ID)?, get(STATE_JOURNAL)?, get(STATE_LSN)?)
+    };
+    let (mut journal, entries) = Journal::open(&journal::path_for(path), incarnation)?;
+    let run = journal::to_replay(entries, covered)?;
+    let last = run.last().map_or(covered, |e| e.seq);
+    if !run.is_empty() {
+        let txn = db.begin_write().map_err(storage_err)?;
+        for entry in &run {
+            for write in &entry.redo {
+                if let Redo::Commit(record) = write {
+                    // The entry was made on top of exactly this file's state; anything
+                    // else is a journal that does not belong to it.
+                    if record.lsn != lsn + 1 {
+                        return Err(Error::new(
+                            sqlstate::DATA_CORRUPTED,
+                            format!(
+                                "journal of shard {shard}: entry {} holds LSN {} on top of LSN {lsn}",
+                                entry.seq, record.lsn
+                            ),
+                        ));
+                    }
+                    lsn = record.lsn;
+                }
+                apply_redo(&txn, write)?;
+            }
+        }
+        txn.open_table(STATE)
+            .map_err(storage_err)?
+            .insert(STATE_JOURNAL, last)
+            .map_err(storage_err)?;
+        txn.commit().map_err(storage_err)?;
+        tracing::info!(
+            shard,
+            entries = run.len(),
+            lsn,
+            "replayed the journal past the last checkpoint"
+        );
+    }
+    journal.continue_after(last);
+    journal.checkpointed();
+    Ok(journal)
 }
 
 /// Adds to a commit's validation the tables it redefined, as read since `ddl_snapshot`: a
@@ -2214,6 +2353,99 @@ mod tests {
 
     /// A prepared transaction survives a restart with its locks, commits exactly once on
     /// its decision, and the coordinator's first decision is the one that stands.
+    /// The files as a kill -9 at this moment would leave them (the page cache survives
+    /// the process; redb's unsynced commits live only in the process), copied beside the
+    /// shard's directory and opened there without syncing.
+    fn crashed_copy(dir: &Path, name: &str, with_journal: bool) -> Shard {
+        let to = dir.join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::copy(dir.join("s.redb"), to.join("s.redb")).unwrap();
+        if with_journal {
+            std::fs::copy(dir.join("s.journal"), to.join("s.journal")).unwrap();
+        }
+        let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
+        let opts = ShardOptions {
+            log_retain: 1000,
+            sync_commits: with_journal,
+        };
+        Shard::open(&to.join("s.redb"), 0, 1, hlc, opts).unwrap()
+    }
+
+    fn count(s: &Shard) -> Value {
+        run(s, "SELECT count(*) FROM a").rows[0][0].clone()
+    }
+
+    /// Between checkpoints a primary's commits are durable only in its journal: a crash
+    /// takes the redb file back to the last checkpoint, and opening it replays the rest,
+    /// prepared transactions and decisions included; after a checkpoint the journal starts
+    /// over and only the new run is replayed.
+    #[test]
+    fn a_crash_loses_nothing_the_journal_acknowledged() {
+        let (_, dir) = shard("journal");
+        let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
+        let opts = ShardOptions {
+            log_retain: 1000,
+            sync_commits: true,
+        };
+        let path = dir.join("s.redb");
+        let s = Shard::open(&path, 0, 1, hlc, opts).unwrap();
+        run(&s, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");
+        for i in 0..20 {
+            run(&s, &format!("INSERT INTO a VALUES ({i}, {i})"));
+        }
+        let stmt = sql::parse("UPDATE a SET bal = bal - 10 WHERE id = 1")
+            .unwrap()
+            .remove(0);
+        let mut t = s.begin(77, Isolation::ReadCommitted, false, None);
+        s.execute_in(&mut t, &stmt, &[]).unwrap();
+        s.prepare(t, 3, 0).unwrap();
+        assert!(s.decide(88, true).unwrap());
+
+        let behind = crashed_copy(&dir, "redb-only", false);
+        assert_eq!(
+            behind.stats().unwrap().lsn,
+            0,
+            "the commits went to the journal, not to a synced redb commit"
+        );
+        let back = crashed_copy(&dir, "crashed", true);
+        assert_eq!(back.stats().unwrap().lsn, 21);
+        assert_eq!(count(&back), Value::Int(20));
+        assert_eq!(back.prepared().len(), 1, "the prepare is replayed");
+        assert_eq!(back.locked_rows(), 1, "and its row lock taken again");
+        assert_eq!(back.decision(88).unwrap(), Some(true));
+        drop((behind, back));
+
+        // A checkpoint: the batch after the interval is a synced redb commit.
+        std::thread::sleep(journal::CHECKPOINT_INTERVAL);
+        run(&s, "INSERT INTO a VALUES (100, 0)");
+        let checkpointed = crashed_copy(&dir, "checkpointed", false);
+        assert_eq!(count(&checkpointed), Value::Int(21));
+        drop(checkpointed);
+        // The next run overwrites the first one's entries; only it is replayed.
+        s.finish_prepared(77, true).unwrap();
+        run(&s, "INSERT INTO a VALUES (101, 0)");
+        let back = crashed_copy(&dir, "crashed-again", true);
+        assert_eq!(back.stats().unwrap().lsn, 24);
+        assert_eq!(count(&back), Value::Int(22));
+        assert!(back.prepared().is_empty());
+        assert_eq!(
+            run(&back, "SELECT bal FROM a WHERE id = 1").rows,
+            vec![vec![Value::Int(-9)]]
+        );
+        // Replayed once, synced, and the journal started over: opening again changes nothing.
+        drop(back);
+        let again = {
+            let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
+            let opts = ShardOptions {
+                log_retain: 1000,
+                sync_commits: true,
+            };
+            Shard::open(&dir.join("crashed-again/s.redb"), 0, 1, hlc, opts).unwrap()
+        };
+        assert_eq!(again.stats().unwrap().lsn, 24);
+        assert_eq!(count(&again), Value::Int(22));
+    }
+
     #[test]
     fn prepared_transactions_survive_restart_and_decide_once() {
         let (s, dir) = shard("2pc");

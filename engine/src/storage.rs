@@ -22,7 +22,7 @@ use protocol::changes::ChangeRecord;
 use protocol::error::{Error, Result, sqlstate};
 use protocol::schema::TableSchema;
 use protocol::{Value, frame, row};
-use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::txn::{KeyRange, ReadTxn, RowIter};
 
@@ -43,6 +43,11 @@ pub const STATE_TXN: &str = "txn";
 /// The highest placement epoch under which this node held the copy (see
 /// `Shard::record_placement_epoch`).
 pub const STATE_PLACEMENT_EPOCH: &str = "placement_epoch";
+/// The last journal entry this file holds the writes of (see `crate::journal`).
+pub const STATE_JOURNAL: &str = "journal";
+/// This file's incarnation: its journal carries the same number, so a journal left by an
+/// earlier file at the same path is never replayed onto this one.
+pub const STATE_JOURNAL_ID: &str = "journal_id";
 
 /// Row tables a snapshot keeps open for reuse (more are opened each time they are read).
 const MAX_OPENED: usize = 16;
@@ -85,7 +90,13 @@ pub fn init(db: &redb::Database) -> Result<()> {
     {
         txn.open_table(CATALOG).map_err(storage_err)?;
         txn.open_table(CHANGELOG).map_err(storage_err)?;
-        txn.open_table(STATE).map_err(storage_err)?;
+        let mut state = txn.open_table(STATE).map_err(storage_err)?;
+        if state.get(STATE_JOURNAL_ID).map_err(storage_err)?.is_none() {
+            state
+                .insert(STATE_JOURNAL_ID, rand::random::<u64>() | 1)
+                .map_err(storage_err)?;
+        }
+        drop(state);
         txn.open_table(PREPARED).map_err(storage_err)?;
         txn.open_table(DECISIONS).map_err(storage_err)?;
     }
