@@ -454,6 +454,10 @@ impl Shard {
         let journal = if opts.sync_commits {
             Some(Mutex::new(replay_journal(&db, path, id)?))
         } else {
+            // Not journaling now, but a journal left by a run that did still holds writes.
+            if journal::path_for(path).exists() {
+                replay_journal(&db, path, id)?;
+            }
             None
         };
         let snapshot = Snapshot::new(&db)?;
@@ -764,6 +768,7 @@ impl Shard {
 
     /// Records decisions made on another copy of this shard; one already recorded here stands.
     pub fn import_decisions(&self, decisions: &[(TxnId, bool)]) -> Result<()> {
+        let mut journal = self.lock_journal()?;
         let txn = self.begin_write(true)?;
         {
             let mut table = txn.open_table(DECISIONS).map_err(storage_err)?;
@@ -773,7 +778,7 @@ impl Shard {
                 }
             }
         }
-        txn.commit(false)
+        journal_and_commit(txn, journal.as_deref_mut(), true, &[], true, false)
     }
 
     /// The recorded outcome of a transaction this shard coordinates.
@@ -1281,12 +1286,7 @@ impl Shard {
             .iter()
             .any(|(_, w)| matches!(w, Work::Commit(p) if has_ddl(&p.changes)));
         let written = (|| -> Result<(Vec<BatchOutcome>, bool)> {
-            let mut journal = self
-                .journal
-                .as_ref()
-                .map(|j| j.lock())
-                .transpose()
-                .map_err(|_| Error::internal("journal poisoned"))?;
+            let mut journal = self.lock_journal()?;
             // With a journal, the batch's entry there is synced and redb's commit is not,
             // except at a checkpoint. A copy that applied records unsynced (a replica just
             // promoted) checkpoints first: replay must never run on top of a file that lost
@@ -1408,32 +1408,10 @@ impl Shard {
             let write = Redo::TxnCounter(txn_id);
             apply_redo(&txn, &write)?;
             redo.push(write);
-            if let Some(j) = &journal {
-                // The entry this batch becomes (`append` numbers it so), or at a checkpoint
-                // every number handed out so far, a failed append's included.
-                let covered = if checkpoint {
-                    j.next_seq() - 1
-                } else {
-                    j.next_seq()
-                };
-                txn.open_table(STATE)
-                    .map_err(storage_err)?
-                    .insert(STATE_JOURNAL, covered)
-                    .map_err(storage_err)?;
-            }
             self.trim_log(&txn, lsn)?;
-            if let Some(j) = journal.as_mut()
-                && !checkpoint
-            {
-                // Synced before redb's commit makes anything visible: a reader never sees
-                // a write a crash could take back. A batch of forgets and discards only
-                // (which a crash may lose) rides on the next synced entry.
-                j.append(&redo, durable)?;
-            }
-            txn.commit(ddl)?;
-            if checkpoint && let Some(j) = journal.as_mut() {
-                j.checkpointed();
-            }
+            // A batch of forgets and discards only (which a crash may lose) rides on the
+            // next synced entry.
+            journal_and_commit(txn, journal.as_deref_mut(), checkpoint, &redo, durable, ddl)?;
             Ok((out, synced_commit))
         })();
         match written {
@@ -1536,12 +1514,13 @@ impl Shard {
         if epoch <= self.placement_epoch() {
             return Ok(());
         }
+        let mut journal = self.lock_journal()?;
         let txn = self.begin_write(true)?;
         txn.open_table(STATE)
             .map_err(storage_err)?
             .insert(STATE_PLACEMENT_EPOCH, epoch)
             .map_err(storage_err)?;
-        txn.commit(false)?;
+        journal_and_commit(txn, journal.as_deref_mut(), true, &[], true, false)?;
         self.placement_epoch.fetch_max(epoch, Ordering::SeqCst);
         Ok(())
     }
@@ -1589,13 +1568,25 @@ impl Shard {
             }
             return Ok(lsn);
         }
+        // Journaled as a primary's batches are (taken before redb's writer, as there), but
+        // synced only when asked: `flush` syncs the journal later.
+        let mut journal = self.lock_journal()?;
+        let checkpoint = journal.as_ref().is_some_and(|j| j.checkpoint_due());
+        let synced_commit = if journal.is_some() {
+            checkpoint
+        } else {
+            durable
+        };
+        let durable = durable || synced_commit;
         if !durable {
             // Before the commit makes the records visible: `stats` must never see them
             // without knowing they are not yet durable.
             self.note_unsynced(lsn);
         }
         let ddl = fresh.iter().any(|r| has_ddl(&r.changes));
-        let txn = self.begin_write(durable)?;
+        let txn = self.begin_write(synced_commit)?;
+        let mut redo = Vec::with_capacity(fresh.len() + 1);
+        let mut txn_id = None;
         for record in fresh {
             if record.lsn != lsn + 1 {
                 return Err(Error::new(
@@ -1607,15 +1598,19 @@ impl Shard {
                 ));
             }
             self.hlc.observe(record.commit_ts);
-            write_record(&txn, record)?;
+            let write = Redo::Commit(record.clone());
+            apply_redo(&txn, &write)?;
+            redo.push(write);
             lsn = record.lsn;
-            let mut state = txn.open_table(STATE).map_err(storage_err)?;
-            state
-                .insert(STATE_TXN, record.txn_id)
-                .map_err(storage_err)?;
+            txn_id = Some(record.txn_id);
+        }
+        if let Some(id) = txn_id {
+            let write = Redo::TxnCounter(id);
+            apply_redo(&txn, &write)?;
+            redo.push(write);
         }
         self.trim_log(&txn, lsn)?;
-        txn.commit(ddl)?;
+        journal_and_commit(txn, journal.as_deref_mut(), checkpoint, &redo, durable, ddl)?;
         if durable {
             self.note_synced();
         }
@@ -1623,7 +1618,18 @@ impl Shard {
         Ok(lsn)
     }
 
-    /// Makes every record applied without an fsync durable (one empty synced write).
+    /// The journal, locked (before redb's writer: every journaled write takes them in that
+    /// order).
+    fn lock_journal(&self) -> Result<Option<std::sync::MutexGuard<'_, Journal>>> {
+        self.journal
+            .as_ref()
+            .map(|j| j.lock())
+            .transpose()
+            .map_err(|_| Error::internal("journal poisoned"))
+    }
+
+    /// Makes every record applied without an fsync durable: a sync of the journal they are
+    /// in (or, without one, an empty synced write).
     pub fn flush(&self) -> Result<()> {
         let _writer = self
             .write_lock
@@ -1636,6 +1642,18 @@ impl Shard {
         if !self.unflushed() {
             return Ok(());
         }
+        // Everything applied unsynced is in the journal: syncing it is enough.
+        let mut journal = self.lock_journal()?;
+        if let Some(j) = journal.as_mut()
+            && !j.is_broken()
+        {
+            j.sync()?;
+            drop(journal);
+            self.note_synced();
+            return Ok(());
+        }
+        // No journal, or one that failed (after a failed fdatasync the kernel may have
+        // dropped the pages it could not write, so syncing again proves nothing).
         let txn = self.begin_write(true)?;
         // A synced commit makes the unsynced ones before it durable; rewriting the LSN it
         // stands at gives it something to write.
@@ -1648,7 +1666,7 @@ impl Shard {
                 .unwrap_or(0);
             state.insert(STATE_LSN, lsn).map_err(storage_err)?;
         }
-        txn.commit(false)?;
+        journal_and_commit(txn, journal.as_deref_mut(), true, &[], true, false)?;
         self.note_synced();
         Ok(())
     }
@@ -1686,6 +1704,7 @@ impl Shard {
 
     /// Starts replacing this replica's whole contents with an upstream snapshot.
     pub fn begin_snapshot(&self, tables: &[TableSchema]) -> Result<SnapshotLoad<'_>> {
+        let journal = self.lock_journal()?;
         let txn = self.begin_write(true)?;
         {
             let mut catalog = txn.open_table(CATALOG).map_err(storage_err)?;
@@ -1710,7 +1729,11 @@ impl Shard {
             let mut log = txn.open_table(CHANGELOG).map_err(storage_err)?;
             while log.pop_first().map_err(storage_err)?.is_some() {}
         }
-        Ok(SnapshotLoad { shard: self, txn })
+        Ok(SnapshotLoad {
+            shard: self,
+            txn,
+            journal,
+        })
     }
 
     /// Row counts and log positions.
@@ -1774,6 +1797,8 @@ impl Shard {
 pub struct SnapshotLoad<'a> {
     shard: &'a Shard,
     txn: ShardWrite<'a>,
+    /// Held to the end: its commit is a checkpoint (see `journal_and_commit`).
+    journal: Option<std::sync::MutexGuard<'a, Journal>>,
 }
 
 impl SnapshotLoad<'_> {
@@ -1806,7 +1831,8 @@ impl SnapshotLoad<'_> {
                 .insert(STATE_LOG_START, lsn + 1)
                 .map_err(storage_err)?;
         }
-        self.txn.commit(true)?;
+        let mut journal = self.journal;
+        journal_and_commit(self.txn, journal.as_deref_mut(), true, &[], true, true)?;
         self.shard.log_start.store(lsn + 1, Ordering::Relaxed);
         self.shard.note_synced();
         self.shard.lsn.send_replace(lsn);
@@ -1833,6 +1859,57 @@ fn create_table(
 
 /// Writes one two-phase-commit step of a group-commit batch. A storage failure fails the
 /// whole batch when it commits, so only the outcome is per step.
+/// Ends a journaled write transaction: records in it which journal entry the file now holds,
+/// appends its writes to the journal (synced if `sync`) unless it is a checkpoint, then
+/// commits it, durably at a checkpoint, after which the journal starts over. The entry is
+/// on disk before redb's commit makes the writes visible, so no reader sees a write a crash
+/// could take back. Without a journal it only commits.
+///
+/// Every durable commit of a copy with a journal must come through here as a checkpoint
+/// (`txn` begun durable, the journal locked before it): one that did not would leave
+/// `state.journal` behind a failed append, which replay would then apply onto a file that
+/// has moved on.
+fn journal_and_commit(
+    txn: ShardWrite<'_>,
+    journal: Option<&mut Journal>,
+    checkpoint: bool,
+    redo: &[Redo],
+    sync: bool,
+    ddl: bool,
+) -> Result<()> {
+    let Some(journal) = journal else {
+        return txn.commit(ddl);
+    };
+    // The entry this becomes (`append` numbers it so), or at a checkpoint every number
+    // handed out so far, a failed append's included.
+    let covered = if checkpoint {
+        journal.next_seq() - 1
+    } else {
+        journal.next_seq()
+    };
+    txn.open_table(STATE)
+        .map_err(storage_err)?
+        .insert(STATE_JOURNAL, covered)
+        .map_err(storage_err)?;
+    if !checkpoint {
+        journal.append(redo, sync)?;
+    }
+    match txn.commit(ddl) {
+        Ok(()) => {
+            if checkpoint {
+                journal.checkpointed();
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // The entry may be on disk while its writes are not in redb: nothing may be
+            // built on top of it until a checkpoint covers its number.
+            journal.poison();
+            Err(e)
+        }
+    }
+}
+
 /// Writes a two-phase-commit step, adding what it wrote to `redo`; returns its outcome.
 fn write_step(txn: &WriteTransaction, step: Step, redo: &mut Vec<Redo>) -> Result<u64> {
     let (write, outcome) = match step {
@@ -1867,8 +1944,10 @@ fn write_step(txn: &WriteTransaction, step: Step, redo: &mut Vec<Redo>) -> Resul
     Ok(outcome)
 }
 
-/// Makes one of a group-commit batch's writes. Every write a batch makes goes through here,
-/// and replaying a journal entry calls it again with the same `Redo`s in the same order.
+/// Makes one of a journaled write's writes (a group-commit batch's, a replica's apply).
+/// Every write they make to rows, the change log, `prepared`, `decisions` and `state.txn`
+/// goes through here, and replaying a journal entry calls it again with the same `Redo`s in
+/// the same order (trimming the change log is not journaled: replay leaves it longer).
 fn apply_redo(txn: &WriteTransaction, write: &Redo) -> Result<()> {
     match write {
         Redo::Commit(record) => write_record(txn, record)?,
@@ -1926,7 +2005,7 @@ fn replay_journal(db: &Database, path: &Path, shard: ShardId) -> Result<Journal>
     if !run.is_empty() {
         let txn = db.begin_write().map_err(storage_err)?;
         for entry in &run {
-            for write in &entry.redo {
+            for write in &entry.redo()? {
                 if let Redo::Commit(record) = write {
                     // The entry was made on top of exactly this file's state; anything
                     // else is a journal that does not belong to it.
@@ -2351,8 +2430,51 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// A prepared transaction survives a restart with its locks, commits exactly once on
-    /// its decision, and the coordinator's first decision is the one that stands.
+    /// A shard copy whose commits sync (through its journal).
+    fn journaled(name: &str) -> (Shard, PathBuf) {
+        let (unsynced, dir) = shard(name);
+        drop(unsynced);
+        let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
+        let opts = ShardOptions {
+            log_retain: 1000,
+            sync_commits: true,
+        };
+        (
+            Shard::open(&dir.join("s.redb"), 0, 1, hlc, opts).unwrap(),
+            dir,
+        )
+    }
+
+    /// A replica's unsynced applies go to its journal too; a flush syncs the journal, and a
+    /// crash after it keeps them although the redb file never saw a synced commit.
+    #[test]
+    fn a_replica_applies_into_its_journal_and_a_flush_syncs_it() {
+        let (primary, _) = shard("journal-upstream");
+        run(&primary, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");
+        for i in 0..5 {
+            run(&primary, &format!("INSERT INTO a VALUES ({i}, {i})"));
+        }
+        let records = primary.snapshot().unwrap().changes_after(0, 100).unwrap();
+        assert_eq!(records.len(), 6);
+        let (replica, dir) = journaled("journal-replica");
+        replica.apply(&records[..3], false).unwrap();
+        let stats = replica.stats().unwrap();
+        assert_eq!((stats.lsn, stats.durable_lsn), (3, 0));
+        replica.apply(&records[3..], false).unwrap();
+        replica.flush().unwrap();
+        let stats = replica.stats().unwrap();
+        assert_eq!((stats.lsn, stats.durable_lsn), (6, 6));
+        let behind = crashed_copy(&dir, "redb-only", false);
+        assert_eq!(behind.stats().unwrap().lsn, 0);
+        let back = crashed_copy(&dir, "crashed", true);
+        assert_eq!(back.stats().unwrap().lsn, 6);
+        assert_eq!(count(&back), Value::Int(5));
+        // Replayed records keep applying in order afterwards.
+        run(&primary, "INSERT INTO a VALUES (9, 9)");
+        let next = primary.snapshot().unwrap().changes_after(6, 100).unwrap();
+        assert_eq!(back.apply(&next, true).unwrap(), 7);
+    }
+
     /// The files as a kill -9 at this moment would leave them (the page cache survives
     /// the process; redb's unsynced commits live only in the process), copied beside the
     /// shard's directory and opened there without syncing.
@@ -2381,14 +2503,7 @@ mod tests {
     /// over and only the new run is replayed.
     #[test]
     fn a_crash_loses_nothing_the_journal_acknowledged() {
-        let (_, dir) = shard("journal");
-        let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
-        let opts = ShardOptions {
-            log_retain: 1000,
-            sync_commits: true,
-        };
-        let path = dir.join("s.redb");
-        let s = Shard::open(&path, 0, 1, hlc, opts).unwrap();
+        let (s, dir) = journaled("journal");
         run(&s, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");
         for i in 0..20 {
             run(&s, &format!("INSERT INTO a VALUES ({i}, {i})"));
@@ -2446,6 +2561,8 @@ mod tests {
         assert_eq!(count(&again), Value::Int(22));
     }
 
+    /// A prepared transaction survives a restart with its locks, commits exactly once on
+    /// its decision, and the coordinator's first decision is the one that stands.
     #[test]
     fn prepared_transactions_survive_restart_and_decide_once() {
         let (s, dir) = shard("2pc");
