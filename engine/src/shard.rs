@@ -316,8 +316,7 @@ pub struct Shard {
     recent: Mutex<VecDeque<CommitSummary>>,
     /// Upstream snapshots installed since open (see `ShardStats::snapshots_installed`).
     snapshots_installed: AtomicU64,
-    /// Prepared (2PC) transactions awaiting their decision, also on disk: in `prepared`, or
-    /// until the next checkpoint only in the journal (`unwritten_prepares`).
+    /// Prepared (2PC) transactions awaiting their decision, also on disk in `prepared`.
     prepared: Mutex<HashMap<TxnId, PreparedTxn>>,
     /// redb write transactions written by group commit (each is one fsync when synced).
     batches: AtomicU64,
@@ -349,10 +348,6 @@ pub struct Shard {
     /// Where group commit makes its batches durable (see `crate::journal`); `None` when
     /// commits are not synced at all.
     journal: Option<Mutex<Journal>>,
-    /// Prepared transactions whose prepare is only in the journal so far (a batch of
-    /// prepares alone skips redb, see `journal_prepares`); the next checkpoint writes them
-    /// to `prepared`.
-    unwritten_prepares: Mutex<HashSet<TxnId>>,
 }
 
 /// A redb write transaction on a shard copy. Its commit retires the copy's shared read
@@ -498,7 +493,6 @@ impl Shard {
             forgotten: Mutex::default(),
             log_start: AtomicU64::new(log_start),
             journal,
-            unwritten_prepares: Mutex::default(),
             snapshots: Default::default(),
             // Each opened copy counts from its own base, so a stamp taken on one copy never
             // matches another copy's catalog (a shard dropped and hosted again).
@@ -1269,13 +1263,6 @@ impl Shard {
 
     /// Writes a batch of commits in one redb transaction; each gets an LSN or an error.
     fn write_batch(&self, batch: Vec<(u64, Work)>) -> Vec<(u64, Result<u64>)> {
-        if batch
-            .iter()
-            .all(|(_, w)| matches!(w, Work::Step(Step::Prepare { .. })))
-            && let Some(outcomes) = self.journal_prepares(&batch)
-        {
-            return outcomes;
-        }
         let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
         let Ok(mut recent) = self.recent.lock() else {
             return tickets
@@ -1348,7 +1335,12 @@ impl Shard {
                 };
                 // Finished already (the router and an in-doubt resolver raced): once only.
                 if let Some(id) = p.prepared
-                    && !self.prepare_written(&txn, id)?
+                    && txn
+                        .open_table(PREPARED)
+                        .map_err(storage_err)?
+                        .get(id)
+                        .map_err(storage_err)?
+                        .is_none()
                 {
                     out.push((ticket, Ok(0), None));
                     continue;
@@ -1417,31 +1409,9 @@ impl Shard {
             apply_redo(&txn, &write)?;
             redo.push(write);
             self.trim_log(&txn, lsn)?;
-            // Prepares this batch ends are no longer for a checkpoint to write (taken out
-            // first: a checkpoint in this very batch must not write them back).
-            let ended: Vec<TxnId> = {
-                let mut unwritten = self
-                    .unwritten_prepares
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                redo.iter()
-                    .filter_map(|w| match w {
-                        Redo::Unprepare(id) if unwritten.remove(id) => Some(*id),
-                        _ => None,
-                    })
-                    .collect()
-            };
             // A batch of forgets and discards only (which a crash may lose) rides on the
             // next synced entry.
-            let committed =
-                journal_and_commit(txn, journal.as_deref_mut(), checkpoint, &redo, durable, ddl);
-            if committed.is_err() {
-                self.unwritten_prepares
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(ended);
-            }
-            committed?;
+            journal_and_commit(txn, journal.as_deref_mut(), checkpoint, &redo, durable, ddl)?;
             Ok((out, synced_commit))
         })();
         match written {
@@ -1646,88 +1616,6 @@ impl Shard {
         }
         self.lsn.send_replace(lsn);
         Ok(lsn)
-    }
-
-    /// A batch of prepares alone: each is made durable by its journal entry only, with no
-    /// redb write at all (its changes and locks are in memory already, `prepared`); the next
-    /// checkpoint writes it to redb's `prepared` (`journal_and_commit`). `None` when this
-    /// does not apply (no journal, a checkpoint due, forgets waiting): the batch is then
-    /// written as any other.
-    fn journal_prepares(&self, batch: &[(u64, Work)]) -> Option<Vec<(u64, Result<u64>)>> {
-        let mut journal = self.lock_journal().ok()??;
-        let forgets_waiting = self.forgotten.lock().map_or(true, |f| !f.is_empty());
-        if journal.checkpoint_due() || self.unflushed() || forgets_waiting {
-            return None;
-        }
-        // Group commit's leader is the only batch writer, so the catalog read here is the
-        // one the entry lands on.
-        let snapshot = self.snapshot().ok()?;
-        let mut out = Vec::with_capacity(batch.len());
-        let mut redo = Vec::with_capacity(batch.len());
-        for (ticket, work) in batch {
-            let Work::Step(Step::Prepare {
-                id,
-                record,
-                schemas,
-            }) = work
-            else {
-                return None;
-            };
-            match check_schemas_in(&snapshot, schemas) {
-                Ok(()) => {
-                    redo.push(Redo::Prepare {
-                        id: *id,
-                        record: record.clone(),
-                    });
-                    out.push((*ticket, Ok(0)));
-                }
-                Err(e) => out.push((*ticket, Err(e))),
-            }
-        }
-        drop(snapshot);
-        if redo.is_empty() {
-            return Some(out);
-        }
-        match journal.append(&redo, true) {
-            Ok(_) => {
-                let mut unwritten = self
-                    .unwritten_prepares
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                for write in &redo {
-                    if let Redo::Prepare { id, .. } = write {
-                        unwritten.insert(*id);
-                    }
-                }
-                self.batches.fetch_add(1, Ordering::Relaxed);
-                Some(out)
-            }
-            Err(e) => {
-                let e = Error::new(&e.code, format!("commit outcome unknown: {}", e.message));
-                Some(
-                    out.into_iter()
-                        .map(|(t, r)| (t, r.and(Err(e.clone()))))
-                        .collect(),
-                )
-            }
-        }
-    }
-
-    /// True if transaction `id` is prepared here on disk: in redb's `prepared`, or only in
-    /// the journal so far.
-    fn prepare_written(&self, txn: &WriteTransaction, id: TxnId) -> Result<bool> {
-        let journal_only = self
-            .unwritten_prepares
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&id);
-        Ok(journal_only
-            || txn
-                .open_table(PREPARED)
-                .map_err(storage_err)?
-                .get(id)
-                .map_err(storage_err)?
-                .is_some())
     }
 
     /// The journal, locked (before redb's writer: every journaled write takes them in that
@@ -1992,30 +1880,6 @@ fn journal_and_commit(
     let Some(journal) = journal else {
         return txn.commit(ddl);
     };
-    // A checkpoint covers every entry so far, prepares that were only journaled included:
-    // they go to redb's `prepared` now.
-    let unwritten = if checkpoint {
-        std::mem::take(
-            &mut *txn
-                .shard
-                .unwritten_prepares
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        )
-    } else {
-        HashSet::new()
-    };
-    if !unwritten.is_empty() {
-        let prepared = txn.shard.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        let mut table = txn.open_table(PREPARED).map_err(storage_err)?;
-        for id in &unwritten {
-            if let Some(p) = prepared.get(id) {
-                table
-                    .insert(*id, frame::encode(p)?.as_slice())
-                    .map_err(storage_err)?;
-            }
-        }
-    }
     // The entry this becomes (`append` numbers it so), or at a checkpoint every number
     // handed out so far, a failed append's included.
     let covered = if checkpoint {
@@ -2030,7 +1894,6 @@ fn journal_and_commit(
     if !checkpoint {
         journal.append(redo, sync)?;
     }
-    let shard = txn.shard;
     match txn.commit(ddl) {
         Ok(()) => {
             if checkpoint {
@@ -2039,11 +1902,6 @@ fn journal_and_commit(
             Ok(())
         }
         Err(e) => {
-            shard
-                .unwritten_prepares
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(unwritten);
             // The entry may be on disk while its writes are not in redb: nothing may be
             // built on top of it until a checkpoint covers its number.
             journal.poison();
@@ -2223,30 +2081,6 @@ fn ddl_tables(changes: &[Change]) -> Vec<&str> {
 
 /// 40001 unless every table still has the committed definition a transaction made its
 /// changes against: rows and index entries computed for another layout must not land.
-/// `check_schemas` against a read snapshot.
-fn check_schemas_in(snapshot: &Snapshot, schemas: &[(String, Vec<u8>)]) -> Result<()> {
-    if schemas.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<String> = schemas.iter().map(|(n, _)| n.clone()).collect();
-    let current = snapshot.catalog_entries(&names)?;
-    for ((name, bytes), (_, now)) in schemas.iter().zip(current) {
-        if now.as_deref() != Some(bytes.as_slice()) {
-            return Err(altered_concurrently(name));
-        }
-    }
-    Ok(())
-}
-
-fn altered_concurrently(name: &str) -> Error {
-    Error::new(
-        sqlstate::SERIALIZATION_FAILURE,
-        format!(
-            "could not serialize access: table \"{name}\" was altered by a concurrent transaction"
-        ),
-    )
-}
-
 fn check_schemas(txn: &WriteTransaction, schemas: &[(String, Vec<u8>)]) -> Result<()> {
     if schemas.is_empty() {
         return Ok(());
@@ -2258,7 +2092,12 @@ fn check_schemas(txn: &WriteTransaction, schemas: &[(String, Vec<u8>)]) -> Resul
             .map_err(storage_err)?
             .is_some_and(|v| v.value() == bytes.as_slice());
         if !same {
-            return Err(altered_concurrently(name));
+            return Err(Error::new(
+                sqlstate::SERIALIZATION_FAILURE,
+                format!(
+                    "could not serialize access: table \"{name}\" was altered by a concurrent transaction"
+                ),
+            ));
         }
     }
     Ok(())
@@ -2683,10 +2522,6 @@ mod tests {
             0,
             "the commits went to the journal, not to a synced redb commit"
         );
-        assert!(
-            behind.prepared().is_empty(),
-            "a prepare alone is written to the journal only"
-        );
         let back = crashed_copy(&dir, "crashed", true);
         assert_eq!(back.stats().unwrap().lsn, 21);
         assert_eq!(count(&back), Value::Int(20));
@@ -2700,11 +2535,6 @@ mod tests {
         run(&s, "INSERT INTO a VALUES (100, 0)");
         let checkpointed = crashed_copy(&dir, "checkpointed", false);
         assert_eq!(count(&checkpointed), Value::Int(21));
-        assert_eq!(
-            checkpointed.prepared().len(),
-            1,
-            "the checkpoint wrote the prepare the journal alone held"
-        );
         drop(checkpointed);
         // The next run overwrites the first one's entries; only it is replayed.
         s.finish_prepared(77, true).unwrap();
