@@ -1588,15 +1588,9 @@ impl Shard {
         let mut redo = Vec::with_capacity(fresh.len() + 1);
         let mut txn_id = None;
         for record in fresh {
-            if record.lsn != lsn + 1 {
-                return Err(Error::new(
-                    sqlstate::DATA_CORRUPTED,
-                    format!(
-                        "change log gap on shard {}: have {lsn}, got {}",
-                        self.id, record.lsn
-                    ),
-                ));
-            }
+            expect_next_lsn(lsn, record.lsn, || {
+                format!("change log of shard {}", self.id)
+            })?;
             self.hlc.observe(record.commit_ts);
             let write = Redo::Commit(record.clone());
             apply_redo(&txn, &write)?;
@@ -2009,15 +2003,9 @@ fn replay_journal(db: &Database, path: &Path, shard: ShardId) -> Result<Journal>
                 if let Redo::Commit(record) = write {
                     // The entry was made on top of exactly this file's state; anything
                     // else is a journal that does not belong to it.
-                    if record.lsn != lsn + 1 {
-                        return Err(Error::new(
-                            sqlstate::DATA_CORRUPTED,
-                            format!(
-                                "journal of shard {shard}: entry {} holds LSN {} on top of LSN {lsn}",
-                                entry.seq, record.lsn
-                            ),
-                        ));
-                    }
+                    expect_next_lsn(lsn, record.lsn, || {
+                        format!("journal of shard {shard}, entry {}", entry.seq)
+                    })?;
                     lsn = record.lsn;
                 }
                 apply_redo(&txn, write)?;
@@ -2081,6 +2069,18 @@ fn ddl_tables(changes: &[Change]) -> Vec<&str> {
 
 /// 40001 unless every table still has the committed definition a transaction made its
 /// changes against: rows and index entries computed for another layout must not land.
+/// DATA_CORRUPTED unless `got` is the LSN right after `have` (records apply in order, with
+/// no gap); `source` names where the record came from.
+fn expect_next_lsn(have: u64, got: u64, source: impl FnOnce() -> String) -> Result<()> {
+    if got == have + 1 {
+        return Ok(());
+    }
+    Err(Error::new(
+        sqlstate::DATA_CORRUPTED,
+        format!("{}: LSN {got} does not follow LSN {have}", source()),
+    ))
+}
+
 fn check_schemas(txn: &WriteTransaction, schemas: &[(String, Vec<u8>)]) -> Result<()> {
     if schemas.is_empty() {
         return Ok(());
