@@ -216,12 +216,10 @@ impl Journal {
             entry.extend_from_slice(&checksum(seq, &body).to_le_bytes());
             entry.extend_from_slice(&seq.to_le_bytes());
             entry.extend_from_slice(&body);
-            // Room for this entry and the zero length after it that ends the journal.
-            self.grow(self.end + entry.len() as u64 + 4)?;
+            // No terminator is written: what follows in the file is zeros (a fresh file) or
+            // an earlier run's entries, whose numbers are lower (see `to_replay`).
+            self.grow(self.end + entry.len() as u64)?;
             self.write_at(&entry, self.end)?;
-            // The entry after this one in an earlier run could carry the very next
-            // sequence number only if it were ours: stale entries are always lower, so no
-            // terminator is needed. The zeroed growth ends a fresh file.
             if sync {
                 self.file.sync_data().map_err(Error::io)?;
             }

@@ -2450,10 +2450,7 @@ mod tests {
     #[test]
     fn a_replica_applies_into_its_journal_and_a_flush_syncs_it() {
         let (primary, _) = shard("journal-upstream");
-        run(&primary, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");
-        for i in 0..5 {
-            run(&primary, &format!("INSERT INTO a VALUES ({i}, {i})"));
-        }
+        table_of(&primary, 5);
         let records = primary.snapshot().unwrap().changes_after(0, 100).unwrap();
         assert_eq!(records.len(), 6);
         let (replica, dir) = journaled("journal-replica");
@@ -2493,6 +2490,14 @@ mod tests {
         Shard::open(&to.join("s.redb"), 0, 1, hlc, opts).unwrap()
     }
 
+    /// Table `a` with `rows` rows (`id` and `bal` both 0, 1, …), one commit each.
+    fn table_of(s: &Shard, rows: i64) {
+        run(s, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");
+        for i in 0..rows {
+            run(s, &format!("INSERT INTO a VALUES ({i}, {i})"));
+        }
+    }
+
     fn count(s: &Shard) -> Value {
         run(s, "SELECT count(*) FROM a").rows[0][0].clone()
     }
@@ -2504,10 +2509,7 @@ mod tests {
     #[test]
     fn a_crash_loses_nothing_the_journal_acknowledged() {
         let (s, dir) = journaled("journal");
-        run(&s, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");
-        for i in 0..20 {
-            run(&s, &format!("INSERT INTO a VALUES ({i}, {i})"));
-        }
+        table_of(&s, 20);
         let stmt = sql::parse("UPDATE a SET bal = bal - 10 WHERE id = 1")
             .unwrap()
             .remove(0);
