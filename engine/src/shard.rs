@@ -2498,6 +2498,16 @@ mod tests {
         }
     }
 
+    /// Prepares transaction `id`, which takes 10 from row 1 of `a`, coordinated by shard 3.
+    fn prepare_debit(s: &Shard, id: TxnId) {
+        let stmt = sql::parse("UPDATE a SET bal = bal - 10 WHERE id = 1")
+            .unwrap()
+            .remove(0);
+        let mut t = s.begin(id, Isolation::ReadCommitted, false, None);
+        s.execute_in(&mut t, &stmt, &[]).unwrap();
+        s.prepare(t, 3, 0).unwrap();
+    }
+
     fn count(s: &Shard) -> Value {
         run(s, "SELECT count(*) FROM a").rows[0][0].clone()
     }
@@ -2510,12 +2520,7 @@ mod tests {
     fn a_crash_loses_nothing_the_journal_acknowledged() {
         let (s, dir) = journaled("journal");
         table_of(&s, 20);
-        let stmt = sql::parse("UPDATE a SET bal = bal - 10 WHERE id = 1")
-            .unwrap()
-            .remove(0);
-        let mut t = s.begin(77, Isolation::ReadCommitted, false, None);
-        s.execute_in(&mut t, &stmt, &[]).unwrap();
-        s.prepare(t, 3, 0).unwrap();
+        prepare_debit(&s, 77);
         assert!(s.decide(88, true).unwrap());
 
         let behind = crashed_copy(&dir, "redb-only", false);
@@ -2570,12 +2575,7 @@ mod tests {
         let (s, dir) = shard("2pc");
         run(&s, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");
         run(&s, "INSERT INTO a VALUES (1, 100)");
-        let stmt = sql::parse("UPDATE a SET bal = bal - 10 WHERE id = 1")
-            .unwrap()
-            .remove(0);
-        let mut t = s.begin(77, Isolation::ReadCommitted, false, None);
-        s.execute_in(&mut t, &stmt, &[]).unwrap();
-        s.prepare(t, 3, 0).unwrap();
+        prepare_debit(&s, 77);
         let path = dir.join("s.redb");
         drop(s);
         let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
