@@ -219,6 +219,19 @@ impl ReadTxn for TxnView<'_> {
         Ok(by_name.into_values().collect())
     }
 
+    fn referencing_tables(&self, table: &str) -> Result<Vec<String>> {
+        if !self.set.ddl.is_empty() {
+            // This transaction changed the catalog: its own view of it decides.
+            return Ok(self
+                .schemas()?
+                .into_iter()
+                .filter(|s| crate::txn::references(s, table))
+                .map(|s| s.name)
+                .collect());
+        }
+        self.base.referencing_tables(table)
+    }
+
     fn scan(&self, table: &str, range: KeyRange) -> Result<RowIter<'_>> {
         self.refuse_scans()?;
         self.require_table(table)?;

@@ -197,6 +197,10 @@ impl ReadTxn for PointsOnly<'_> {
         self.inner.schemas()
     }
 
+    fn referencing_tables(&self, table: &str) -> Result<Vec<String>> {
+        self.inner.referencing_tables(table)
+    }
+
     fn scan(&self, _table: &str, _range: KeyRange) -> Result<RowIter<'_>> {
         Err(refused())
     }

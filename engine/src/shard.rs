@@ -2490,6 +2490,52 @@ mod tests {
         Shard::open(&to.join("s.redb"), 0, 1, hlc, opts).unwrap()
     }
 
+    /// The catalog answers which tables reference a table without decoding entries that
+    /// cannot: one that only mentions the name (a column called `p`, a table called `pp`)
+    /// is not a referencing table; a foreign key, also one declared in a transaction that
+    /// has not committed, is.
+    #[test]
+    fn referencing_tables_are_found_by_their_foreign_keys_only() {
+        use crate::txn::ReadTxn;
+        let (s, dir) = shard("referencing");
+        run(&s, "CREATE TABLE p (id int PRIMARY KEY)");
+        run(&s, "CREATE TABLE pp (id int PRIMARY KEY, p int)");
+        run(
+            &s,
+            "CREATE TABLE c (id int PRIMARY KEY, pid int REFERENCES p (id))",
+        );
+        run(
+            &s,
+            "CREATE TABLE d (id int PRIMARY KEY, pid int REFERENCES pp (id))",
+        );
+        let snap = s.snapshot().unwrap();
+        assert_eq!(snap.referencing_tables("p").unwrap(), vec!["c".to_string()]);
+        assert_eq!(
+            snap.referencing_tables("pp").unwrap(),
+            vec!["d".to_string()]
+        );
+        assert!(snap.referencing_tables("c").unwrap().is_empty());
+        // Without a foreign key to `p`, a DELETE from it leaves `pp` alone; with one, it is
+        // refused while `c` holds a child.
+        run(&s, "INSERT INTO p VALUES (1)");
+        run(&s, "INSERT INTO c VALUES (1, 1)");
+        let delete = sql::parse("DELETE FROM p WHERE id = 1").unwrap().remove(0);
+        assert!(s.execute(&delete, &[]).is_err());
+        // A transaction's own new table counts before it commits.
+        let mut e = snap.schema("d").unwrap().unwrap();
+        e.name = "e".to_string();
+        let mut set = crate::buffer::WriteSet::default();
+        let mut view = crate::buffer::TxnView::new(&snap, &mut set, None, None);
+        crate::txn::WriteTxn::create_table(&mut view, e).unwrap();
+        assert_eq!(
+            view.referencing_tables("pp").unwrap(),
+            vec!["d".to_string(), "e".to_string()]
+        );
+        drop(view);
+        drop(snap);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     /// Table `a` with `rows` rows (`id` and `bal` both 0, 1, …), one commit each.
     fn table_of(s: &Shard, rows: i64) {
         run(s, "CREATE TABLE a (id int PRIMARY KEY, bal bigint)");

@@ -279,6 +279,28 @@ impl ReadTxn for Snapshot {
         Ok(out)
     }
 
+    fn referencing_tables(&self, table: &str) -> Result<Vec<String>> {
+        // A foreign key to `table` stores its name in the entry's bytes (strings are written
+        // whole, see FORMATS.md), so an entry without them needs no decoding.
+        let needle = table.as_bytes();
+        let catalog = self.txn.open_table(CATALOG).map_err(storage_err)?;
+        let mut out = Vec::new();
+        for entry in catalog.range::<&str>(..).map_err(storage_err)? {
+            let (name, v) = entry.map_err(storage_err)?;
+            let bytes = v.value();
+            if name.value() == table
+                || (!needle.is_empty() && !bytes.windows(needle.len()).any(|w| w == needle))
+            {
+                continue;
+            }
+            let schema = decode_schema(bytes)?;
+            if crate::txn::references(&schema, table) {
+                out.push(schema.name);
+            }
+        }
+        Ok(out)
+    }
+
     fn scan(&self, table: &str, range: KeyRange) -> Result<RowIter<'_>> {
         let Some(t) = self.rows_table(table)? else {
             return Err(Error::undefined_table(table));

@@ -22,6 +22,17 @@ pub trait ReadTxn {
     fn schema(&self, table: &str) -> Result<Option<TableSchema>>;
     /// Every table's schema, by name.
     fn schemas(&self) -> Result<Vec<TableSchema>>;
+    /// The tables other than `table` whose foreign keys reference it (UPDATE and DELETE ask
+    /// this of every statement, so a reader that can answer without decoding the whole
+    /// catalog overrides it).
+    fn referencing_tables(&self, table: &str) -> Result<Vec<String>> {
+        Ok(self
+            .schemas()?
+            .into_iter()
+            .filter(|s| references(s, table))
+            .map(|s| s.name)
+            .collect())
+    }
     /// Rows of `table` whose key lies in `range`, in key order.
     fn scan(&self, table: &str, range: KeyRange) -> Result<RowIter<'_>>;
     /// The row stored under `key`.
@@ -39,6 +50,11 @@ pub trait ReadTxn {
         let _ = (table, index, range);
         Ok(None)
     }
+}
+
+/// True if `schema` is another table than `table` with a foreign key to it.
+pub fn references(schema: &TableSchema, table: &str) -> bool {
+    schema.name != table && schema.foreign_keys.iter().any(|f| f.ref_table == table)
 }
 
 /// What locking a row found: whether a transaction that committed after this statement's

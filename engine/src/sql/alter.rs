@@ -382,9 +382,7 @@ pub fn alter_table(stmt: &ast::Statement, txn: &mut dyn WriteTxn) -> Result<Quer
             .iter()
             .zip(&alt.schema.columns)
             .any(|(a, b)| a.name != b.name);
-    if names_changed
-        && !super::foreign_keys::referencing_tables(&txn.schemas()?, &old.name, &[]).is_empty()
-    {
+    if names_changed && !txn.referencing_tables(&old.name)?.is_empty() {
         return Err(Error::unsupported(format!(
             "cannot rename or drop columns of, or rename, table \"{}\": foreign keys reference it",
             old.name

@@ -689,7 +689,7 @@ pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
             super::foreign_keys::check_child(&p.schema, new, txn)?;
         }
     }
-    if !super::foreign_keys::referencing_tables(&txn.schemas()?, &p.schema.name, &[]).is_empty() {
+    if !txn.referencing_tables(&p.schema.name)?.is_empty() {
         for (old, (_, _, new)) in olds.iter().zip(&changes) {
             super::foreign_keys::on_parent_change(&p.schema, old, Some(new), txn, 0)?;
         }
@@ -750,7 +750,7 @@ pub fn run_delete(p: &DeletePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
         matching_rows(&p.schema, &p.access, p.filter.as_ref(), &ctx)?
     };
     let doomed = lock_rows(&p.schema, p.filter.as_ref(), doomed, txn, params)?;
-    if !super::foreign_keys::referencing_tables(&txn.schemas()?, &p.schema.name, &[]).is_empty() {
+    if !txn.referencing_tables(&p.schema.name)?.is_empty() {
         for row in &doomed {
             super::foreign_keys::on_parent_change(&p.schema, row, None, txn, 0)?;
         }

@@ -380,8 +380,7 @@ pub fn on_parent_change(
 pub fn referencing_tables(schemas: &[TableSchema], table: &str, except: &[String]) -> Vec<String> {
     schemas
         .iter()
-        .filter(|s| s.name != table && !except.contains(&s.name))
-        .filter(|s| s.foreign_keys.iter().any(|f| f.ref_table == table))
+        .filter(|s| !except.contains(&s.name) && crate::txn::references(s, table))
         .map(|s| s.name.clone())
         .collect()
 }

@@ -193,6 +193,10 @@ impl crate::txn::ReadTxn for OnlyRows<'_> {
         self.inner.schemas()
     }
 
+    fn referencing_tables(&self, table: &str) -> Result<Vec<String>> {
+        self.inner.referencing_tables(table)
+    }
+
     fn scan(&self, table: &str, range: crate::txn::KeyRange) -> Result<crate::txn::RowIter<'_>> {
         let rows = self.inner.scan(table, range)?;
         if table != self.table {
