@@ -22,38 +22,9 @@ PG_PORT="${PG_PORT:-55498}"
 TS_PORT="${TS_PORT:-55497}"
 WORK="$(mktemp -d /tmp/tessera-pgbench.XXXXXX)"
 chmod 755 "$WORK"
-PG_BIN=/usr/lib/postgresql/15/bin
-PIDS=()
-
-cleanup() {
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    if [ -f "$WORK/pg/postmaster.pid" ]; then
-        su postgres -c "$PG_BIN/pg_ctl -D $WORK/pg -m fast stop" >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# --- PostgreSQL 15 (installed from Debian if missing) -----------------------------------
-if [ ! -x "$PG_BIN/postgres" ] || ! command -v pgbench >/dev/null; then
-    echo "installing PostgreSQL 15 from Debian..."
-    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
-fi
-mkdir -p "$WORK/pg" && chown postgres "$WORK" "$WORK/pg"
-su postgres -c "$PG_BIN/initdb -D $WORK/pg -A trust -U postgres" >/dev/null
-su postgres -c "$PG_BIN/pg_ctl -D $WORK/pg -l $WORK/pg.log -w start \
-    -o '-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
-        -c max_connections=50 -c shared_buffers=256MB'" >/dev/null
-
-# --- Tessera ----------------------------------------------------------------------------
-(cd "$ROOT" && cargo build --release --bin tessera -q)
-"$ROOT/target/release/tessera" dev --data "$WORK/tessera" --port "$TS_PORT" \
-    --nodes 2 --shards 4 --replicas 2 >"$WORK/tessera.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 100); do
-    psql -h 127.0.0.1 -p "$TS_PORT" -U tessera -d tessera -Atc "select 1" >/dev/null 2>&1 && break
-    sleep 0.2
-done
+source "$ROOT/benches/lib/servers.sh"
+start_postgres "$PG_PORT"
+start_tessera "$TS_PORT" 4 2
 
 # run SYSTEM PORT USER DB MODE SCRIPTFLAG -> "tps avg_ms p99_ms failed"
 run() {
