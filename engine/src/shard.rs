@@ -2531,7 +2531,6 @@ mod tests {
             view.referencing_tables("pp").unwrap(),
             vec!["d".to_string(), "e".to_string()]
         );
-        drop(view);
         drop(snap);
         std::fs::remove_dir_all(dir).ok();
     }
