@@ -10,7 +10,7 @@
 # Prints tps, the ratio to PostgreSQL and Tessera's CPU per transaction (user + system
 # time of the process, /proc/PID/stat), so the cost each layer adds is read off directly.
 #
-#   bash benches/tpcb_layers.sh                  # scale 10, 20 s per run (about 7 minutes)
+#   bash benches/tpcb_layers.sh                  # scale 10, 20 s per run (about 3 minutes, plus a release build)
 #   SCALE=1 SECONDS_PER_RUN=5 bash benches/tpcb_layers.sh
 set -euo pipefail
 export PGPASSWORD=${PGPASSWORD:-tessera}
