@@ -2492,8 +2492,8 @@ mod tests {
 
     /// The catalog answers which tables reference a table without decoding entries that
     /// cannot: one that only mentions the name (a column called `p`, a table called `pp`)
-    /// is not a referencing table; a foreign key, also one declared in a transaction that
-    /// has not committed, is.
+    /// is not a referencing table; a foreign key, also one to the table itself or one
+    /// declared in a transaction that has not committed, is.
     #[test]
     fn referencing_tables_are_found_by_their_foreign_keys_only() {
         use crate::txn::ReadTxn;
@@ -2508,19 +2508,27 @@ mod tests {
             &s,
             "CREATE TABLE d (id int PRIMARY KEY, pid int REFERENCES pp (id))",
         );
+        run(
+            &s,
+            "CREATE TABLE tree (id int PRIMARY KEY, up int REFERENCES tree (id))",
+        );
         let snap = s.snapshot().unwrap();
         assert_eq!(snap.referencing_tables("p").unwrap(), vec!["c".to_string()]);
         assert_eq!(
             snap.referencing_tables("pp").unwrap(),
             vec!["d".to_string()]
         );
+        assert_eq!(
+            snap.referencing_tables("tree").unwrap(),
+            vec!["tree".to_string()]
+        );
         assert!(snap.referencing_tables("c").unwrap().is_empty());
-        // Without a foreign key to `p`, a DELETE from it leaves `pp` alone; with one, it is
-        // refused while `c` holds a child.
+        // A parent with a child is not deleted.
         run(&s, "INSERT INTO p VALUES (1)");
         run(&s, "INSERT INTO c VALUES (1, 1)");
         let delete = sql::parse("DELETE FROM p WHERE id = 1").unwrap().remove(0);
-        assert!(s.execute(&delete, &[]).is_err());
+        let refused = s.execute(&delete, &[]).unwrap_err();
+        assert_eq!(refused.code, sqlstate::FOREIGN_KEY_VIOLATION);
         // A transaction's own new table counts before it commits.
         let mut e = snap.schema("d").unwrap().unwrap();
         e.name = "e".to_string();

@@ -286,11 +286,9 @@ impl ReadTxn for Snapshot {
         let catalog = self.txn.open_table(CATALOG).map_err(storage_err)?;
         let mut out = Vec::new();
         for entry in catalog.range::<&str>(..).map_err(storage_err)? {
-            let (name, v) = entry.map_err(storage_err)?;
+            let (_, v) = entry.map_err(storage_err)?;
             let bytes = v.value();
-            if name.value() == table
-                || (!needle.is_empty() && !bytes.windows(needle.len()).any(|w| w == needle))
-            {
+            if !needle.is_empty() && !bytes.windows(needle.len()).any(|w| w == needle) {
                 continue;
             }
             let schema = decode_schema(bytes)?;

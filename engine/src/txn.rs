@@ -22,9 +22,9 @@ pub trait ReadTxn {
     fn schema(&self, table: &str) -> Result<Option<TableSchema>>;
     /// Every table's schema, by name.
     fn schemas(&self) -> Result<Vec<TableSchema>>;
-    /// The tables other than `table` whose foreign keys reference it (UPDATE and DELETE ask
-    /// this of every statement, so a reader that can answer without decoding the whole
-    /// catalog overrides it).
+    /// The tables whose foreign keys reference `table`, itself included if it references
+    /// itself (UPDATE and DELETE ask this of every statement, so a reader that can answer
+    /// without decoding the whole catalog overrides it).
     fn referencing_tables(&self, table: &str) -> Result<Vec<String>> {
         Ok(self
             .schemas()?
@@ -52,9 +52,9 @@ pub trait ReadTxn {
     }
 }
 
-/// True if `schema` is another table than `table` with a foreign key to it.
+/// True if `schema` (possibly `table` itself) has a foreign key to `table`.
 pub fn references(schema: &TableSchema, table: &str) -> bool {
-    schema.name != table && schema.foreign_keys.iter().any(|f| f.ref_table == table)
+    schema.foreign_keys.iter().any(|f| f.ref_table == table)
 }
 
 /// What locking a row found: whether a transaction that committed after this statement's

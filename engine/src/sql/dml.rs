@@ -452,12 +452,12 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
             }
         }
     }
-    if !p.schema.foreign_keys.is_empty() {
-        for row in &new_rows {
-            super::foreign_keys::check_child(&p.schema, row, txn)?;
-        }
-    }
     if let Some(oc) = &p.on_conflict {
+        if !p.schema.foreign_keys.is_empty() {
+            for row in &new_rows {
+                super::foreign_keys::check_child(&p.schema, row, txn)?;
+            }
+        }
         let written = super::upsert::run(p, oc, new_rows, txn, params)?;
         return result("INSERT", &p.returning, &written, &*txn, params);
     }
@@ -480,6 +480,14 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
     }
     for (key, row) in keys.into_iter().zip(&new_rows) {
         txn.put(&p.schema.name, key, row.clone())?;
+    }
+    // Checked once the statement's rows are written, as PostgreSQL checks at the end of the
+    // statement: a row may reference another row of the same INSERT. A failure discards the
+    // statement's writes with the statement.
+    if !p.schema.foreign_keys.is_empty() {
+        for row in &new_rows {
+            super::foreign_keys::check_child(&p.schema, row, txn)?;
+        }
     }
     result("INSERT", &p.returning, &new_rows, &*txn, params)
 }
@@ -682,13 +690,9 @@ pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
             return Err(duplicate_key(&p.schema, new));
         }
     }
-    // Foreign keys: this table's rows must find their parents, and rows of other tables that
-    // reference a changed key follow their ON UPDATE action.
-    if !p.schema.foreign_keys.is_empty() {
-        for (_, _, new) in &changes {
-            super::foreign_keys::check_child(&p.schema, new, txn)?;
-        }
-    }
+    // Foreign keys: rows that reference a changed key (in other tables or this one) follow
+    // their ON UPDATE action; this table's new rows must find their parents, checked once
+    // all are written (a row's parent may be another row of the same statement).
     if !txn.referencing_tables(&p.schema.name)?.is_empty() {
         for (old, (_, _, new)) in olds.iter().zip(&changes) {
             super::foreign_keys::on_parent_change(&p.schema, old, Some(new), txn, 0)?;
@@ -703,6 +707,11 @@ pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
     for (_, new_key, new) in changes {
         txn.put(&p.schema.name, new_key, new.clone())?;
         written.push(new);
+    }
+    if !p.schema.foreign_keys.is_empty() {
+        for new in &written {
+            super::foreign_keys::check_child(&p.schema, new, txn)?;
+        }
     }
     result("UPDATE", &p.returning, &written, &*txn, params)
 }
@@ -750,13 +759,16 @@ pub fn run_delete(p: &DeletePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
         matching_rows(&p.schema, &p.access, p.filter.as_ref(), &ctx)?
     };
     let doomed = lock_rows(&p.schema, p.filter.as_ref(), doomed, txn, params)?;
+    for row in &doomed {
+        txn.delete(&p.schema.name, &encode_key(&p.schema.key_of(row)))?;
+    }
+    // Referencing rows are looked for once the statement's rows are gone, as PostgreSQL
+    // checks at the end of the statement: a self-referencing table may lose a parent and
+    // its children in one DELETE.
     if !txn.referencing_tables(&p.schema.name)?.is_empty() {
         for row in &doomed {
             super::foreign_keys::on_parent_change(&p.schema, row, None, txn, 0)?;
         }
-    }
-    for row in &doomed {
-        txn.delete(&p.schema.name, &encode_key(&p.schema.key_of(row)))?;
     }
     result("DELETE", &p.returning, &doomed, &*txn, params)
 }

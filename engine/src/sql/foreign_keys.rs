@@ -380,7 +380,8 @@ pub fn on_parent_change(
 pub fn referencing_tables(schemas: &[TableSchema], table: &str, except: &[String]) -> Vec<String> {
     schemas
         .iter()
-        .filter(|s| !except.contains(&s.name) && crate::txn::references(s, table))
+        .filter(|s| s.name != table && !except.contains(&s.name))
+        .filter(|s| crate::txn::references(s, table))
         .map(|s| s.name.clone())
         .collect()
 }
