@@ -124,3 +124,48 @@ async fn prepared_point_reads_see_session_settings_as_they_are_now() {
         .unwrap();
     assert_eq!(values(&c, &get, &keys).await, hidden(4));
 }
+
+/// On a one-shard keyspace every statement goes to its one shard, so a prepared statement
+/// remembers that route whatever its parameters; the route must not outlive the layout. The
+/// table is then recreated on a keyspace of four shards, where the same prepared INSERT and
+/// scan must spread and gather rows across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_on_a_one_shard_keyspace_follow_the_table() {
+    let cluster = start_cluster(2, 1, 1).await;
+    let c = cluster.client().await;
+    c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let put = c.prepare("INSERT INTO kv VALUES ($1, $2)").await.unwrap();
+    let count = c
+        .prepare("SELECT count(*) FROM kv WHERE v LIKE $1")
+        .await
+        .unwrap();
+    for k in 0..40 {
+        c.execute(&put, &[&k, &format!("a{k}")]).await.unwrap();
+    }
+    let n: i64 = c.query_one(&count, &[&"a%"]).await.unwrap().get(0);
+    assert_eq!(n, 40);
+
+    // CREATE KEYSPACE is a statement of its own (it is not sqlparser's).
+    c.batch_execute("DROP TABLE kv").await.unwrap();
+    c.batch_execute("CREATE KEYSPACE wide WITH (shards = 4, replicas = 1)")
+        .await
+        .unwrap();
+    c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text) WITH (keyspace = 'wide')")
+        .await
+        .unwrap();
+    for k in 0..40 {
+        c.execute(&put, &[&k, &format!("b{k}")]).await.unwrap();
+    }
+    let n: i64 = c.query_one(&count, &[&"b%"]).await.unwrap().get(0);
+    assert_eq!(n, 40);
+    // Each row is where a fresh statement looks for it.
+    for k in 0..40 {
+        let row = c
+            .query_one(&format!("SELECT v FROM kv WHERE k = {k}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("b{k}"));
+    }
+}

@@ -256,9 +256,10 @@ pub struct Planner<'a> {
     pub params: &'a [Value],
     /// Set by `pinned_shards` when the condition that pinned the shards was `key = $n`.
     pinned_by: std::cell::Cell<Option<usize>>,
-    /// Set when the plan is one shard's, chosen by parameter `$n + 1` alone: the table and
-    /// `n` (see [`Planner::point_param`]).
-    point: std::cell::RefCell<Option<(String, usize)>>,
+    /// Set when the plan is one shard's, chosen by parameter `$n + 1` alone (the table and
+    /// `Some(n)`), or the only shard of a one-shard keyspace whatever the parameters (a
+    /// table of it and `None`); see [`Planner::point_param`].
+    point: std::cell::RefCell<Option<(String, Option<usize>)>>,
 }
 
 pub(crate) fn target(state: &ClusterState, shard: &ShardInfo) -> Result<Target> {
@@ -306,10 +307,12 @@ impl<'a> Planner<'a> {
     }
 
     /// After [`Planner::plan`]: the parameter (0-based) whose value alone chose the plan's one
-    /// shard, through `shard key = $n` over one sharded table. Planning the same statement
-    /// with other parameters picks the shard of that parameter's value and changes nothing
-    /// else, which is what lets a prepared statement skip planning (`crate::route_cache`).
-    pub fn point_param(&self) -> Option<(String, usize)> {
+    /// shard, through `shard key = $n` over one sharded table; or `None` with a table of a
+    /// one-shard keyspace whose only shard takes the statement whatever the parameters.
+    /// Planning the same statement with other parameters picks the shard of that
+    /// parameter's value (or the same shard) and changes nothing else, which is what lets a
+    /// prepared statement skip planning (`crate::route_cache`).
+    pub fn point_param(&self) -> Option<(String, Option<usize>)> {
         self.point.borrow().clone()
     }
 
@@ -791,6 +794,7 @@ impl<'a> Planner<'a> {
         let table = self.table(&table_name(name))?;
         let targets = self.keyspace_targets(&table.keyspace)?;
         if targets.len() == 1 {
+            *self.point.borrow_mut() = Some((table.schema.name.clone(), None));
             return Ok(Plan::Direct {
                 targets,
                 sql: stmt.to_string(),
@@ -1134,13 +1138,13 @@ impl<'a> Planner<'a> {
         // as rewritten: its empty parts no longer read anything.
         let rewritten;
         let before = relations(stmt);
-        let (stmt, relations) =
-            if before.is_empty() || before.iter().any(|t| crate::catalog::is_catalog(t)) {
-                rewritten = crate::catalog::rewrite(stmt);
-                (&rewritten, relations(&rewritten))
-            } else {
-                (stmt, before)
-            };
+        let rewrote = before.is_empty() || before.iter().any(|t| crate::catalog::is_catalog(t));
+        let (stmt, relations) = if rewrote {
+            rewritten = crate::catalog::rewrite(stmt);
+            (&rewritten, relations(&rewritten))
+        } else {
+            (stmt, before)
+        };
         let ctes = cte_names(stmt);
         let tables: Vec<String> = relations
             .into_iter()
@@ -1188,6 +1192,10 @@ impl<'a> Planner<'a> {
             let ks = *keyspaces.iter().next().unwrap_or(&DEFAULT_KEYSPACE);
             // (With no shard placed, `keyspace_targets` reports that.)
             if self.state.keyspace_shards(ks).len() <= 1 {
+                // Only a statement planned as written: a catalog rewrite is left to planning.
+                if !rewrote {
+                    *self.point.borrow_mut() = Some((infos[0].schema.name.clone(), None));
+                }
                 return Ok(Plan::Direct {
                     targets: self.keyspace_targets(ks)?,
                     sql: stmt.to_string(),
@@ -1268,7 +1276,7 @@ impl<'a> Planner<'a> {
                 if table.distribution == Distribution::Sharded
                     && let Some(n) = self.pinned_by.get()
                 {
-                    *self.point.borrow_mut() = Some((table.schema.name.clone(), n));
+                    *self.point.borrow_mut() = Some((table.schema.name.clone(), Some(n)));
                 }
                 return Ok(Plan::Direct {
                     targets: vec![target(self.state, shard)?],

@@ -4,11 +4,12 @@
 //! finding the shard-key condition and rendering the text each shard runs; for a prepared
 //! `SELECT … WHERE id = $1` that is most of the router's work per execution. But when the
 //! plan is "the one shard that owns `$n`'s value" (`Planner::point_param`), only the shard
-//! depends on the parameters. So the statement keeps, beside its parse:
+//! depends on the parameters; when it is "the only shard of a one-shard keyspace", nothing
+//! does. So the statement keeps, beside its parse:
 //!
 //! ```text
-//!  PointRoute { cluster map version, table, n, text for the shard }
-//!    execution ─► same map version? ─► shard of params[n] ─► Plan::Direct
+//!  PointRoute { cluster map version, table, n or none, text for the shard }
+//!    execution ─► same map version? ─► shard of params[n] (or the keyspace's) ─► Plan::Direct
 //!                   │ no (DDL, a move, a new view, …)
 //!                   └─► plan in full, remember the new route
 //! ```
@@ -30,7 +31,9 @@ use crate::plan::{Plan, shard_of_key, target};
 struct PointRoute {
     version: u64,
     table: String,
-    param: usize,
+    /// The parameter whose value picks the shard, or `None`: the only shard of `table`'s
+    /// keyspace.
+    param: Option<usize>,
     sql: String,
 }
 
@@ -45,7 +48,11 @@ impl RouteCache {
         if route.version != state.version {
             return None;
         }
-        let targets = vec![shard_target(state, &route.table, params.get(route.param)?)?];
+        let target = match route.param {
+            Some(n) => shard_target(state, &route.table, params.get(n)?)?,
+            None => sole_target(state, &route.table)?,
+        };
+        let targets = vec![target];
         Some(Plan::Direct {
             targets,
             sql: route.sql,
@@ -53,13 +60,13 @@ impl RouteCache {
     }
 
     /// Remembers `plan` (made at `state` with `params`) if parameter `param` alone chose
-    /// its one shard.
+    /// its one shard, or (`param` `None`) if it is the one shard of `table`'s keyspace.
     pub fn remember(
         &self,
         state: &ClusterState,
         params: &[Value],
         table: &str,
-        param: usize,
+        param: Option<usize>,
         plan: &Plan,
     ) {
         let Plan::Direct { targets, sql } = plan else {
@@ -68,10 +75,11 @@ impl RouteCache {
         let [planned] = targets.as_slice() else {
             return;
         };
-        let agrees = params
-            .get(param)
-            .and_then(|v| shard_target(state, table, v))
-            .is_some_and(|t| t.shard == planned.shard);
+        let chosen = match param {
+            Some(n) => params.get(n).and_then(|v| shard_target(state, table, v)),
+            None => sole_target(state, table),
+        };
+        let agrees = chosen.is_some_and(|t| t.shard == planned.shard);
         if agrees && let Ok(mut slot) = self.0.lock() {
             *slot = Some(PointRoute {
                 version: state.version,
@@ -81,6 +89,16 @@ impl RouteCache {
             });
         }
     }
+}
+
+/// The primary of the only shard of `table`'s keyspace; `None` if it has more (or none).
+fn sole_target(state: &ClusterState, table: &str) -> Option<crate::plan::Target> {
+    let info = state.tables.get(table)?;
+    let shards = state.keyspace_shards(&info.keyspace);
+    let [only] = shards.as_slice() else {
+        return None;
+    };
+    target(state, only).ok()
 }
 
 /// The primary of the shard that owns `value` as `table`'s shard key, as the planner finds
