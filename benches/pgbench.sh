@@ -11,17 +11,9 @@
 # the TPC-B runs, and writes the table with machine details to benches/RESULTS.md.
 # Everything it starts is stopped on exit. Only 127.0.0.1 is used.
 set -euo pipefail
-# The password `tessera dev` gives its superuser (PostgreSQL ignores it under trust).
-export PGPASSWORD=${PGPASSWORD:-tessera}
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-SCALE="${SCALE:-10}"
-CLIENTS="${CLIENTS:-8}"
 DURATION="${SECONDS_PER_RUN:-30}"
-PG_PORT="${PG_PORT:-55498}"
-TS_PORT="${TS_PORT:-55497}"
-WORK="$(mktemp -d /tmp/tessera-pgbench.XXXXXX)"
-chmod 755 "$WORK"
 source "$ROOT/benches/lib/servers.sh"
 start_postgres "$PG_PORT"
 start_tessera "$TS_PORT" 4 2

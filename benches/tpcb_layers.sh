@@ -13,16 +13,9 @@
 #   bash benches/tpcb_layers.sh                  # scale 10, 20 s per run (about 3 minutes, plus a release build)
 #   SCALE=1 SECONDS_PER_RUN=5 bash benches/tpcb_layers.sh
 set -euo pipefail
-export PGPASSWORD=${PGPASSWORD:-tessera}
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-SCALE="${SCALE:-10}"
-CLIENTS="${CLIENTS:-8}"
 DURATION="${SECONDS_PER_RUN:-20}"
-PG_PORT="${PG_PORT:-55498}"
-TS_PORT="${TS_PORT:-55497}"
-WORK="$(mktemp -d /tmp/tessera-layers.XXXXXX)"
-chmod 755 "$WORK"
 source "$ROOT/benches/lib/servers.sh"
 
 # tpcb PORT USER DB -> tps (after a 3 s warm-up)

@@ -141,11 +141,21 @@ async fn prepared_statements_on_a_one_shard_keyspace_follow_the_table() {
         .prepare("SELECT count(*) FROM kv WHERE v LIKE $1")
         .await
         .unwrap();
-    for k in 0..40 {
-        c.execute(&put, &[&k, &format!("a{k}")]).await.unwrap();
-    }
-    let n: i64 = c.query_one(&count, &[&"a%"]).await.unwrap().get(0);
-    assert_eq!(n, 40);
+    // Rows 0..40 with values `<prefix>k`, put and then counted by the prepared statements.
+    let fill = async |prefix: &str| {
+        for k in 0..40 {
+            c.execute(&put, &[&k, &format!("{prefix}{k}")])
+                .await
+                .unwrap();
+        }
+        let n: i64 = c
+            .query_one(&count, &[&format!("{prefix}%")])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 40);
+    };
+    fill("a").await;
 
     // CREATE KEYSPACE is a statement of its own (it is not sqlparser's).
     c.batch_execute("DROP TABLE kv").await.unwrap();
@@ -155,11 +165,7 @@ async fn prepared_statements_on_a_one_shard_keyspace_follow_the_table() {
     c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text) WITH (keyspace = 'wide')")
         .await
         .unwrap();
-    for k in 0..40 {
-        c.execute(&put, &[&k, &format!("b{k}")]).await.unwrap();
-    }
-    let n: i64 = c.query_one(&count, &[&"b%"]).await.unwrap().get(0);
-    assert_eq!(n, 40);
+    fill("b").await;
     // Each row is where a fresh statement looks for it.
     for k in 0..40 {
         let row = c

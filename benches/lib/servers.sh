@@ -1,10 +1,19 @@
-# Sourced by the pgbench scripts: starts the reference PostgreSQL 15 and `tessera dev`
-# under $WORK, and stops both on exit. Only 127.0.0.1 is used.
+# Sourced by the pgbench scripts: their shared settings, and starting the reference
+# PostgreSQL 15 and `tessera dev` under a fresh $WORK, both stopped on exit. Only
+# 127.0.0.1 is used.
 #
-#   WORK=... ; source benches/lib/servers.sh
+#   ROOT=... ; source "$ROOT/benches/lib/servers.sh"
 #   start_postgres PORT                 # fsync on, synchronous_commit on, 256MB buffers
 #   start_tessera PORT SHARDS REPLICAS  # release build, 2 nodes; sets TS_PID
 #   stop_tessera
+# The password `tessera dev` gives its superuser (PostgreSQL ignores it under trust).
+export PGPASSWORD=${PGPASSWORD:-tessera}
+SCALE="${SCALE:-10}"
+CLIENTS="${CLIENTS:-8}"
+PG_PORT="${PG_PORT:-55498}"
+TS_PORT="${TS_PORT:-55497}"
+WORK="$(mktemp -d /tmp/tessera-bench.XXXXXX)"
+chmod 755 "$WORK"
 PG_BIN=/usr/lib/postgresql/15/bin
 SERVER_PIDS=()
 
