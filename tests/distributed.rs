@@ -251,3 +251,41 @@ async fn keyspace_by_sql_on_its_own_nodes() {
         "rebalance keeps billing off node 1: {moves:?}"
     );
 }
+
+/// INSERT … SELECT into a table of a one-shard keyspace runs on that shard only when the
+/// query reads nothing else; rows from another keyspace pass through the router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_select_into_a_one_shard_keyspace_reads_other_keyspaces() {
+    let cluster = start_cluster(2, 2, 1).await;
+    let c = cluster.client().await;
+    c.batch_execute("CREATE KEYSPACE solo WITH (shards = 1, replicas = 1)")
+        .await
+        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE src (id int PRIMARY KEY, v int);
+         INSERT INTO src VALUES (1, 10), (2, 20), (3, 30);
+         CREATE TABLE dst (id int PRIMARY KEY, v int) WITH (keyspace = 'solo')",
+    )
+    .await
+    .unwrap();
+    let sum = async || -> i64 {
+        c.query_one("SELECT coalesce(sum(v), 0)::bigint FROM dst", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let n = c
+        .execute("INSERT INTO dst SELECT id, v FROM src WHERE v > 10", &[])
+        .await
+        .unwrap();
+    assert_eq!((n, sum().await), (2, 50));
+    // Reading only its own keyspace, the shard runs it.
+    let n = c
+        .execute(
+            "INSERT INTO dst WITH d AS (SELECT id, v FROM dst) SELECT id + 100, v FROM d",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((n, sum().await), (2, 100));
+}

@@ -722,9 +722,10 @@ impl Router {
             .iter()
             .filter_map(|t| state.tables.get(t).map(|info| info.keyspace.as_str()))
             .collect();
-        if keyspaces.len() > 1 && matches!(stmt, Statement::Query(_)) {
-            // No shard holds tables of two keyspaces: the router describes the query over
-            // empty copies of them, as it would run it over their gathered rows.
+        if keyspaces.len() > 1 && matches!(stmt, Statement::Query(_) | Statement::Insert(_)) {
+            // No shard holds tables of two keyspaces: the router describes the query (or
+            // the INSERT … SELECT it runs at the router) over empty copies of them, as it
+            // would run it over their gathered rows.
             let mut mem = MemTables::new(self.row_budget);
             for t in &tables {
                 if let Some(info) = state.tables.get(t) {

@@ -23,8 +23,9 @@ use crate::session::SessionTxn;
 /// Rows per VALUES batch sent through the insert path.
 const BATCH_ROWS: usize = 500;
 
-/// Whether `insert` reads its rows from a query and writes a table of several shards (one
-/// shard runs INSERT … SELECT itself).
+/// Whether `insert` reads its rows from a query and writes a table of several shards, or
+/// reads anything but tables of its target's one-shard keyspace (that shard runs
+/// INSERT … SELECT itself only when it holds everything the query reads).
 pub fn runs_at_router(state: &ClusterState, insert: &ast::Insert) -> bool {
     let Some(source) = insert.source.as_deref() else {
         return false;
@@ -35,10 +36,24 @@ pub fn runs_at_router(state: &ClusterState, insert: &ast::Insert) -> bool {
     let ast::TableObject::TableName(name) = &insert.table else {
         return false;
     };
-    state
-        .tables
-        .get(&table_name(name))
-        .is_some_and(|t| state.keyspace_shards(&t.keyspace).len() > 1)
+    let Some(target) = state.tables.get(&table_name(name)) else {
+        return false;
+    };
+    if state.keyspace_shards(&target.keyspace).len() > 1 {
+        return true;
+    }
+    // Another keyspace's tables, system views and catalogs are not on the target's shard.
+    let query = Statement::Query(Box::new(source.clone()));
+    let ctes = crate::views::cte_names(&query);
+    crate::plan::relations(&query)
+        .iter()
+        .filter(|r| !ctes.contains(*r))
+        .any(|r| {
+            state
+                .tables
+                .get(r)
+                .is_none_or(|t| t.keyspace != target.keyspace)
+        })
 }
 
 impl Router {
