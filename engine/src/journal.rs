@@ -357,14 +357,29 @@ fn sync_dir(path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn dir() -> PathBuf {
+    /// A fresh directory, removed with everything in it when the guard drops.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn join(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir() -> Scratch {
         let d = std::env::temp_dir().join(format!(
             "tessera-journal-{}-{}",
             std::process::id(),
             rand::random::<u64>()
         ));
         std::fs::create_dir_all(&d).unwrap();
-        d
+        Scratch(d)
     }
 
     fn forget(id: u64) -> Vec<Redo> {
@@ -377,7 +392,8 @@ mod tests {
 
     #[test]
     fn entries_read_back_in_order_and_a_torn_tail_ends_the_journal() {
-        let path = dir().join("j.journal");
+        let scratch = dir();
+        let path = scratch.join("j.journal");
         let (mut j, found) = Journal::open(&path, 7).unwrap();
         assert!(found.is_empty());
         for i in 1..=3 {
@@ -405,7 +421,8 @@ mod tests {
 
     #[test]
     fn a_new_run_overwrites_the_old_and_replay_takes_only_the_current_run() {
-        let path = dir().join("j.journal");
+        let scratch = dir();
+        let path = scratch.join("j.journal");
         let (mut j, _) = Journal::open(&path, 1).unwrap();
         for i in 1..=5 {
             j.append(&forget(i), true).unwrap();
@@ -446,7 +463,8 @@ mod tests {
 
     #[test]
     fn a_journal_of_another_incarnation_is_ignored_and_started_afresh() {
-        let path = dir().join("j.journal");
+        let scratch = dir();
+        let path = scratch.join("j.journal");
         let (mut j, _) = Journal::open(&path, 1).unwrap();
         j.append(&forget(1), true).unwrap();
         drop(j);

@@ -2449,7 +2449,7 @@ mod tests {
     /// crash after it keeps them although the redb file never saw a synced commit.
     #[test]
     fn a_replica_applies_into_its_journal_and_a_flush_syncs_it() {
-        let (primary, _) = shard("journal-upstream");
+        let (primary, upstream) = shard("journal-upstream");
         table_of(&primary, 5);
         let records = primary.snapshot().unwrap().changes_after(0, 100).unwrap();
         assert_eq!(records.len(), 6);
@@ -2470,6 +2470,8 @@ mod tests {
         run(&primary, "INSERT INTO a VALUES (9, 9)");
         let next = primary.snapshot().unwrap().changes_after(6, 100).unwrap();
         assert_eq!(back.apply(&next, true).unwrap(), 7);
+        let _ = std::fs::remove_dir_all(upstream);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// The files as a kill -9 at this moment would leave them (the page cache survives
@@ -2619,6 +2621,7 @@ mod tests {
         };
         assert_eq!(again.stats().unwrap().lsn, 24);
         assert_eq!(count(&again), Value::Int(22));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// A prepared transaction survives a restart with its locks, commits exactly once on
