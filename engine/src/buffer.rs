@@ -222,12 +222,7 @@ impl ReadTxn for TxnView<'_> {
     fn referencing_tables(&self, table: &str) -> Result<Vec<String>> {
         if !self.set.ddl.is_empty() {
             // This transaction changed the catalog: its own view of it decides.
-            return Ok(self
-                .schemas()?
-                .into_iter()
-                .filter(|s| crate::txn::references(s, table))
-                .map(|s| s.name)
-                .collect());
+            return Ok(crate::txn::referencing(self.schemas()?, table));
         }
         self.base.referencing_tables(table)
     }

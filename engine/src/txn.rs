@@ -26,12 +26,7 @@ pub trait ReadTxn {
     /// itself (UPDATE and DELETE ask this of every statement, so a reader that can answer
     /// without decoding the whole catalog overrides it).
     fn referencing_tables(&self, table: &str) -> Result<Vec<String>> {
-        Ok(self
-            .schemas()?
-            .into_iter()
-            .filter(|s| references(s, table))
-            .map(|s| s.name)
-            .collect())
+        Ok(referencing(self.schemas()?, table))
     }
     /// Rows of `table` whose key lies in `range`, in key order.
     fn scan(&self, table: &str, range: KeyRange) -> Result<RowIter<'_>>;
@@ -55,6 +50,15 @@ pub trait ReadTxn {
 /// True if `schema` (possibly `table` itself) has a foreign key to `table`.
 pub fn references(schema: &TableSchema, table: &str) -> bool {
     schema.foreign_keys.iter().any(|f| f.ref_table == table)
+}
+
+/// The names of `schemas` that reference `table` (see [`ReadTxn::referencing_tables`]).
+pub fn referencing(schemas: Vec<TableSchema>, table: &str) -> Vec<String> {
+    schemas
+        .into_iter()
+        .filter(|s| references(s, table))
+        .map(|s| s.name)
+        .collect()
 }
 
 /// What locking a row found: whether a transaction that committed after this statement's

@@ -1192,12 +1192,13 @@ impl<'a> Planner<'a> {
             let ks = *keyspaces.iter().next().unwrap_or(&DEFAULT_KEYSPACE);
             // (With no shard placed, `keyspace_targets` reports that.)
             if self.state.keyspace_shards(ks).len() <= 1 {
+                let targets = self.keyspace_targets(ks)?;
                 // Only a statement planned as written: a catalog rewrite is left to planning.
                 if !rewrote {
                     *self.point.borrow_mut() = Some((infos[0].schema.name.clone(), None));
                 }
                 return Ok(Plan::Direct {
-                    targets: self.keyspace_targets(ks)?,
+                    targets,
                     sql: stmt.to_string(),
                 });
             }

@@ -453,11 +453,7 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
         }
     }
     if let Some(oc) = &p.on_conflict {
-        if !p.schema.foreign_keys.is_empty() {
-            for row in &new_rows {
-                super::foreign_keys::check_child(&p.schema, row, txn)?;
-            }
-        }
+        super::foreign_keys::check_children(&p.schema, &new_rows, txn)?;
         let written = super::upsert::run(p, oc, new_rows, txn, params)?;
         return result("INSERT", &p.returning, &written, &*txn, params);
     }
@@ -484,11 +480,7 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
     // Checked once the statement's rows are written, as PostgreSQL checks at the end of the
     // statement: a row may reference another row of the same INSERT. A failure discards the
     // statement's writes with the statement.
-    if !p.schema.foreign_keys.is_empty() {
-        for row in &new_rows {
-            super::foreign_keys::check_child(&p.schema, row, txn)?;
-        }
-    }
+    super::foreign_keys::check_children(&p.schema, &new_rows, txn)?;
     result("INSERT", &p.returning, &new_rows, &*txn, params)
 }
 
@@ -708,11 +700,7 @@ pub fn run_update(p: &UpdatePlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
         txn.put(&p.schema.name, new_key, new.clone())?;
         written.push(new);
     }
-    if !p.schema.foreign_keys.is_empty() {
-        for new in &written {
-            super::foreign_keys::check_child(&p.schema, new, txn)?;
-        }
-    }
+    super::foreign_keys::check_children(&p.schema, &written, txn)?;
     result("UPDATE", &p.returning, &written, &*txn, params)
 }
 

@@ -185,6 +185,18 @@ fn names(schema: &TableSchema, columns: &[usize]) -> String {
         .join(", ")
 }
 
+/// [`check_child`] for each of `rows`.
+pub fn check_children(
+    child: &TableSchema,
+    rows: &[Vec<Value>],
+    txn: &mut dyn WriteTxn,
+) -> Result<()> {
+    if child.foreign_keys.is_empty() {
+        return Ok(());
+    }
+    rows.iter().try_for_each(|row| check_child(child, row, txn))
+}
+
 /// 23503 unless every foreign key of `child` finds its parent row for `row` (NULLs pass).
 pub fn check_child(child: &TableSchema, row: &[Value], txn: &mut dyn WriteTxn) -> Result<()> {
     for fk in &child.foreign_keys {
