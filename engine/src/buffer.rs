@@ -174,9 +174,9 @@ impl<'a> TxnView<'a> {
     }
 
     fn require_table(&self, table: &str) -> Result<()> {
-        match self.schema(table)? {
-            Some(_) => Ok(()),
-            None => Err(Error::undefined_table(table)),
+        match self.has_table(table)? {
+            true => Ok(()),
+            false => Err(Error::undefined_table(table)),
         }
     }
 
@@ -200,6 +200,13 @@ impl ReadTxn for TxnView<'_> {
         match self.set.ddl.get(table) {
             Some(pending) => Ok(pending.clone()),
             None => self.base.schema(table),
+        }
+    }
+
+    fn has_table(&self, table: &str) -> Result<bool> {
+        match self.set.ddl.get(table) {
+            Some(pending) => Ok(pending.is_some()),
+            None => self.base.has_table(table),
         }
     }
 

@@ -269,6 +269,11 @@ impl ReadTxn for Snapshot {
         }
     }
 
+    fn has_table(&self, table: &str) -> Result<bool> {
+        let catalog = self.txn.open_table(CATALOG).map_err(storage_err)?;
+        Ok(catalog.get(table).map_err(storage_err)?.is_some())
+    }
+
     fn schemas(&self) -> Result<Vec<TableSchema>> {
         let catalog = self.txn.open_table(CATALOG).map_err(storage_err)?;
         let mut out = Vec::new();

@@ -22,6 +22,11 @@ pub trait ReadTxn {
     fn schema(&self, table: &str) -> Result<Option<TableSchema>>;
     /// Every table's schema, by name.
     fn schemas(&self) -> Result<Vec<TableSchema>>;
+    /// Whether the table exists (a reader that can tell without decoding its schema
+    /// overrides it: every row a statement reads or writes asks).
+    fn has_table(&self, table: &str) -> Result<bool> {
+        Ok(self.schema(table)?.is_some())
+    }
     /// The tables whose foreign keys reference `table`, itself included if it references
     /// itself (UPDATE and DELETE ask this of every statement, so a reader that can answer
     /// without decoding the whole catalog overrides it).
