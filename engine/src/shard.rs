@@ -131,6 +131,13 @@ pub struct PreparedTxn {
     pub prepared_at_ms: u64,
 }
 
+/// What the in-doubt resolver needs of a prepared transaction (`Shard::prepared`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreparedInfo {
+    pub coordinator: ShardId,
+    pub prepared_at_ms: u64,
+}
+
 /// Work waiting in the group-commit queue. Everything queued while a batch is written goes
 /// into the next batch: one redb write transaction, one fsync. Two-phase-commit steps share
 /// batches with commits, so a distributed transaction's prepare, decision and finish cost no
@@ -183,26 +190,41 @@ struct Queue {
     done: HashMap<u64, Result<u64>>,
 }
 
+/// A commit writing more rows than this is remembered by its tables alone.
+const SUMMARY_MAX_KEYS: usize = 1024;
+
 /// What a committed transaction wrote, for SERIALIZABLE validation.
 #[derive(Clone)]
 struct CommitSummary {
     lsn: u64,
-    keys: HashSet<(String, Vec<u8>)>,
+    /// The rows written, or `None` for a large commit, which then counts as having written
+    /// every row of its `tables`. *Why:* copying every key of a COPY or a table rewrite
+    /// cost a tenth of its CPU and kept its keys in memory as long as the history; a
+    /// serializable transaction overlapping it may now fail with 40001 where it need not.
+    keys: Option<HashSet<(String, Vec<u8>)>>,
     tables: HashSet<String>,
 }
 
 impl CommitSummary {
     fn of(lsn: u64, changes: &[Change]) -> Self {
+        let rows = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Put { .. } | Change::Delete { .. }))
+            .count();
         let mut s = CommitSummary {
             lsn,
-            keys: HashSet::new(),
+            keys: (rows <= SUMMARY_MAX_KEYS).then(HashSet::new),
             tables: HashSet::new(),
         };
         for c in changes {
             match c {
                 Change::Put { table, key, .. } | Change::Delete { table, key } => {
-                    s.keys.insert((table.clone(), key.clone()));
-                    s.tables.insert(table.clone());
+                    if let Some(keys) = &mut s.keys {
+                        keys.insert((table.clone(), key.clone()));
+                    }
+                    if !s.tables.contains(table) {
+                        s.tables.insert(table.clone());
+                    }
                 }
                 Change::CreateTable { schema } => {
                     s.tables.insert(schema.name.clone());
@@ -234,9 +256,11 @@ fn conflicts<'a>(
         if c.lsn <= snapshot_lsn {
             continue;
         }
-        if c.tables.iter().any(|t| reads.tables.contains(t))
-            || c.keys.iter().any(|k| reads.keys.contains(k))
-        {
+        let wrote_a_read_row = match &c.keys {
+            Some(keys) => keys.iter().any(|k| reads.keys.contains(k)),
+            None => reads.keys.iter().any(|(t, _)| c.tables.contains(t)),
+        };
+        if wrote_a_read_row || c.tables.iter().any(|t| reads.tables.contains(t)) {
             return true;
         }
     }
@@ -664,11 +688,23 @@ impl Shard {
         Ok(())
     }
 
-    /// Prepared transactions and the shard coordinating each.
-    pub fn prepared(&self) -> Vec<(TxnId, PreparedTxn)> {
+    /// Prepared transactions, the shard coordinating each and when it was prepared. Their
+    /// changes are left out: the in-doubt resolver lists them twice a second, and a
+    /// prepared COPY or table rewrite holds hundreds of thousands of rows.
+    pub fn prepared(&self) -> Vec<(TxnId, PreparedInfo)> {
         self.prepared
             .lock()
-            .map(|p| p.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .map(|p| {
+                p.iter()
+                    .map(|(k, v)| {
+                        let info = PreparedInfo {
+                            coordinator: v.coordinator,
+                            prepared_at_ms: v.prepared_at_ms,
+                        };
+                        (*k, info)
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -2490,6 +2526,35 @@ mod tests {
             sync_commits: with_journal,
         };
         Shard::open(&to.join("s.redb"), 0, 1, hlc, opts).unwrap()
+    }
+
+    /// A commit of more rows than `SUMMARY_MAX_KEYS` conflicts with any read of its
+    /// tables; one of exactly that many is still remembered row by row.
+    #[test]
+    fn a_large_commit_is_remembered_by_its_tables() {
+        let key = |i: u32| i.to_be_bytes().to_vec();
+        let changes: Vec<Change> = (0..=SUMMARY_MAX_KEYS as u32)
+            .map(|i| Change::Delete {
+                table: "big".into(),
+                key: key(i),
+            })
+            .collect();
+        let large = CommitSummary::of(10, &changes);
+        let small = CommitSummary::of(10, &changes[..2]);
+        let at_limit = CommitSummary::of(10, &changes[..SUMMARY_MAX_KEYS]);
+        assert!(large.keys.is_none() && small.keys.is_some() && at_limit.keys.is_some());
+        let read = |table: &str, k: Vec<u8>| ReadSet {
+            keys: [(table.to_string(), k)].into(),
+            tables: HashSet::new(),
+        };
+        // A row the large commit never wrote still conflicts: only its table is known.
+        let unwritten = read("big", key(u32::MAX));
+        assert!(conflicts(9, &unwritten, [&large].into_iter()));
+        assert!(!conflicts(9, &unwritten, [&small].into_iter()));
+        assert!(conflicts(9, &read("big", key(1)), [&small].into_iter()));
+        assert!(!conflicts(9, &read("other", key(1)), [&large].into_iter()));
+        // A snapshot taken after the commit sees it: no conflict.
+        assert!(!conflicts(10, &unwritten, [&large].into_iter()));
     }
 
     /// The catalog answers which tables reference a table without decoding entries that
