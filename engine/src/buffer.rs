@@ -174,9 +174,10 @@ impl<'a> TxnView<'a> {
     }
 
     fn require_table(&self, table: &str) -> Result<()> {
-        match self.has_table(table)? {
-            true => Ok(()),
-            false => Err(Error::undefined_table(table)),
+        if self.has_table(table)? {
+            Ok(())
+        } else {
+            Err(Error::undefined_table(table))
         }
     }
 
