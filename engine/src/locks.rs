@@ -1,7 +1,7 @@
 //! Row locks: which transaction may write a row, and who waits for whom.
 //!
 //! ```text
-//!  holders: (table, key) → txn          waits_for: txn → txn it waits for
+//!  holders: table → key → txn           waits_for: txn → txn it waits for
 //!  acquire: free → take it │ mine → ok │ held → deadlock check, then wait (lock_timeout)
 //!  release_all(txn) at commit or rollback wakes every waiter
 //! ```
@@ -21,9 +21,36 @@ type LockKey = (String, Vec<u8>);
 
 #[derive(Default)]
 struct State {
-    holders: HashMap<LockKey, TxnId>,
+    /// By table, then key: a lookup borrows the caller's name and key, so asking again for a
+    /// lock the transaction holds (every `put` after its `lock_row`) allocates nothing.
+    holders: HashMap<String, HashMap<Vec<u8>, TxnId>>,
     held: HashMap<TxnId, Vec<LockKey>>,
     waits_for: HashMap<TxnId, TxnId>,
+}
+
+impl State {
+    fn holder(&self, table: &str, key: &[u8]) -> Option<TxnId> {
+        self.holders
+            .get(table)
+            .and_then(|keys| keys.get(key))
+            .copied()
+    }
+
+    fn take(&mut self, txn: TxnId, table: &str, key: &[u8]) {
+        match self.holders.get_mut(table) {
+            Some(keys) => {
+                keys.insert(key.to_vec(), txn);
+            }
+            None => {
+                self.holders
+                    .insert(table.to_string(), HashMap::from([(key.to_vec(), txn)]));
+            }
+        }
+        self.held
+            .entry(txn)
+            .or_default()
+            .push((table.to_string(), key.to_vec()));
+    }
 }
 
 #[derive(Default)]
@@ -51,12 +78,10 @@ impl LockTable {
             .state
             .lock()
             .map_err(|_| Error::internal("lock table poisoned"))?;
-        let lock_key = (table.to_string(), key.to_vec());
-        match state.holders.get(&lock_key) {
-            Some(&h) => Ok(h == txn),
+        match state.holder(table, key) {
+            Some(h) => Ok(h == txn),
             None => {
-                state.holders.insert(lock_key.clone(), txn);
-                state.held.entry(txn).or_default().push(lock_key);
+                state.take(txn, table, key);
                 Ok(true)
             }
         }
@@ -71,22 +96,22 @@ impl LockTable {
         timeout: Option<Duration>,
         cancelled: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let lock_key = (table.to_string(), key.to_vec());
+        let mut deadline = None;
         let mut state = self
             .state
             .lock()
             .map_err(|_| Error::internal("lock table poisoned"))?;
         loop {
-            let holder = match state.holders.get(&lock_key) {
+            let holder = match state.holder(table, key) {
                 None => {
-                    state.holders.insert(lock_key.clone(), txn);
-                    state.held.entry(txn).or_default().push(lock_key);
+                    state.take(txn, table, key);
                     return Ok(());
                 }
-                Some(&h) if h == txn => return Ok(()),
-                Some(&h) => h,
+                Some(h) if h == txn => return Ok(()),
+                Some(h) => h,
             };
+            // Timed from the first wait: a lock that is free or already ours needs no clock.
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
             if Self::closes_cycle(&state, txn, holder) {
                 state.waits_for.remove(&txn);
                 return Err(Error::new(sqlstate::DEADLOCK_DETECTED, "deadlock detected")
@@ -142,8 +167,13 @@ impl LockTable {
     pub fn release_all(&self, txn: TxnId) {
         if let Ok(mut state) = self.state.lock() {
             if let Some(keys) = state.held.remove(&txn) {
-                for k in keys {
-                    state.holders.remove(&k);
+                for (table, key) in keys {
+                    if let Some(held) = state.holders.get_mut(&table) {
+                        held.remove(&key);
+                        if held.is_empty() {
+                            state.holders.remove(&table);
+                        }
+                    }
                 }
             }
             state.waits_for.remove(&txn);
@@ -153,7 +183,10 @@ impl LockTable {
 
     /// Number of rows currently locked (for tests and metrics).
     pub fn locked_rows(&self) -> usize {
-        self.state.lock().map(|s| s.holders.len()).unwrap_or(0)
+        self.state
+            .lock()
+            .map(|s| s.holders.values().map(HashMap::len).sum())
+            .unwrap_or(0)
     }
 }
 

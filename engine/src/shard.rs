@@ -2150,13 +2150,33 @@ fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
                 None => Ok(None),
             }
         };
+    // The data table the last row change opened, kept open while changes stay on it: a
+    // large record (a COPY, a table rewrite) is a long run of rows of one table, and opening
+    // the table for each row was a tenth of applying it. Closed before any DDL, which may
+    // drop or redefine it.
+    let mut open: Option<(&str, redb::Table<&[u8], &[u8]>)> = None;
     for change in &record.changes {
-        match change {
-            Change::Put { table, key, row } => {
+        let rows_of = match change {
+            Change::Put { table, .. } | Change::Delete { table, .. } => Some(table.as_str()),
+            _ => None,
+        };
+        match (rows_of, &open) {
+            (Some(table), Some((name, _))) if *name == table => {}
+            (Some(table), _) => {
+                drop(open.take());
                 let name = storage::data_table_name(table);
-                let mut t = txn
+                let t = txn
                     .open_table(storage::data_table(&name))
                     .map_err(storage_err)?;
+                open = Some((table, t));
+            }
+            (None, _) => open = None,
+        }
+        match change {
+            Change::Put { table, key, row } => {
+                let Some((_, t)) = open.as_mut() else {
+                    return Err(Error::internal("row change without its table"));
+                };
                 let old = t
                     .insert(key.as_slice(), row.as_slice())
                     .map_err(storage_err)?;
@@ -2166,10 +2186,9 @@ fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
                 }
             }
             Change::Delete { table, key } => {
-                let name = storage::data_table_name(table);
-                let mut t = txn
-                    .open_table(storage::data_table(&name))
-                    .map_err(storage_err)?;
+                let Some((_, t)) = open.as_mut() else {
+                    return Err(Error::internal("row change without its table"));
+                };
                 let old = t.remove(key.as_slice()).map_err(storage_err)?;
                 if indexes.tracks(&catalog, table)? {
                     let old = old.map(|g| g.value().to_vec());
@@ -2197,6 +2216,7 @@ fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
             }
         }
     }
+    drop(open);
     drop(catalog);
     indexes.finish(txn)?;
     let bytes = frame::encode(record)?;
