@@ -131,6 +131,10 @@ pub struct NodeArgs {
     /// Change-log records kept behind the newest before trimming.
     #[arg(long)]
     log_retain: Option<u64>,
+    /// Bytes of change-log records kept per shard copy; over it, the oldest are trimmed
+    /// (default 64 MiB).
+    #[arg(long)]
+    log_retain_bytes: Option<u64>,
     #[arg(long, env = "TESSERA_SECRET", hide_env_values = true)]
     secret: Option<String>,
 }
@@ -144,6 +148,7 @@ struct NodeFile {
     data: Option<PathBuf>,
     meta: Option<Vec<String>>,
     log_retain: Option<u64>,
+    log_retain_bytes: Option<u64>,
     secret: Option<String>,
 }
 
@@ -161,6 +166,9 @@ impl NodeArgs {
         let mut shard = engine::shard::ShardOptions::default();
         if let Some(n) = self.log_retain.or(f.log_retain) {
             shard.log_retain = n;
+        }
+        if let Some(n) = self.log_retain_bytes.or(f.log_retain_bytes) {
+            shard.log_retain_bytes = n;
         }
         Ok(replication::node_runtime::NodeConfig {
             id: self

@@ -1179,6 +1179,7 @@ mod tests {
         let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
         let opts = ShardOptions {
             log_retain: 1000,
+            log_retain_bytes: 64 << 20,
             sync_commits: false,
         };
         let svc = Arc::new(NodeService::new(1, dir.clone(), hlc, opts).unwrap());

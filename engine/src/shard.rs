@@ -42,12 +42,16 @@ use crate::read_plans::{ReadPlan, ReadPlans};
 use crate::sql::{self, Statement};
 use crate::storage::{
     self, CATALOG, CHANGELOG, DECISIONS, PREPARED, STATE, STATE_JOURNAL, STATE_JOURNAL_ID,
-    STATE_LOG_START, STATE_LSN, STATE_PLACEMENT_EPOCH, STATE_TXN, Snapshot, storage_err,
+    STATE_LOG_BYTES, STATE_LOG_START, STATE_LSN, STATE_PLACEMENT_EPOCH, STATE_TXN, Snapshot,
+    storage_err,
 };
 use crate::txn::ReadTxn;
 
 /// How long a lock wait may last before it is presumed part of a cross-shard deadlock.
 pub const DEADLOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The newest change-log records the byte bound never trims (see `Shard::trim_log`).
+const LOG_KEPT_BY_BYTES: u64 = 1024;
 
 /// Commits remembered for SERIALIZABLE validation; a transaction older than all of them fails.
 const RECENT_COMMITS: usize = 8192;
@@ -61,6 +65,9 @@ static AUTOCOMMIT_IDS: AtomicU64 = AtomicU64::new(1);
 pub struct ShardOptions {
     /// Change-log records kept behind the newest; older ones are trimmed.
     pub log_retain: u64,
+    /// The bytes of change-log records kept; once over, the oldest are trimmed down to half
+    /// of it (sparing the newest `LOG_KEPT_BY_BYTES` records).
+    pub log_retain_bytes: u64,
     /// fsync every commit (`Immediate`) or leave durability to the next synced commit.
     pub sync_commits: bool,
 }
@@ -69,6 +76,7 @@ impl Default for ShardOptions {
     fn default() -> Self {
         ShardOptions {
             log_retain: 100_000,
+            log_retain_bytes: 64 << 20,
             sync_commits: true,
         }
     }
@@ -1504,36 +1512,61 @@ impl Shard {
     /// trimming one record per commit rewrote the log's first leaf and its branch pages (and
     /// the `state` page) in every commit; waiting until a 64th of the window is due spreads
     /// that over many commits. Keeping a few more records than `log_retain` is harmless.
+    ///
+    /// The log is also bounded in bytes: once its records hold more than `log_retain_bytes`,
+    /// the oldest go until they hold half of that, sparing the newest `LOG_KEPT_BY_BYTES`
+    /// (a replica streaming the log reads them from here). *Why:* a COPY or a table rewrite
+    /// is one record of hundreds of megabytes, and a count of records alone kept a few of
+    /// them for as long as it took 100 000 small commits to follow: after `pgbench -i -s
+    /// 10` each shard copy's file held a gigabyte of log for 26 MB of rows. A subscriber
+    /// that needs a trimmed record gets a snapshot, as with the count.
     fn trim_log(&self, txn: &WriteTransaction, lsn: u64) -> Result<()> {
-        if lsn <= self.opts.log_retain {
-            return Ok(());
-        }
-        let cutoff = lsn - self.opts.log_retain;
         let slack = (self.opts.log_retain / 64).max(1);
-        // Set before the commit: if it fails the hint is ahead of the log for a while, and
-        // the next trim (which pops everything up to its cutoff) catches up.
-        if cutoff < self.log_start.load(Ordering::Relaxed) + slack - 1 {
+        let by_count = lsn.saturating_sub(self.opts.log_retain);
+        let count_due =
+            by_count > 0 && by_count >= self.log_start.load(Ordering::Relaxed) + slack - 1;
+        let mut state = txn.open_table(STATE).map_err(storage_err)?;
+        let mut log_bytes = state
+            .get(STATE_LOG_BYTES)
+            .map_err(storage_err)?
+            .map_or(0, |b| b.value());
+        let budget = self.opts.log_retain_bytes;
+        let over_budget = log_bytes > budget;
+        if !count_due && !over_budget {
             return Ok(());
         }
-        self.log_start.store(cutoff + 1, Ordering::Relaxed);
+        let cutoff = if count_due { by_count } else { 0 };
+        let byte_floor = lsn.saturating_sub(LOG_KEPT_BY_BYTES);
+        if count_due {
+            // Set before the commit: if it fails the hint is ahead of the log for a while,
+            // and the next trim (which pops everything up to its cutoff) catches up.
+            self.log_start.fetch_max(cutoff + 1, Ordering::Relaxed);
+        }
         let mut log = txn.open_table(CHANGELOG).map_err(storage_err)?;
-        let mut trimmed = false;
+        let mut new_start = None;
         loop {
-            let first = log.first().map_err(storage_err)?.map(|(k, _)| k.value());
-            match first {
-                Some(lsn) if lsn <= cutoff => {
-                    log.pop_first().map_err(storage_err)?;
-                    trimmed = true;
-                }
-                _ => break,
+            let Some((first, len)) = log
+                .first()
+                .map_err(storage_err)?
+                .map(|(k, v)| (k.value(), v.value().len() as u64))
+            else {
+                break;
+            };
+            let by_bytes = over_budget && log_bytes > budget / 2 && first <= byte_floor;
+            if first > cutoff && !by_bytes {
+                break;
             }
+            log.pop_first().map_err(storage_err)?;
+            log_bytes = log_bytes.saturating_sub(len);
+            new_start = Some(first + 1);
         }
         drop(log);
-        if trimmed {
-            let mut state = txn.open_table(STATE).map_err(storage_err)?;
+        if let Some(start) = new_start {
+            state.insert(STATE_LOG_START, start).map_err(storage_err)?;
             state
-                .insert(STATE_LOG_START, cutoff + 1)
+                .insert(STATE_LOG_BYTES, log_bytes)
                 .map_err(storage_err)?;
+            self.log_start.fetch_max(start, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -1860,6 +1893,7 @@ impl SnapshotLoad<'_> {
             state
                 .insert(STATE_LOG_START, lsn + 1)
                 .map_err(storage_err)?;
+            state.insert(STATE_LOG_BYTES, 0).map_err(storage_err)?;
         }
         let mut journal = self.journal;
         journal_and_commit(self.txn, journal.as_deref_mut(), true, &[], true, true)?;
@@ -2140,6 +2174,9 @@ fn check_schemas(txn: &WriteTransaction, schemas: &[(String, Vec<u8>)]) -> Resul
 }
 
 /// Applies a record's changes and appends it to the change log, in the caller's transaction.
+/// A SQL table's rows, open in a write transaction.
+type RowTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+
 fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
     let mut catalog = txn.open_table(CATALOG).map_err(storage_err)?;
     let mut indexes = index::Upkeep::default();
@@ -2154,7 +2191,7 @@ fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
     // large record (a COPY, a table rewrite) is a long run of rows of one table, and opening
     // the table for each row was a tenth of applying it. Closed before any DDL, which may
     // drop or redefine it.
-    let mut open: Option<(&str, redb::Table<&[u8], &[u8]>)> = None;
+    let mut open: Option<(&str, RowTable)> = None;
     for change in &record.changes {
         let rows_of = match change {
             Change::Put { table, .. } | Change::Delete { table, .. } => Some(table.as_str()),
@@ -2220,13 +2257,23 @@ fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
     drop(catalog);
     indexes.finish(txn)?;
     let bytes = frame::encode(record)?;
-    txn.open_table(CHANGELOG)
+    let replaced = txn
+        .open_table(CHANGELOG)
         .map_err(storage_err)?
         .insert(record.lsn, bytes.as_slice())
-        .map_err(storage_err)?;
-    txn.open_table(STATE)
         .map_err(storage_err)?
-        .insert(STATE_LSN, record.lsn)
+        .map_or(0, |old| old.value().len() as u64);
+    let mut state = txn.open_table(STATE).map_err(storage_err)?;
+    state.insert(STATE_LSN, record.lsn).map_err(storage_err)?;
+    let log_bytes = state
+        .get(STATE_LOG_BYTES)
+        .map_err(storage_err)?
+        .map_or(0, |b| b.value());
+    state
+        .insert(
+            STATE_LOG_BYTES,
+            (log_bytes + bytes.len() as u64).saturating_sub(replaced),
+        )
         .map_err(storage_err)?;
     Ok(())
 }
@@ -2241,6 +2288,17 @@ mod tests {
     use super::*;
 
     fn shard(name: &str) -> (Arc<Shard>, PathBuf) {
+        shard_with(
+            name,
+            ShardOptions {
+                log_retain: 1000,
+                log_retain_bytes: 64 << 20,
+                sync_commits: false,
+            },
+        )
+    }
+
+    fn shard_with(name: &str, opts: ShardOptions) -> (Arc<Shard>, PathBuf) {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -2251,10 +2309,6 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
-        let opts = ShardOptions {
-            log_retain: 1000,
-            sync_commits: false,
-        };
         (
             Arc::new(Shard::open(&dir.join("s.redb"), 0, 1, hlc, opts).unwrap()),
             dir,
@@ -2493,6 +2547,7 @@ mod tests {
         let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
         let opts = ShardOptions {
             log_retain: 1000,
+            log_retain_bytes: 64 << 20,
             sync_commits: true,
         };
         (
@@ -2543,9 +2598,63 @@ mod tests {
         let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
         let opts = ShardOptions {
             log_retain: 1000,
+            log_retain_bytes: 64 << 20,
             sync_commits: with_journal,
         };
         Shard::open(&to.join("s.redb"), 0, 1, hlc, opts).unwrap()
+    }
+
+    /// Large records are trimmed from the change log once it holds more than
+    /// `log_retain_bytes`, long before `log_retain` newer records exist, but never one of the
+    /// newest `LOG_KEPT_BY_BYTES`; `state.log_bytes` stays the sum of what is left, across a
+    /// restart too.
+    #[test]
+    fn the_log_is_bounded_in_bytes_sparing_its_newest_records() {
+        let budget = 256 << 10;
+        let opts = ShardOptions {
+            log_retain: 1_000_000,
+            log_retain_bytes: budget,
+            sync_commits: false,
+        };
+        let (s, dir) = shard_with("log-bytes", opts.clone());
+        run(&s, "CREATE TABLE a (k INT PRIMARY KEY, v TEXT)");
+        let long = "x".repeat(1000);
+        for batch in 0..3 {
+            let rows: Vec<String> = (0..200)
+                .map(|i| format!("({}, '{long}')", batch * 200 + i))
+                .collect();
+            run(&s, &format!("INSERT INTO a VALUES {}", rows.join(", ")));
+        }
+        let log_bytes = |s: &Shard| s.snapshot().unwrap().state(STATE_LOG_BYTES).unwrap();
+        let stored = |s: &Shard| -> u64 {
+            let start = s.stats().unwrap().log_start;
+            s.snapshot()
+                .unwrap()
+                .changes_after(start - 1, usize::MAX)
+                .unwrap()
+                .iter()
+                .map(|r| frame::encode(r).unwrap().len() as u64)
+                .sum()
+        };
+        // Over the budget, but every record is among the newest: nothing goes yet.
+        assert_eq!(s.stats().unwrap().log_start, 1);
+        assert!(log_bytes(&s) > budget);
+        assert_eq!(log_bytes(&s), stored(&s));
+        for i in 0..LOG_KEPT_BY_BYTES + 10 {
+            run(&s, &format!("INSERT INTO a VALUES ({}, 'y')", 1000 + i));
+        }
+        let stats = s.stats().unwrap();
+        // Two large records are more than the budget: at most the last is left.
+        assert!(stats.log_start >= 4, "the large records stayed: {stats:?}");
+        assert!(stats.log_start <= stats.lsn - LOG_KEPT_BY_BYTES + 1);
+        assert!(log_bytes(&s) <= budget);
+        assert_eq!(log_bytes(&s), stored(&s));
+        let kept = log_bytes(&s);
+        drop(s);
+        let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
+        let reopened = Shard::open(&dir.join("s.redb"), 0, 1, hlc, opts).unwrap();
+        assert_eq!(log_bytes(&reopened), kept);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// A commit of more rows than `SUMMARY_MAX_KEYS` conflicts with any read of its
@@ -2700,6 +2809,7 @@ mod tests {
             let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
             let opts = ShardOptions {
                 log_retain: 1000,
+                log_retain_bytes: 64 << 20,
                 sync_commits: true,
             };
             Shard::open(&dir.join("crashed-again/s.redb"), 0, 1, hlc, opts).unwrap()
@@ -2727,6 +2837,7 @@ mod tests {
             hlc,
             ShardOptions {
                 log_retain: 1000,
+                log_retain_bytes: 64 << 20,
                 sync_commits: false,
             },
         )

@@ -39,6 +39,9 @@ pub const DECISIONS: TableDefinition<u64, u8> = TableDefinition::new("decisions"
 
 pub const STATE_LSN: &str = "lsn";
 pub const STATE_LOG_START: &str = "log_start";
+/// The bytes of the records in `changelog` (the sum of their encoded lengths), kept in the
+/// commit that changes the log so the byte bound needs no scan (`Shard::trim_log`).
+pub const STATE_LOG_BYTES: &str = "log_bytes";
 pub const STATE_TXN: &str = "txn";
 /// The highest placement epoch under which this node held the copy (see
 /// `Shard::record_placement_epoch`).
@@ -95,6 +98,16 @@ pub fn init(db: &redb::Database) -> Result<()> {
             state
                 .insert(STATE_JOURNAL_ID, rand::random::<u64>() | 1)
                 .map_err(storage_err)?;
+        }
+        if state.get(STATE_LOG_BYTES).map_err(storage_err)?.is_none() {
+            // A new file, or one written before the count was kept: counted once here.
+            let log = txn.open_table(CHANGELOG).map_err(storage_err)?;
+            let mut bytes = 0u64;
+            for entry in log.iter().map_err(storage_err)? {
+                let (_, record) = entry.map_err(storage_err)?;
+                bytes += record.value().len() as u64;
+            }
+            state.insert(STATE_LOG_BYTES, bytes).map_err(storage_err)?;
         }
         drop(state);
         txn.open_table(PREPARED).map_err(storage_err)?;

@@ -301,6 +301,7 @@ mod tests {
         let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
         let opts = ShardOptions {
             log_retain: 5,
+            log_retain_bytes: 64 << 20,
             sync_commits: false,
         };
         let node =
