@@ -35,8 +35,9 @@ type OverlayEntries = std::vec::IntoIter<(Vec<u8>, Option<Vec<Value>>)>;
 #[derive(Default, Clone)]
 pub struct WriteSet {
     writes: BTreeMap<String, Overlay>,
-    /// Tables created (Some) or dropped (None) by this transaction.
-    ddl: BTreeMap<String, Option<TableSchema>>,
+    /// Tables created or redefined (Some) or dropped (None) by this transaction. Shared:
+    /// a table rewrite writes every row against its pending definition.
+    ddl: BTreeMap<String, Option<Arc<TableSchema>>>,
     /// Tables whose snapshot rows are hidden because this transaction (re)created them.
     fresh: BTreeSet<String>,
     /// Index entries of the rows this transaction wrote (their current versions), by index
@@ -135,7 +136,7 @@ pub struct TxnView<'a> {
     /// decoded once: a COPY batch or a table rewrite writes thousands of rows of one table,
     /// and decoding its definition for each row was a seventh of a COPY's time. The
     /// snapshot never changes under a view; definitions pending in the transaction are
-    /// read from `set.ddl` first and never kept here.
+    /// read from `set.ddl` first (shared there) and never kept here.
     base_schemas: RefCell<HashMap<String, Option<Arc<TableSchema>>>>,
 }
 
@@ -184,7 +185,7 @@ impl<'a> TxnView<'a> {
     /// The definition of `table` as this statement sees it (see `base_schemas`).
     fn table_schema(&self, table: &str) -> Result<Option<Arc<TableSchema>>> {
         if let Some(pending) = self.set.ddl.get(table) {
-            return Ok(pending.clone().map(Arc::new));
+            return Ok(pending.clone());
         }
         if let Some(seen) = self.base_schemas.borrow().get(table) {
             return Ok(seen.clone());
@@ -222,7 +223,7 @@ impl<'a> TxnView<'a> {
 impl ReadTxn for TxnView<'_> {
     fn schema(&self, table: &str) -> Result<Option<TableSchema>> {
         match self.set.ddl.get(table) {
-            Some(pending) => Ok(pending.clone()),
+            Some(pending) => Ok(pending.as_deref().cloned()),
             None => self.base.schema(table),
         }
     }
@@ -246,7 +247,7 @@ impl ReadTxn for TxnView<'_> {
             .collect();
         for (name, pending) in &self.set.ddl {
             match pending {
-                Some(s) => by_name.insert(name.clone(), s.clone()),
+                Some(s) => by_name.insert(name.clone(), TableSchema::clone(s)),
                 None => by_name.remove(name),
             };
         }
@@ -432,7 +433,7 @@ impl WriteTxn for TxnView<'_> {
             schema: schema.clone(),
         });
         self.forget_index_entries(&name);
-        self.set.ddl.insert(name.clone(), Some(schema));
+        self.set.ddl.insert(name.clone(), Some(Arc::new(schema)));
         self.set.writes.remove(&name);
         self.set.fresh.insert(name);
         Ok(())
@@ -463,7 +464,9 @@ impl WriteTxn for TxnView<'_> {
                 }
             }
         }
-        self.set.ddl.insert(schema.name.clone(), Some(schema));
+        self.set
+            .ddl
+            .insert(schema.name.clone(), Some(Arc::new(schema)));
         Ok(())
     }
 

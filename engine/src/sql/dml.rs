@@ -474,6 +474,17 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
         }
         keys.push(key);
     }
+    // The rows are needed after they are written only by foreign-key checks and RETURNING;
+    // without either (a COPY batch, a bulk INSERT) they move into the write set uncopied.
+    if p.schema.foreign_keys.is_empty() && p.returning.columns.is_empty() {
+        let affected = new_rows.len() as u64;
+        for (key, row) in keys.into_iter().zip(new_rows) {
+            txn.put(&p.schema.name, key, row)?;
+        }
+        let mut done = result("INSERT", &p.returning, &[], &*txn, params)?;
+        done.affected = affected;
+        return Ok(done);
+    }
     for (key, row) in keys.into_iter().zip(&new_rows) {
         txn.put(&p.schema.name, key, row.clone())?;
     }

@@ -500,9 +500,15 @@ impl CopyIn {
                 .find(|(range, _)| range.contains(hash))
                 .map(|(_, id)| *id)
                 .ok_or_else(|| Error::internal("no shard covers a copied row"))?;
-            let batch = self.batches.entry(shard).or_default();
+            let full = BATCH_ROWS * (self.types.len() + self.serial.len()).max(1);
+            // Sized for a whole batch at once: grown by doubling, each batch's vector was
+            // copied a dozen times into freshly faulted pages.
+            let batch = self
+                .batches
+                .entry(shard)
+                .or_insert_with(|| Vec::with_capacity(full));
             batch.extend(row);
-            if batch.len() >= BATCH_ROWS * (self.types.len() + self.serial.len()).max(1) {
+            if batch.len() >= full {
                 self.flush(router, txn, &[shard]).await?;
             }
         }
