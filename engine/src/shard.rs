@@ -1516,10 +1516,11 @@ impl Shard {
     /// The log is also bounded in bytes: once its records hold more than `log_retain_bytes`,
     /// the oldest go until they hold half of that, sparing the newest `LOG_KEPT_BY_BYTES`
     /// (a replica streaming the log reads them from here). *Why:* a COPY or a table rewrite
-    /// is one record of hundreds of megabytes, and a count of records alone kept a few of
-    /// them for as long as it took 100 000 small commits to follow: after `pgbench -i -s
-    /// 10` each shard copy's file held a gigabyte of log for 26 MB of rows. A subscriber
-    /// that needs a trimmed record gets a snapshot, as with the count.
+    /// is one record of tens to hundreds of megabytes, and a count of records alone kept
+    /// each of them until 100 000 small commits followed: a data directory used for a few
+    /// rounds of `pgbench -i -s 10` and TPC-B held up to a gigabyte of log per shard copy
+    /// for 26 MB of rows. A subscriber that needs a trimmed record gets a snapshot, as with
+    /// the count.
     fn trim_log(&self, txn: &WriteTransaction, lsn: u64) -> Result<()> {
         let slack = (self.opts.log_retain / 64).max(1);
         let by_count = lsn.saturating_sub(self.opts.log_retain);
