@@ -2174,10 +2174,10 @@ fn check_schemas(txn: &WriteTransaction, schemas: &[(String, Vec<u8>)]) -> Resul
     Ok(())
 }
 
-/// Applies a record's changes and appends it to the change log, in the caller's transaction.
 /// A SQL table's rows, open in a write transaction.
 type RowTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 
+/// Applies a record's changes and appends it to the change log, in the caller's transaction.
 fn write_record(txn: &WriteTransaction, record: &ChangeRecord) -> Result<()> {
     let mut catalog = txn.open_table(CATALOG).map_err(storage_err)?;
     let mut indexes = index::Upkeep::default();
