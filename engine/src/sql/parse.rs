@@ -41,7 +41,55 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
             ControlFlow::<()>::Continue(())
         });
     }
+    for stmt in &mut stmts {
+        with_before_insert(stmt);
+    }
     Ok(stmts)
+}
+
+/// `WITH x AS (…) INSERT INTO t SELECT … FROM x` becomes `INSERT INTO t WITH x AS (…) SELECT
+/// … FROM x`, which the executor runs. sqlparser reads the first as a query whose body is an
+/// INSERT, which the router took for a read. The two mean the same in PostgreSQL when the
+/// CTEs are used by the INSERT's source query, the only place an INSERT can use them here
+/// (its VALUES rows and RETURNING list cannot name a CTE). Left alone when the INSERT's own
+/// query already has a WITH, or takes VALUES, or the outer query has anything but the WITH.
+fn with_before_insert(stmt: &mut ast::Statement) {
+    let ast::Statement::Query(q) = stmt else {
+        return;
+    };
+    let plain_outer = q.with.is_some()
+        && q.order_by.is_none()
+        && q.limit_clause.is_none()
+        && q.fetch.is_none()
+        && q.locks.is_empty()
+        && q.for_clause.is_none()
+        && q.settings.is_none()
+        && q.format_clause.is_none()
+        && q.pipe_operators.is_empty();
+    if !plain_outer {
+        return;
+    }
+    let ast::SetExpr::Insert(ast::Statement::Insert(insert)) = q.body.as_mut() else {
+        return;
+    };
+    let Some(source) = insert.source.as_mut() else {
+        return;
+    };
+    if source.with.is_some() || matches!(source.body.as_ref(), ast::SetExpr::Values(_)) {
+        return;
+    }
+    source.with = q.with.take();
+    let ast::SetExpr::Insert(inner) = std::mem::replace(
+        q.body.as_mut(),
+        ast::SetExpr::Values(ast::Values {
+            explicit_row: false,
+            value_keyword: false,
+            rows: Vec::new(),
+        }),
+    ) else {
+        return;
+    };
+    *stmt = inner;
 }
 
 /// PostgreSQL's `CREATE USER` is `CREATE ROLE` with LOGIN by default; sqlparser reads it as
