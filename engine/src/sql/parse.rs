@@ -43,8 +43,28 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
     }
     for stmt in &mut stmts {
         with_before_insert(stmt);
+        refuse_with_before_other_writes(stmt)?;
     }
     Ok(stmts)
+}
+
+/// A WITH before an UPDATE, a DELETE, a MERGE or an INSERT that `with_before_insert` could
+/// not move is 0A000: sqlparser reads it as a query, which would be run as a read and
+/// refused with a misleading 25006.
+fn refuse_with_before_other_writes(stmt: &ast::Statement) -> Result<()> {
+    let ast::Statement::Query(q) = stmt else {
+        return Ok(());
+    };
+    let what = match q.body.as_ref() {
+        ast::SetExpr::Insert(_) => "INSERT … VALUES (or an INSERT whose query has its own WITH)",
+        ast::SetExpr::Update(_) => "UPDATE",
+        ast::SetExpr::Delete(_) => "DELETE",
+        ast::SetExpr::Merge(_) => "MERGE",
+        _ => return Ok(()),
+    };
+    Err(Error::unsupported(format!(
+        "WITH before {what} is not supported; put the WITH inside a subquery"
+    )))
 }
 
 /// `WITH x AS (…) INSERT INTO t SELECT … FROM x` becomes `INSERT INTO t WITH x AS (…) SELECT
