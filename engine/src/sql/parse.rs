@@ -52,11 +52,36 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
 /// not move is 0A000: sqlparser reads it as a query, which would be run as a read and
 /// refused with a misleading 25006.
 fn refuse_with_before_other_writes(stmt: &ast::Statement) -> Result<()> {
+    // A data-modifying CTE runs in PostgreSQL even when nothing reads it; the executor binds
+    // a CTE only where it is read, so it would be skipped without a word.
+    let with = match stmt {
+        ast::Statement::Query(q) => q.with.as_ref(),
+        ast::Statement::Insert(i) => i.source.as_ref().and_then(|s| s.with.as_ref()),
+        _ => None,
+    };
+    let modifies = with.is_some_and(|w| {
+        w.cte_tables.iter().any(|cte| {
+            matches!(
+                cte.query.body.as_ref(),
+                ast::SetExpr::Insert(_)
+                    | ast::SetExpr::Update(_)
+                    | ast::SetExpr::Delete(_)
+                    | ast::SetExpr::Merge(_)
+            )
+        })
+    });
+    if modifies {
+        return Err(Error::unsupported(
+            "data-modifying statements in WITH are not supported",
+        ));
+    }
     let ast::Statement::Query(q) = stmt else {
         return Ok(());
     };
     let what = match q.body.as_ref() {
-        ast::SetExpr::Insert(_) => "INSERT … VALUES (or an INSERT whose query has its own WITH)",
+        ast::SetExpr::Insert(_) => {
+            "INSERT … VALUES, an INSERT whose ON CONFLICT or RETURNING names a CTE, or one after a data-modifying CTE"
+        }
         ast::SetExpr::Update(_) => "UPDATE",
         ast::SetExpr::Delete(_) => "DELETE",
         ast::SetExpr::Merge(_) => "MERGE",
@@ -69,10 +94,13 @@ fn refuse_with_before_other_writes(stmt: &ast::Statement) -> Result<()> {
 
 /// `WITH x AS (…) INSERT INTO t SELECT … FROM x` becomes `INSERT INTO t WITH x AS (…) SELECT
 /// … FROM x`, which the executor runs. sqlparser reads the first as a query whose body is an
-/// INSERT, which the router took for a read. The two mean the same in PostgreSQL when the
-/// CTEs are used by the INSERT's source query, the only place an INSERT can use them here
-/// (its VALUES rows and RETURNING list cannot name a CTE). Left alone when the INSERT's own
-/// query already has a WITH, or takes VALUES, or the outer query has anything but the WITH.
+/// INSERT, which the router took for a read. The two mean the same in PostgreSQL only when
+/// nothing but the source query can use the CTEs, so the move is made only when every CTE is
+/// a plain query (a data-modifying one runs even if unused, which a moved one would not) and
+/// neither ON CONFLICT nor RETURNING mentions a CTE's name (after the move they could not see
+/// it, and might read a table of that name instead). Left alone, and so refused, otherwise,
+/// and when the INSERT's own query already has a WITH, or takes VALUES, or the outer query
+/// has anything but the WITH.
 fn with_before_insert(stmt: &mut ast::Statement) {
     let ast::Statement::Query(q) = stmt else {
         return;
@@ -92,6 +120,40 @@ fn with_before_insert(stmt: &mut ast::Statement) {
     let ast::SetExpr::Insert(ast::Statement::Insert(insert)) = q.body.as_mut() else {
         return;
     };
+    let Some(with) = q.with.as_ref() else {
+        return;
+    };
+    let writes = |body: &ast::SetExpr| {
+        matches!(
+            body,
+            ast::SetExpr::Insert(_)
+                | ast::SetExpr::Update(_)
+                | ast::SetExpr::Delete(_)
+                | ast::SetExpr::Merge(_)
+        )
+    };
+    if with.cte_tables.iter().any(|cte| writes(&cte.query.body)) {
+        return;
+    }
+    let names: Vec<String> = with
+        .cte_tables
+        .iter()
+        .map(|cte| cte.alias.name.value.to_lowercase())
+        .collect();
+    let mut elsewhere = String::new();
+    if let Some(on) = &insert.on {
+        elsewhere.push_str(&on.to_string());
+    }
+    for item in insert.returning.iter().flatten() {
+        elsewhere.push(' ');
+        elsewhere.push_str(&item.to_string());
+    }
+    let mentioned = elsewhere
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .any(|word| names.contains(&word.to_lowercase()));
+    if mentioned {
+        return;
+    }
     let Some(source) = insert.source.as_mut() else {
         return;
     };
