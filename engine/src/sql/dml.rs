@@ -476,23 +476,22 @@ pub fn run_insert(p: &InsertPlan, txn: &mut dyn WriteTxn, params: &[Value]) -> R
     }
     // The rows are needed after they are written only by foreign-key checks and RETURNING;
     // without either (a COPY batch, a bulk INSERT) they move into the write set uncopied.
-    if p.schema.foreign_keys.is_empty() && p.returning.columns.is_empty() {
-        let affected = new_rows.len() as u64;
-        for (key, row) in keys.into_iter().zip(new_rows) {
-            txn.put(&p.schema.name, key, row)?;
-        }
-        let mut done = result("INSERT", &p.returning, &[], &*txn, params)?;
-        done.affected = affected;
-        return Ok(done);
-    }
-    for (key, row) in keys.into_iter().zip(&new_rows) {
-        txn.put(&p.schema.name, key, row.clone())?;
+    let affected = new_rows.len() as u64;
+    let kept = if p.schema.foreign_keys.is_empty() && p.returning.columns.is_empty() {
+        Vec::new()
+    } else {
+        new_rows.clone()
+    };
+    for (key, row) in keys.into_iter().zip(new_rows) {
+        txn.put(&p.schema.name, key, row)?;
     }
     // Checked once the statement's rows are written, as PostgreSQL checks at the end of the
     // statement: a row may reference another row of the same INSERT. A failure discards the
     // statement's writes with the statement.
-    super::foreign_keys::check_children(&p.schema, &new_rows, txn)?;
-    result("INSERT", &p.returning, &new_rows, &*txn, params)
+    super::foreign_keys::check_children(&p.schema, &kept, txn)?;
+    let mut done = result("INSERT", &p.returning, &kept, &*txn, params)?;
+    done.affected = affected;
+    Ok(done)
 }
 
 /// The UPDATE/DELETE target: its schema and scope, with an optional alias.

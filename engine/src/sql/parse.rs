@@ -59,18 +59,7 @@ fn refuse_with_before_other_writes(stmt: &ast::Statement) -> Result<()> {
         ast::Statement::Insert(i) => i.source.as_ref().and_then(|s| s.with.as_ref()),
         _ => None,
     };
-    let modifies = with.is_some_and(|w| {
-        w.cte_tables.iter().any(|cte| {
-            matches!(
-                cte.query.body.as_ref(),
-                ast::SetExpr::Insert(_)
-                    | ast::SetExpr::Update(_)
-                    | ast::SetExpr::Delete(_)
-                    | ast::SetExpr::Merge(_)
-            )
-        })
-    });
-    if modifies {
+    if with.is_some_and(modifies_data) {
         return Err(Error::unsupported(
             "data-modifying statements in WITH are not supported",
         ));
@@ -92,6 +81,19 @@ fn refuse_with_before_other_writes(stmt: &ast::Statement) -> Result<()> {
     )))
 }
 
+/// True if one of the CTEs is a data-modifying statement.
+fn modifies_data(with: &ast::With) -> bool {
+    with.cte_tables.iter().any(|cte| {
+        matches!(
+            cte.query.body.as_ref(),
+            ast::SetExpr::Insert(_)
+                | ast::SetExpr::Update(_)
+                | ast::SetExpr::Delete(_)
+                | ast::SetExpr::Merge(_)
+        )
+    })
+}
+
 /// `WITH x AS (…) INSERT INTO t SELECT … FROM x` becomes `INSERT INTO t WITH x AS (…) SELECT
 /// … FROM x`, which the executor runs. sqlparser reads the first as a query whose body is an
 /// INSERT, which the router took for a read. The two mean the same in PostgreSQL only when
@@ -105,8 +107,10 @@ fn with_before_insert(stmt: &mut ast::Statement) {
     let ast::Statement::Query(q) = stmt else {
         return;
     };
-    let plain_outer = q.with.is_some()
-        && q.order_by.is_none()
+    let Some(with) = q.with.as_ref() else {
+        return;
+    };
+    let plain_outer = q.order_by.is_none()
         && q.limit_clause.is_none()
         && q.fetch.is_none()
         && q.locks.is_empty()
@@ -114,27 +118,12 @@ fn with_before_insert(stmt: &mut ast::Statement) {
         && q.settings.is_none()
         && q.format_clause.is_none()
         && q.pipe_operators.is_empty();
-    if !plain_outer {
+    if !plain_outer || modifies_data(with) {
         return;
     }
     let ast::SetExpr::Insert(ast::Statement::Insert(insert)) = q.body.as_mut() else {
         return;
     };
-    let Some(with) = q.with.as_ref() else {
-        return;
-    };
-    let writes = |body: &ast::SetExpr| {
-        matches!(
-            body,
-            ast::SetExpr::Insert(_)
-                | ast::SetExpr::Update(_)
-                | ast::SetExpr::Delete(_)
-                | ast::SetExpr::Merge(_)
-        )
-    };
-    if with.cte_tables.iter().any(|cte| writes(&cte.query.body)) {
-        return;
-    }
     let names: Vec<String> = with
         .cte_tables
         .iter()

@@ -480,9 +480,7 @@ impl CopyIn {
                         .or_default()
                         .extend(row.iter().cloned());
                 }
-                if self.batches.values().next().map_or(0, |b| b.len())
-                    >= BATCH_ROWS * (self.types.len() + self.serial.len()).max(1)
-                {
+                if self.batches.values().next().map_or(0, |b| b.len()) >= self.batch_values() {
                     self.flush(router, txn, &all).await?;
                 }
                 continue;
@@ -500,7 +498,7 @@ impl CopyIn {
                 .find(|(range, _)| range.contains(hash))
                 .map(|(_, id)| *id)
                 .ok_or_else(|| Error::internal("no shard covers a copied row"))?;
-            let full = BATCH_ROWS * (self.types.len() + self.serial.len()).max(1);
+            let full = self.batch_values();
             // Sized for a whole batch at once: grown by doubling, each batch's vector was
             // copied a dozen times into freshly faulted pages.
             let batch = self
@@ -513,6 +511,11 @@ impl CopyIn {
             }
         }
         Ok(())
+    }
+
+    /// Values in a full batch: `BATCH_ROWS` rows of the data's and the serial columns.
+    fn batch_values(&self) -> usize {
+        BATCH_ROWS * (self.types.len() + self.serial.len()).max(1)
     }
 
     fn convert(&self, raw: RawRow) -> Result<Vec<Value>> {
