@@ -738,6 +738,17 @@ impl Frontend {
         Ok(QueryResult::command("COMMIT", 0))
     }
 
+    /// Any error inside a transaction block aborts the block, as in PostgreSQL: a syntax
+    /// error, a refused statement or a bad parameter as much as a failed write. The statements
+    /// that follow get 25P02 until ROLLBACK.
+    async fn fail_block(&self, session: &Session) {
+        if let Some(txn) = session.txn.lock().await.as_mut()
+            && !txn.failed
+        {
+            self.abort_block(txn).await;
+        }
+    }
+
     /// Puts a block into the aborted state (25P02 until ROLLBACK) after a failed statement.
     /// Without a savepoint to return to, nothing it did can be kept: its locks are released
     /// everywhere now, and the client still has to say ROLLBACK (or COMMIT).
@@ -1184,6 +1195,22 @@ impl SimpleQueryHandler for Frontend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = Self::session(client);
+        let out = self.simple_query(&session, query).await;
+        if !matches!(&out, Ok(o) if !matches!(o.last(), Some(Response::Error(_)))) {
+            self.fail_block(&session).await;
+        }
+        out
+    }
+}
+
+impl Frontend {
+    /// A simple-protocol Query: its statements in order, stopping at the first error.
+    async fn simple_query(
+        &self,
+        session: &Arc<Session>,
+        query: &str,
+    ) -> PgWireResult<Vec<Response>> {
+        let session = session.clone();
         if let Some(parsed) = crate::keyspaces::parse(query) {
             let result = match parsed {
                 Ok(create) => self.create_keyspace(&session, create).await,
@@ -1265,39 +1292,23 @@ impl QueryParser for StatementParser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         _types: &[Option<Type>],
     ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        if let Some(parsed) = crate::keyspaces::parse(sql) {
-            // Checked at Parse; run at Execute.
-            parsed.map_err(to_pg_error)?;
-            return Ok(Some(Prepared::new(
-                sql,
-                None,
-                Some((Vec::new(), Vec::new())),
-            )));
+        let parsed = parse_statement(sql);
+        if parsed.is_err() {
+            // A Parse that fails aborts the client's block, as any error does (see
+            // `Frontend::fail_block`); its locks go at the ROLLBACK.
+            let session = Frontend::session(client);
+            if let Some(txn) = session.txn.lock().await.as_mut() {
+                txn.failed = true;
+            }
         }
-        if let Some(parsed) = crate::maintenance::parse(sql) {
-            // Checked at Parse, as PostgreSQL does; run at Execute (see do_query).
-            parsed.map_err(to_pg_error)?;
-            return Ok(Some(Prepared::new(
-                sql,
-                None,
-                Some((Vec::new(), Vec::new())),
-            )));
-        }
-        let mut stmts =
-            engine::sql::parse(&crate::copy::normalize_options(sql)).map_err(to_pg_error)?;
-        if stmts.len() > 1 {
-            return Err(to_pg_error(Error::syntax(
-                "cannot insert multiple commands into a prepared statement",
-            )));
-        }
-        Ok(Some(Prepared::new(sql, stmts.pop(), None)))
+        parsed
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -1328,6 +1339,36 @@ impl QueryParser for StatementParser {
     }
 }
 
+/// Parses a Parse message's text into the statement it prepares.
+fn parse_statement(sql: &str) -> PgWireResult<Option<Prepared>> {
+    if let Some(parsed) = crate::keyspaces::parse(sql) {
+        // Checked at Parse; run at Execute.
+        parsed.map_err(to_pg_error)?;
+        return Ok(Some(Prepared::new(
+            sql,
+            None,
+            Some((Vec::new(), Vec::new())),
+        )));
+    }
+    if let Some(parsed) = crate::maintenance::parse(sql) {
+        // Checked at Parse, as PostgreSQL does; run at Execute (see do_query).
+        parsed.map_err(to_pg_error)?;
+        return Ok(Some(Prepared::new(
+            sql,
+            None,
+            Some((Vec::new(), Vec::new())),
+        )));
+    }
+    let mut stmts =
+        engine::sql::parse(&crate::copy::normalize_options(sql)).map_err(to_pg_error)?;
+    if stmts.len() > 1 {
+        return Err(to_pg_error(Error::syntax(
+            "cannot insert multiple commands into a prepared statement",
+        )));
+    }
+    Ok(Some(Prepared::new(sql, stmts.pop(), None)))
+}
+
 #[async_trait]
 impl ExtendedQueryHandler for Frontend {
     type Statement = Prepared;
@@ -1349,8 +1390,62 @@ impl ExtendedQueryHandler for Frontend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let prepared = &portal.statement.statement;
         let session = Self::session(client);
+        let result = self.execute_portal(&session, portal).await;
+        if result.is_err() {
+            self.fail_block(&session).await;
+        }
+        result
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        client: &mut C,
+        target: &StoredStatement<Prepared>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = Self::session(client);
+        let result = self.describe_statement(&session, target).await;
+        if result.is_err() {
+            self.fail_block(&session).await;
+        }
+        result
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        target: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = Self::session(client);
+        let result = self.describe_portal(&session, target).await;
+        if result.is_err() {
+            self.fail_block(&session).await;
+        }
+        result
+    }
+}
+
+impl Frontend {
+    /// An extended-protocol Execute of a bound portal.
+    async fn execute_portal(
+        &self,
+        session: &Arc<Session>,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<Response> {
+        let session = session.clone();
+        let prepared = &portal.statement.statement;
         if let Some(parsed) = crate::keyspaces::parse(&prepared.sql) {
             let create = parsed.map_err(to_pg_error)?;
             let result = self
@@ -1403,18 +1498,11 @@ impl ExtendedQueryHandler for Frontend {
         response(result, &portal.result_column_format)
     }
 
-    async fn do_describe_statement<C>(
+    async fn describe_statement(
         &self,
-        client: &mut C,
+        session: &Session,
         target: &StoredStatement<Prepared>,
-    ) -> PgWireResult<DescribeStatementResponse>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let session = Self::session(client);
+    ) -> PgWireResult<DescribeStatementResponse> {
         let description = self
             .prepared_types(&session, &target.statement)
             .await
@@ -1438,20 +1526,13 @@ impl ExtendedQueryHandler for Frontend {
         ))
     }
 
-    async fn do_describe_portal<C>(
+    async fn describe_portal(
         &self,
-        client: &mut C,
+        session: &Session,
         target: &Portal<Prepared>,
-    ) -> PgWireResult<DescribePortalResponse>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let session = Self::session(client);
+    ) -> PgWireResult<DescribePortalResponse> {
         let description = self
-            .prepared_types(&session, &target.statement.statement)
+            .prepared_types(session, &target.statement.statement)
             .await
             .map_err(to_pg_error)?;
         let columns = &description.1;
