@@ -161,6 +161,14 @@ async fn run() -> Result<()> {
             .map_err(|_| anyhow::anyhow!("TESSERA_QUERY_MEMORY_MB must be a number of MiB"))?;
         engine::sql::QUERY_MEMORY.store(mb << 20, std::sync::atomic::Ordering::Relaxed);
     }
+    // The bytes of changes one transaction may hold on one shard; past it a write fails with
+    // 54000 (see `engine::buffer::TXN_MEMORY`).
+    if let Ok(mb) = std::env::var("TESSERA_TXN_MEMORY_MB") {
+        let mb: usize = mb
+            .parse()
+            .map_err(|_| anyhow::anyhow!("TESSERA_TXN_MEMORY_MB must be a number of MiB"))?;
+        engine::buffer::TXN_MEMORY.store(mb << 20, std::sync::atomic::Ordering::Relaxed);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Dev(args) => dev::run(args).await,

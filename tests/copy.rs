@@ -243,3 +243,56 @@ async fn copy_fills_serial_columns_across_shards() {
         .get(0);
     assert_eq!(shards, 4, "rows on all 4 shards");
 }
+
+/// A COPY whose rows pass the bytes a transaction may hold on a shard
+/// (`engine::buffer::TXN_MEMORY`) fails with 54000 and leaves nothing; the session goes on,
+/// and a COPY within the bound succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_past_the_transaction_memory_bound_fails_with_54000() {
+    // nextest runs each test in its own process, so the bound is this test's.
+    engine::buffer::TXN_MEMORY.store(256 << 10, std::sync::atomic::Ordering::Relaxed);
+    let cluster = start_cluster(2, 4, 1).await;
+    let c = cluster.client().await;
+    c.batch_execute("CREATE TABLE big (id int PRIMARY KEY, pad text)")
+        .await
+        .unwrap();
+    let rows = |n: usize| {
+        let pad = "x".repeat(200);
+        let mut data = Vec::new();
+        for i in 0..n {
+            data.extend_from_slice(format!("{i}\t{pad}\n").as_bytes());
+        }
+        data
+    };
+    // About 250 bytes a row, a quarter of them on each shard: 8 000 rows are 500 KB a shard.
+    let e = copy_whole(&c, "COPY big FROM STDIN", &rows(8_000))
+        .await
+        .expect_err("past the bound");
+    assert_eq!(code(&e), "54000", "{e:?}");
+    assert_eq!(count(&c, "big").await, 0);
+    // Within a block the block fails, as after any error.
+    c.batch_execute("BEGIN").await.unwrap();
+    let e = copy_whole(&c, "COPY big FROM STDIN", &rows(8_000))
+        .await
+        .expect_err("past the bound");
+    assert_eq!(code(&e), "54000", "{e:?}");
+    let e = c.batch_execute("SELECT 1").await.expect_err("block failed");
+    assert_eq!(code(&e), "25P02");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // 2 000 rows are about 125 KB a shard.
+    assert_eq!(
+        copy_whole(&c, "COPY big FROM STDIN", &rows(2_000))
+            .await
+            .unwrap(),
+        2_000
+    );
+    assert_eq!(count(&c, "big").await, 2_000);
+}
+
+/// COPY FROM STDIN with the data in one message.
+async fn copy_whole(c: &Client, sql: &str, data: &[u8]) -> Result<u64, tokio_postgres::Error> {
+    let sink = c.copy_in(sql).await?;
+    pin_mut!(sink);
+    sink.send(bytes::Bytes::copy_from_slice(data)).await?;
+    sink.finish().await
+}

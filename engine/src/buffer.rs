@@ -52,7 +52,24 @@ pub struct WriteSet {
     /// commit wrote those tables after it.
     ddl_snapshot: Option<u64>,
     changes: Vec<Change>,
+    /// The bytes of `changes`' rows, as counted against `TXN_MEMORY` (see `charge`).
+    bytes: usize,
+    /// The bytes held by the copies of this set that savepoints keep (see `Savepoints`).
+    held: usize,
 }
+
+/// The bytes of row changes one transaction may hold on one shard; past it a write fails
+/// with 54000. A change counts its table name, key and encoded row plus `CHANGE_OVERHEAD`;
+/// each savepoint's copy of the write set counts again. *Why a bound:* a transaction's writes
+/// stay in memory until it commits (on the shard, then as its prepared record and change
+/// record), and a COPY of a large file or an UPDATE of a large table grew them until the node
+/// ran out of memory, taking every shard copy it hosts down with it. In memory a change
+/// costs about three to four times what is counted here. Set with `TESSERA_TXN_MEMORY_MB`.
+pub static TXN_MEMORY: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(256 << 20);
+
+/// What a change costs beyond its table name, key and row (its vectors and list entry).
+const CHANGE_OVERHEAD: usize = 48;
 
 impl WriteSet {
     pub fn is_empty(&self) -> bool {
@@ -81,6 +98,43 @@ impl WriteSet {
 
     fn wrote(&self, table: &str, key: &[u8]) -> bool {
         self.writes.get(table).is_some_and(|w| w.contains_key(key))
+    }
+
+    /// Counts a change of `bytes` against the transaction's budget (54000 past it).
+    fn charge(&mut self, bytes: usize) -> Result<()> {
+        let limit = TXN_MEMORY.load(std::sync::atomic::Ordering::Relaxed);
+        let total = self.bytes + self.held + bytes + CHANGE_OVERHEAD;
+        if total > limit {
+            return Err(Error::new(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                "transaction is too large",
+            )
+            .with_detail(format!(
+                "Its changes on one shard would pass the {} MB a transaction may hold there (TESSERA_TXN_MEMORY_MB). Split the work into smaller transactions: a COPY into several, an UPDATE by ranges of keys.",
+                limit >> 20
+            )));
+        }
+        self.bytes += bytes + CHANGE_OVERHEAD;
+        Ok(())
+    }
+
+    /// A copy of this set for a SAVEPOINT; from now on this set counts the copy as held.
+    pub fn save(&mut self) -> WriteSet {
+        let copy = self.clone();
+        self.held += copy.bytes;
+        copy
+    }
+
+    /// This set as a savepoint kept it, for ROLLBACK TO SAVEPOINT (the savepoint stays).
+    pub fn restore(saved: &WriteSet) -> WriteSet {
+        let mut set = saved.clone();
+        set.held += saved.bytes;
+        set
+    }
+
+    /// The savepoint whose copy is `saved` is released, and every later one with it.
+    pub fn release(&mut self, saved: &WriteSet) {
+        self.held = saved.held;
     }
 }
 
@@ -389,10 +443,12 @@ impl WriteTxn for TxnView<'_> {
                     .insert(index::entry_key(&schema, idx, &values, &key));
             }
         }
+        let encoded = row::encode_row(&values);
+        self.set.charge(table.len() + key.len() + encoded.len())?;
         self.set.changes.push(Change::Put {
             table: table.to_string(),
             key: key.clone(),
-            row: row::encode_row(&values),
+            row: encoded,
         });
         self.set
             .writes
@@ -408,6 +464,7 @@ impl WriteTxn for TxnView<'_> {
             .ok_or_else(|| Error::undefined_table(table))?;
         self.lock(table, key)?;
         self.note_schema(table)?;
+        self.set.charge(table.len() + key.len())?;
         self.unindex_overlay(&schema, key);
         self.set.changes.push(Change::Delete {
             table: table.to_string(),

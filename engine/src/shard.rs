@@ -947,7 +947,8 @@ impl Shard {
                     return Err(Error::in_failed_transaction());
                 }
                 let name = sql_ident(name);
-                t.savepoints.push((name, t.set.clone(), t.reads.clone()));
+                let saved = t.set.save();
+                t.savepoints.push((name, saved, t.reads.clone()));
                 return Ok(QueryResult::command("SAVEPOINT", 0));
             }
             Statement::Rollback {
@@ -958,7 +959,7 @@ impl Shard {
                 let at = t.savepoint(&name)?;
                 t.savepoints.truncate(at + 1);
                 let (_, set, reads) = &t.savepoints[at];
-                t.set = set.clone();
+                t.set = WriteSet::restore(set);
                 t.reads = reads.clone();
                 t.failed = false;
                 return Ok(QueryResult::command("ROLLBACK", 0));
@@ -969,6 +970,7 @@ impl Shard {
                 }
                 let name = sql_ident(name);
                 let at = t.savepoint(&name)?;
+                t.set.release(&t.savepoints[at].1);
                 t.savepoints.truncate(at);
                 return Ok(QueryResult::command("RELEASE", 0));
             }
@@ -2877,6 +2879,53 @@ mod tests {
         s.write_forgotten().unwrap();
         assert_eq!(s.decision_count().unwrap(), 0, "or on request");
         assert_eq!(s.decision(77).unwrap(), None);
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A transaction's changes on a shard are bounded (`buffer::TXN_MEMORY`): a write past the
+    /// bound fails with 54000, a savepoint's copy of the write set counts until it is
+    /// released, and the shard keeps working.
+    #[test]
+    fn a_transaction_past_its_memory_bound_fails_with_54000() {
+        // nextest runs each test in its own process, so the bound is this test's.
+        crate::buffer::TXN_MEMORY.store(360 << 10, Ordering::Relaxed);
+        let (s, dir) = shard("txn-memory");
+        run(&s, "CREATE TABLE t (k int PRIMARY KEY, v text)");
+        let exec = |t: &mut Transaction, sql: &str| {
+            s.execute_in(t, &sql::parse(sql).unwrap().remove(0), &[])
+        };
+        // A row counts a little over 1 000 bytes: 100 rows are 30 % of the bound.
+        let series = |from: i64, to: i64| {
+            format!(
+                "INSERT INTO t WITH RECURSIVE s(g) AS (SELECT {from} UNION ALL \
+                 SELECT g + 1 FROM s WHERE g < {to}) SELECT g, repeat('x', 1000) FROM s"
+            )
+        };
+        let rows = |from: i64| series(from, from + 99);
+        let too_large = |r: Result<QueryResult>| match r {
+            Err(e) => assert_eq!(e.code, sqlstate::PROGRAM_LIMIT_EXCEEDED, "{e:?}"),
+            Ok(_) => panic!("a write past the bound must fail"),
+        };
+        let mut t = s.begin(1, Isolation::ReadCommitted, false, None);
+        too_large(exec(&mut t, &series(1, 500)));
+        s.rollback(t);
+
+        let mut t = s.begin(2, Isolation::ReadCommitted, false, None);
+        exec(&mut t, &rows(1)).unwrap();
+        exec(&mut t, "SAVEPOINT a").unwrap();
+        exec(&mut t, "SAVEPOINT b").unwrap();
+        // Two copies held and 100 rows written: 100 more do not fit.
+        too_large(exec(&mut t, &rows(101)));
+        exec(&mut t, "ROLLBACK TO SAVEPOINT b").unwrap();
+        exec(&mut t, "RELEASE SAVEPOINT a").unwrap();
+        // Both copies are gone: now they fit.
+        exec(&mut t, &rows(101)).unwrap();
+        s.commit(t).unwrap();
+        assert_eq!(
+            run(&s, "SELECT count(*) FROM t").rows,
+            vec![vec![Value::Int(200)]]
+        );
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }

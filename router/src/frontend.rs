@@ -1504,7 +1504,7 @@ impl Frontend {
         target: &StoredStatement<Prepared>,
     ) -> PgWireResult<DescribeStatementResponse> {
         let description = self
-            .prepared_types(&session, &target.statement)
+            .prepared_types(session, &target.statement)
             .await
             .map_err(to_pg_error)?;
         let (params, columns) = (&description.0, &description.1);
