@@ -27,7 +27,10 @@ use crate::locks::{LockTable, TxnId};
 use crate::storage::Snapshot;
 use crate::txn::{KeyRange, ReadTxn, RowIter, RowLock, WriteTxn};
 
-type Overlay = BTreeMap<Vec<u8>, Option<Vec<Value>>>;
+/// Per table: row key → where in `WriteSet::changes` the transaction's newest change of that
+/// row is. The row itself is read from the change when asked for: keeping it decoded too
+/// doubled a large write set's memory for rows that are seldom read back.
+type Overlay = BTreeMap<Vec<u8>, usize>;
 /// Overlay entries of one scan: key → row, or `None` where the transaction deleted it.
 type OverlayEntries = std::vec::IntoIter<(Vec<u8>, Option<Vec<Value>>)>;
 
@@ -98,6 +101,38 @@ impl WriteSet {
 
     fn wrote(&self, table: &str, key: &[u8]) -> bool {
         self.writes.get(table).is_some_and(|w| w.contains_key(key))
+    }
+
+    /// The row the change at `at` leaves: its values, or `None` where it deleted the row.
+    fn row_at(&self, at: usize) -> Result<Option<Vec<Value>>> {
+        match self.changes.get(at) {
+            Some(Change::Put { row, .. }) => Ok(Some(row::decode_row(row)?)),
+            Some(Change::Delete { .. }) => Ok(None),
+            _ => Err(Error::internal("a write set's overlay points at no row change")),
+        }
+    }
+
+    /// The row `key` of `table` as this transaction left it, if it wrote it.
+    fn written_row(&self, table: &str, key: &[u8]) -> Result<Option<Option<Vec<Value>>>> {
+        match self.writes.get(table).and_then(|w| w.get(key)) {
+            Some(&at) => self.row_at(at).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Pushes a row change and points the overlay at it.
+    fn push_row_change(&mut self, table: &str, key: Vec<u8>, change: Change) {
+        let at = self.changes.len();
+        self.changes.push(change);
+        match self.writes.get_mut(table) {
+            Some(w) => {
+                w.insert(key, at);
+            }
+            None => {
+                self.writes
+                    .insert(table.to_string(), BTreeMap::from([(key, at)]));
+            }
+        }
     }
 
     /// Counts a change of `bytes` against the transaction's budget (54000 past it).
@@ -330,8 +365,8 @@ impl ReadTxn for TxnView<'_> {
         let overlay: Vec<(Vec<u8>, Option<Vec<Value>>)> = match self.set.writes.get(table) {
             Some(w) => w
                 .range::<Vec<u8>, _>((range.0.as_ref(), range.1.as_ref()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+                .map(|(k, &at)| Ok((k.clone(), self.set.row_at(at)?)))
+                .collect::<Result<_>>()?,
             None => Vec::new(),
         };
         if overlay.is_empty() {
@@ -382,8 +417,8 @@ impl ReadTxn for TxnView<'_> {
                 .keys
                 .insert((table.to_string(), key.to_vec()));
         }
-        if let Some(entry) = self.set.writes.get(table).and_then(|w| w.get(key)) {
-            return Ok(entry.clone());
+        if let Some(row) = self.set.written_row(table, key)? {
+            return Ok(row);
         }
         if self.set.fresh.contains(table) {
             return Ok(None);
@@ -434,7 +469,7 @@ impl WriteTxn for TxnView<'_> {
         self.note_schema(table)?;
         if !schema.indexes.is_empty() {
             self.check_unique(&schema, &key, &values)?;
-            self.unindex_overlay(&schema, &key);
+            self.unindex_overlay(&schema, &key)?;
             for idx in &schema.indexes {
                 self.set
                     .index_entries
@@ -445,16 +480,12 @@ impl WriteTxn for TxnView<'_> {
         }
         let encoded = row::encode_row(&values);
         self.set.charge(table.len() + key.len() + encoded.len())?;
-        self.set.changes.push(Change::Put {
+        let change = Change::Put {
             table: table.to_string(),
             key: key.clone(),
             row: encoded,
-        });
-        self.set
-            .writes
-            .entry(table.to_string())
-            .or_default()
-            .insert(key, Some(values));
+        };
+        self.set.push_row_change(table, key, change);
         Ok(())
     }
 
@@ -465,16 +496,12 @@ impl WriteTxn for TxnView<'_> {
         self.lock(table, key)?;
         self.note_schema(table)?;
         self.set.charge(table.len() + key.len())?;
-        self.unindex_overlay(&schema, key);
-        self.set.changes.push(Change::Delete {
+        self.unindex_overlay(&schema, key)?;
+        let change = Change::Delete {
             table: table.to_string(),
             key: key.to_vec(),
-        });
-        self.set
-            .writes
-            .entry(table.to_string())
-            .or_default()
-            .insert(key.to_vec(), None);
+        };
+        self.set.push_row_change(table, key.to_vec(), change);
         Ok(())
     }
 
@@ -508,16 +535,20 @@ impl WriteTxn for TxnView<'_> {
         // The overlay's entries follow the new definition (new indexes, moved columns).
         self.forget_index_entries(&schema.name);
         if let Some(rows) = self.set.writes.get(&schema.name) {
+            let mut written = Vec::with_capacity(rows.len());
+            for (key, &at) in rows {
+                if let Some(row) = self.set.row_at(at)? {
+                    written.push((key.clone(), row));
+                }
+            }
             for idx in &schema.indexes {
                 let entries = self
                     .set
                     .index_entries
                     .entry(index::index_table_name(&schema.name, &idx.name))
                     .or_default();
-                for (key, row) in rows {
-                    if let Some(row) = row {
-                        entries.insert(index::entry_key(&schema, idx, row, key));
-                    }
+                for (key, row) in &written {
+                    entries.insert(index::entry_key(&schema, idx, row, key));
                 }
             }
         }
@@ -576,12 +607,12 @@ impl TxnView<'_> {
     }
 
     /// Removes the overlay index entries of the version of row `key` this transaction wrote.
-    fn unindex_overlay(&mut self, schema: &TableSchema, key: &[u8]) {
-        let Some(Some(old)) = self.set.writes.get(&schema.name).and_then(|w| w.get(key)) else {
-            return;
+    fn unindex_overlay(&mut self, schema: &TableSchema, key: &[u8]) -> Result<()> {
+        let Some(Some(old)) = self.set.written_row(&schema.name, key)? else {
+            return Ok(());
         };
         for idx in &schema.indexes {
-            let entry = index::entry_key(schema, idx, old, key);
+            let entry = index::entry_key(schema, idx, &old, key);
             if let Some(entries) = self
                 .set
                 .index_entries
@@ -590,6 +621,7 @@ impl TxnView<'_> {
                 entries.remove(&entry);
             }
         }
+        Ok(())
     }
 
     /// Fails with 23505 if storing `values` under `key` would give a unique index two rows
