@@ -135,6 +135,9 @@ pub struct NodeArgs {
     /// (default 64 MiB).
     #[arg(long)]
     log_retain_bytes: Option<u64>,
+    /// MiB of page cache per shard copy (default 128).
+    #[arg(long)]
+    cache_mb: Option<usize>,
     #[arg(long, env = "TESSERA_SECRET", hide_env_values = true)]
     secret: Option<String>,
 }
@@ -149,6 +152,7 @@ struct NodeFile {
     meta: Option<Vec<String>>,
     log_retain: Option<u64>,
     log_retain_bytes: Option<u64>,
+    cache_mb: Option<usize>,
     secret: Option<String>,
 }
 
@@ -169,6 +173,9 @@ impl NodeArgs {
         }
         if let Some(n) = self.log_retain_bytes.or(f.log_retain_bytes) {
             shard.log_retain_bytes = n;
+        }
+        if let Some(mb) = self.cache_mb.or(f.cache_mb) {
+            shard.cache_bytes = mb << 20;
         }
         Ok(replication::node_runtime::NodeConfig {
             id: self

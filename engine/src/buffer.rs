@@ -108,7 +108,9 @@ impl WriteSet {
         match self.changes.get(at) {
             Some(Change::Put { row, .. }) => Ok(Some(row::decode_row(row)?)),
             Some(Change::Delete { .. }) => Ok(None),
-            _ => Err(Error::internal("a write set's overlay points at no row change")),
+            _ => Err(Error::internal(
+                "a write set's overlay points at no row change",
+            )),
         }
     }
 

@@ -1181,6 +1181,7 @@ mod tests {
             log_retain: 1000,
             log_retain_bytes: 64 << 20,
             sync_commits: false,
+            ..ShardOptions::default()
         };
         let svc = Arc::new(NodeService::new(1, dir.clone(), hlc, opts).unwrap());
         svc.host(0, true, 1, false, false).unwrap();

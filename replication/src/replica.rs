@@ -303,6 +303,7 @@ mod tests {
             log_retain: 5,
             log_retain_bytes: 64 << 20,
             sync_commits: false,
+            ..ShardOptions::default()
         };
         let node =
             Arc::new(NodeService::new(1, d.0.join("primary"), hlc.clone(), opts.clone()).unwrap());

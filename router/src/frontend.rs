@@ -749,6 +749,18 @@ impl Frontend {
         }
     }
 
+    /// `result`, after failing the client's block if it is an error (see `fail_block`).
+    async fn failing_block_on_error<T>(
+        &self,
+        session: &Session,
+        result: PgWireResult<T>,
+    ) -> PgWireResult<T> {
+        if result.is_err() {
+            self.fail_block(session).await;
+        }
+        result
+    }
+
     /// Puts a block into the aborted state (25P02 until ROLLBACK) after a failed statement.
     /// Without a savepoint to return to, nothing it did can be kept: its locks are released
     /// everywhere now, and the client still has to say ROLLBACK (or COMMIT).
@@ -1392,10 +1404,7 @@ impl ExtendedQueryHandler for Frontend {
     {
         let session = Self::session(client);
         let result = self.execute_portal(&session, portal).await;
-        if result.is_err() {
-            self.fail_block(&session).await;
-        }
-        result
+        self.failing_block_on_error(&session, result).await
     }
 
     async fn do_describe_statement<C>(
@@ -1411,10 +1420,7 @@ impl ExtendedQueryHandler for Frontend {
     {
         let session = Self::session(client);
         let result = self.describe_statement(&session, target).await;
-        if result.is_err() {
-            self.fail_block(&session).await;
-        }
-        result
+        self.failing_block_on_error(&session, result).await
     }
 
     async fn do_describe_portal<C>(
@@ -1430,10 +1436,7 @@ impl ExtendedQueryHandler for Frontend {
     {
         let session = Self::session(client);
         let result = self.describe_portal(&session, target).await;
-        if result.is_err() {
-            self.fail_block(&session).await;
-        }
-        result
+        self.failing_block_on_error(&session, result).await
     }
 }
 
