@@ -359,7 +359,8 @@ pub struct Shard {
     /// Upstream snapshots installed since open (see `ShardStats::snapshots_installed`).
     snapshots_installed: AtomicU64,
     /// Prepared (2PC) transactions awaiting their decision, also on disk in `prepared`.
-    prepared: Mutex<HashMap<TxnId, PreparedTxn>>,
+    /// Shared, so listing one for its record and its commit does not copy its changes.
+    prepared: Mutex<HashMap<TxnId, Arc<PreparedTxn>>>,
     /// redb write transactions written by group commit (each is one fsync when synced).
     batches: AtomicU64,
     hlc: Arc<Hlc>,
@@ -592,7 +593,7 @@ impl Shard {
                     }
                 }
             }
-            prepared.insert(id.value(), p);
+            prepared.insert(id.value(), Arc::new(p));
         }
         Ok(())
     }
@@ -615,11 +616,11 @@ impl Shard {
             self.locks.release_all(t.id);
             return Err(serialization_failure());
         }
-        let p = PreparedTxn {
+        let p = Arc::new(PreparedTxn {
             changes,
             coordinator,
             prepared_at_ms: now_ms,
-        };
+        });
         // Listed before it is written, so a DDL commit that starts after this write can see
         // it (`crosses_prepared`); a DDL commit before it shows in the catalog checked here.
         self.prepared
@@ -630,7 +631,7 @@ impl Shard {
             self.crosses_prepared(&p.changes, Some(t.id))?;
             self.submit(Work::Step(Step::Prepare {
                 id: t.id,
-                record: frame::encode(&p)?,
+                record: frame::encode(&*p)?,
                 schemas,
             }))
         };
@@ -658,7 +659,7 @@ impl Shard {
         };
         let result = if commit && !p.changes.is_empty() {
             self.submit(Work::Commit(Pending {
-                changes: p.changes,
+                changes: p.changes.clone(),
                 // Checked when it was prepared; DDL since then waits for its decision.
                 schemas: Vec::new(),
                 validate: None,
