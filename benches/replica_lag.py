@@ -42,6 +42,9 @@ def main():
         rows = conn.execute("SELECT shard, node, role, lsn FROM tessera.replication").rows
         primary, replica = {}, {}
         for shard, node, role, lsn in rows:
+            if lsn is None:
+                # A copy whose node did not answer this sample (just started, or busy).
+                continue
             if role == "primary":
                 primary[shard] = int(lsn)
             else:

@@ -66,10 +66,11 @@ pub struct WriteSet {
 /// each savepoint's copy of the write set counts again. *Why a bound:* a transaction's writes
 /// stay in memory until it commits (on the shard, then as its prepared record and change
 /// record), and a COPY of a large file or an UPDATE of a large table grew them until the node
-/// ran out of memory, taking every shard copy it hosts down with it. In memory a change
-/// costs about three to four times what is counted here. Set with `TESSERA_TXN_MEMORY_MB`.
+/// ran out of memory, taking every shard copy it hosts down with it. The write set holds
+/// about twice what is counted, and a commit's copies on the way several times that
+/// (docs/ARCHITECTURE.md). Set with `TESSERA_TXN_MEMORY_MB`; the default is 1 GiB.
 pub static TXN_MEMORY: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(256 << 20);
+    std::sync::atomic::AtomicUsize::new(1 << 30);
 
 /// What a change costs beyond its table name, key and row (its vectors and list entry).
 const CHANGE_OVERHEAD: usize = 48;
