@@ -135,7 +135,7 @@ pub struct NodeArgs {
     /// (default 64 MiB).
     #[arg(long)]
     log_retain_bytes: Option<u64>,
-    /// MiB of page cache per shard copy (default 128).
+    /// MiB of page cache per shard copy (default 1024).
     #[arg(long)]
     cache_mb: Option<usize>,
     #[arg(long, env = "TESSERA_SECRET", hide_env_values = true)]

@@ -48,6 +48,9 @@ pub struct DevArgs {
     /// sslrootcert=DIR/tls/server.crt).
     #[arg(long)]
     tls: bool,
+    /// MiB of page cache per shard copy (as `tessera node --cache-mb`).
+    #[arg(long)]
+    cache_mb: Option<usize>,
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
@@ -85,7 +88,13 @@ pub async fn run(args: DevArgs) -> Result<()> {
             data_dir: args.data.join(format!("node-{id}")),
             meta: vec![meta_addr.clone()],
             secret: secret.clone(),
-            shard: engine::shard::ShardOptions::default(),
+            shard: engine::shard::ShardOptions {
+                cache_bytes: args
+                    .cache_mb
+                    .map(|mb| mb << 20)
+                    .unwrap_or(engine::shard::DEFAULT_CACHE_BYTES),
+                ..Default::default()
+            },
             clock: Arc::new(protocol::clock::SystemClock),
         })
         .await

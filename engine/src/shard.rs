@@ -75,11 +75,12 @@ pub struct ShardOptions {
     pub cache_bytes: usize,
 }
 
-/// A shard copy's page cache unless told otherwise (`tessera node --cache-mb`). *Why not
-/// redb's default of 1 GiB:* every copy a node hosts has a cache of its own, so a node with
-/// eight copies could hold 8 GiB of cached pages, and a bulk load filled them: `pgbench -i
-/// -s 10` peaked at 3.4 GB of RSS for 100 MB of rows.
-pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+/// A shard copy's page cache unless told otherwise (`--cache-mb`): redb's own default. Every
+/// copy a node hosts has a cache of its own, so a node with many copies may want less; 128
+/// MiB cut `pgbench -i -s 10`'s peak RSS from 3.3 to 2.7 GB but raised the replica lag p99 of
+/// the TPC-B run that follows the load from 12–18 ms to 84–208 ms (benches/RESULTS.md, the
+/// fifteenth pass), so the default stays.
+pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
 
 impl Default for ShardOptions {
     fn default() -> Self {
