@@ -57,7 +57,7 @@ pub struct WriteSet {
     changes: Vec<Change>,
     /// The bytes of `changes`' rows, as counted against `TXN_MEMORY` (see `charge`).
     bytes: usize,
-    /// The bytes held by the copies of this set that savepoints keep (see `Savepoints`).
+    /// The bytes held by the copies of this set that savepoints keep (see `save`).
     held: usize,
 }
 

@@ -1208,7 +1208,11 @@ impl SimpleQueryHandler for Frontend {
     {
         let session = Self::session(client);
         let out = self.simple_query(&session, query).await;
-        if !matches!(&out, Ok(o) if !matches!(o.last(), Some(Response::Error(_)))) {
+        let failed = match &out {
+            Ok(responses) => matches!(responses.last(), Some(Response::Error(_))),
+            Err(_) => true,
+        };
+        if failed {
             self.fail_block(&session).await;
         }
         out
@@ -1222,17 +1226,16 @@ impl Frontend {
         session: &Arc<Session>,
         query: &str,
     ) -> PgWireResult<Vec<Response>> {
-        let session = session.clone();
         if let Some(parsed) = crate::keyspaces::parse(query) {
             let result = match parsed {
-                Ok(create) => self.create_keyspace(&session, create).await,
+                Ok(create) => self.create_keyspace(session, create).await,
                 Err(e) => Err(e),
             };
             return Ok(vec![simple_response(result)?]);
         }
         if let Some(parsed) = crate::maintenance::parse(query) {
             let result = match parsed {
-                Ok((tag, tables)) => self.maintenance(&session, tag, &tables).await,
+                Ok((tag, tables)) => self.maintenance(session, tag, &tables).await,
                 Err(e) => Err(e),
             };
             return Ok(vec![simple_response(result)?]);
@@ -1252,7 +1255,7 @@ impl Frontend {
                 .shaped_runs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let result = self
-                .run(&session, stmt, &params, Some(&known.prepared))
+                .run(session, stmt, &params, Some(&known.prepared))
                 .await;
             return Ok(vec![simple_response(result)?]);
         }
@@ -1265,7 +1268,7 @@ impl Frontend {
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
             if let Statement::Copy { to, .. } = stmt {
-                match self.copy(&session, stmt).await {
+                match self.copy(session, stmt).await {
                     Ok(r) => out.push(r),
                     Err(e) => {
                         out.push(Response::Error(Box::new(error_info(e))));
@@ -1278,10 +1281,10 @@ impl Frontend {
                 }
                 continue;
             }
-            match self.run(&session, stmt, &[], None).await {
+            match self.run(session, stmt, &[], None).await {
                 Ok(result) => {
                     if let Some(shape) = shape.take() {
-                        self.learn_shape(&session, shape, stmt, state.clone(), &result.columns);
+                        self.learn_shape(session, shape, stmt, state.clone(), &result.columns);
                     }
                     out.push(response(result, &Format::UnifiedText)?)
                 }
@@ -1447,12 +1450,11 @@ impl Frontend {
         session: &Arc<Session>,
         portal: &Portal<Prepared>,
     ) -> PgWireResult<Response> {
-        let session = session.clone();
         let prepared = &portal.statement.statement;
         if let Some(parsed) = crate::keyspaces::parse(&prepared.sql) {
             let create = parsed.map_err(to_pg_error)?;
             let result = self
-                .create_keyspace(&session, create)
+                .create_keyspace(session, create)
                 .await
                 .map_err(to_pg_error)?;
             return response(result, &portal.result_column_format);
@@ -1460,7 +1462,7 @@ impl Frontend {
         if let Some(parsed) = crate::maintenance::parse(&prepared.sql) {
             let (tag, tables) = parsed.map_err(to_pg_error)?;
             let result = self
-                .maintenance(&session, tag, &tables)
+                .maintenance(session, tag, &tables)
                 .await
                 .map_err(to_pg_error)?;
             return response(result, &portal.result_column_format);
@@ -1469,10 +1471,10 @@ impl Frontend {
             return Ok(Response::EmptyQuery);
         };
         if let Statement::Copy { .. } = stmt {
-            return self.copy(&session, stmt).await.map_err(to_pg_error);
+            return self.copy(session, stmt).await.map_err(to_pg_error);
         }
         let description = self
-            .prepared_types(&session, prepared)
+            .prepared_types(session, prepared)
             .await
             .map_err(to_pg_error)?;
         let described = &description.0;
@@ -1495,7 +1497,7 @@ impl Frontend {
             );
         }
         let result = self
-            .run(&session, stmt, &params, Some(prepared))
+            .run(session, stmt, &params, Some(prepared))
             .await
             .map_err(to_pg_error)?;
         response(result, &portal.result_column_format)
