@@ -8,6 +8,22 @@ use clap::Args;
 use protocol::auth::ClusterSecret;
 use serde::Deserialize;
 
+/// Bytes in `mb` MiB; a count too large for memory means "no bound", not a wrapped one.
+pub fn mib(mb: usize) -> usize {
+    mb.saturating_mul(1 << 20)
+}
+
+/// The bytes an environment variable gives in MiB, if it is set.
+pub fn mib_from_env(name: &str) -> Result<Option<usize>> {
+    let Ok(value) = std::env::var(name) else {
+        return Ok(None);
+    };
+    let mb: usize = value
+        .parse()
+        .map_err(|_| anyhow!("{name} must be a number of MiB"))?;
+    Ok(Some(mib(mb)))
+}
+
 fn load<T: for<'de> Deserialize<'de> + Default>(path: &Option<PathBuf>) -> Result<T> {
     match path {
         Some(p) => {
@@ -175,7 +191,7 @@ impl NodeArgs {
             shard.log_retain_bytes = n;
         }
         if let Some(mb) = self.cache_mb.or(f.cache_mb) {
-            shard.cache_bytes = mb << 20;
+            shard.cache_bytes = mib(mb);
         }
         Ok(replication::node_runtime::NodeConfig {
             id: self

@@ -91,7 +91,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             shard: engine::shard::ShardOptions {
                 cache_bytes: args
                     .cache_mb
-                    .map(|mb| mb << 20)
+                    .map(crate::config::mib)
                     .unwrap_or(engine::shard::DEFAULT_CACHE_BYTES),
                 ..Default::default()
             },

@@ -155,19 +155,13 @@ async fn run() -> Result<()> {
     init_logging();
     // The memory one statement's intermediate results may hold, on nodes and routers alike;
     // past it the statement fails with 53200.
-    if let Ok(mb) = std::env::var("TESSERA_QUERY_MEMORY_MB") {
-        let mb: usize = mb
-            .parse()
-            .map_err(|_| anyhow::anyhow!("TESSERA_QUERY_MEMORY_MB must be a number of MiB"))?;
-        engine::sql::QUERY_MEMORY.store(mb << 20, std::sync::atomic::Ordering::Relaxed);
+    if let Some(bytes) = config::mib_from_env("TESSERA_QUERY_MEMORY_MB")? {
+        engine::sql::QUERY_MEMORY.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
     // The bytes of changes one transaction may hold on one shard; past it a write fails with
     // 54000 (see `engine::buffer::TXN_MEMORY`).
-    if let Ok(mb) = std::env::var("TESSERA_TXN_MEMORY_MB") {
-        let mb: usize = mb
-            .parse()
-            .map_err(|_| anyhow::anyhow!("TESSERA_TXN_MEMORY_MB must be a number of MiB"))?;
-        engine::buffer::TXN_MEMORY.store(mb << 20, std::sync::atomic::Ordering::Relaxed);
+    if let Some(bytes) = config::mib_from_env("TESSERA_TXN_MEMORY_MB")? {
+        engine::buffer::TXN_MEMORY.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
     let cli = Cli::parse();
     match cli.command {
@@ -343,6 +337,12 @@ pub type Shared<T> = Arc<T>;
 #[cfg(test)]
 mod tests {
     use super::{session_threads, worker_threads};
+
+    #[test]
+    fn a_mib_count_past_memory_saturates_instead_of_wrapping() {
+        assert_eq!(crate::config::mib(3), 3 << 20);
+        assert_eq!(crate::config::mib(usize::MAX >> 10), usize::MAX);
+    }
 
     #[test]
     fn two_session_threads_per_core_unless_told() {
